@@ -1,0 +1,7 @@
+//! keel-core: the sans-IO state machines of Keel, an etcd-compatible consensus key-value store.
+//!
+//! Nothing in this crate performs I/O, reads a clock, spawns a thread or draws ambient
+//! randomness: drivers (`keel-runtime-tokio`, `keel-runtime-sim`) hand in time, messages,
+//! durability acknowledgements and a seed, and execute the outputs.
+
+pub mod raft;
