@@ -49,7 +49,14 @@ impl RaftNode {
                 if let ReplState::Probe { paused } = &mut pr.state {
                     *paused = false;
                 }
+                let behind = pr.matched < self.log.last_index();
+                let replicating = pr.state == ReplState::Replicate;
                 self.resend_stalled_snapshot(from);
+                if behind && replicating {
+                    // Appends in flight may have been lost: an empty append at `next`
+                    // makes the follower reject if it has a gap, which resets us to probe.
+                    self.send_append_inner(from, false);
+                }
                 if round > 0 {
                     self.ack_round(from, round);
                 }
@@ -193,6 +200,10 @@ impl RaftNode {
 
     /// Sends one append (or starts a snapshot) to `to`.
     pub(crate) fn send_append(&mut self, to: MemberId) {
+        self.send_append_inner(to, true);
+    }
+
+    fn send_append_inner(&mut self, to: MemberId, with_entries: bool) {
         let Some(pr) = self.progress.get(&to) else { return };
         let next = pr.next;
         let prev = next.prev();
@@ -209,9 +220,12 @@ impl RaftNode {
             ReplState::Probe { .. } => 1,
             _ => usize::MAX,
         };
-        let entries = self
-            .log
-            .entries_from(next, self.cfg.max_append_bytes, max_count);
+        let entries = if with_entries {
+            self.log
+                .entries_from(next, self.cfg.max_append_bytes, max_count)
+        } else {
+            Vec::new()
+        };
         let bytes: u64 = entries.iter().map(Entry::size).sum();
         let last = entries.last().map_or(prev, |e| e.index);
         let had_entries = !entries.is_empty();

@@ -33,11 +33,15 @@ pub struct Disk {
     pub entries: Vec<Entry>,
     /// Batches written but not synced: lost (or partly kept) on a crash.
     pub pending: VecDeque<PersistBatch>,
+    /// The bootstrap batch is durable (otherwise a restart bootstraps afresh, as etcd
+    /// does with an empty data dir).
+    pub bootstrapped: bool,
 }
 
 impl Disk {
     fn apply(&mut self, b: PersistBatch) {
         if let Some(s) = b.snapshot {
+            self.bootstrapped = true;
             if s.meta.index > self.snapshot.meta.index || s.meta.index.0 == 0 {
                 self.entries.retain(|e| e.index > s.meta.index);
                 // A snapshot from the leader replaces a log that disagrees with it.
@@ -180,6 +184,9 @@ pub struct Member {
     pub reads: Vec<ReadState>,
     /// Reads reported dropped.
     pub dropped_reads: Vec<ReadCtx>,
+    /// The configuration it was created with (used again if it crashes before the
+    /// bootstrap batch was durable).
+    pub initial_conf: ConfState,
 }
 
 /// Knobs of the simulated cluster.
@@ -262,7 +269,7 @@ impl Cluster {
             let cfg = Cluster::config(MemberId(i), &tweak);
             let node = RaftNode::new(cfg.clone(), conf.clone(), Time(0))
                 .unwrap_or_else(|e| panic!("invalid test config: {e}"));
-            members.insert(MemberId(i), Member::fresh(node, cfg));
+            members.insert(MemberId(i), Member::fresh(node, cfg, conf.clone()));
         }
         let mut c = Cluster {
             now: Time(0),
@@ -301,7 +308,7 @@ impl Cluster {
         let cfg = Cluster::config(mid, &|_| {});
         let node = RaftNode::new(cfg.clone(), ConfState::default(), self.now)
             .unwrap_or_else(|e| panic!("invalid test config: {e}"));
-        self.members.insert(mid, Member::fresh(node, cfg));
+        self.members.insert(mid, Member::fresh(node, cfg, ConfState::default()));
         self.process(mid);
     }
 
@@ -453,9 +460,13 @@ impl Cluster {
         if m.node.is_some() {
             return;
         }
-        let rec = m.disk.recovered();
-        let node = RaftNode::restart(m.cfg.clone(), rec, now)
-            .unwrap_or_else(|e| panic!("member {mid:?} cannot restart from its disk: {e}"));
+        let node = if m.disk.bootstrapped {
+            RaftNode::restart(m.cfg.clone(), m.disk.recovered(), now)
+                .unwrap_or_else(|e| panic!("member {mid:?} cannot restart from its disk: {e}"))
+        } else {
+            RaftNode::new(m.cfg.clone(), m.initial_conf.clone(), now)
+                .unwrap_or_else(|e| panic!("invalid test config: {e}"))
+        };
         m.sm = if m.disk.snapshot.meta.index.0 > 0 {
             StateMachine::restore(&m.disk.snapshot.data)
         } else {
@@ -576,20 +587,20 @@ impl Cluster {
         cond(self)
     }
 
-    /// Runs until exactly one leader is known to every running member (bounded).
+    /// Runs until one leader is known to every running member of its configuration
+    /// (bounded).
     pub fn elect_any(&mut self) -> MemberId {
         let ok = self.run_until(10_000, |c| {
             c.leader().is_some_and(|l| {
                 let t = c.node(l).term();
-                c.live().iter().all(|m| {
-                    let n = c.node(*m);
+                let live = c.live();
+                c.node(l).conf().members().filter(|m| live.contains(m)).all(|m| {
+                    let n = c.node(m);
                     n.leader() == l && n.term() == t
-                        || !n.conf().contains(*m)
-                        || n.is_removed()
                 })
             })
         });
-        assert!(ok, "no stable leader within 10 s of virtual time");
+        assert!(ok, "no stable leader within 10 s of virtual time: {}", self.describe());
         self.leader().unwrap_or_else(|| unreachable!())
     }
 
@@ -788,10 +799,11 @@ impl Cluster {
 
     /// Every running member that is still in the configuration applied the same history.
     pub fn check_converged(&self) {
+        let conf = self.leader().map(|l| self.node(l).conf().clone());
         let mut seen: Option<(MemberId, LogIndex, u64)> = None;
         for (id, m) in &self.members {
             let Some(n) = &m.node else { continue };
-            if n.is_removed() {
+            if n.is_removed() || conf.as_ref().is_some_and(|c| !c.contains(*id)) {
                 continue;
             }
             match seen {
@@ -841,8 +853,9 @@ impl Cluster {
 }
 
 impl Member {
-    fn fresh(node: RaftNode, cfg: Config) -> Member {
+    fn fresh(node: RaftNode, cfg: Config, initial_conf: ConfState) -> Member {
         Member {
+            initial_conf,
             node: Some(node),
             disk: Disk::default(),
             sm: StateMachine::default(),
