@@ -20,7 +20,7 @@ use super::error::{ConfChangeError, ProposeError, TransferError};
 use super::message::MessageBody;
 use super::node::{Proposed, RaftNode, Role};
 use super::progress::Progress;
-use super::types::{ConfChange, ConfState, EntryPayload, MemberId, Time};
+use super::types::{ConfChange, ConfState, EntryPayload, LogIndex, MemberId, Time};
 
 /// Applies `cc` to `conf`; returns whether `me` was removed.
 pub(crate) fn apply_to_conf(conf: &mut ConfState, cc: ConfChange, me: MemberId) -> bool {
@@ -111,7 +111,7 @@ impl RaftNode {
     }
 
     /// A committed change reached the application: raft adopts it now.
-    pub(crate) fn apply_conf_change(&mut self, cc: ConfChange) {
+    pub(crate) fn apply_conf_change(&mut self, cc: ConfChange, index: LogIndex) {
         let removed_me = apply_to_conf(&mut self.conf, cc, self.id);
         if self.role == Role::Leader {
             let next = self.log.last_index().next();
@@ -121,7 +121,13 @@ impl RaftNode {
                     self.progress.entry(id).or_insert_with(|| Progress::new(next));
                 }
                 ConfChange::Remove(_) => {
-                    self.progress.remove(&id);
+                    // Keep replicating to the departing member (it no longer counts for
+                    // any quorum) until it holds its removal, so it learns it was removed
+                    // instead of waiting for a leader that stopped talking to it.
+                    if self.progress.contains_key(&id) {
+                        self.departing.insert(id, index);
+                        self.release_departed(id);
+                    }
                     if self.transferee.is_some_and(|(t, _)| t == id) {
                         self.transferee = None;
                     }
@@ -152,6 +158,24 @@ impl RaftNode {
             // A smaller quorum may commit more; a larger one changes nothing committed.
             self.maybe_commit();
         }
+    }
+
+    /// Stops replicating to a removed member once it holds its removal entry, after one
+    /// last heartbeat that carries the commit index past it.
+    pub(crate) fn release_departed(&mut self, id: MemberId) {
+        let Some(&index) = self.departing.get(&id) else { return };
+        let Some(p) = self.progress.get(&id) else {
+            self.departing.remove(&id);
+            return;
+        };
+        if p.matched < index {
+            return;
+        }
+        let commit = p.matched.min(self.log.committed);
+        let m = self.message(id, MessageBody::Heartbeat { commit, round: 0 });
+        self.msgs.push(m);
+        self.progress.remove(&id);
+        self.departing.remove(&id);
     }
 
     /// Leader: starts handing leadership to `target`.

@@ -92,8 +92,10 @@ pub enum MessageBody {
     SnapshotAck {
         /// Which snapshot (by index).
         index: LogIndex,
-        /// Contiguous bytes received; the leader resumes from here.
+        /// Contiguous bytes received.
         received: u64,
+        /// A chunk arrived past a gap: the leader should resend from `received`.
+        resend: bool,
     },
     /// Leader → transfer target: campaign now, bypassing pre-vote and leases.
     TimeoutNow,

@@ -84,6 +84,8 @@ pub struct RaftNode {
     pub(crate) votes: BTreeMap<MemberId, bool>,
 
     pub(crate) progress: BTreeMap<MemberId, Progress>,
+    /// Removed members still being told about their removal, with the removal's index.
+    pub(crate) departing: BTreeMap<MemberId, LogIndex>,
     /// A configuration change is pending until applied past this index.
     pub(crate) pending_conf_index: LogIndex,
     pub(crate) uncommitted_bytes: u64,
@@ -229,6 +231,7 @@ impl RaftNode {
             leader_contact: now,
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
+            departing: BTreeMap::new(),
             pending_conf_index: LogIndex(0),
             uncommitted_bytes: 0,
             transferee: None,
@@ -617,7 +620,7 @@ impl RaftNode {
         let entries = self.log.take_committed(self.cfg.max_apply_batch);
         for e in &entries {
             match e.payload {
-                EntryPayload::ConfChange(cc) => self.apply_conf_change(cc),
+                EntryPayload::ConfChange(cc) => self.apply_conf_change(cc, e.index),
                 EntryPayload::Normal(ref d) if self.role == Role::Leader => {
                     self.uncommitted_bytes =
                         self.uncommitted_bytes.saturating_sub(d.len() as u64);
@@ -637,6 +640,7 @@ impl RaftNode {
         }
         if self.role == Role::Leader {
             self.progress.clear();
+            self.departing.clear();
             self.transferee = None;
             self.timeout_now_sent = false;
             self.uncommitted_bytes = 0;

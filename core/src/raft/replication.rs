@@ -17,6 +17,7 @@ impl RaftNode {
         self.uncommitted_bytes = 0;
         let next = self.log.last_index().next();
         self.progress.clear();
+        self.departing.clear();
         let members: Vec<MemberId> = self.conf.members().filter(|id| *id != self.id).collect();
         for id in members {
             self.progress.insert(id, Progress::new(next));
@@ -61,8 +62,12 @@ impl RaftNode {
                     self.ack_round(from, round);
                 }
             }
-            MessageBody::SnapshotAck { index, received } => {
-                self.handle_snapshot_ack(from, index, received);
+            MessageBody::SnapshotAck {
+                index,
+                received,
+                resend,
+            } => {
+                self.handle_snapshot_ack(from, index, received, resend);
             }
             MessageBody::Propose { payloads } => {
                 if !self.conf.contains(from) {
@@ -132,6 +137,7 @@ impl RaftNode {
         let matched = pr.matched;
         if matched > prev_matched {
             self.maybe_commit();
+            self.release_departed(from);
         }
         if let Some((target, _)) = self.transferee {
             if target == from && matched == self.log.last_index() {

@@ -108,7 +108,13 @@ impl RaftNode {
         }
     }
 
-    pub(crate) fn handle_snapshot_ack(&mut self, from: MemberId, index: LogIndex, received: u64) {
+    pub(crate) fn handle_snapshot_ack(
+        &mut self,
+        from: MemberId,
+        index: LogIndex,
+        received: u64,
+        resend: bool,
+    ) {
         let now = self.now;
         let Some(pr) = self.progress.get_mut(&from) else { return };
         pr.recent_active = true;
@@ -125,10 +131,15 @@ impl RaftNode {
             if received > *sent {
                 return; // Claims bytes we never sent.
             }
-            *acked = received;
-            // The follower is missing what lies after `received`: resume from there.
-            *sent = received;
-            *last_ack = now;
+            if received > *acked {
+                *acked = received;
+                *last_ack = now;
+            }
+            if resend && received >= *acked {
+                // A chunk was lost: resume from the first missing byte. Only a gap report
+                // rewinds, so ordinary acknowledgements never cause duplicate chunks.
+                *sent = received;
+            }
         }
     }
 
@@ -198,7 +209,7 @@ impl RaftNode {
         };
         if fresh {
             if offset != 0 {
-                self.ack_chunk(from, meta.index, 0);
+                self.ack_chunk(from, meta.index, 0, true);
                 return;
             }
             self.incoming = Some(IncomingSnapshot {
@@ -216,7 +227,7 @@ impl RaftNode {
         }
         let have = inc.buf.len() as u64;
         if offset > have {
-            self.ack_chunk(from, meta.index, have);
+            self.ack_chunk(from, meta.index, have, true);
             return;
         }
         let skip = (have - offset) as usize;
@@ -225,7 +236,7 @@ impl RaftNode {
         }
         let have = inc.buf.len() as u64;
         if have < total {
-            self.ack_chunk(from, meta.index, have);
+            self.ack_chunk(from, meta.index, have, false);
             return;
         }
         let Some(inc) = self.incoming.take() else { return };
@@ -238,8 +249,15 @@ impl RaftNode {
         );
     }
 
-    fn ack_chunk(&mut self, to: MemberId, index: LogIndex, received: u64) {
-        let m = self.message(to, MessageBody::SnapshotAck { index, received });
+    fn ack_chunk(&mut self, to: MemberId, index: LogIndex, received: u64, resend: bool) {
+        let m = self.message(
+            to,
+            MessageBody::SnapshotAck {
+                index,
+                received,
+                resend,
+            },
+        );
         self.msgs.push(m);
     }
 

@@ -398,6 +398,22 @@ impl Cluster {
         r.map(|()| ctx)
     }
 
+    /// Asks `mid` for `n` reads before draining its outputs once, as a driver does with
+    /// requests that arrive together.
+    pub fn read_many(&mut self, mid: MemberId, n: usize) -> Vec<ReadCtx> {
+        let now = self.now;
+        let mut ctxs = Vec::new();
+        for _ in 0..n {
+            self.next_read += 1;
+            let ctx = ReadCtx(self.next_read);
+            if self.node_mut(mid).read_index(now, ctx).is_ok() {
+                ctxs.push(ctx);
+            }
+        }
+        self.process(mid);
+        ctxs
+    }
+
     /// Asks `mid` to hand leadership to `target`.
     pub fn transfer(&mut self, mid: MemberId, target: MemberId) -> Result<(), TransferError> {
         let now = self.now;
@@ -604,11 +620,15 @@ impl Cluster {
         self.leader().unwrap_or_else(|| unreachable!())
     }
 
-    /// Runs until every running member applied everything the leader committed.
+    /// Runs until the leader committed its whole log and every running member of its
+    /// configuration applied it.
     pub fn converge(&mut self, max_ms: u64) -> bool {
         self.run_until(max_ms, |c| {
             let Some(l) = c.leader() else { return false };
             let target = c.node(l).committed();
+            if target < c.node(l).last_index() {
+                return false; // Proposals still in flight.
+            }
             c.live().iter().all(|m| {
                 let n = c.node(*m);
                 n.is_removed()
