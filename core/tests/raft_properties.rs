@@ -93,7 +93,11 @@ fn run(n: u64, ops: &[Op]) {
     let before = c.max_committed();
     settle(&mut c, n);
     if std::env::var_os("KEEL_PROP_STATS").is_some() {
-        eprintln!("STAT n={n} ops={} committed_during={before:?} final={:?}", ops.len(), c.max_committed());
+        eprintln!(
+            "STAT n={n} ops={} committed_during={before:?} final={:?}",
+            ops.len(),
+            c.max_committed()
+        );
     }
 }
 
@@ -137,8 +141,9 @@ fn apply(c: &mut Cluster, n: u64, op: &Op) {
         Op::Crash(x, keep) => c.crash(member(n, x), usize::from(keep)),
         Op::Restart(x) => c.restart(member(n, x)),
         Op::Partition(mask) => {
-            let (a, b): (Vec<MemberId>, Vec<MemberId>) =
-                (1..=n).map(MemberId).partition(|m| mask & (1 << (m.0 - 1)) != 0);
+            let (a, b): (Vec<MemberId>, Vec<MemberId>) = (1..=n)
+                .map(MemberId)
+                .partition(|m| mask & (1 << (m.0 - 1)) != 0);
             c.partition(&a, &b);
         }
         Op::CutOneWay(a, b) => c.cut_one_way(member(n, a), member(n, b)),
@@ -192,7 +197,11 @@ fn settle(c: &mut Cluster, n: u64) {
     // A fresh entry must commit everywhere (liveness after healing).
     let _ = c.propose(l);
     let ok = c.converge(30_000);
-    assert!(ok, "cluster did not converge after healing: {}", c.describe());
+    assert!(
+        ok,
+        "cluster did not converge after healing: {}",
+        c.describe()
+    );
     c.check_log_matching();
     c.check_converged();
 }

@@ -26,7 +26,11 @@ fn first_election_in_1_3_and_5_member_clusters() {
         assert_eq!(c.node(l).role(), Role::Leader);
         let term = c.node(l).term();
         for m in c.live() {
-            assert_eq!(c.node(m).leader(), l, "{n} members: {m:?} follows the leader");
+            assert_eq!(
+                c.node(m).leader(),
+                l,
+                "{n} members: {m:?} follows the leader"
+            );
             assert_eq!(c.node(m).term(), term);
         }
         // The leader's no-op commits everywhere.
@@ -139,7 +143,11 @@ fn divergent_follower_logs_are_repaired() {
     assert!(c.converge(1_000));
     // The leader, cut off with one follower, appends entries that never commit.
     let buddy = c.live().into_iter().find(|m| *m != l1).expect("a follower");
-    let others: Vec<_> = c.live().into_iter().filter(|m| *m != l1 && *m != buddy).collect();
+    let others: Vec<_> = c
+        .live()
+        .into_iter()
+        .filter(|m| *m != l1 && *m != buddy)
+        .collect();
     c.partition(&[l1, buddy], &others);
     propose_n(&mut c, l1, 10);
     c.advance(50);
@@ -162,7 +170,11 @@ fn divergent_follower_logs_are_repaired() {
     c.check_log_matching();
     c.check_converged();
     let applied = &c.sm(buddy).payloads;
-    assert_eq!(applied.len(), 7, "3 old + 4 from the new leader; the 10 are gone");
+    assert_eq!(
+        applied.len(),
+        7,
+        "3 old + 4 from the new leader; the 10 are gone"
+    );
 }
 
 #[test]
@@ -192,7 +204,9 @@ fn conflicting_follower_rejects_and_the_hint_skips_whole_terms() {
     c.isolate(l1);
     propose_n(&mut c, l1, 30);
     c.advance(10);
-    let ok = c.run_until(3_000, |c| rest.iter().any(|m| c.node(*m).role() == Role::Leader));
+    let ok = c.run_until(3_000, |c| {
+        rest.iter().any(|m| c.node(*m).role() == Role::Leader)
+    });
     assert!(ok);
     let l2 = c.leader().expect("leader");
     propose_n(&mut c, l2, 5);
@@ -205,7 +219,10 @@ fn conflicting_follower_rejects_and_the_hint_skips_whole_terms() {
         while !c.net.is_empty() {
             let m = &c.net[0];
             if m.to == l2 {
-                if let MessageBody::AppendResponse { reject: Some(_), .. } = m.body {
+                if let MessageBody::AppendResponse {
+                    reject: Some(_), ..
+                } = m.body
+                {
                     rejections += 1;
                 }
             }
@@ -237,9 +254,16 @@ fn leadership_transfer_hands_over_and_blocks_proposals_meanwhile() {
     c.stabilize();
     assert_eq!(c.leader(), Some(target));
     assert_eq!(c.node(l).leader(), target);
-    assert_eq!(c.transfer(target, id(99)), Err(TransferError::NotVoter(id(99))));
+    assert_eq!(
+        c.transfer(target, id(99)),
+        Err(TransferError::NotVoter(id(99)))
+    );
     // A lagging target is caught up first.
-    let other = c.live().into_iter().find(|m| *m != target && *m != l).expect("third");
+    let other = c
+        .live()
+        .into_iter()
+        .find(|m| *m != target && *m != l)
+        .expect("third");
     c.isolate(other);
     propose_n(&mut c, target, 20);
     c.advance(20);
@@ -339,7 +363,8 @@ fn removing_the_leader_hands_leadership_over() {
     let mut c = cluster(3);
     let l = c.elect_any();
     propose_n(&mut c, l, 3);
-    c.conf_change(l, ConfChange::Remove(l)).expect("remove self");
+    c.conf_change(l, ConfChange::Remove(l))
+        .expect("remove self");
     let ok = c.run_until(1_000, |c| c.leader().is_some_and(|x| x != l));
     assert!(ok, "{}", c.describe());
     assert!(c.node(l).is_removed());
@@ -468,7 +493,10 @@ fn read_index_is_batched_and_confirmed_by_a_quorum() {
         .filter(|m| matches!(m.body, MessageBody::Heartbeat { .. }))
         .count();
     assert_eq!(heartbeats, 2, "one round to two followers for ten reads");
-    assert!(c.reads(l).is_empty(), "not confirmed before the quorum answers");
+    assert!(
+        c.reads(l).is_empty(),
+        "not confirmed before the quorum answers"
+    );
     c.stabilize();
     let got: Vec<_> = c.reads(l).iter().map(|r| r.ctx).collect();
     assert_eq!(got, ctxs);
@@ -488,7 +516,10 @@ fn read_index_is_not_confirmed_by_a_minority() {
     c.isolate(l);
     c.read(l).expect("queued");
     c.advance(50);
-    assert!(c.reads(l).is_empty(), "an isolated leader cannot confirm a read");
+    assert!(
+        c.reads(l).is_empty(),
+        "an isolated leader cannot confirm a read"
+    );
     // When it steps down the read is reported dropped.
     let ok = c.run_until(2_000, |c| c.node(l).role() != Role::Leader);
     assert!(ok);
@@ -626,9 +657,20 @@ fn same_seed_same_outputs_byte_for_byte() {
     assert!(a.len() > 100, "the trace records outputs");
     assert_eq!(a, b);
     // A different seed changes the election timing, so the trace differs.
-    let mut other = Cluster::with(5, 0, ClusterOptions { trace: true, ..ClusterOptions::default() }, |cfg| {
-        cfg.seed = 12345;
-    });
+    let mut other = Cluster::with(
+        5,
+        0,
+        ClusterOptions {
+            trace: true,
+            ..ClusterOptions::default()
+        },
+        |cfg| {
+            cfg.seed = 12345;
+        },
+    );
     other.elect_any();
-    assert_ne!(&a[..other.trace.len().min(a.len())], &other.trace[..other.trace.len().min(a.len())]);
+    assert_ne!(
+        &a[..other.trace.len().min(a.len())],
+        &other.trace[..other.trace.len().min(a.len())]
+    );
 }

@@ -23,7 +23,6 @@ impl RaftNode {
                 if self.cfg.check_quorum && !self.quorum_recently_active() {
                     let term = self.term;
                     self.become_follower(term, MemberId::NONE);
-                    return;
                 }
             }
         } else if now >= self.election_deadline {
@@ -319,19 +318,13 @@ impl RaftNode {
                 self.heard_from_leader(m.from);
                 self.handle_snapshot_chunk(m.from, meta, total, offset, data);
             }
-            MessageBody::TimeoutNow => {
-                if self.promotable() {
-                    self.campaign(true);
-                }
-            }
+            MessageBody::TimeoutNow if self.promotable() => self.campaign(true),
             MessageBody::ReadIndexResponse { ctx, index } => {
                 self.complete_forwarded_read(ctx, index);
             }
-            MessageBody::TransferLeader { target } => {
-                if self.leader.is_some() {
-                    let fwd = self.message(self.leader, MessageBody::TransferLeader { target });
-                    self.msgs.push(fwd);
-                }
+            MessageBody::TransferLeader { target } if self.leader.is_some() => {
+                let fwd = self.message(self.leader, MessageBody::TransferLeader { target });
+                self.msgs.push(fwd);
             }
             // Proposals and reads reaching a follower were forwarded by someone who thinks
             // we lead: drop them rather than bounce them around.

@@ -118,7 +118,10 @@ impl RaftNode {
             let id = cc.member();
             match cc {
                 ConfChange::AddVoter(_) | ConfChange::AddLearner(_) if id != self.id => {
-                    self.progress.entry(id).or_insert_with(|| Progress::new(next));
+                    self.departing.remove(&id);
+                    self.progress
+                        .entry(id)
+                        .or_insert_with(|| Progress::new(next));
                 }
                 ConfChange::Remove(_) => {
                     // Keep replicating to the departing member (it no longer counts for
@@ -163,7 +166,9 @@ impl RaftNode {
     /// Stops replicating to a removed member once it holds its removal entry, after one
     /// last heartbeat that carries the commit index past it.
     pub(crate) fn release_departed(&mut self, id: MemberId) {
-        let Some(&index) = self.departing.get(&id) else { return };
+        let Some(&index) = self.departing.get(&id) else {
+            return;
+        };
         let Some(p) = self.progress.get(&id) else {
             self.departing.remove(&id);
             return;

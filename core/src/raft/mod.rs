@@ -30,11 +30,13 @@ pub mod testkit;
 mod types;
 
 pub use config::{Config, ReadMode};
-pub use error::{ConfChangeError, ConfigError, ProposeError, ReadError, RecoverError, TransferError};
+pub use error::{
+    ConfChangeError, ConfigError, ProposeError, ReadError, RecoverError, TransferError,
+};
 pub use message::{Message, MessageBody, RejectHint};
 pub use node::{Proposed, RaftNode, RestartError, Role, SoftState};
 pub use ready::{PersistBatch, ReadState, Ready};
 pub use types::{
-    ConfChange, ConfState, Entry, EntryPayload, HardState, LogIndex, MemberId, PersistSeq,
-    ReadCtx, RecoveredState, Snapshot, SnapshotMeta, Term, Time,
+    ConfChange, ConfState, Entry, EntryPayload, HardState, LogIndex, MemberId, PersistSeq, ReadCtx,
+    RecoveredState, Snapshot, SnapshotMeta, Term, Time,
 };

@@ -622,8 +622,7 @@ impl RaftNode {
             match e.payload {
                 EntryPayload::ConfChange(cc) => self.apply_conf_change(cc, e.index),
                 EntryPayload::Normal(ref d) if self.role == Role::Leader => {
-                    self.uncommitted_bytes =
-                        self.uncommitted_bytes.saturating_sub(d.len() as u64);
+                    self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(d.len() as u64);
                 }
                 _ => {}
             }
@@ -658,7 +657,10 @@ impl RaftNode {
     }
 
     /// Proposal entry point shared by local and forwarded proposals.
-    pub(crate) fn propose_payload(&mut self, payload: EntryPayload) -> Result<Proposed, ProposeError> {
+    pub(crate) fn propose_payload(
+        &mut self,
+        payload: EntryPayload,
+    ) -> Result<Proposed, ProposeError> {
         if self.removed {
             return Err(ProposeError::Removed);
         }

@@ -45,7 +45,9 @@ impl RaftNode {
                 self.handle_append_response(from, index, reject);
             }
             MessageBody::HeartbeatResponse { round } => {
-                let Some(pr) = self.progress.get_mut(&from) else { return };
+                let Some(pr) = self.progress.get_mut(&from) else {
+                    return;
+                };
                 pr.recent_active = true;
                 if let ReplState::Probe { paused } = &mut pr.state {
                     *paused = false;
@@ -81,10 +83,8 @@ impl RaftNode {
                     }
                 }
             }
-            MessageBody::ReadIndex { ctx } => {
-                if self.conf.contains(from) {
-                    self.leader_read(ctx, from);
-                }
+            MessageBody::ReadIndex { ctx } if self.conf.contains(from) => {
+                self.leader_read(ctx, from);
             }
             MessageBody::TransferLeader { target } => {
                 let _ = self.begin_transfer(target);
@@ -100,7 +100,9 @@ impl RaftNode {
         reject: Option<RejectHint>,
     ) {
         let last = self.log.last_index();
-        let Some(pr) = self.progress.get_mut(&from) else { return };
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
         pr.recent_active = true;
         if let Some(hint) = reject {
             // Skip every entry of the follower's conflicting term at once.
@@ -109,7 +111,9 @@ impl RaftNode {
             } else {
                 hint.index
             };
-            let Some(pr) = self.progress.get_mut(&from) else { return };
+            let Some(pr) = self.progress.get_mut(&from) else {
+                return;
+            };
             if pr.maybe_decrease_to(index, probe) && pr.state == ReplState::Replicate {
                 pr.become_probe();
             }
@@ -181,8 +185,7 @@ impl RaftNode {
         let ids: Vec<MemberId> = self.progress.keys().copied().collect();
         for id in ids {
             let mut sent = false;
-            loop {
-                let Some(pr) = self.progress.get(&id) else { break };
+            while let Some(pr) = self.progress.get(&id) {
                 let wants_more = pr.next <= self.log.last_index();
                 let can = pr.can_send(self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes);
                 if let ReplState::Snapshot { .. } = pr.state {
@@ -210,7 +213,9 @@ impl RaftNode {
     }
 
     fn send_append_inner(&mut self, to: MemberId, with_entries: bool) {
-        let Some(pr) = self.progress.get(&to) else { return };
+        let Some(pr) = self.progress.get(&to) else {
+            return;
+        };
         let next = pr.next;
         let prev = next.prev();
         let Some(prev_term) = self.log.term(prev) else {
@@ -252,8 +257,11 @@ impl RaftNode {
 
     pub(crate) fn broadcast_heartbeat(&mut self) {
         let round = self.reads.start_round(self.now);
-        let ids: Vec<(MemberId, LogIndex)> =
-            self.progress.iter().map(|(id, p)| (*id, p.matched)).collect();
+        let ids: Vec<(MemberId, LogIndex)> = self
+            .progress
+            .iter()
+            .map(|(id, p)| (*id, p.matched))
+            .collect();
         for (id, matched) in ids {
             let msg = self.message(
                 id,

@@ -70,12 +70,16 @@ impl RaftNode {
 
     /// Sends chunks while fewer than `snapshot_inflight_chunks` are unacknowledged.
     pub(crate) fn send_snapshot_chunks(&mut self, to: MemberId) {
-        let Some(snap) = self.snapshot.clone() else { return };
+        let Some(snap) = self.snapshot.clone() else {
+            return;
+        };
         let chunk = self.cfg.snapshot_chunk_bytes;
         let window = chunk.saturating_mul(self.cfg.snapshot_inflight_chunks);
         let total = snap.data.len() as u64;
         loop {
-            let Some(pr) = self.progress.get_mut(&to) else { return };
+            let Some(pr) = self.progress.get_mut(&to) else {
+                return;
+            };
             let ReplState::Snapshot {
                 index,
                 ref mut sent,
@@ -116,7 +120,9 @@ impl RaftNode {
         resend: bool,
     ) {
         let now = self.now;
-        let Some(pr) = self.progress.get_mut(&from) else { return };
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
         pr.recent_active = true;
         if let ReplState::Snapshot {
             index: sending,
@@ -148,7 +154,9 @@ impl RaftNode {
     pub(crate) fn resend_stalled_snapshot(&mut self, from: MemberId) {
         let now = self.now;
         let stall = self.cfg.election_timeout_ms;
-        let Some(pr) = self.progress.get_mut(&from) else { return };
+        let Some(pr) = self.progress.get_mut(&from) else {
+            return;
+        };
         let ReplState::Snapshot {
             ref mut sent,
             acked,
@@ -220,7 +228,9 @@ impl RaftNode {
                 buf: BytesMut::new(),
             });
         }
-        let Some(inc) = self.incoming.as_mut() else { return };
+        let Some(inc) = self.incoming.as_mut() else {
+            return;
+        };
         if inc.total != total {
             self.incoming = None;
             return;
@@ -239,7 +249,9 @@ impl RaftNode {
             self.ack_chunk(from, meta.index, have, false);
             return;
         }
-        let Some(inc) = self.incoming.take() else { return };
+        let Some(inc) = self.incoming.take() else {
+            return;
+        };
         self.install_snapshot(
             from,
             Snapshot {

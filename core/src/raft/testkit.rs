@@ -224,6 +224,9 @@ struct History {
     max_committed: LogIndex,
 }
 
+/// A member's log as index → (term, payload hash), for comparisons.
+type LogDigest = BTreeMap<LogIndex, (Term, u64)>;
+
 /// An in-memory cluster. Members are numbered 1..=n.
 #[derive(Debug)]
 pub struct Cluster {
@@ -308,7 +311,8 @@ impl Cluster {
         let cfg = Cluster::config(mid, &|_| {});
         let node = RaftNode::new(cfg.clone(), ConfState::default(), self.now)
             .unwrap_or_else(|e| panic!("invalid test config: {e}"));
-        self.members.insert(mid, Member::fresh(node, cfg, ConfState::default()));
+        self.members
+            .insert(mid, Member::fresh(node, cfg, ConfState::default()));
         self.process(mid);
     }
 
@@ -381,7 +385,11 @@ impl Cluster {
     }
 
     /// Proposes a membership change at `mid`.
-    pub fn conf_change(&mut self, mid: MemberId, cc: ConfChange) -> Result<Proposed, ConfChangeError> {
+    pub fn conf_change(
+        &mut self,
+        mid: MemberId,
+        cc: ConfChange,
+    ) -> Result<Proposed, ConfChangeError> {
         let now = self.now;
         let r = self.node_mut(mid).propose_conf_change(now, cc);
         self.process(mid);
@@ -433,7 +441,9 @@ impl Cluster {
     pub fn compact(&mut self, mid: MemberId) {
         let now = self.now;
         let padding = self.opts.snapshot_padding;
-        let Some(m) = self.members.get_mut(&mid) else { return };
+        let Some(m) = self.members.get_mut(&mid) else {
+            return;
+        };
         let Some(node) = m.node.as_mut() else { return };
         if m.sm.applied != node.applied() {
             return;
@@ -447,7 +457,9 @@ impl Cluster {
     /// Syncs `mid`'s disk and tells it so.
     pub fn sync(&mut self, mid: MemberId) {
         let now = self.now;
-        let Some(m) = self.members.get_mut(&mid) else { return };
+        let Some(m) = self.members.get_mut(&mid) else {
+            return;
+        };
         let Some(node) = m.node.as_mut() else { return };
         let last = m.disk.pending.back().map(|b| b.seq);
         m.disk.sync();
@@ -472,7 +484,9 @@ impl Cluster {
     /// Restarts a crashed member from its disk.
     pub fn restart(&mut self, mid: MemberId) {
         let now = self.now;
-        let Some(m) = self.members.get_mut(&mid) else { return };
+        let Some(m) = self.members.get_mut(&mid) else {
+            return;
+        };
         if m.node.is_some() {
             return;
         }
@@ -610,13 +624,21 @@ impl Cluster {
             c.leader().is_some_and(|l| {
                 let t = c.node(l).term();
                 let live = c.live();
-                c.node(l).conf().members().filter(|m| live.contains(m)).all(|m| {
-                    let n = c.node(m);
-                    n.leader() == l && n.term() == t
-                })
+                c.node(l)
+                    .conf()
+                    .members()
+                    .filter(|m| live.contains(m))
+                    .all(|m| {
+                        let n = c.node(m);
+                        n.leader() == l && n.term() == t
+                    })
             })
         });
-        assert!(ok, "no stable leader within 10 s of virtual time: {}", self.describe());
+        assert!(
+            ok,
+            "no stable leader within 10 s of virtual time: {}",
+            self.describe()
+        );
         self.leader().unwrap_or_else(|| unreachable!())
     }
 
@@ -647,7 +669,9 @@ impl Cluster {
                 // Record commits made by the last input before their entries are applied.
                 self.check_member(mid);
             }
-            let Some(m) = self.members.get_mut(&mid) else { return };
+            let Some(m) = self.members.get_mut(&mid) else {
+                return;
+            };
             let Some(node) = m.node.as_mut() else { return };
             let rd = node.ready();
             if self.opts.trace && !rd.is_empty() {
@@ -674,7 +698,9 @@ impl Cluster {
         let now = self.now;
         let padding = self.opts.snapshot_padding;
         let auto_sync = self.opts.auto_sync;
-        let Some(m) = self.members.get_mut(&mid) else { return false };
+        let Some(m) = self.members.get_mut(&mid) else {
+            return false;
+        };
         if let Some(snap) = &rd.apply_snapshot {
             m.sm = StateMachine::restore(&snap.data);
         }
@@ -687,8 +713,12 @@ impl Cluster {
             }
         }
         self.net.extend(rd.messages);
-        let Some(m) = self.members.get_mut(&mid) else { return false };
-        let Some(node) = m.node.as_mut() else { return false };
+        let Some(m) = self.members.get_mut(&mid) else {
+            return false;
+        };
+        let Some(node) = m.node.as_mut() else {
+            return false;
+        };
         m.reads.extend(rd.read_states);
         m.dropped_reads.extend(rd.dropped_reads);
         let mut more = false;
@@ -781,7 +811,7 @@ impl Cluster {
     /// Log matching across every pair of running members: if two logs hold an entry with
     /// the same index and term, they are identical up to that index.
     pub fn check_log_matching(&self) {
-        let logs: Vec<(MemberId, BTreeMap<LogIndex, (Term, u64)>)> = self
+        let logs: Vec<(MemberId, LogDigest)> = self
             .members
             .iter()
             .filter_map(|(id, m)| m.node.as_ref().map(|n| (*id, n)))
