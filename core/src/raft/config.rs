@@ -138,8 +138,11 @@ impl Config {
             ReadMode::Lease {
                 max_clock_drift_ppm,
             } => {
-                let margin =
-                    self.election_timeout_ms * u64::from(max_clock_drift_ppm) / 1_000_000 + 1;
+                let margin = self
+                    .election_timeout_ms
+                    .saturating_mul(u64::from(max_clock_drift_ppm))
+                    / 1_000_000
+                    + 1;
                 Some(self.election_timeout_ms.saturating_sub(margin))
             }
         }

@@ -78,7 +78,7 @@ impl RaftNode {
     /// previous leader (TimeoutNow), which voters honour even inside a leader lease.
     pub(crate) fn campaign(&mut self, transfer: bool) {
         self.drop_forwarded_reads();
-        self.term = Term(self.term.0 + 1);
+        self.term = self.term.next();
         self.vote = self.id;
         self.role = Role::Candidate;
         self.leader = MemberId::NONE;
@@ -94,7 +94,7 @@ impl RaftNode {
             return;
         }
         let term = if pre_vote {
-            Term(self.term.0 + 1)
+            self.term.next()
         } else {
             self.term
         };
@@ -319,7 +319,7 @@ impl RaftNode {
                 self.handle_snapshot_chunk(m.from, meta, total, offset, data);
             }
             MessageBody::TimeoutNow if self.promotable() => self.campaign(true),
-            MessageBody::ReadIndexResponse { ctx, index } => {
+            MessageBody::ReadIndexResponse { ctx, index } if m.from == self.leader => {
                 self.complete_forwarded_read(ctx, index);
             }
             MessageBody::TransferLeader { target } if self.leader.is_some() => {

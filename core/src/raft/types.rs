@@ -72,10 +72,17 @@ impl fmt::Display for MemberId {
     }
 }
 
+impl Term {
+    /// The term after this one (saturating: only a hostile peer gets near the end).
+    pub fn next(self) -> Term {
+        Term(self.0.saturating_add(1))
+    }
+}
+
 impl LogIndex {
-    /// The index after this one.
+    /// The index after this one (saturating: only a hostile peer gets near the end).
     pub fn next(self) -> LogIndex {
-        LogIndex(self.0 + 1)
+        LogIndex(self.0.saturating_add(1))
     }
     /// The index before this one (saturating at zero).
     pub fn prev(self) -> LogIndex {
