@@ -208,7 +208,7 @@ fn settle(c: &mut Cluster, n: u64) {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 1000,
+        cases: 3000,
         max_shrink_iters: 4096,
         .. ProptestConfig::default()
     })]

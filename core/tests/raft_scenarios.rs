@@ -674,3 +674,27 @@ fn same_seed_same_outputs_byte_for_byte() {
         &other.trace[..other.trace.len().min(a.len())]
     );
 }
+
+#[test]
+fn forwarded_requests_reaching_a_follower_are_dropped_not_bounced() {
+    use keel_core::raft::{Message, ReadCtx};
+    let mut c = cluster(3);
+    let l = c.elect_any();
+    let f: Vec<_> = c.live().into_iter().filter(|m| *m != l).collect();
+    let term = c.node(l).term();
+    // Two followers each believing the other leads would forward these forever.
+    for body in [
+        MessageBody::TransferLeader { target: f[0] },
+        MessageBody::Propose { payloads: vec![] },
+        MessageBody::ReadIndex { ctx: ReadCtx(7) },
+    ] {
+        c.net.push(Message {
+            from: f[0],
+            to: f[1],
+            term,
+            body,
+        });
+        assert_eq!(c.stabilize(), 1, "delivered once, answered by nothing");
+    }
+    assert_eq!(c.leader(), Some(l));
+}

@@ -108,7 +108,9 @@ fn run_command(c: &mut Option<Cluster>, line: &str, out: &mut String) {
     let member = |i: usize| MemberId(num(arg(&args, i, line), line));
     match cmd {
         "campaign" => c.campaign(member(1)),
-        "stabilize" => c.stabilize(),
+        "stabilize" => {
+            c.stabilize();
+        }
         "tick" => c.advance(num(arg(&args, 1, line), line)),
         "propose" => {
             let count = args

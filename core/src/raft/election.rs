@@ -77,6 +77,11 @@ impl RaftNode {
     /// Starts an election in the next term. `transfer` marks a campaign ordered by the
     /// previous leader (TimeoutNow), which voters honour even inside a leader lease.
     pub(crate) fn campaign(&mut self, transfer: bool) {
+        if self.term == Term(u64::MAX) {
+            // Only a hostile peer can push the term this far; there is no next term to
+            // campaign in, and re-campaigning in this one could vote twice.
+            return;
+        }
         self.drop_forwarded_reads();
         self.term = self.term.next();
         self.vote = self.id;
@@ -259,7 +264,7 @@ impl RaftNode {
         if grant && !pre_vote {
             self.send_durable(reply);
         } else {
-            self.msgs.push(reply);
+            self.send(reply);
         }
     }
 
@@ -322,12 +327,9 @@ impl RaftNode {
             MessageBody::ReadIndexResponse { ctx, index } if m.from == self.leader => {
                 self.complete_forwarded_read(ctx, index);
             }
-            MessageBody::TransferLeader { target } if self.leader.is_some() => {
-                let fwd = self.message(self.leader, MessageBody::TransferLeader { target });
-                self.msgs.push(fwd);
-            }
-            // Proposals and reads reaching a follower were forwarded by someone who thinks
-            // we lead: drop them rather than bounce them around.
+            // Proposals, reads and transfer requests reaching a follower were forwarded by
+            // someone who thinks we lead: drop them rather than bounce them around (two
+            // members with stale views of the leader would forward them forever).
             _ => {}
         }
     }

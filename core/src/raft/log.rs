@@ -268,3 +268,127 @@ impl RaftLog {
         self.entries.iter()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::types::EntryPayload;
+
+    fn log_of(terms: &[u64]) -> RaftLog {
+        let entries = terms
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Entry {
+                term: Term(*t),
+                index: LogIndex(i as u64 + 1),
+                payload: EntryPayload::Empty,
+            })
+            .collect();
+        RaftLog::new(&SnapshotMeta::default(), entries)
+    }
+
+    fn ents(from: u64, terms: &[u64]) -> Vec<Entry> {
+        terms
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Entry {
+                term: Term(*t),
+                index: LogIndex(from + i as u64),
+                payload: EntryPayload::Empty,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn conflict_hint_skips_the_whole_conflicting_term() {
+        // Follower log terms: 1 1 2 2 2 2 (indices 1..6); the leader probes at (6, term 3).
+        let log = log_of(&[1, 1, 2, 2, 2, 2]);
+        assert_eq!(
+            log.find_conflict_by_term(LogIndex(6), Term(3)),
+            (LogIndex(6), Term(2))
+        );
+        // The leader's log has term 1 up to 2: every term-2 entry is skipped at once.
+        assert_eq!(
+            log.find_conflict_by_term(LogIndex(6), Term(1)),
+            (LogIndex(2), Term(1))
+        );
+        // Beyond the end the search starts at the last entry.
+        assert_eq!(
+            log.find_conflict_by_term(LogIndex(60), Term(2)),
+            (LogIndex(6), Term(2))
+        );
+        assert_eq!(
+            log.find_conflict_by_term(LogIndex(6), Term(0)),
+            (LogIndex(0), Term(0))
+        );
+    }
+
+    #[test]
+    fn append_skips_matching_entries_and_truncates_at_the_first_conflict() {
+        let mut log = log_of(&[1, 1, 2, 2]);
+        log.stable = LogIndex(4);
+        log.unpersisted_from = LogIndex(5);
+        // Entries 2..3 match; 4 conflicts (term 3 vs 2) and replaces the suffix.
+        let out = log.try_append(LogIndex(1), Term(1), &ents(2, &[1, 2, 3, 3]));
+        assert_eq!(
+            out,
+            AppendOutcome::Matched {
+                last_new: LogIndex(5),
+                truncated_at: Some(LogIndex(4))
+            }
+        );
+        assert_eq!(log.last_index(), LogIndex(5));
+        assert_eq!(log.term(LogIndex(4)), Some(Term(3)));
+        assert_eq!(
+            log.stable,
+            LogIndex(3),
+            "the replaced entry is no longer durable"
+        );
+        assert_eq!(log.take_unpersisted(), ents(4, &[3, 3]));
+        // A stale duplicate of an older append changes nothing.
+        let out = log.try_append(LogIndex(1), Term(1), &ents(2, &[1]));
+        assert_eq!(
+            out,
+            AppendOutcome::Matched {
+                last_new: LogIndex(2),
+                truncated_at: None
+            }
+        );
+        assert_eq!(log.last_index(), LogIndex(5));
+        assert_eq!(
+            log.try_append(LogIndex(5), Term(9), &[]),
+            AppendOutcome::Mismatch
+        );
+    }
+
+    #[test]
+    fn committed_entries_are_never_overwritten() {
+        let mut log = log_of(&[1, 1, 2]);
+        log.committed = LogIndex(3);
+        assert_eq!(
+            log.try_append(LogIndex(1), Term(1), &ents(2, &[3])),
+            AppendOutcome::ConflictsWithCommitted
+        );
+        assert_eq!(log.term(LogIndex(2)), Some(Term(1)));
+    }
+
+    #[test]
+    fn apply_waits_for_durability_and_compaction_keeps_the_boundary_term() {
+        let mut log = log_of(&[1, 1, 2, 2]);
+        log.committed = LogIndex(4);
+        log.stable = LogIndex(2);
+        assert_eq!(
+            log.take_committed(10).len(),
+            2,
+            "only durable entries apply"
+        );
+        log.stable = LogIndex(4);
+        assert_eq!(log.take_committed(1).len(), 1, "bounded batches");
+        assert_eq!(log.take_committed(10).len(), 1);
+        log.compact_to(LogIndex(3));
+        assert_eq!(log.first_index(), LogIndex(4));
+        assert_eq!(log.term(LogIndex(3)), Some(Term(2)));
+        assert_eq!(log.term(LogIndex(2)), None);
+        assert!(log.entries_from(LogIndex(2), u64::MAX, 10).is_empty());
+    }
+}

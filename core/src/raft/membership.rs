@@ -178,7 +178,7 @@ impl RaftNode {
         }
         let commit = p.matched.min(self.log.committed);
         let m = self.message(id, MessageBody::Heartbeat { commit, round: 0 });
-        self.msgs.push(m);
+        self.send(m);
         self.progress.remove(&id);
         self.departing.remove(&id);
     }
@@ -210,6 +210,6 @@ impl RaftNode {
     pub(crate) fn send_timeout_now(&mut self, to: MemberId) {
         self.timeout_now_sent = true;
         let m = self.message(to, MessageBody::TimeoutNow);
-        self.msgs.push(m);
+        self.send(m);
     }
 }

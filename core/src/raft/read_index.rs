@@ -108,7 +108,7 @@ impl RaftNode {
             self.reads.ready.push(ReadState { ctx, index });
         } else {
             let m = self.message(from, MessageBody::ReadIndexResponse { ctx, index });
-            self.msgs.push(m);
+            self.send(m);
         }
     }
 

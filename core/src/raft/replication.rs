@@ -249,7 +249,7 @@ impl RaftNode {
                 commit: self.log.committed,
             },
         );
-        self.msgs.push(msg);
+        self.send(msg);
         if let Some(pr) = self.progress.get_mut(&to) {
             pr.sent_append(last, bytes, had_entries);
         }
@@ -270,7 +270,7 @@ impl RaftNode {
                     round,
                 },
             );
-            self.msgs.push(msg);
+            self.send(msg);
         }
         // Reads waiting on this round with no peers to confirm them are done now.
         self.try_confirm_reads();

@@ -65,7 +65,7 @@ impl RaftNode {
                 data: Bytes::new(),
             },
         );
-        self.msgs.push(msg);
+        self.send(msg);
     }
 
     /// Sends chunks while fewer than `snapshot_inflight_chunks` are unacknowledged.
@@ -108,7 +108,7 @@ impl RaftNode {
                     data,
                 },
             );
-            self.msgs.push(msg);
+            self.send(msg);
         }
     }
 
@@ -270,7 +270,7 @@ impl RaftNode {
                 resend,
             },
         );
-        self.msgs.push(m);
+        self.send(m);
     }
 
     fn install_snapshot(&mut self, from: MemberId, snap: Snapshot) {

@@ -576,14 +576,16 @@ impl Cluster {
         }
     }
 
-    /// Delivers messages in order until none are in flight (bounded).
-    pub fn stabilize(&mut self) {
-        let mut budget = 1_000_000;
-        while !self.net.is_empty() && budget > 0 {
+    /// Delivers messages in order until none are in flight (bounded); returns how many
+    /// were delivered.
+    pub fn stabilize(&mut self) -> usize {
+        let mut delivered = 0;
+        while !self.net.is_empty() && delivered < 1_000_000 {
             let m = self.net.remove(0);
             self.deliver_msg(m);
-            budget -= 1;
+            delivered += 1;
         }
+        delivered
     }
 
     /// Advances time by `ms` in steps of one millisecond, ticking every member and
