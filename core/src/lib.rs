@@ -5,3 +5,4 @@
 //! durability acknowledgements and a seed, and execute the outputs.
 
 pub mod raft;
+pub mod wal;
