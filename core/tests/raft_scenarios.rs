@@ -33,9 +33,10 @@ fn first_election_in_1_3_and_5_member_clusters() {
             );
             assert_eq!(c.node(m).term(), term);
         }
-        // The leader's no-op commits everywhere.
+        // The founders' configuration entries (1..=n) and the leader's no-op commit
+        // everywhere.
         assert!(c.converge(1_000));
-        assert_eq!(c.sm(l).applied, LogIndex(1));
+        assert_eq!(c.sm(l).applied, LogIndex(n + 1));
         c.check_converged();
     }
 }
@@ -46,7 +47,8 @@ fn campaign_on_demand_wins_with_prevote() {
     c.campaign(id(2));
     c.stabilize();
     assert_eq!(c.leader(), Some(id(2)));
-    assert_eq!(c.node(id(2)).term().0, 1, "pre-vote does not burn a term");
+    // Founders start in term 1; one election (its pre-vote burns no term) makes it 2.
+    assert_eq!(c.node(id(2)).term().0, 2, "pre-vote does not burn a term");
 }
 
 #[test]

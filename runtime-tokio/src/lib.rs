@@ -9,6 +9,10 @@ use std::time::Instant;
 
 use keel_core::raft::Time;
 
+pub mod wal_files;
+
+pub use wal_files::{FileStore, WriteMode};
+
 /// Milliseconds since the driver started, from the monotonic clock.
 #[derive(Clone, Copy, Debug)]
 pub struct MonotonicClock {

@@ -1,7 +1,8 @@
 //! keel-server: the `keel` binary (an etcd-compatible member started with etcd's flags)
 //! and `keelctl` (benchmarks and operator tools).
 //!
-//! Today it holds the raft core benchmark behind `keelctl bench raft`; the server itself
-//! arrives with the runtime and API work.
+//! Today it holds the benchmarks behind `keelctl bench raft` and `keelctl bench wal`; the
+//! server itself arrives with the runtime and API work.
 
 pub mod raft_bench;
+pub mod wal_bench;

@@ -59,6 +59,9 @@ impl RaftNode {
 
     /// Whether this member believes a leader is alive (refuses to help depose it).
     fn in_lease(&self) -> bool {
+        if self.cfg.check_quorum && self.now < self.vote_fence_until {
+            return true;
+        }
         if !self.cfg.check_quorum || !self.leader.is_some() {
             return false;
         }

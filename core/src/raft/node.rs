@@ -15,7 +15,7 @@ use super::read_index::ReadIndexState;
 use super::ready::{PersistBatch, Ready};
 use super::snapshot::IncomingSnapshot;
 use super::types::{
-    ConfState, Entry, EntryPayload, HardState, LogIndex, MemberId, PersistSeq, ReadCtx,
+    ConfChange, ConfState, Entry, EntryPayload, HardState, LogIndex, MemberId, PersistSeq, ReadCtx,
     RecoveredState, Snapshot, SnapshotMeta, Term, Time,
 };
 
@@ -80,6 +80,8 @@ pub struct RaftNode {
     pub(crate) heartbeat_deadline: Time,
     /// Last time the current leader was heard from (leader lease for vote refusal).
     pub(crate) leader_contact: Time,
+    /// Votes are refused until then (after a restart, see `restart`).
+    pub(crate) vote_fence_until: Time,
 
     pub(crate) votes: BTreeMap<MemberId, bool>,
 
@@ -127,16 +129,34 @@ impl RaftNode {
     /// it learns the configuration from the leader.
     pub fn new(cfg: Config, conf: ConfState, now: Time) -> Result<RaftNode, ConfigError> {
         cfg.validate()?;
-        let meta = SnapshotMeta {
-            index: LogIndex(0),
-            term: Term(0),
-            conf: conf.clone(),
-        };
-        let mut node = RaftNode::with_log(cfg, RaftLog::new(&meta, Vec::new()), conf, now);
-        // The bootstrap configuration is persisted as a snapshot at index 0 so a restart
-        // recovers it exactly like any later snapshot.
+        let empty = SnapshotMeta::default();
+        let mut log = RaftLog::new(&empty, Vec::new());
+        // Founders write the initial configuration into the log as committed entries
+        // 1..=n of term 1, identical on every founder (as etcd does). A member that joins
+        // later learns it by replication like any other change, so it can never believe
+        // it is alone in the cluster.
+        let changes = conf
+            .voters
+            .iter()
+            .map(|id| ConfChange::AddVoter(*id))
+            .chain(conf.learners.iter().map(|id| ConfChange::AddLearner(*id)));
+        for (i, cc) in changes.enumerate() {
+            log.append_own(Entry {
+                term: Term(1),
+                index: LogIndex(i as u64 + 1),
+                payload: EntryPayload::ConfChange(cc),
+            });
+        }
+        log.committed = log.last_index();
+        let founder = log.last_index().0 > 0;
+        let mut node = RaftNode::with_log(cfg, log, ConfState::default(), now);
+        if founder {
+            node.term = Term(1);
+        }
+        // An empty snapshot at index 0 marks the storage as initialized: a restart then
+        // recovers through the same path as after any later snapshot.
         node.snapshot_to_persist = Some(Snapshot {
-            meta,
+            meta: empty,
             data: Bytes::new(),
         });
         Ok(node)
@@ -171,8 +191,9 @@ impl RaftNode {
             expect = expect.next();
         }
         let last = expect.prev();
-        // A commit index behind the snapshot is stale but harmless: the snapshot is committed.
-        let commit = hs.commit.max(snapshot.index);
+        // A commit index behind the snapshot or the application is stale but harmless:
+        // commit-only hard states are written lazily, and both are committed.
+        let commit = hs.commit.max(snapshot.index).max(applied.min(last));
         if commit > last {
             return Err(RecoverError::CommitBeyondLog { commit, last }.into());
         }
@@ -209,6 +230,9 @@ impl RaftNode {
             commit,
         };
         node.durable_term = hs.term;
+        // We may have acknowledged a leader just before crashing: refuse to help elect
+        // another for a full election timeout, as if still in that leader's lease.
+        node.vote_fence_until = now.plus(node.cfg.election_timeout_ms);
         Ok(node)
     }
 
@@ -229,6 +253,7 @@ impl RaftNode {
             election_deadline: now,
             heartbeat_deadline: now,
             leader_contact: now,
+            vote_fence_until: now,
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
             departing: BTreeMap::new(),
@@ -490,7 +515,8 @@ impl RaftNode {
             || !self.reads.dropped.is_empty()
             || !self.forward_buf.is_empty()
             || self.reported_soft != Some(self.soft_state())
-            || (self.role == Role::Leader && (self.commit_dirty || self.reads.has_unbatched()))
+            || (self.role == Role::Leader
+                && (self.commit_dirty || self.reads.has_unbatched() || self.can_send_more()))
     }
 
     // ----- time --------------------------------------------------------------------

@@ -75,7 +75,12 @@ impl RaftNode {
                 if !self.conf.contains(from) {
                     return;
                 }
-                for p in payloads {
+                // Only application data may be forwarded: a membership change must pass
+                // `propose_conf_change`'s one-at-a-time checks on the leader itself.
+                for p in payloads
+                    .into_iter()
+                    .filter(|p| matches!(p, EntryPayload::Normal(_)))
+                {
                     // Forwarded proposals are best effort: a full leader drops them and
                     // the client's request times out, as in etcd.
                     if self.propose_payload(p).is_err() {
@@ -195,8 +200,12 @@ impl RaftNode {
                 if !can || (!wants_more && (sent || !commit_dirty)) {
                     break;
                 }
+                let before = (pr.next, pr.state);
                 self.send_append(id);
                 sent = true;
+                if self.progress.get(&id).map(|p| (p.next, p.state)) == Some(before) {
+                    break; // Nothing advanced (e.g. waiting for a snapshot image).
+                }
                 if !matches!(
                     self.progress.get(&id).map(|p| p.state),
                     Some(ReplState::Replicate)
@@ -253,6 +262,14 @@ impl RaftNode {
         if let Some(pr) = self.progress.get_mut(&to) {
             pr.sent_append(last, bytes, had_entries);
         }
+    }
+
+    /// Whether some follower could be sent entries right now.
+    pub(crate) fn can_send_more(&self) -> bool {
+        let last = self.log.last_index();
+        self.progress.values().any(|p| {
+            p.next <= last && p.can_send(self.cfg.max_inflight_msgs, self.cfg.max_inflight_bytes)
+        })
     }
 
     pub(crate) fn broadcast_heartbeat(&mut self) {

@@ -90,6 +90,8 @@ impl RaftNode {
                 return;
             };
             if index != snap.meta.index {
+                // The image was replaced by a newer one mid-stream: start over with it.
+                self.start_snapshot(to);
                 return;
             }
             if *sent >= total || *sent - acked >= window {
@@ -137,14 +139,16 @@ impl RaftNode {
             if received > *sent {
                 return; // Claims bytes we never sent.
             }
-            if received > *acked {
+            if resend {
+                // The follower is missing what follows `received` (a lost chunk, or it
+                // restarted and lost its partial buffer): resume from there. Only a gap
+                // report rewinds, so ordinary acknowledgements never duplicate chunks.
+                *sent = received;
                 *acked = received;
                 *last_ack = now;
-            }
-            if resend && received >= *acked {
-                // A chunk was lost: resume from the first missing byte. Only a gap report
-                // rewinds, so ordinary acknowledgements never cause duplicate chunks.
-                *sent = received;
+            } else if received > *acked {
+                *acked = received;
+                *last_ack = now;
             }
         }
     }

@@ -1,7 +1,9 @@
 //! keelctl: Keel's operator tool. `keelctl bench raft` measures the consensus core.
 
 use clap::{Args, Parser, Subcommand};
+use keel_runtime_tokio::WriteMode;
 use keel_server::raft_bench::{self, RaftBench};
+use keel_server::wal_bench::{self, WalBench};
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +27,33 @@ enum Command {
 enum Bench {
     /// Committed proposals/s through an in-memory cluster of raft cores on one thread.
     Raft(RaftArgs),
+    /// WAL append throughput next to the raw disk's limits, in one run.
+    Wal(WalArgs),
+}
+
+#[derive(Args)]
+struct WalArgs {
+    /// Scratch directory (subdirectories are created and removed).
+    #[arg(long, default_value = "keel-bench-wal")]
+    dir: std::path::PathBuf,
+    /// Entry payload bytes.
+    #[arg(long, default_value_t = 256)]
+    payload: usize,
+    /// Records per run (at most flush-every × raw-syncs).
+    #[arg(long, default_value_t = 200_000)]
+    records: u64,
+    /// Records per flush, one run each.
+    #[arg(long, default_value = "1,64,1024", value_delimiter = ',')]
+    flush_every: Vec<u64>,
+    /// fdatasync calls in the raw baseline.
+    #[arg(long, default_value_t = 2_000)]
+    raw_syncs: u64,
+    /// Segment size in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    segment_size: u64,
+    /// Write paths to measure: pwrite, mmap.
+    #[arg(long, default_value = "pwrite,mmap", value_delimiter = ',')]
+    mode: Vec<String>,
 }
 
 #[derive(Args)]
@@ -46,6 +75,7 @@ struct RaftArgs {
 fn main() {
     let cli = Cli::parse();
     match cli.command {
+        Command::Bench(Bench::Wal(a)) => bench_wal(a),
         Command::Bench(Bench::Raft(a)) => {
             println!(
                 "raft core: {} members, {} B payloads, {} proposals per run, one thread",
@@ -78,4 +108,50 @@ fn main() {
             }
         }
     }
+}
+
+fn bench_wal(a: WalArgs) {
+    let mut spec = WalBench {
+        dir: a.dir.clone(),
+        payload: a.payload,
+        records: a.records,
+        flush_every: a.flush_every.clone(),
+        segment_size: a.segment_size,
+        raw_syncs: a.raw_syncs,
+        mode: WriteMode::Pwrite,
+    };
+    let fail = |e: String| -> ! {
+        eprintln!("keelctl: bench wal: {e}");
+        std::process::exit(1);
+    };
+    let raw = wal_bench::raw_disk(&spec).unwrap_or_else(|e| fail(e.to_string()));
+    println!(
+        "disk (plain file loops): sequential write {:.1} MB/s, fdatasync {:.0}/s",
+        raw.seq_mb_per_sec, raw.syncs_per_sec
+    );
+    println!(
+        "{:>7} {:>12} {:>12} {:>10} {:>10} {:>14} {:>12}",
+        "write", "flush every", "records/s", "MB/s", "syncs/s", "vs fdatasync", "vs seq MB/s"
+    );
+    for mode in &a.mode {
+        spec.mode = match mode.as_str() {
+            "pwrite" => WriteMode::Pwrite,
+            "mmap" => WriteMode::Mmap,
+            other => fail(format!("unknown write mode {other:?} (pwrite, mmap)")),
+        };
+        for k in &spec.flush_every {
+            let r = wal_bench::wal_run(&spec, *k).unwrap_or_else(|e| fail(e));
+            println!(
+                "{:>7} {:>12} {:>12.0} {:>10.1} {:>10.0} {:>13.0}% {:>11.0}%",
+                mode,
+                r.flush_every,
+                r.records_per_sec,
+                r.mb_per_sec,
+                r.syncs_per_sec,
+                100.0 * r.syncs_per_sec / raw.syncs_per_sec,
+                100.0 * r.mb_per_sec / raw.seq_mb_per_sec
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&a.dir);
 }
