@@ -9,8 +9,10 @@ use std::time::Instant;
 
 use keel_core::raft::Time;
 
+pub mod storage;
 pub mod wal_files;
 
+pub use storage::{Recovery, Storage, StorageError, StoragePolicy};
 pub use wal_files::{FileStore, WriteMode};
 
 /// Milliseconds since the driver started, from the monotonic clock.

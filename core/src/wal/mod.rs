@@ -11,10 +11,15 @@ mod mem_store;
 mod record;
 mod recovery;
 mod segment;
+mod snapshot_file;
 mod writer;
 
 pub use mem_store::MemStore;
 pub use record::{align8, decode_frame, frame_len, Frame, Record, FRAME_HEADER, MAX_PAYLOAD};
 pub use recovery::{recover, Recovered, TornTail, WalEnd, WalError};
 pub use segment::{HeaderError, SegmentHeader, SegmentName, MAGIC, SEGMENT_HEADER, VERSION};
+pub use snapshot_file::{
+    decode_snapshot_file, encode_snapshot_file, parse_snapshot_file_name, snapshot_file_name,
+    SnapshotFileError, SNAP_MAGIC,
+};
 pub use writer::{SegmentStore, Wal, WalOpenError};

@@ -210,6 +210,19 @@ impl Record {
     }
 }
 
+/// The payload encoding of snapshot metadata (shared with snapshot files).
+pub(crate) fn encode_snapshot_meta(meta: &SnapshotMeta, out: &mut Vec<u8>) {
+    Record::Snapshot(meta.clone()).encode_payload(out);
+}
+
+/// Decodes snapshot metadata encoded by [`encode_snapshot_meta`].
+pub(crate) fn decode_snapshot_meta(p: &[u8]) -> Option<SnapshotMeta> {
+    match Record::decode_payload(T_SNAPSHOT, p)? {
+        Record::Snapshot(m) => Some(m),
+        _ => None,
+    }
+}
+
 struct Reader<'a> {
     p: &'a [u8],
 }

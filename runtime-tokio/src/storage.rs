@@ -1,0 +1,282 @@
+//! A member's durable storage: the WAL (`member/wal`) and state-machine snapshots
+//! (`member/snap`), laid out as etcd lays out its data dir.
+//!
+//! - [`Storage::persist`] writes a raft [`PersistBatch`]: a snapshot from the leader is
+//!   saved as a file first, then its marker, entries and hard state go to the WAL, synced
+//!   once when the batch says so (group commit: one sync per batch, however many entries).
+//! - [`Storage::save_snapshot`] writes a snapshot file atomically (temp file, fsync,
+//!   rename, directory fsync), keeps `max_snapshots` files and releases WAL segments
+//!   behind the *previous* snapshot (keeping `max_wals` of those), so a corrupt newest
+//!   snapshot can always fall back to the previous one plus the WAL.
+//! - [`Storage::open`] recovers: newest valid snapshot (falling back, with a warning, past
+//!   corrupt ones), then the WAL, cutting a torn tail with a warning.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use keel_core::raft::{EntryPayload, LogIndex, PersistBatch, RecoveredState, Snapshot};
+use keel_core::wal::{
+    decode_snapshot_file, encode_snapshot_file, parse_snapshot_file_name, snapshot_file_name,
+    Record, Wal, WalOpenError,
+};
+
+use crate::wal_files::FileStore;
+
+/// When to snapshot and how much history to keep (etcd's `--snapshot-count`,
+/// `--max-snapshots`, `--max-wals`).
+#[derive(Clone, Copy, Debug)]
+pub struct StoragePolicy {
+    /// Applied entries between snapshots.
+    pub snapshot_count: u64,
+    /// Snapshot files kept.
+    pub max_snapshots: usize,
+    /// WAL segments kept behind the previous snapshot.
+    pub max_wals: usize,
+    /// WAL segment size in bytes.
+    pub segment_size: u64,
+}
+
+impl Default for StoragePolicy {
+    fn default() -> Self {
+        StoragePolicy {
+            snapshot_count: 100_000,
+            max_snapshots: 5,
+            max_wals: 5,
+            segment_size: 64 << 20,
+        }
+    }
+}
+
+/// Storage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The WAL is unusable (the message names the file and offset).
+    #[error(transparent)]
+    Wal(#[from] WalOpenError<io::Error>),
+    /// File system error.
+    #[error("storage: {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The WAL and the snapshots do not fit together.
+    #[error("storage: the WAL resumes at index {wal_first} but the newest usable snapshot ends at {snapshot}: entries in between are lost")]
+    Gap {
+        /// First WAL entry after the snapshot.
+        wal_first: u64,
+        /// Snapshot index.
+        snapshot: u64,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
+    move |source| StorageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What a member recovered.
+#[derive(Debug)]
+pub struct Recovery {
+    /// For [`keel_core::raft::RaftNode::restart`] (None: nothing was ever persisted).
+    pub state: Option<RecoveredState>,
+    /// The snapshot to restore the state machine from.
+    pub snapshot: Option<Snapshot>,
+    /// Things an operator should know (torn tail cut, corrupt snapshot skipped).
+    pub warnings: Vec<String>,
+}
+
+/// A member's WAL and snapshots.
+#[derive(Debug)]
+pub struct Storage {
+    wal: Wal<FileStore>,
+    snap_dir: PathBuf,
+    policy: StoragePolicy,
+    applied_since_snapshot: u64,
+    /// Indices of the snapshot files present, oldest first.
+    snapshots: Vec<(u64, u64, String)>,
+}
+
+impl Storage {
+    /// Opens `data_dir` (creating `member/wal` and `member/snap`), recovering its content.
+    pub fn open(
+        data_dir: &Path,
+        cluster_id: u64,
+        member_id: u64,
+        policy: StoragePolicy,
+    ) -> Result<(Storage, Recovery), StorageError> {
+        let wal_dir = data_dir.join("member").join("wal");
+        let snap_dir = data_dir.join("member").join("snap");
+        fs::create_dir_all(&snap_dir).map_err(io_err(&snap_dir))?;
+        let mut warnings = Vec::new();
+        let mut snapshots = list_snapshots(&snap_dir)?;
+        // Newest valid snapshot, skipping corrupt ones with a warning.
+        let mut snapshot = None;
+        for (_, _, name) in snapshots.iter().rev() {
+            let path = snap_dir.join(name);
+            let bytes = fs::read(&path).map_err(io_err(&path))?;
+            match decode_snapshot_file(&bytes) {
+                Ok(s) => {
+                    snapshot = Some(s);
+                    break;
+                }
+                Err(e) => warnings.push(format!(
+                    "snapshot {}: {e}; falling back to an older snapshot and the WAL",
+                    path.display()
+                )),
+            }
+        }
+        if let Some(s) = &snapshot {
+            let keep = s.meta.index.0;
+            snapshots.retain(|(_, i, _)| *i <= keep);
+        }
+        let store = FileStore::open(&wal_dir).map_err(io_err(&wal_dir))?;
+        let (wal, rec) = Wal::open(store, cluster_id, member_id, policy.segment_size)?;
+        if let Some(t) = &rec.torn {
+            warnings.push(t.to_string());
+        }
+        let fresh =
+            rec.end.is_none() || (rec.entries.is_empty() && rec.hard_state == Default::default());
+        let state = if fresh && snapshot.is_none() {
+            None
+        } else {
+            let snap_meta = match (&snapshot, &rec.snapshot) {
+                (Some(s), Some(w)) if w.index > s.meta.index => w.clone(),
+                (Some(s), _) => s.meta.clone(),
+                (None, Some(w)) => w.clone(),
+                (None, None) => Default::default(),
+            };
+            let entries: Vec<_> = rec
+                .entries
+                .into_iter()
+                .filter(|e| e.index > snap_meta.index)
+                .collect();
+            if let Some(first) = entries.first() {
+                if first.index != snap_meta.index.next() {
+                    return Err(StorageError::Gap {
+                        wal_first: first.index.0,
+                        snapshot: snap_meta.index.0,
+                    });
+                }
+            }
+            Some(RecoveredState {
+                hard_state: rec.hard_state,
+                applied: snapshot.as_ref().map_or(LogIndex(0), |s| s.meta.index),
+                snapshot: snap_meta,
+                entries,
+            })
+        };
+        let storage = Storage {
+            wal,
+            snap_dir,
+            policy,
+            applied_since_snapshot: 0,
+            snapshots,
+        };
+        Ok((
+            storage,
+            Recovery {
+                state,
+                snapshot,
+                warnings,
+            },
+        ))
+    }
+
+    /// Writes a persist batch; syncs when it must. Acknowledge it to raft afterwards.
+    pub fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {
+        let mut records = Vec::with_capacity(batch.entries.len() + 2);
+        if let Some(s) = &batch.snapshot {
+            if s.meta.index.0 > 0 {
+                // The image must be durable before the WAL says the log restarts after it.
+                self.write_snapshot_file(s)?;
+            }
+            records.push(Record::Snapshot(s.meta.clone()));
+        }
+        records.extend(batch.entries.iter().cloned().map(Record::Entry));
+        if let Some(hs) = batch.hard_state {
+            records.push(Record::HardState(hs));
+        }
+        self.wal.append(&records)?;
+        if batch.must_sync {
+            self.wal.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Counts applied entries; true when a snapshot is due (`--snapshot-count`).
+    pub fn note_applied(&mut self, entries: &[keel_core::raft::Entry]) -> bool {
+        self.applied_since_snapshot += entries
+            .iter()
+            .filter(|e| !matches!(e.payload, EntryPayload::Empty))
+            .count() as u64;
+        self.applied_since_snapshot >= self.policy.snapshot_count
+    }
+
+    /// Saves a state-machine snapshot and releases history behind the previous one.
+    pub fn save_snapshot(&mut self, snap: &Snapshot) -> Result<(), StorageError> {
+        self.write_snapshot_file(snap)?;
+        self.applied_since_snapshot = 0;
+        // Release WAL behind the previous snapshot: the newest may yet prove corrupt.
+        if self.snapshots.len() >= 2 {
+            let prev = self.snapshots[self.snapshots.len() - 2].1;
+            self.wal.release(LogIndex(prev), self.policy.max_wals)?;
+        }
+        Ok(())
+    }
+
+    fn write_snapshot_file(&mut self, snap: &Snapshot) -> Result<(), StorageError> {
+        let name = snapshot_file_name(&snap.meta);
+        let path = self.snap_dir.join(&name);
+        let tmp = self.snap_dir.join(format!("{name}.tmp"));
+        let bytes = encode_snapshot_file(snap);
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(&bytes).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        drop(f);
+        fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        File::open(&self.snap_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&self.snap_dir))?;
+        self.snapshots
+            .retain(|(_, i, n)| *i < snap.meta.index.0 && *n != name);
+        self.snapshots
+            .push((snap.meta.term.0, snap.meta.index.0, name));
+        while self.snapshots.len() > self.policy.max_snapshots.max(1) {
+            let (_, _, old) = self.snapshots.remove(0);
+            let p = self.snap_dir.join(old);
+            fs::remove_file(&p).map_err(io_err(&p))?;
+        }
+        Ok(())
+    }
+
+    /// Snapshot files present, oldest first (for tests and tools).
+    pub fn snapshot_files(&self) -> Vec<String> {
+        self.snapshots.iter().map(|(_, _, n)| n.clone()).collect()
+    }
+}
+
+fn list_snapshots(dir: &Path) -> Result<Vec<(u64, u64, String)>, StorageError> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).map_err(io_err(dir))? {
+        let e = e.map_err(io_err(dir))?;
+        let Ok(name) = e.file_name().into_string() else {
+            continue;
+        };
+        if name.ends_with(".tmp") {
+            // A snapshot interrupted before its rename: never valid, remove it.
+            let p = dir.join(&name);
+            fs::remove_file(&p).map_err(io_err(&p))?;
+            continue;
+        }
+        if let Some((t, i)) = parse_snapshot_file_name(&name) {
+            out.push((t, i, name));
+        }
+    }
+    out.sort_by_key(|(t, i, _)| (*i, *t));
+    Ok(out)
+}
