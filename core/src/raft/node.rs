@@ -370,6 +370,30 @@ impl RaftNode {
         }
     }
 
+    /// The value a quorum of voters has reached: the quorum-th largest of each voter's
+    /// value (`own` for this member, `of` its progress for the others, `none` if unknown).
+    pub(crate) fn quorum_value<T: Ord + Copy>(
+        &self,
+        own: T,
+        none: T,
+        of: impl Fn(&Progress) -> T,
+    ) -> Option<T> {
+        let mut values: Vec<T> = self
+            .conf
+            .voters
+            .iter()
+            .map(|id| {
+                if *id == self.id {
+                    own
+                } else {
+                    self.progress.get(id).map_or(none, &of)
+                }
+            })
+            .collect();
+        values.sort_unstable_by(|a, b| b.cmp(a));
+        values.get(self.conf.quorum() - 1).copied()
+    }
+
     /// May this member start an election?
     pub(crate) fn promotable(&self) -> bool {
         !self.removed && self.conf.voters.contains(&self.id)

@@ -142,23 +142,9 @@ impl RaftNode {
 
     /// Releases every read whose round a quorum of voters acknowledged.
     pub(crate) fn try_confirm_reads(&mut self) {
-        let mut acked: Vec<u64> = self
-            .conf
-            .voters
-            .iter()
-            .map(|id| {
-                if *id == self.id {
-                    self.reads.round
-                } else {
-                    self.progress.get(id).map_or(0, |p| p.acked_round)
-                }
-            })
-            .collect();
-        if acked.is_empty() {
+        let Some(confirmed) = self.quorum_value(self.reads.round, 0, |p| p.acked_round) else {
             return;
-        }
-        acked.sort_unstable_by(|a, b| b.cmp(a));
-        let confirmed = acked[self.conf.quorum() - 1];
+        };
         if let Some(lease_ms) = self.cfg.lease_ms() {
             // The lease runs from when the confirmed round was *sent*: followers started
             // their own election timers no earlier than that.

@@ -157,23 +157,9 @@ impl RaftNode {
 
     /// Advances the commit index to the highest current-term index held by a quorum.
     pub(crate) fn maybe_commit(&mut self) {
-        let mut matched: Vec<LogIndex> = self
-            .conf
-            .voters
-            .iter()
-            .map(|id| {
-                if *id == self.id {
-                    self.log.stable
-                } else {
-                    self.progress.get(id).map_or(LogIndex(0), |p| p.matched)
-                }
-            })
-            .collect();
-        if matched.is_empty() {
+        let Some(q) = self.quorum_value(self.log.stable, LogIndex(0), |p| p.matched) else {
             return;
-        }
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        let q = matched[self.conf.quorum() - 1];
+        };
         let first_in_term = !self.reads.committed_in_term;
         if self.log.maybe_commit(q, self.term) {
             self.commit_dirty = true;

@@ -230,10 +230,18 @@ pub fn recover(
                     running = crc;
                     off += len;
                 }
-                Frame::End => {
-                    let trailing = nonzero(&rest[rest.len().min(16)..]);
-                    if trailing > 0 {
-                        if !newest {
+                other => {
+                    // An end marker with bytes after it, or an invalid frame: damage.
+                    let (damaged, discarded) = match other {
+                        Frame::End => {
+                            let after = nonzero(&rest[rest.len().min(FRAME_HEADER)..]);
+                            (after > 0, after)
+                        }
+                        _ => (true, nonzero(rest)),
+                    };
+                    if damaged {
+                        let invalid = matches!(other, Frame::Invalid { .. });
+                        if !newest || (invalid && valid_frame_follows(rest, running)) {
                             return Err(WalError::Corrupt {
                                 segment: seg,
                                 offset: off,
@@ -242,23 +250,9 @@ pub fn recover(
                         out.torn = Some(TornTail {
                             segment: *name,
                             offset: off,
-                            discarded: trailing,
+                            discarded,
                         });
                     }
-                    break;
-                }
-                Frame::Invalid { .. } => {
-                    if !newest || valid_frame_follows(rest, running) {
-                        return Err(WalError::Corrupt {
-                            segment: seg,
-                            offset: off,
-                        });
-                    }
-                    out.torn = Some(TornTail {
-                        segment: *name,
-                        offset: off,
-                        discarded: nonzero(rest),
-                    });
                     break;
                 }
             }
