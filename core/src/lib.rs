@@ -4,5 +4,6 @@
 //! randomness: drivers (`keel-runtime-tokio`, `keel-runtime-sim`) hand in time, messages,
 //! durability acknowledgements and a seed, and execute the outputs.
 
+pub mod mvcc;
 pub mod raft;
 pub mod wal;

@@ -1,0 +1,135 @@
+//! The history of one key: generations of versions, as etcd's `keyIndex`.
+//!
+//! A generation runs from a key's creation to its deletion (the tombstone is the last
+//! revision of the generation); a new put after a delete starts a new generation. Each
+//! revision carries the value written at it, so "key K at revision R" is one search in
+//! one key's history.
+
+use bytes::Bytes;
+
+use super::types::Revision;
+
+/// One version of a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Version {
+    pub rev: Revision,
+    pub value: Bytes,
+    pub lease: i64,
+}
+
+/// A key's life from creation to deletion.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Generation {
+    /// Versions in revision order; after a delete the last one is the tombstone.
+    pub versions: Vec<Version>,
+    /// Number of puts in this generation (the key's version at the last put).
+    pub puts: i64,
+    /// Revision of the put that created the key (kept when compaction frees it).
+    pub created: Revision,
+    /// The generation ended with a delete at this revision.
+    pub tombstone: Option<Revision>,
+}
+
+/// What a key looked like at some revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Visible<'a> {
+    pub create: Revision,
+    pub modified: Revision,
+    pub version: i64,
+    pub value: &'a Bytes,
+    pub lease: i64,
+}
+
+/// Every generation of one key, oldest first. The last generation is the live one (it
+/// may be empty after a delete).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct KeyIndex {
+    pub generations: Vec<Generation>,
+}
+
+impl KeyIndex {
+    /// Records a put at `rev`.
+    pub fn put(&mut self, rev: Revision, value: Bytes, lease: i64) {
+        if self
+            .generations
+            .last()
+            .is_none_or(|g| g.tombstone.is_some())
+        {
+            self.generations.push(Generation::default());
+        }
+        if let Some(g) = self.generations.last_mut() {
+            if g.versions.is_empty() {
+                g.created = rev;
+            }
+            g.versions.push(Version { rev, value, lease });
+            g.puts += 1;
+        }
+    }
+
+    /// Records a delete at `rev`; false if the key is not live.
+    pub fn tombstone(&mut self, rev: Revision) -> bool {
+        match self.generations.last_mut() {
+            Some(g) if g.tombstone.is_none() && !g.versions.is_empty() => {
+                g.tombstone = Some(rev);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The key as of revision `at` (main revision: every sub-revision of `at` counts).
+    pub fn get(&self, at: i64) -> Option<Visible<'_>> {
+        // The generation alive at `at`: created at or before it, not deleted by then.
+        let g = self
+            .generations
+            .iter()
+            .rev()
+            .find(|g| !g.versions.is_empty() && g.created.main <= at)?;
+        if g.tombstone.is_some_and(|t| t.main <= at) {
+            return None;
+        }
+        let n = g.versions.partition_point(|v| v.rev.main <= at);
+        let v = g.versions.get(n.checked_sub(1)?)?;
+        Some(Visible {
+            create: g.created,
+            modified: v.rev,
+            version: g.puts - (g.versions.len() - n) as i64,
+            value: &v.value,
+            lease: v.lease,
+        })
+    }
+
+    /// The live version, if the key exists now.
+    pub fn latest(&self) -> Option<Visible<'_>> {
+        let g = self.generations.last()?;
+        if g.tombstone.is_some() {
+            return None;
+        }
+        let v = g.versions.last()?;
+        Some(Visible {
+            create: g.created,
+            modified: v.rev,
+            version: g.puts,
+            value: &v.value,
+            lease: v.lease,
+        })
+    }
+
+    /// Frees history at or below `at` that no read at a revision >= `at` can see: in
+    /// each generation only the newest version at or below `at` survives, and a
+    /// generation whose tombstone is at or below `at` disappears. True if nothing is
+    /// left (the key can be dropped from the index).
+    pub fn compact(&mut self, at: i64) -> bool {
+        self.generations.retain_mut(|g| {
+            if g.tombstone.is_some_and(|t| t.main <= at) {
+                return false;
+            }
+            let n = g.versions.partition_point(|v| v.rev.main <= at);
+            if n > 1 {
+                g.versions.drain(..n - 1);
+            }
+            !g.versions.is_empty() || g.tombstone.is_some()
+        });
+        self.generations.is_empty()
+    }
+}

@@ -1,0 +1,21 @@
+//! The revisioned keyspace committed raft entries are applied to, with etcd's semantics.
+//!
+//! One main revision per write transaction, a sub-revision per change in it; each key
+//! keeps generations of versions (creation to deletion) so "key K at revision R" is one
+//! search in K's history; deletes leave tombstones; compaction frees history at or below
+//! a revision incrementally while every key's latest value stays. Errors carry etcd's
+//! exact messages.
+//!
+//! Still to come in this module: watch streams, lease expiry (TTLs, keepalives, leader
+//! change), auth tables, quota alarms, and snapshot/restore of the whole state machine.
+
+mod key_index;
+mod store;
+mod types;
+
+pub use store::{KvStore, DEFAULT_MAX_TXN_OPS};
+pub use types::{
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, KeyValue,
+    MvccError, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp,
+    Revision, SortOrder, SortTarget, TxnRequest, TxnResponse,
+};

@@ -1,0 +1,605 @@
+//! The revisioned keyspace: range, put, delete-range, txn and compaction with etcd's
+//! semantics (etcd's `mvcc` and `etcdserver/apply.go` are the anchors).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+
+use bytes::Bytes;
+
+use super::key_index::{KeyIndex, Visible};
+use super::types::{
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, KeyValue,
+    MvccError, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp,
+    Revision, SortOrder, SortTarget, TxnRequest, TxnResponse,
+};
+
+/// etcd's default `--max-txn-ops`.
+pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+
+/// The keyspace of one member.
+#[derive(Clone, Debug)]
+pub struct KvStore {
+    index: BTreeMap<Bytes, KeyIndex>,
+    /// Current main revision (etcd starts at 1).
+    current: i64,
+    /// Revisions at or below this were compacted (-1: never).
+    compacted: i64,
+    /// Keys whose history below `compacted` is still to be freed, from this key on.
+    compact_cursor: Option<Bytes>,
+    /// Granted leases and the keys attached to each.
+    leases: BTreeMap<i64, BTreeSet<Bytes>>,
+    max_txn_ops: usize,
+}
+
+impl Default for KvStore {
+    fn default() -> Self {
+        KvStore::new()
+    }
+}
+
+/// The `[key, end)` a request names: `end` empty is the single key; `"\0"` is unbounded.
+fn bounds(key: &Bytes, range_end: &Bytes) -> (Bound<Bytes>, Bound<Bytes>) {
+    if range_end.is_empty() {
+        (Bound::Included(key.clone()), Bound::Included(key.clone()))
+    } else if range_end.as_ref() == [0] {
+        (Bound::Included(key.clone()), Bound::Unbounded)
+    } else {
+        (
+            Bound::Included(key.clone()),
+            Bound::Excluded(range_end.clone()),
+        )
+    }
+}
+
+fn empty_range(key: &Bytes, range_end: &Bytes) -> bool {
+    !range_end.is_empty() && range_end.as_ref() != [0] && range_end <= key
+}
+
+fn to_kv(key: &Bytes, v: &Visible<'_>) -> KeyValue {
+    KeyValue {
+        key: key.clone(),
+        create_revision: v.create.main,
+        mod_revision: v.modified.main,
+        version: v.version,
+        value: v.value.clone(),
+        lease: v.lease,
+    }
+}
+
+impl KvStore {
+    /// An empty keyspace at revision 1.
+    pub fn new() -> KvStore {
+        KvStore {
+            index: BTreeMap::new(),
+            current: 1,
+            compacted: -1,
+            compact_cursor: None,
+            leases: BTreeMap::new(),
+            max_txn_ops: DEFAULT_MAX_TXN_OPS,
+        }
+    }
+
+    /// Sets `--max-txn-ops`.
+    pub fn set_max_txn_ops(&mut self, n: usize) {
+        self.max_txn_ops = n;
+    }
+
+    /// The current revision.
+    pub fn revision(&self) -> i64 {
+        self.current
+    }
+
+    /// The compacted revision (-1 if never compacted).
+    pub fn compacted_revision(&self) -> i64 {
+        self.compacted
+    }
+
+    /// Keys with any history held.
+    pub fn keys_held(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Makes a lease known (grant); keys may then be attached to it.
+    pub fn grant_lease(&mut self, id: i64) {
+        self.leases.entry(id).or_default();
+    }
+
+    /// Whether a lease was granted and not revoked.
+    pub fn lease_exists(&self, id: i64) -> bool {
+        self.leases.contains_key(&id)
+    }
+
+    /// Keys attached to a lease.
+    pub fn lease_keys(&self, id: i64) -> Vec<Bytes> {
+        self.leases
+            .get(&id)
+            .map(|k| k.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Revokes a lease: deletes its keys in one revision. Returns the deleted count.
+    pub fn revoke_lease(&mut self, id: i64) -> Result<i64, MvccError> {
+        let keys = self.leases.remove(&id).ok_or(MvccError::LeaseNotFound)?;
+        let mut w = self.write();
+        let mut n = 0;
+        for k in keys {
+            n += w.delete(&k, &Bytes::new(), false).deleted;
+        }
+        w.finish();
+        Ok(n)
+    }
+
+    /// A read at `revision` (0 or less: current).
+    pub fn range(&self, r: &RangeRequest) -> Result<RangeResponse, MvccError> {
+        self.range_at(r, self.current)
+    }
+
+    fn check_read_rev(&self, rev: i64, current: i64) -> Result<i64, MvccError> {
+        if rev <= 0 {
+            return Ok(current);
+        }
+        if rev > current {
+            return Err(MvccError::FutureRevision);
+        }
+        if rev < self.compacted {
+            return Err(MvccError::Compacted);
+        }
+        Ok(rev)
+    }
+
+    /// Range with `current` as the newest visible revision (a txn sees its own writes).
+    fn range_at(&self, r: &RangeRequest, current: i64) -> Result<RangeResponse, MvccError> {
+        let at = self.check_read_rev(r.revision, current)?;
+        let mut kvs = Vec::new();
+        let mut count = 0i64;
+        let filtered = r.sort_order != SortOrder::None
+            || r.min_mod_revision != 0
+            || r.max_mod_revision != 0
+            || r.min_create_revision != 0
+            || r.max_create_revision != 0;
+        // Without sorting or filters only `limit + 1` are needed (the extra one sets
+        // `more`); the count still covers the whole range.
+        let fetch = if filtered || r.limit <= 0 {
+            usize::MAX
+        } else {
+            r.limit as usize + 1
+        };
+        if !empty_range(&r.key, &r.range_end) {
+            for (key, ki) in self.index.range(bounds(&r.key, &r.range_end)) {
+                if let Some(v) = ki.get(at) {
+                    count += 1;
+                    if !r.count_only && kvs.len() < fetch {
+                        kvs.push(to_kv(key, &v));
+                    }
+                }
+            }
+        }
+        if r.count_only {
+            return Ok(RangeResponse {
+                kvs: Vec::new(),
+                more: false,
+                count,
+            });
+        }
+        kvs.retain(|kv| {
+            (r.min_mod_revision == 0 || kv.mod_revision >= r.min_mod_revision)
+                && (r.max_mod_revision == 0 || kv.mod_revision <= r.max_mod_revision)
+                && (r.min_create_revision == 0 || kv.create_revision >= r.min_create_revision)
+                && (r.max_create_revision == 0 || kv.create_revision <= r.max_create_revision)
+        });
+        let order = match (r.sort_order, r.sort_target) {
+            // Results come in key order already; other targets default to ascending.
+            (SortOrder::None, SortTarget::Key) => SortOrder::None,
+            (SortOrder::None, _) => SortOrder::Ascend,
+            (o, _) => o,
+        };
+        if order != SortOrder::None {
+            let target = r.sort_target;
+            kvs.sort_by(|a, b| {
+                let o = match target {
+                    SortTarget::Key => a.key.cmp(&b.key),
+                    SortTarget::Version => a.version.cmp(&b.version),
+                    SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+                    SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+                    SortTarget::Value => a.value.cmp(&b.value),
+                };
+                if order == SortOrder::Descend {
+                    o.reverse()
+                } else {
+                    o
+                }
+            });
+        }
+        let mut more = false;
+        if r.limit > 0 && kvs.len() > r.limit as usize {
+            kvs.truncate(r.limit as usize);
+            more = true;
+        }
+        if r.keys_only {
+            for kv in &mut kvs {
+                kv.value = Bytes::new();
+            }
+        }
+        Ok(RangeResponse { kvs, more, count })
+    }
+
+    /// A put in its own revision.
+    pub fn put(&mut self, r: &PutRequest) -> Result<PutResponse, MvccError> {
+        self.check_put(r)?;
+        let mut w = self.write();
+        let resp = w.put(r);
+        w.finish();
+        Ok(resp)
+    }
+
+    /// A delete-range; the revision advances only if a key was deleted.
+    pub fn delete_range(
+        &mut self,
+        r: &DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, MvccError> {
+        if r.key.is_empty() {
+            return Err(MvccError::EmptyKey);
+        }
+        let mut w = self.write();
+        let resp = w.delete(&r.key, &r.range_end, r.prev_kv);
+        w.finish();
+        Ok(resp)
+    }
+
+    fn check_put(&self, r: &PutRequest) -> Result<(), MvccError> {
+        if r.key.is_empty() {
+            return Err(MvccError::EmptyKey);
+        }
+        if r.ignore_value && !r.value.is_empty() {
+            return Err(MvccError::ValueProvided);
+        }
+        if r.ignore_lease && r.lease != 0 {
+            return Err(MvccError::LeaseProvided);
+        }
+        if (r.ignore_value || r.ignore_lease)
+            && self.index.get(&r.key).and_then(KeyIndex::latest).is_none()
+        {
+            return Err(MvccError::KeyNotFound);
+        }
+        if r.lease != 0 && !self.leases.contains_key(&r.lease) {
+            return Err(MvccError::LeaseNotFound);
+        }
+        Ok(())
+    }
+
+    /// A transaction: compares, then one branch, all at one revision.
+    pub fn txn(&mut self, t: &TxnRequest) -> Result<TxnResponse, MvccError> {
+        self.check_txn(t)?;
+        let mut w = self.write();
+        let resp = w.txn(t)?;
+        w.finish();
+        Ok(resp)
+    }
+
+    fn check_txn(&self, t: &TxnRequest) -> Result<(), MvccError> {
+        let max = self.max_txn_ops;
+        if t.compare.len() > max || t.success.len() > max || t.failure.len() > max {
+            return Err(MvccError::TooManyOps);
+        }
+        check_intervals(&t.success)?;
+        check_intervals(&t.failure)?;
+        Ok(())
+    }
+
+    /// Compacts history at or below `rev`. Reads below it fail from now on; the memory is
+    /// freed incrementally by [`KvStore::run_compaction`].
+    pub fn compact(&mut self, rev: i64) -> Result<(), MvccError> {
+        if rev <= self.compacted {
+            return Err(MvccError::Compacted);
+        }
+        if rev > self.current {
+            return Err(MvccError::FutureRevision);
+        }
+        self.compacted = rev;
+        self.compact_cursor = Some(Bytes::new());
+        Ok(())
+    }
+
+    /// Frees compacted history of at most `max_keys` keys; true when done. Drivers call
+    /// it between writes so compaction never stalls them.
+    pub fn run_compaction(&mut self, max_keys: usize) -> bool {
+        let Some(from) = self.compact_cursor.take() else {
+            return true;
+        };
+        let keys: Vec<Bytes> = self
+            .index
+            .range(from..)
+            .take(max_keys + 1)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let at = self.compacted;
+        for k in keys.iter().take(max_keys) {
+            let empty = self.index.get_mut(k).is_some_and(|ki| ki.compact(at));
+            if empty {
+                self.index.remove(k);
+            }
+        }
+        if keys.len() > max_keys {
+            self.compact_cursor = keys.last().cloned();
+            false
+        } else {
+            true
+        }
+    }
+
+    fn write(&mut self) -> WriteTxn<'_> {
+        let main = self.current + 1;
+        WriteTxn {
+            store: self,
+            main,
+            sub: 0,
+        }
+    }
+
+    /// A hash of the keyspace history at or below `rev` that survives compaction at the
+    /// current compacted revision: equal on members that applied the same writes,
+    /// whatever their compaction progress (etcd's HashKV meaning).
+    pub fn hash_kv(&self, rev: i64) -> Result<u32, MvccError> {
+        let rev = self.check_read_rev(rev, self.current)?;
+        let mut h = crc32fast::Hasher::new();
+        for (key, ki) in &self.index {
+            for g in &ki.generations {
+                if g.tombstone.is_some_and(|t| t.main <= self.compacted) {
+                    continue;
+                }
+                let kept = g.versions.partition_point(|v| v.rev.main <= self.compacted);
+                for (i, v) in g.versions.iter().enumerate() {
+                    if v.rev.main > rev || (i + 1 < kept) {
+                        continue;
+                    }
+                    h.update(key);
+                    h.update(&v.rev.main.to_be_bytes());
+                    h.update(&v.rev.sub.to_be_bytes());
+                    h.update(&v.value);
+                    h.update(&v.lease.to_be_bytes());
+                }
+                if let Some(t) = g.tombstone.filter(|t| t.main <= rev) {
+                    h.update(key);
+                    h.update(&t.main.to_be_bytes());
+                    h.update(&t.sub.to_be_bytes());
+                }
+            }
+        }
+        Ok(h.finalize())
+    }
+}
+
+/// Changes made in one write transaction, all at main revision `main`.
+struct WriteTxn<'a> {
+    store: &'a mut KvStore,
+    main: i64,
+    sub: i64,
+}
+
+impl WriteTxn<'_> {
+    fn next_rev(&mut self) -> Revision {
+        let r = Revision {
+            main: self.main,
+            sub: self.sub,
+        };
+        self.sub += 1;
+        r
+    }
+
+    /// The newest revision this transaction can see (its own writes included).
+    fn read_rev(&self) -> i64 {
+        if self.sub > 0 {
+            self.main
+        } else {
+            self.store.current
+        }
+    }
+
+    fn put(&mut self, r: &PutRequest) -> PutResponse {
+        let prev = self
+            .store
+            .index
+            .get(&r.key)
+            .and_then(KeyIndex::latest)
+            .map(|v| to_kv(&r.key, &v));
+        let value = match (&prev, r.ignore_value) {
+            (Some(p), true) => p.value.clone(),
+            _ => r.value.clone(),
+        };
+        let lease = match (&prev, r.ignore_lease) {
+            (Some(p), true) => p.lease,
+            _ => r.lease,
+        };
+        let rev = self.next_rev();
+        if let Some(p) = &prev {
+            if p.lease != 0 && p.lease != lease {
+                if let Some(keys) = self.store.leases.get_mut(&p.lease) {
+                    keys.remove(&r.key);
+                }
+            }
+        }
+        if lease != 0 {
+            self.store
+                .leases
+                .entry(lease)
+                .or_default()
+                .insert(r.key.clone());
+        }
+        self.store
+            .index
+            .entry(r.key.clone())
+            .or_default()
+            .put(rev, value, lease);
+        PutResponse {
+            prev_kv: if r.prev_kv { prev } else { None },
+        }
+    }
+
+    fn delete(&mut self, key: &Bytes, range_end: &Bytes, prev_kv: bool) -> DeleteRangeResponse {
+        let mut resp = DeleteRangeResponse::default();
+        if empty_range(key, range_end) {
+            return resp;
+        }
+        let live: Vec<KeyValue> = self
+            .store
+            .index
+            .range(bounds(key, range_end))
+            .filter_map(|(k, ki)| ki.latest().map(|v| to_kv(k, &v)))
+            .collect();
+        for kv in live {
+            let rev = self.next_rev();
+            if let Some(ki) = self.store.index.get_mut(&kv.key) {
+                ki.tombstone(rev);
+            }
+            if kv.lease != 0 {
+                if let Some(keys) = self.store.leases.get_mut(&kv.lease) {
+                    keys.remove(&kv.key);
+                }
+            }
+            resp.deleted += 1;
+            if prev_kv {
+                resp.prev_kvs.push(kv);
+            }
+        }
+        resp
+    }
+
+    fn compare(&self, c: &Compare) -> bool {
+        let r = RangeRequest {
+            key: c.key.clone(),
+            range_end: c.range_end.clone(),
+            ..RangeRequest::default()
+        };
+        let kvs = match self.store.range_at(&r, self.read_rev()) {
+            Ok(resp) => resp.kvs,
+            Err(_) => return false,
+        };
+        if kvs.is_empty() {
+            // A missing key has version, revisions and lease 0, and no value to compare.
+            if matches!(c.target, CompareTarget::Value(_)) {
+                return false;
+            }
+            return compare_kv(c, &KeyValue::default());
+        }
+        kvs.iter().all(|kv| compare_kv(c, kv))
+    }
+
+    fn txn(&mut self, t: &TxnRequest) -> Result<TxnResponse, MvccError> {
+        let succeeded = t.compare.iter().all(|c| self.compare(c));
+        let ops = if succeeded { &t.success } else { &t.failure };
+        // Like etcd, every put in the chosen branch is validated before any runs.
+        for op in ops {
+            if let RequestOp::Put(p) = op {
+                self.store.check_put(p)?;
+            }
+        }
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            responses.push(match op {
+                RequestOp::Range(r) => ResponseOp::Range(self.store.range_at(r, self.read_rev())?),
+                RequestOp::Put(p) => ResponseOp::Put(self.put(p)),
+                RequestOp::DeleteRange(d) => {
+                    ResponseOp::DeleteRange(self.delete(&d.key, &d.range_end, d.prev_kv))
+                }
+                RequestOp::Txn(n) => ResponseOp::Txn(self.txn(n)?),
+            });
+        }
+        Ok(TxnResponse {
+            succeeded,
+            responses,
+        })
+    }
+
+    fn finish(self) {
+        if self.sub > 0 {
+            self.store.current = self.main;
+        }
+    }
+}
+
+fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
+    let ord = match &c.target {
+        CompareTarget::Version(v) => kv.version.cmp(v),
+        CompareTarget::Create(v) => kv.create_revision.cmp(v),
+        CompareTarget::Mod(v) => kv.mod_revision.cmp(v),
+        CompareTarget::Lease(v) => kv.lease.cmp(v),
+        CompareTarget::Value(v) => kv.value.as_ref().cmp(v.as_ref()),
+    };
+    match c.result {
+        CompareResult::Equal => ord.is_eq(),
+        CompareResult::NotEqual => ord.is_ne(),
+        CompareResult::Greater => ord.is_gt(),
+        CompareResult::Less => ord.is_lt(),
+    }
+}
+
+/// A delete's key interval: `[key, end)`, a single key, or unbounded.
+#[derive(Clone, Debug)]
+struct Interval {
+    key: Bytes,
+    end: Option<Bytes>,
+    point: bool,
+}
+
+impl Interval {
+    fn contains(&self, k: &Bytes) -> bool {
+        if self.point {
+            return *k == self.key;
+        }
+        *k >= self.key && self.end.as_ref().is_none_or(|e| k < e)
+    }
+}
+
+/// etcd's `checkIntervals`: no key put twice, and no key both put and deleted, in one
+/// branch including nested transactions (the two branches of a nested txn exclude each
+/// other, so a key put in both is fine).
+fn check_intervals(ops: &[RequestOp]) -> Result<(BTreeSet<Bytes>, Vec<Interval>), MvccError> {
+    let mut dels: Vec<Interval> = ops
+        .iter()
+        .filter_map(|op| match op {
+            RequestOp::DeleteRange(d) => Some(if d.range_end.is_empty() {
+                Interval {
+                    key: d.key.clone(),
+                    end: None,
+                    point: true,
+                }
+            } else {
+                Interval {
+                    key: d.key.clone(),
+                    end: (d.range_end.as_ref() != [0]).then(|| d.range_end.clone()),
+                    point: false,
+                }
+            }),
+            _ => None,
+        })
+        .collect();
+    let mut puts = BTreeSet::new();
+    let deleted = |dels: &[Interval], k: &Bytes| dels.iter().any(|i| i.contains(k));
+    for op in ops {
+        let RequestOp::Txn(t) = op else { continue };
+        let (then_puts, then_dels) = check_intervals(&t.success)?;
+        let (else_puts, else_dels) = check_intervals(&t.failure)?;
+        for k in &then_puts {
+            if puts.contains(k) || deleted(&dels, k) {
+                return Err(MvccError::DuplicateKey);
+            }
+            puts.insert(k.clone());
+        }
+        for k in &else_puts {
+            if (puts.contains(k) && !then_puts.contains(k)) || deleted(&dels, k) {
+                return Err(MvccError::DuplicateKey);
+            }
+            puts.insert(k.clone());
+        }
+        dels.extend(then_dels);
+        dels.extend(else_dels);
+    }
+    for op in ops {
+        let RequestOp::Put(p) = op else { continue };
+        if puts.contains(&p.key) || deleted(&dels, &p.key) {
+            return Err(MvccError::DuplicateKey);
+        }
+        puts.insert(p.key.clone());
+    }
+    Ok((puts, dels))
+}
