@@ -19,7 +19,10 @@ fn put(s: &mut KvStore, k: &str, v: &str) {
     .expect("put");
 }
 
-fn get(s: &KvStore, k: &str, rev: i64) -> Result<Vec<(String, String, i64, i64, i64)>, MvccError> {
+/// (key, value, create revision, mod revision, version)
+type Row = (String, String, i64, i64, i64);
+
+fn get(s: &KvStore, k: &str, rev: i64) -> Result<Vec<Row>, MvccError> {
     let r = s.range(&RangeRequest {
         key: b(k),
         revision: rev,
