@@ -218,7 +218,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                         ..Default::default()
                     })
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                model.write(&[op.clone()]);
+                model.write(std::slice::from_ref(op));
             }
             Op::Delete(k, e) => {
                 let resp = store
@@ -228,7 +228,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                         prev_kv: false,
                     })
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                let want = model.write(&[op.clone()]);
+                let want = model.write(std::slice::from_ref(op));
                 prop_assert_eq!(Some(resp.deleted), want[0]);
             }
             Op::Txn(k, v, succ, fail) => {
