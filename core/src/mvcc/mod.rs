@@ -6,13 +6,17 @@
 //! a revision incrementally while every key's latest value stays. Errors carry etcd's
 //! exact messages.
 //!
-//! Still to come in this module: watch streams, lease expiry (TTLs, keepalives, leader
-//! change), auth tables, quota alarms, and snapshot/restore of the whole state machine.
+//! Leases ([`Lessor`]) expire on the leader only and are revoked through raft.
+//!
+//! Still to come in this module: watch streams, auth tables, quota alarms, and
+//! snapshot/restore of the whole state machine.
 
 mod key_index;
+mod lease;
 mod store;
 mod types;
 
+pub use lease::{LeaseError, Lessor, MAX_LEASE_TTL};
 pub use store::{KvStore, DEFAULT_MAX_TXN_OPS};
 pub use types::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, KeyValue,

@@ -1,0 +1,189 @@
+//! Leases: TTLs, keepalives and expiry, decided by the leader only.
+//!
+//! Only the primary lessor (the leader's) tracks expiry times; it reports expired leases
+//! and the server proposes their revocation through raft, so a follower's clock never
+//! deletes anything. On becoming leader, every lease's expiry is reset to a full TTL
+//! plus an extension (the election timeout), as etcd's `Promote` does, so a lease never
+//! expires because of an election.
+
+use std::collections::BTreeMap;
+
+use crate::raft::Time;
+
+/// etcd's largest lease TTL, in seconds.
+pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
+
+/// Lease errors, with etcd's messages.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// No such lease.
+    #[error("etcdserver: requested lease not found")]
+    NotFound,
+    /// The ID is taken.
+    #[error("etcdserver: lease already exists")]
+    Exists,
+    /// TTL above [`MAX_LEASE_TTL`].
+    #[error("etcdserver: too large lease TTL")]
+    TtlTooLarge,
+    /// A lease ID of zero.
+    #[error("etcdserver: lease ID must not be zero")]
+    ZeroId,
+    /// Keepalives and expiry are the leader's business.
+    #[error("etcdserver: not leader")]
+    NotPrimary,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Lease {
+    /// Granted TTL in seconds.
+    ttl: i64,
+    /// When it expires (primary only).
+    expiry: Option<Time>,
+}
+
+/// The lease table of one member.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lessor {
+    leases: BTreeMap<i64, Lease>,
+    primary: bool,
+    min_ttl: i64,
+}
+
+impl Lessor {
+    /// A lessor whose TTLs are at least `min_ttl` seconds (etcd: 1.5 election timeouts,
+    /// rounded up).
+    pub fn new(min_ttl: i64) -> Lessor {
+        Lessor {
+            leases: BTreeMap::new(),
+            primary: false,
+            min_ttl: min_ttl.max(1),
+        }
+    }
+
+    /// Applies a committed grant. Returns the TTL actually granted.
+    pub fn grant(&mut self, id: i64, ttl: i64, now: Time) -> Result<i64, LeaseError> {
+        if id == 0 {
+            return Err(LeaseError::ZeroId);
+        }
+        if ttl > MAX_LEASE_TTL {
+            return Err(LeaseError::TtlTooLarge);
+        }
+        if self.leases.contains_key(&id) {
+            return Err(LeaseError::Exists);
+        }
+        let ttl = ttl.max(self.min_ttl);
+        let expiry = self.primary.then(|| now.plus(ttl as u64 * 1000));
+        self.leases.insert(id, Lease { ttl, expiry });
+        Ok(ttl)
+    }
+
+    /// Applies a committed revoke (the keys are deleted by the keyspace).
+    pub fn revoke(&mut self, id: i64) -> Result<(), LeaseError> {
+        self.leases
+            .remove(&id)
+            .map(|_| ())
+            .ok_or(LeaseError::NotFound)
+    }
+
+    /// A keepalive (leader only): the lease lives a full TTL from now. Returns the TTL.
+    pub fn renew(&mut self, id: i64, now: Time) -> Result<i64, LeaseError> {
+        if !self.primary {
+            return Err(LeaseError::NotPrimary);
+        }
+        let l = self.leases.get_mut(&id).ok_or(LeaseError::NotFound)?;
+        l.expiry = Some(now.plus(l.ttl as u64 * 1000));
+        Ok(l.ttl)
+    }
+
+    /// (granted TTL, remaining seconds rounded up) of a lease.
+    pub fn time_to_live(&self, id: i64, now: Time) -> Result<(i64, i64), LeaseError> {
+        let l = self.leases.get(&id).ok_or(LeaseError::NotFound)?;
+        let remaining = match l.expiry {
+            Some(e) => (e.since(now) as i64 + 999) / 1000,
+            None => l.ttl,
+        };
+        Ok((l.ttl, remaining))
+    }
+
+    /// Every lease ID, ascending.
+    pub fn ids(&self) -> Vec<i64> {
+        self.leases.keys().copied().collect()
+    }
+
+    /// Whether a lease exists.
+    pub fn contains(&self, id: i64) -> bool {
+        self.leases.contains_key(&id)
+    }
+
+    /// Leases whose time is up (leader only), soonest first, at most `max`: the server
+    /// proposes their revocation.
+    pub fn expired(&self, now: Time, max: usize) -> Vec<i64> {
+        let mut due: Vec<(Time, i64)> = self
+            .leases
+            .iter()
+            .filter_map(|(id, l)| l.expiry.filter(|e| *e <= now).map(|e| (e, *id)))
+            .collect();
+        due.sort();
+        due.into_iter().take(max).map(|(_, id)| id).collect()
+    }
+
+    /// This member became leader: every lease gets a full TTL plus `extend_ms` from now.
+    pub fn promote(&mut self, now: Time, extend_ms: u64) {
+        self.primary = true;
+        for l in self.leases.values_mut() {
+            l.expiry = Some(now.plus(l.ttl as u64 * 1000 + extend_ms));
+        }
+    }
+
+    /// This member lost leadership: it stops tracking expiry.
+    pub fn demote(&mut self) {
+        self.primary = false;
+        for l in self.leases.values_mut() {
+            l.expiry = None;
+        }
+    }
+
+    /// Whether this is the leader's lessor.
+    pub fn is_primary(&self) -> bool {
+        self.primary
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_primary_expires_and_promotion_extends() {
+        let mut l = Lessor::new(2);
+        assert_eq!(l.grant(7, 1, Time(0)), Ok(2), "raised to the minimum TTL");
+        assert_eq!(l.grant(7, 5, Time(0)), Err(LeaseError::Exists));
+        assert_eq!(l.grant(0, 5, Time(0)), Err(LeaseError::ZeroId));
+        assert_eq!(
+            l.grant(8, MAX_LEASE_TTL + 1, Time(0)),
+            Err(LeaseError::TtlTooLarge)
+        );
+        assert!(
+            l.expired(Time(1_000_000), 10).is_empty(),
+            "a follower never expires"
+        );
+        assert_eq!(l.renew(7, Time(0)), Err(LeaseError::NotPrimary));
+        l.promote(Time(10_000), 1_000);
+        assert_eq!(l.time_to_live(7, Time(10_000)), Ok((2, 3)));
+        assert!(
+            l.expired(Time(12_999), 10).is_empty(),
+            "extended by the election timeout"
+        );
+        assert_eq!(l.expired(Time(13_000), 10), vec![7]);
+        assert_eq!(l.renew(7, Time(13_000)), Ok(2));
+        assert!(l.expired(Time(14_999), 10).is_empty());
+        assert_eq!(l.time_to_live(7, Time(14_001)), Ok((2, 1)));
+        l.demote();
+        assert!(l.expired(Time(99_000), 10).is_empty());
+        assert_eq!(l.revoke(7), Ok(()));
+        assert_eq!(
+            l.revoke(7).map_err(|e| e.to_string()),
+            Err("etcdserver: requested lease not found".into())
+        );
+    }
+}
