@@ -8,18 +8,23 @@
 //!
 //! Leases ([`Lessor`]) expire on the leader only and are revoked through raft.
 //!
-//! Still to come in this module: watch streams, auth tables, quota alarms, and
-//! snapshot/restore of the whole state machine.
+//! Watchers ([`WatchHub`]) get ordered events from any start revision; slow ones fall
+//! back to catching up from history instead of holding memory or blocking writes.
+//!
+//! Still to come in this module: auth tables, quota alarms, and snapshot/restore of the
+//! whole state machine.
 
 mod key_index;
 mod lease;
 mod store;
 mod types;
+mod watch;
 
 pub use lease::{LeaseError, Lessor, MAX_LEASE_TTL};
 pub use store::{KvStore, DEFAULT_MAX_TXN_OPS};
 pub use types::{
-    Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, KeyValue,
-    MvccError, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp,
-    Revision, SortOrder, SortTarget, TxnRequest, TxnResponse,
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, Event,
+    EventKind, KeyValue, MvccError, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    RequestOp, ResponseOp, Revision, SortOrder, SortTarget, TxnRequest, TxnResponse,
 };
+pub use watch::{WatchHub, WatchRequest, WatchResponse};

@@ -8,9 +8,9 @@ use bytes::Bytes;
 
 use super::key_index::{KeyIndex, Visible};
 use super::types::{
-    Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, KeyValue,
-    MvccError, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp,
-    Revision, SortOrder, SortTarget, TxnRequest, TxnResponse,
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, Event,
+    EventKind, KeyValue, MvccError, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    RequestOp, ResponseOp, Revision, SortOrder, SortTarget, TxnRequest, TxnResponse,
 };
 
 /// etcd's default `--max-txn-ops`.
@@ -29,6 +29,8 @@ pub struct KvStore {
     /// Granted leases and the keys attached to each.
     leases: BTreeMap<i64, BTreeSet<Bytes>>,
     max_txn_ops: usize,
+    /// Events of writes since the last [`KvStore::take_events`], in revision order.
+    events: Vec<Event>,
 }
 
 impl Default for KvStore {
@@ -38,7 +40,7 @@ impl Default for KvStore {
 }
 
 /// The `[key, end)` a request names: `end` empty is the single key; `"\0"` is unbounded.
-fn bounds(key: &Bytes, range_end: &Bytes) -> (Bound<Bytes>, Bound<Bytes>) {
+pub(crate) fn bounds(key: &Bytes, range_end: &Bytes) -> (Bound<Bytes>, Bound<Bytes>) {
     if range_end.is_empty() {
         (Bound::Included(key.clone()), Bound::Included(key.clone()))
     } else if range_end.as_ref() == [0] {
@@ -51,7 +53,7 @@ fn bounds(key: &Bytes, range_end: &Bytes) -> (Bound<Bytes>, Bound<Bytes>) {
     }
 }
 
-fn empty_range(key: &Bytes, range_end: &Bytes) -> bool {
+pub(crate) fn empty_range(key: &Bytes, range_end: &Bytes) -> bool {
     !range_end.is_empty() && range_end.as_ref() != [0] && range_end <= key
 }
 
@@ -76,7 +78,62 @@ impl KvStore {
             compact_cursor: None,
             leases: BTreeMap::new(),
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
+            events: Vec::new(),
         }
+    }
+
+    /// Events of the writes since the last call, in revision order (for watchers).
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Every change to keys in `[key, range_end)` at revisions `from..=to`, in revision
+    /// order, from the key histories (for watchers catching up). `from` must not be
+    /// below the compacted revision.
+    pub fn history(&self, key: &Bytes, range_end: &Bytes, from: i64, to: i64) -> Vec<Event> {
+        let mut out = Vec::new();
+        if empty_range(key, range_end) {
+            return out;
+        }
+        for (k, ki) in self.index.range(bounds(key, range_end)) {
+            for g in &ki.generations {
+                let mut prev: Option<KeyValue> = None;
+                let skipped = g.versions.len() as i64;
+                for (i, v) in g.versions.iter().enumerate() {
+                    let kv = KeyValue {
+                        key: k.clone(),
+                        create_revision: g.created.main,
+                        mod_revision: v.rev.main,
+                        version: g.puts - skipped + i as i64 + 1,
+                        value: v.value.clone(),
+                        lease: v.lease,
+                    };
+                    if (from..=to).contains(&v.rev.main) {
+                        out.push(Event {
+                            kind: EventKind::Put,
+                            rev: v.rev,
+                            kv: kv.clone(),
+                            prev_kv: prev.clone(),
+                        });
+                    }
+                    prev = Some(kv);
+                }
+                if let Some(t) = g.tombstone.filter(|t| (from..=to).contains(&t.main)) {
+                    out.push(Event {
+                        kind: EventKind::Delete,
+                        rev: t,
+                        kv: KeyValue {
+                            key: k.clone(),
+                            mod_revision: t.main,
+                            ..KeyValue::default()
+                        },
+                        prev_kv: prev.clone(),
+                    });
+                }
+            }
+        }
+        out.sort_by_key(|e| e.rev);
+        out
     }
 
     /// Sets `--max-txn-ops`.
@@ -309,7 +366,7 @@ impl KvStore {
         let keys: Vec<Bytes> = self
             .index
             .range(from..)
-            .take(max_keys + 1)
+            .take(max_keys.saturating_add(1))
             .map(|(k, _)| k.clone())
             .collect();
         let at = self.compacted;
@@ -425,11 +482,17 @@ impl WriteTxn<'_> {
                 .or_default()
                 .insert(r.key.clone());
         }
-        self.store
-            .index
-            .entry(r.key.clone())
-            .or_default()
-            .put(rev, value, lease);
+        let ki = self.store.index.entry(r.key.clone()).or_default();
+        ki.put(rev, value, lease);
+        if let Some(v) = ki.latest() {
+            let kv = to_kv(&r.key, &v);
+            self.store.events.push(Event {
+                kind: EventKind::Put,
+                rev,
+                kv,
+                prev_kv: prev.clone(),
+            });
+        }
         PutResponse {
             prev_kv: if r.prev_kv { prev } else { None },
         }
@@ -457,6 +520,16 @@ impl WriteTxn<'_> {
                 }
             }
             resp.deleted += 1;
+            self.store.events.push(Event {
+                kind: EventKind::Delete,
+                rev,
+                kv: KeyValue {
+                    key: kv.key.clone(),
+                    mod_revision: rev.main,
+                    ..KeyValue::default()
+                },
+                prev_kv: Some(kv.clone()),
+            });
             if prev_kv {
                 resp.prev_kvs.push(kv);
             }

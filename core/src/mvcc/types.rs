@@ -258,3 +258,25 @@ pub enum MvccError {
     #[error("etcdserver: lease is provided")]
     LeaseProvided,
 }
+
+/// What happened to a key.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum EventKind {
+    /// Created or updated.
+    Put,
+    /// Deleted.
+    Delete,
+}
+
+/// One change, as etcd's `mvccpb.Event`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Event {
+    /// Put or delete.
+    pub kind: EventKind,
+    /// Revision of the change (main and sub).
+    pub rev: Revision,
+    /// The key after a put; for a delete only the key and its mod revision.
+    pub kv: KeyValue,
+    /// The key before the change, if it existed.
+    pub prev_kv: Option<KeyValue>,
+}

@@ -1,0 +1,157 @@
+//! Watch property test: for random writes, watchers created at random times from random
+//! start revisions, slow consumers and compactions, each watcher's concatenated events
+//! equal the store's history filtered to its range, filters and start revision — in
+//! order, with no gap and no duplicate, and with correct previous key-values. A watcher
+//! whose next revision was compacted is canceled with the compact revision.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use keel_core::mvcc::{
+    DeleteRangeRequest, Event, EventKind, KvStore, PutRequest, WatchHub, WatchRequest,
+};
+use proptest::prelude::*;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Put(u8, u8),
+    Delete(u8, u8),
+    Watch {
+        key: u8,
+        end: u8,
+        start: u8,
+        no_put: bool,
+        no_delete: bool,
+        prev_kv: bool,
+    },
+    Take,
+    CatchUp,
+    Compact(u8),
+}
+
+fn key(k: u8) -> Bytes {
+    Bytes::from(format!("w{}", k % 6))
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (any::<u8>(), any::<u8>()).prop_map(|(k, v)| Op::Put(k, v)),
+        2 => (any::<u8>(), any::<u8>()).prop_map(|(k, e)| Op::Delete(k, e)),
+        2 => (any::<u8>(), any::<u8>(), any::<u8>(), prop::bool::weighted(0.2), prop::bool::weighted(0.2), any::<bool>())
+            .prop_map(|(key, end, start, no_put, no_delete, prev_kv)| Op::Watch { key, end, start, no_put, no_delete, prev_kv }),
+        3 => Just(Op::Take),
+        3 => Just(Op::CatchUp),
+        1 => any::<u8>().prop_map(Op::Compact),
+    ]
+}
+
+struct Expect {
+    req: WatchRequest,
+    start: i64,
+}
+
+fn range_end(k: u8, e: u8) -> Bytes {
+    match e % 3 {
+        0 => Bytes::new(),
+        1 => Bytes::from_static(b"\0"),
+        _ => key(k.wrapping_add(1 + e % 3)),
+    }
+}
+
+fn matches(req: &WatchRequest, e: &Event) -> bool {
+    let k = &e.kv.key;
+    let in_range = if req.range_end.is_empty() {
+        *k == req.key
+    } else if req.range_end.as_ref() == [0] {
+        *k >= req.key
+    } else {
+        *k >= req.key && *k < req.range_end
+    };
+    in_range
+        && !(req.no_put && e.kind == EventKind::Put)
+        && !(req.no_delete && e.kind == EventKind::Delete)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, .. ProptestConfig::default() })]
+
+    #[test]
+    fn watchers_see_exactly_the_history(ops in prop::collection::vec(op(), 1..150)) {
+        let mut store = KvStore::new();
+        let mut hub = WatchHub::new(3, 16);
+        let mut log: Vec<Event> = Vec::new();
+        let mut expect: BTreeMap<i64, Expect> = BTreeMap::new();
+        let mut got: BTreeMap<i64, Vec<Event>> = BTreeMap::new();
+        let mut canceled: BTreeMap<i64, i64> = BTreeMap::new();
+        let drain = |hub: &mut WatchHub, store: &KvStore, got: &mut BTreeMap<i64, Vec<Event>>, canceled: &mut BTreeMap<i64, i64>| {
+            for r in hub.take_responses(store.revision()) {
+                if r.canceled {
+                    canceled.insert(r.watch_id, r.compact_revision);
+                }
+                got.entry(r.watch_id).or_default().extend(r.events);
+            }
+        };
+        for op in &ops {
+            match op {
+                Op::Put(k, v) => {
+                    store.put(&PutRequest { key: key(*k), value: Bytes::from(vec![*v; 2]), ..Default::default() }).expect("put");
+                }
+                Op::Delete(k, e) => {
+                    store.delete_range(&DeleteRangeRequest { key: key(*k), range_end: range_end(*k, *e), prev_kv: false }).expect("delete");
+                }
+                Op::Watch { key: k, end, start, no_put, no_delete, prev_kv } => {
+                    let start_revision = i64::from(*start) % (store.revision() + 2);
+                    let req = WatchRequest {
+                        key: key(*k),
+                        range_end: range_end(*k, *end),
+                        start_revision,
+                        no_put: *no_put,
+                        no_delete: *no_delete,
+                        prev_kv: *prev_kv,
+                        fragment: true,
+                    };
+                    let start = if start_revision <= 0 { store.revision() + 1 } else { start_revision };
+                    let id = hub.create(req.clone(), &store);
+                    expect.insert(id, Expect { req, start });
+                }
+                Op::Take => drain(&mut hub, &store, &mut got, &mut canceled),
+                Op::CatchUp => hub.catch_up(&store),
+                Op::Compact(r) => {
+                    let rev = i64::from(*r) % (store.revision() + 1);
+                    if store.compact(rev).is_ok() {
+                        store.run_compaction(usize::MAX);
+                    }
+                }
+            }
+            let events = store.take_events();
+            hub.on_events(&events);
+            log.extend(events);
+            prop_assert!(hub.queued() <= 3 * 64, "queues stay bounded");
+        }
+        // Let every watcher catch up fully.
+        for _ in 0..200 {
+            hub.catch_up(&store);
+            drain(&mut hub, &store, &mut got, &mut canceled);
+        }
+        for (id, e) in &expect {
+            let want: Vec<Event> = log
+                .iter()
+                .filter(|ev| ev.rev.main >= e.start && matches(&e.req, ev))
+                .cloned()
+                .map(|mut ev| {
+                    if !e.req.prev_kv {
+                        ev.prev_kv = None;
+                    }
+                    ev
+                })
+                .collect();
+            let seen = got.get(id).cloned().unwrap_or_default();
+            if let Some(compact) = canceled.get(id) {
+                prop_assert!(*compact >= e.start, "canceled only when its revision was compacted");
+                prop_assert_eq!(&seen[..], &want[..seen.len().min(want.len())], "a prefix before cancel");
+            } else {
+                prop_assert_eq!(seen, want, "watcher {}", id);
+            }
+        }
+    }
+}
