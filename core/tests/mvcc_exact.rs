@@ -292,3 +292,69 @@ fn range_limit_count_and_prefix() {
         "equal whatever the compaction progress"
     );
 }
+
+#[test]
+fn quota_raises_nospace_and_compaction_makes_room() {
+    use keel_core::mvcc::KvState;
+    let mut st = KvState::new(300, 1); // Each put takes 1 + 100 + 32 bytes.
+    let big = PutRequest {
+        key: b("k"),
+        value: Bytes::from(vec![b'x'; 100]),
+        ..Default::default()
+    };
+    st.put(&big).expect("fits");
+    st.put(&big).expect("fits");
+    let err = st.put(&big).map(|_| ()).map_err(|e| e.to_string());
+    assert_eq!(err, Err("etcdserver: mvcc: database space exceeded".into()));
+    assert!(st.nospace_alarm());
+    st.disarm_nospace();
+    assert!(st.put(&big).is_err(), "still over quota: raised again");
+    assert!(st.nospace_alarm());
+    // Deletes and compaction are still allowed and free space.
+    st.kv
+        .delete_range(&DeleteRangeRequest {
+            key: b("k"),
+            ..Default::default()
+        })
+        .expect("delete");
+    let rev = st.kv.revision();
+    st.kv.compact(rev).expect("compact");
+    while !st.kv.run_compaction(10) {}
+    st.disarm_nospace();
+    st.put(&big)
+        .expect("writes resume after compaction and disarm");
+}
+
+#[test]
+fn state_snapshots_round_trip_and_reject_corruption() {
+    use keel_core::mvcc::KvState;
+    let mut st = KvState::new(u64::MAX, 1);
+    st.kv.grant_lease(5);
+    st.lessor
+        .grant(5, 10, keel_core::raft::Time(0))
+        .expect("grant");
+    st.put(&PutRequest {
+        key: b("a"),
+        value: b("1"),
+        lease: 5,
+        ..Default::default()
+    })
+    .expect("put");
+    put(&mut st.kv, "b", "2");
+    st.applied = 77;
+    let snap = st.snapshot();
+    let back = KvState::restore(&snap, u64::MAX, 1).expect("restores");
+    assert_eq!(back.applied, 77);
+    assert_eq!(back.kv.hash_kv(0), st.kv.hash_kv(0));
+    assert_eq!(back.kv.lease_keys(5), vec![b("a")]);
+    assert_eq!(back.lessor.ids(), vec![5]);
+    for i in 0..snap.len() {
+        let mut bad = snap.clone();
+        bad[i] ^= 0x10;
+        assert!(KvState::restore(&bad, u64::MAX, 1).is_err(), "byte {i}");
+        assert!(
+            KvState::restore(&snap[..i], u64::MAX, 1).is_err(),
+            "cut at {i}"
+        );
+    }
+}

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use keel_core::mvcc::{
-    Compare, CompareResult, CompareTarget, DeleteRangeRequest, KeyValue, KvStore, MvccError,
-    PutRequest, RangeRequest, RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget,
-    TxnRequest,
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, KeyValue, KvState, KvStore,
+    MvccError, PutRequest, RangeRequest, RangeResponse, RequestOp, ResponseOp, SortOrder,
+    SortTarget, TxnRequest,
 };
 use proptest::prelude::*;
 

@@ -115,6 +115,22 @@ impl KeyIndex {
         })
     }
 
+    /// Approximate bytes this history holds (for the backend quota): key and value bytes
+    /// plus a fixed overhead per version and tombstone.
+    pub fn bytes(&self, key_len: usize) -> u64 {
+        self.generations
+            .iter()
+            .map(|g| {
+                let versions: usize = g
+                    .versions
+                    .iter()
+                    .map(|v| key_len + v.value.len() + 32)
+                    .sum();
+                (versions + g.tombstone.map_or(0, |_| key_len + 32)) as u64
+            })
+            .sum()
+    }
+
     /// Frees history at or below `at` that no read at a revision >= `at` can see: in
     /// each generation only the newest version at or below `at` survives, and a
     /// generation whose tombstone is at or below `at` disappears. True if nothing is

@@ -143,6 +143,28 @@ impl Lessor {
         }
     }
 
+    /// (ID, granted TTL) of every lease (for snapshots).
+    pub fn export(&self) -> Vec<(i64, i64)> {
+        self.leases.iter().map(|(id, l)| (*id, l.ttl)).collect()
+    }
+
+    /// Restores leases from a snapshot (not primary: expiry starts at promotion).
+    pub fn import(&mut self, leases: &[(i64, i64)]) {
+        self.primary = false;
+        self.leases = leases
+            .iter()
+            .map(|(id, ttl)| {
+                (
+                    *id,
+                    Lease {
+                        ttl: *ttl,
+                        expiry: None,
+                    },
+                )
+            })
+            .collect();
+    }
+
     /// Whether this is the leader's lessor.
     pub fn is_primary(&self) -> bool {
         self.primary

@@ -11,16 +11,19 @@
 //! Watchers ([`WatchHub`]) get ordered events from any start revision; slow ones fall
 //! back to catching up from history instead of holding memory or blocking writes.
 //!
-//! Still to come in this module: auth tables, quota alarms, and snapshot/restore of the
-//! whole state machine.
+//! [`KvState`] composes keyspace, leases and applied index with the backend quota
+//! (NOSPACE alarm) and snapshots/restores the whole; auth tables and membership join it
+//! when those exist.
 
 mod key_index;
 mod lease;
+mod state;
 mod store;
 mod types;
 mod watch;
 
 pub use lease::{LeaseError, Lessor, MAX_LEASE_TTL};
+pub use state::{KvState, StateDecodeError};
 pub use store::{KvStore, DEFAULT_MAX_TXN_OPS};
 pub use types::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, Event,

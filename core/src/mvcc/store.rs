@@ -31,6 +31,8 @@ pub struct KvStore {
     max_txn_ops: usize,
     /// Events of writes since the last [`KvStore::take_events`], in revision order.
     events: Vec<Event>,
+    /// Approximate bytes of all history held (for `--quota-backend-bytes`).
+    size: u64,
 }
 
 impl Default for KvStore {
@@ -79,6 +81,7 @@ impl KvStore {
             leases: BTreeMap::new(),
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
             events: Vec::new(),
+            size: 0,
         }
     }
 
@@ -136,6 +139,37 @@ impl KvStore {
         out
     }
 
+    /// Every key's history, in key order (for snapshots).
+    pub(crate) fn export(&self) -> Vec<(&Bytes, &KeyIndex)> {
+        self.index.iter().collect()
+    }
+
+    /// Rebuilds a store from exported histories; lease attachments follow from each
+    /// key's live version.
+    pub(crate) fn import(
+        keys: Vec<(Bytes, KeyIndex)>,
+        current: i64,
+        compacted: i64,
+        leases: &[(i64, i64)],
+    ) -> KvStore {
+        let mut s = KvStore::new();
+        s.current = current;
+        s.compacted = compacted;
+        for (id, _) in leases {
+            s.leases.entry(*id).or_default();
+        }
+        for (k, ki) in keys {
+            s.size += ki.bytes(k.len());
+            if let Some(v) = ki.latest() {
+                if v.lease != 0 {
+                    s.leases.entry(v.lease).or_default().insert(k.clone());
+                }
+            }
+            s.index.insert(k, ki);
+        }
+        s
+    }
+
     /// Sets `--max-txn-ops`.
     pub fn set_max_txn_ops(&mut self, n: usize) {
         self.max_txn_ops = n;
@@ -149,6 +183,11 @@ impl KvStore {
     /// The compacted revision (-1 if never compacted).
     pub fn compacted_revision(&self) -> i64 {
         self.compacted
+    }
+
+    /// Approximate bytes of history held (what the backend quota limits).
+    pub fn size_bytes(&self) -> u64 {
+        self.size
     }
 
     /// Keys with any history held.
@@ -371,7 +410,12 @@ impl KvStore {
             .collect();
         let at = self.compacted;
         for k in keys.iter().take(max_keys) {
-            let empty = self.index.get_mut(k).is_some_and(|ki| ki.compact(at));
+            let Some(ki) = self.index.get_mut(k) else {
+                continue;
+            };
+            let before = ki.bytes(k.len());
+            let empty = ki.compact(at);
+            self.size -= before - ki.bytes(k.len());
             if empty {
                 self.index.remove(k);
             }
@@ -482,6 +526,7 @@ impl WriteTxn<'_> {
                 .or_default()
                 .insert(r.key.clone());
         }
+        self.store.size += (r.key.len() + value.len() + 32) as u64;
         let ki = self.store.index.entry(r.key.clone()).or_default();
         ki.put(rev, value, lease);
         if let Some(v) = ki.latest() {
@@ -513,6 +558,7 @@ impl WriteTxn<'_> {
             let rev = self.next_rev();
             if let Some(ki) = self.store.index.get_mut(&kv.key) {
                 ki.tombstone(rev);
+                self.store.size += (kv.key.len() + 32) as u64;
             }
             if kv.lease != 0 {
                 if let Some(keys) = self.store.leases.get_mut(&kv.lease) {

@@ -257,6 +257,9 @@ pub enum MvccError {
     /// Both `ignore_lease` and a lease.
     #[error("etcdserver: lease is provided")]
     LeaseProvided,
+    /// The backend quota is exceeded (the NOSPACE alarm is raised).
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
 }
 
 /// What happened to a key.

@@ -1,0 +1,271 @@
+//! The applied state machine of one member: keyspace, leases, the index of the last
+//! applied entry, and the backend quota with its NOSPACE alarm; plus its snapshot
+//! encoding (what a follower far behind receives, and what snapshot files hold).
+
+use bytes::Bytes;
+
+use super::key_index::{Generation, KeyIndex, Version};
+use super::lease::Lessor;
+use super::store::KvStore;
+use super::types::{
+    MvccError, PutRequest, PutResponse, RequestOp, Revision, TxnRequest, TxnResponse,
+};
+
+const MAGIC: &[u8; 8] = b"KEELSM01";
+
+/// A snapshot image that cannot be restored.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum StateDecodeError {
+    /// Not a Keel state-machine image.
+    #[error("state snapshot: bad magic")]
+    BadMagic,
+    /// The checksum does not match.
+    #[error("state snapshot: checksum mismatch")]
+    Checksum,
+    /// The content does not parse.
+    #[error("state snapshot: malformed at byte {0}")]
+    Malformed(usize),
+}
+
+/// Keyspace, leases, applied index and quota of one member.
+#[derive(Clone, Debug)]
+pub struct KvState {
+    /// The keyspace.
+    pub kv: KvStore,
+    /// The leases.
+    pub lessor: Lessor,
+    /// Index of the last raft entry applied (etcd's consistent index).
+    pub applied: u64,
+    quota_bytes: u64,
+    nospace: bool,
+}
+
+impl KvState {
+    /// An empty state with `--quota-backend-bytes` and the minimum lease TTL.
+    pub fn new(quota_bytes: u64, min_lease_ttl: i64) -> KvState {
+        KvState {
+            kv: KvStore::new(),
+            lessor: Lessor::new(min_lease_ttl),
+            applied: 0,
+            quota_bytes,
+            nospace: false,
+        }
+    }
+
+    /// Whether the NOSPACE alarm is raised.
+    pub fn nospace_alarm(&self) -> bool {
+        self.nospace
+    }
+
+    /// Disarms NOSPACE (etcd's `alarm disarm`); the next write that does not fit raises
+    /// it again.
+    pub fn disarm_nospace(&mut self) {
+        self.nospace = false;
+    }
+
+    fn check_quota(&mut self, adding: u64) -> Result<(), MvccError> {
+        if self.nospace || self.kv.size_bytes() + adding > self.quota_bytes {
+            self.nospace = true;
+            return Err(MvccError::NoSpace);
+        }
+        Ok(())
+    }
+
+    /// A put, refused with etcd's NOSPACE error once the quota is exceeded.
+    pub fn put(&mut self, r: &PutRequest) -> Result<PutResponse, MvccError> {
+        self.check_quota((r.key.len() + r.value.len() + 32) as u64)?;
+        self.kv.put(r)
+    }
+
+    /// A txn; one that may write is refused like a put under NOSPACE.
+    pub fn txn(&mut self, t: &TxnRequest) -> Result<TxnResponse, MvccError> {
+        let adding = puts_bytes(&t.success).max(puts_bytes(&t.failure));
+        if adding > 0 {
+            self.check_quota(adding)?;
+        }
+        self.kv.txn(t)
+    }
+
+    /// The whole state as bytes (checksummed).
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut w = Vec::new();
+        w.extend_from_slice(MAGIC);
+        put_u64(&mut w, self.applied);
+        put_i64(&mut w, self.kv.revision());
+        put_i64(&mut w, self.kv.compacted_revision());
+        let keys = self.kv.export();
+        put_u64(&mut w, keys.len() as u64);
+        for (key, ki) in keys {
+            put_bytes(&mut w, key);
+            put_u64(&mut w, ki.generations.len() as u64);
+            for g in &ki.generations {
+                put_i64(&mut w, g.puts);
+                put_rev(&mut w, g.created);
+                match g.tombstone {
+                    Some(t) => {
+                        w.push(1);
+                        put_rev(&mut w, t);
+                    }
+                    None => w.push(0),
+                }
+                put_u64(&mut w, g.versions.len() as u64);
+                for v in &g.versions {
+                    put_rev(&mut w, v.rev);
+                    put_i64(&mut w, v.lease);
+                    put_bytes(&mut w, &v.value);
+                }
+            }
+        }
+        let leases = self.lessor.export();
+        put_u64(&mut w, leases.len() as u64);
+        for (id, ttl) in leases {
+            put_i64(&mut w, id);
+            put_i64(&mut w, ttl);
+        }
+        let crc = crc32fast::hash(&w);
+        w.extend_from_slice(&crc.to_le_bytes());
+        w
+    }
+
+    /// Rebuilds a state from [`KvState::snapshot`] bytes; never panics on bad input.
+    pub fn restore(
+        bytes: &[u8],
+        quota_bytes: u64,
+        min_lease_ttl: i64,
+    ) -> Result<KvState, StateDecodeError> {
+        if bytes.len() < MAGIC.len() + 4 || &bytes[..8] != MAGIC {
+            return Err(StateDecodeError::BadMagic);
+        }
+        let (body, crc) = bytes.split_at(bytes.len() - 4);
+        if crc32fast::hash(body).to_le_bytes() != crc {
+            return Err(StateDecodeError::Checksum);
+        }
+        let mut r = Reader { b: body, at: 8 };
+        let applied = r.u64()?;
+        let current = r.i64()?;
+        let compacted = r.i64()?;
+        let nkeys = r.count(16)?;
+        let mut keys = Vec::with_capacity(nkeys);
+        for _ in 0..nkeys {
+            let key = r.bytes()?;
+            let ngen = r.count(33)?;
+            let mut ki = KeyIndex::default();
+            for _ in 0..ngen {
+                let puts = r.i64()?;
+                let created = r.rev()?;
+                let tombstone = match r.u8()? {
+                    0 => None,
+                    1 => Some(r.rev()?),
+                    _ => return Err(StateDecodeError::Malformed(r.at)),
+                };
+                let nv = r.count(40)?;
+                let mut versions = Vec::with_capacity(nv);
+                for _ in 0..nv {
+                    let rev = r.rev()?;
+                    let lease = r.i64()?;
+                    let value = r.bytes()?;
+                    versions.push(Version { rev, value, lease });
+                }
+                ki.generations.push(Generation {
+                    versions,
+                    puts,
+                    created,
+                    tombstone,
+                });
+            }
+            keys.push((key, ki));
+        }
+        let nleases = r.count(16)?;
+        let mut leases = Vec::with_capacity(nleases);
+        for _ in 0..nleases {
+            leases.push((r.i64()?, r.i64()?));
+        }
+        if r.at != body.len() {
+            return Err(StateDecodeError::Malformed(r.at));
+        }
+        let mut lessor = Lessor::new(min_lease_ttl);
+        lessor.import(&leases);
+        Ok(KvState {
+            kv: KvStore::import(keys, current, compacted, &leases),
+            lessor,
+            applied,
+            quota_bytes,
+            nospace: false,
+        })
+    }
+}
+
+fn puts_bytes(ops: &[RequestOp]) -> u64 {
+    ops.iter()
+        .map(|op| match op {
+            RequestOp::Put(p) => (p.key.len() + p.value.len() + 32) as u64,
+            RequestOp::Txn(t) => puts_bytes(&t.success).max(puts_bytes(&t.failure)),
+            _ => 0,
+        })
+        .sum()
+}
+
+fn put_u64(w: &mut Vec<u8>, v: u64) {
+    w.extend_from_slice(&v.to_le_bytes());
+}
+fn put_i64(w: &mut Vec<u8>, v: i64) {
+    w.extend_from_slice(&v.to_le_bytes());
+}
+fn put_rev(w: &mut Vec<u8>, r: Revision) {
+    put_i64(w, r.main);
+    put_i64(w, r.sub);
+}
+fn put_bytes(w: &mut Vec<u8>, b: &[u8]) {
+    put_u64(w, b.len() as u64);
+    w.extend_from_slice(b);
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], StateDecodeError> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|e| *e <= self.b.len())
+            .ok_or(StateDecodeError::Malformed(self.at))?;
+        let s = &self.b[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, StateDecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u64(&mut self) -> Result<u64, StateDecodeError> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(a))
+    }
+    fn i64(&mut self) -> Result<i64, StateDecodeError> {
+        Ok(self.u64()? as i64)
+    }
+    fn rev(&mut self) -> Result<Revision, StateDecodeError> {
+        Ok(Revision {
+            main: self.i64()?,
+            sub: self.i64()?,
+        })
+    }
+    /// A count of items each taking at least `min` bytes: a count the rest of the input
+    /// cannot hold is corrupt, never an allocation request.
+    fn count(&mut self, min: usize) -> Result<usize, StateDecodeError> {
+        let at = self.at;
+        let n = self.u64()?;
+        let left = (self.b.len() - self.at) as u64;
+        if n > left / min as u64 {
+            return Err(StateDecodeError::Malformed(at));
+        }
+        Ok(n as usize)
+    }
+    fn bytes(&mut self) -> Result<Bytes, StateDecodeError> {
+        let n = self.count(1)?;
+        Ok(Bytes::copy_from_slice(self.take(n)?))
+    }
+}
