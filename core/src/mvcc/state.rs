@@ -158,7 +158,7 @@ impl KvState {
                     1 => Some(r.rev()?),
                     _ => return Err(StateDecodeError::Malformed(r.at)),
                 };
-                let nv = r.count(40)?;
+                let nv = r.count(32)?;
                 let mut versions = Vec::with_capacity(nv);
                 for _ in 0..nv {
                     let rev = r.rev()?;
