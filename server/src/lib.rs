@@ -4,5 +4,6 @@
 //! Today it holds the benchmarks behind `keelctl bench raft` and `keelctl bench wal`; the
 //! server itself arrives with the runtime and API work.
 
+pub mod mvcc_bench;
 pub mod raft_bench;
 pub mod wal_bench;

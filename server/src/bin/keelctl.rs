@@ -29,6 +29,21 @@ enum Bench {
     Raft(RaftArgs),
     /// WAL append throughput next to the raw disk's limits, in one run.
     Wal(WalArgs),
+    /// Single-threaded keyspace puts, point reads, 100-key ranges and memory per key.
+    Mvcc(MvccArgs),
+}
+
+#[derive(Args)]
+struct MvccArgs {
+    /// Keys to load.
+    #[arg(long, default_value_t = 1_000_000)]
+    keys: u64,
+    /// Value bytes.
+    #[arg(long, default_value_t = 256)]
+    val_size: usize,
+    /// Point reads to time.
+    #[arg(long, default_value_t = 2_000_000)]
+    reads: u64,
 }
 
 #[derive(Args)]
@@ -76,6 +91,25 @@ fn main() {
     let cli = Cli::parse();
     match cli.command {
         Command::Bench(Bench::Wal(a)) => bench_wal(a),
+        Command::Bench(Bench::Mvcc(a)) => {
+            let r = keel_server::mvcc_bench::run(a.keys, a.val_size, a.reads);
+            println!(
+                "mvcc: {} keys, 8-byte keys, {}-byte values, one thread",
+                a.keys, a.val_size
+            );
+            println!("  puts/s            {:>12.0}", r.puts_per_sec);
+            println!("  point reads/s     {:>12.0}", r.reads_per_sec);
+            println!(
+                "  ranges/s          {:>12.0} ({:.0} keys each on average)",
+                r.ranges_per_sec, r.keys_per_range
+            );
+            println!(
+                "  memory per key    {:>12.0} bytes (key+value {:.0}, overhead {:.0})",
+                r.rss_per_key,
+                r.data_per_key,
+                r.rss_per_key - r.data_per_key
+            );
+        }
         Command::Bench(Bench::Raft(a)) => {
             println!(
                 "raft core: {} members, {} B payloads, {} proposals per run, one thread",
