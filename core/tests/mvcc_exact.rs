@@ -358,3 +358,49 @@ fn state_snapshots_round_trip_and_reject_corruption() {
         );
     }
 }
+
+/// Review finding: a txn that fails validation anywhere on its chosen path (a range at a
+/// future revision, a nested put on a missing lease) applies nothing at all.
+#[test]
+fn a_failing_txn_applies_nothing() {
+    let mut s = KvStore::new();
+    put(&mut s, "a", "1");
+    let rev = s.revision();
+    let t = TxnRequest {
+        compare: vec![],
+        success: vec![
+            tput("x"),
+            RequestOp::Range(RangeRequest {
+                key: b("x"),
+                revision: rev + 100,
+                ..Default::default()
+            }),
+        ],
+        failure: vec![],
+    };
+    assert_eq!(s.txn(&t).map(|_| ()), Err(MvccError::FutureRevision));
+    let nested = TxnRequest {
+        compare: vec![],
+        success: vec![
+            tput("y"),
+            RequestOp::Txn(TxnRequest {
+                compare: vec![],
+                success: vec![RequestOp::Put(PutRequest {
+                    key: b("z"),
+                    lease: 999,
+                    ..Default::default()
+                })],
+                failure: vec![],
+            }),
+        ],
+        failure: vec![],
+    };
+    assert_eq!(s.txn(&nested).map(|_| ()), Err(MvccError::LeaseNotFound));
+    assert_eq!(s.revision(), rev, "no revision was used");
+    assert_eq!(get(&s, "x", 0), Ok(vec![]));
+    assert_eq!(get(&s, "y", 0), Ok(vec![]));
+    assert!(
+        s.take_events().len() == 1,
+        "only the first put produced an event"
+    );
+}

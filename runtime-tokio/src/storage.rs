@@ -144,6 +144,16 @@ impl Storage {
         let state = if fresh && snapshot.is_none() {
             None
         } else {
+            if let (Some(s), Some(w)) = (&snapshot, &rec.snapshot) {
+                if w.index > s.meta.index {
+                    // The WAL says the log restarts after a snapshot from the leader whose
+                    // file is unusable: the entries in between exist nowhere.
+                    return Err(StorageError::Gap {
+                        wal_first: w.index.0 + 1,
+                        snapshot: s.meta.index.0,
+                    });
+                }
+            }
             let snap_meta = match (&snapshot, &rec.snapshot) {
                 (Some(s), Some(w)) if w.index > s.meta.index => w.clone(),
                 (Some(s), _) => s.meta.clone(),

@@ -120,6 +120,8 @@ pub fn run(spec: RaftBench) -> Result<RaftBenchResult, String> {
         return Err("members and batch must be positive".into());
     }
     let mut b = Bench::new(spec.members)?;
+    // Founders learn their configuration by applying the bootstrap entries first.
+    b.drain();
     b.nodes[0].start_election(Time(0));
     b.drain();
     if b.nodes[0].role() != Role::Leader {

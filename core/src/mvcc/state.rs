@@ -144,6 +144,12 @@ impl KvState {
         let applied = r.u64()?;
         let current = r.i64()?;
         let compacted = r.i64()?;
+        // Revisions beyond these bounds only come from crafted input; refusing them keeps
+        // every later revision computation from overflowing.
+        let rev_ok = |rev: Revision| (1..=current).contains(&rev.main) && rev.sub >= 0;
+        if !(1..i64::MAX / 2).contains(&current) || !(-1..=current).contains(&compacted) {
+            return Err(StateDecodeError::Malformed(8));
+        }
         let nkeys = r.count(16)?;
         let mut keys = Vec::with_capacity(nkeys);
         for _ in 0..nkeys {
@@ -158,13 +164,22 @@ impl KvState {
                     1 => Some(r.rev()?),
                     _ => return Err(StateDecodeError::Malformed(r.at)),
                 };
+                if !rev_ok(created) || tombstone.is_some_and(|t| !rev_ok(t)) {
+                    return Err(StateDecodeError::Malformed(r.at));
+                }
                 let nv = r.count(32)?;
                 let mut versions = Vec::with_capacity(nv);
                 for _ in 0..nv {
                     let rev = r.rev()?;
                     let lease = r.i64()?;
                     let value = r.bytes()?;
+                    if !rev_ok(rev) {
+                        return Err(StateDecodeError::Malformed(r.at));
+                    }
                     versions.push(Version { rev, value, lease });
+                }
+                if puts < versions.len() as i64 || puts > i64::MAX / 2 {
+                    return Err(StateDecodeError::Malformed(r.at));
                 }
                 ki.generations.push(Generation {
                     versions,

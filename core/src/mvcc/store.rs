@@ -366,10 +366,63 @@ impl KvStore {
     /// A transaction: compares, then one branch, all at one revision.
     pub fn txn(&mut self, t: &TxnRequest) -> Result<TxnResponse, MvccError> {
         self.check_txn(t)?;
+        // As etcd: every compare, nested ones included, is evaluated against the state
+        // before the txn, and the whole chosen path is validated before anything is
+        // applied, so a txn either applies completely or not at all.
+        let mut path = Vec::new();
+        self.compare_path(t, &mut path);
+        self.check_path(t, &path, &mut 0)?;
         let mut w = self.write();
-        let resp = w.txn(t)?;
+        let resp = w.txn(t, &path, &mut 0);
         w.finish();
         Ok(resp)
+    }
+
+    fn compare_path(&self, t: &TxnRequest, path: &mut Vec<bool>) {
+        let ok = t.compare.iter().all(|c| self.compare_holds(c));
+        path.push(ok);
+        for op in if ok { &t.success } else { &t.failure } {
+            if let RequestOp::Txn(n) = op {
+                self.compare_path(n, path);
+            }
+        }
+    }
+
+    fn check_path(&self, t: &TxnRequest, path: &[bool], at: &mut usize) -> Result<(), MvccError> {
+        let ok = path.get(*at).copied().unwrap_or(false);
+        *at += 1;
+        for op in if ok { &t.success } else { &t.failure } {
+            match op {
+                RequestOp::Put(p) => self.check_put(p)?,
+                RequestOp::Range(r) => {
+                    self.check_read_rev(r.revision, self.current)?;
+                }
+                RequestOp::DeleteRange(d) if d.key.is_empty() => return Err(MvccError::EmptyKey),
+                RequestOp::DeleteRange(_) => {}
+                RequestOp::Txn(n) => self.check_path(n, path, at)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn compare_holds(&self, c: &Compare) -> bool {
+        let r = RangeRequest {
+            key: c.key.clone(),
+            range_end: c.range_end.clone(),
+            ..RangeRequest::default()
+        };
+        let kvs = match self.range_at(&r, self.current) {
+            Ok(resp) => resp.kvs,
+            Err(_) => return false,
+        };
+        if kvs.is_empty() {
+            // A missing key has version, revisions and lease 0, and no value to compare.
+            if matches!(c.target, CompareTarget::Value(_)) {
+                return false;
+            }
+            return compare_kv(c, &KeyValue::default());
+        }
+        kvs.iter().all(|kv| compare_kv(c, kv))
     }
 
     fn check_txn(&self, t: &TxnRequest) -> Result<(), MvccError> {
@@ -583,50 +636,29 @@ impl WriteTxn<'_> {
         resp
     }
 
-    fn compare(&self, c: &Compare) -> bool {
-        let r = RangeRequest {
-            key: c.key.clone(),
-            range_end: c.range_end.clone(),
-            ..RangeRequest::default()
-        };
-        let kvs = match self.store.range_at(&r, self.read_rev()) {
-            Ok(resp) => resp.kvs,
-            Err(_) => return false,
-        };
-        if kvs.is_empty() {
-            // A missing key has version, revisions and lease 0, and no value to compare.
-            if matches!(c.target, CompareTarget::Value(_)) {
-                return false;
-            }
-            return compare_kv(c, &KeyValue::default());
-        }
-        kvs.iter().all(|kv| compare_kv(c, kv))
-    }
-
-    fn txn(&mut self, t: &TxnRequest) -> Result<TxnResponse, MvccError> {
-        let succeeded = t.compare.iter().all(|c| self.compare(c));
+    /// Executes a validated txn along its precomputed compare path.
+    fn txn(&mut self, t: &TxnRequest, path: &[bool], at: &mut usize) -> TxnResponse {
+        let succeeded = path.get(*at).copied().unwrap_or(false);
+        *at += 1;
         let ops = if succeeded { &t.success } else { &t.failure };
-        // Like etcd, every put in the chosen branch is validated before any runs.
-        for op in ops {
-            if let RequestOp::Put(p) = op {
-                self.store.check_put(p)?;
-            }
-        }
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             responses.push(match op {
-                RequestOp::Range(r) => ResponseOp::Range(self.store.range_at(r, self.read_rev())?),
+                // Validated: the revision is neither compacted nor in the future.
+                RequestOp::Range(r) => {
+                    ResponseOp::Range(self.store.range_at(r, self.read_rev()).unwrap_or_default())
+                }
                 RequestOp::Put(p) => ResponseOp::Put(self.put(p)),
                 RequestOp::DeleteRange(d) => {
                     ResponseOp::DeleteRange(self.delete(&d.key, &d.range_end, d.prev_kv))
                 }
-                RequestOp::Txn(n) => ResponseOp::Txn(self.txn(n)?),
+                RequestOp::Txn(n) => ResponseOp::Txn(self.txn(n, path, at)),
             });
         }
-        Ok(TxnResponse {
+        TxnResponse {
             succeeded,
             responses,
-        })
+        }
     }
 
     fn finish(self) {

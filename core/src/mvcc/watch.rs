@@ -129,6 +129,9 @@ impl WatchHub {
             req.start_revision
         };
         let compacted = store.compacted_revision();
+        // History at the compacted revision itself is incomplete (a delete at exactly
+        // that revision is gone), so unlike etcd, which serves it and may miss that
+        // delete, a watcher starting there is canceled too: the client re-lists.
         let canceled_at = (start <= compacted).then_some(compacted);
         self.watchers.insert(
             id,
@@ -223,6 +226,15 @@ impl WatchHub {
         let mut gone = Vec::new();
         for (id, w) in self.watchers.iter_mut() {
             if let Some(compact) = w.canceled_at {
+                // Events queued before the cancellation are still delivered, first.
+                if !w.queue.is_empty() {
+                    out.push(WatchResponse {
+                        watch_id: *id,
+                        header_revision,
+                        events: w.queue.drain(..).collect(),
+                        ..WatchResponse::default()
+                    });
+                }
                 out.push(WatchResponse {
                     watch_id: *id,
                     header_revision,

@@ -164,6 +164,9 @@ pub struct Recovered {
     pub torn: Option<TornTail>,
     /// Where to resume appending (None if there were no segments).
     pub end: Option<WalEnd>,
+    /// Every valid segment, oldest first, with the highest entry index written to it
+    /// (0 if none): what may be released behind a snapshot.
+    pub segments: Vec<(SegmentName, LogIndex)>,
 }
 
 /// Recovers from `segments` (any order). `expect` is the (cluster, member) the caller
@@ -181,6 +184,17 @@ pub fn recover(
     let count = segs.len();
     for (i, (name, bytes)) in segs.into_iter().enumerate() {
         let seg = name.to_string();
+        let newest = i + 1 == count;
+        if newest && bytes.iter().take(SEGMENT_HEADER).all(|b| *b == 0) {
+            // A crash while rolling: the file exists but its header never reached the
+            // disk, so nothing in it was ever synced. Report it as a torn tail.
+            out.torn = Some(TornTail {
+                segment: *name,
+                offset: 0,
+                discarded: nonzero(bytes),
+            });
+            break;
+        }
         let header = SegmentHeader::decode(bytes).map_err(|reason| WalError::Header {
             segment: seg.clone(),
             reason,
@@ -220,12 +234,15 @@ pub fn recover(
         prev_seq = Some(header.seq);
         out.cluster_id = ec;
         out.member_id = em;
-        let newest = i + 1 == count;
         let mut off = SEGMENT_HEADER;
+        let mut highest = LogIndex(0);
         loop {
             let rest = &bytes[off.min(bytes.len())..];
             match decode_frame(rest, running) {
                 Frame::Record { record, crc, len } => {
+                    if let Record::Entry(e) = &record {
+                        highest = highest.max(e.index);
+                    }
                     apply(&mut out, record, &seg, off)?;
                     running = crc;
                     off += len;
@@ -262,6 +279,7 @@ pub fn recover(
             offset: off,
             crc: running,
         });
+        out.segments.push((*name, highest));
     }
     let last = out
         .entries

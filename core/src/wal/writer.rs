@@ -5,7 +5,7 @@
 
 use std::fmt::Debug;
 
-use crate::raft::LogIndex;
+use crate::raft::{HardState, LogIndex};
 
 use super::record::{frame_len, Record};
 use super::recovery::{recover, Recovered, WalError};
@@ -61,6 +61,12 @@ pub struct Wal<S: SegmentStore> {
     last_index: LogIndex,
     /// Segments in order, with the highest entry index written to each.
     segments: Vec<(SegmentName, LogIndex)>,
+    /// Size of the current segment's file (may differ from `segment_size` if the
+    /// setting changed since it was created).
+    current_size: u64,
+    /// The last hard state appended: carried into every new segment so releasing old
+    /// segments can never lose the term and vote.
+    last_hard_state: Option<HardState>,
     buf: Vec<u8>,
     /// Bytes appended to the current segment since the last sync.
     dirty: bool,
@@ -95,22 +101,20 @@ impl<S: SegmentStore> Wal<S> {
             crc: 0,
             last_index: LogIndex(0),
             segments: Vec::new(),
+            current_size: 0,
+            last_hard_state: None,
             buf: Vec::new(),
             dirty: false,
         };
+        wal.current_size = wal.segment_size;
+        if rec.hard_state != HardState::default() {
+            wal.last_hard_state = Some(rec.hard_state);
+        }
         match rec.end {
-            None => wal.create_segment(0, LogIndex(1), 0)?,
+            None => {}
             Some(end) => {
-                let mut sorted: Vec<SegmentName> = names.clone();
-                sorted.sort_by_key(|n| n.seq);
-                // Highest index per segment is only needed for release; approximate it by
-                // the next segment's first index (exact for all but the newest).
-                for (i, n) in sorted.iter().enumerate() {
-                    let hi = sorted
-                        .get(i + 1)
-                        .map_or(LogIndex(u64::MAX), |next| LogIndex(next.first_index).prev());
-                    wal.segments.push((*n, hi));
-                }
+                wal.segments = rec.segments.clone();
+                wal.current_size = files_len(&files, end.segment) as u64;
                 wal.segment = end.segment;
                 wal.offset = end.offset as u64;
                 wal.crc = end.crc;
@@ -120,9 +124,9 @@ impl<S: SegmentStore> Wal<S> {
                     .map(|e| e.index)
                     .or(rec.snapshot.as_ref().map(|s| s.index))
                     .unwrap_or(LogIndex(end.segment.first_index).prev());
-                if let Some(t) = &rec.torn {
+                if let Some(t) = rec.torn.as_ref().filter(|t| t.offset > 0) {
                     // Zero the torn bytes so later appends never sit next to garbage.
-                    let len = wal.segment_size.saturating_sub(t.offset as u64) as usize;
+                    let len = wal.current_size.saturating_sub(t.offset as u64) as usize;
                     let zeros = vec![0u8; len.min(files_len(&files, t.segment) - t.offset)];
                     wal.store
                         .write(t.segment, t.offset as u64, &zeros)
@@ -130,6 +134,15 @@ impl<S: SegmentStore> Wal<S> {
                     wal.store.sync(t.segment).map_err(WalOpenError::Io)?;
                 }
             }
+        }
+        if let Some(t) = rec.torn.as_ref().filter(|t| t.offset == 0) {
+            // A segment whose header never reached the disk: remove it; it is created
+            // again at the next roll.
+            wal.store.remove(t.segment).map_err(WalOpenError::Io)?;
+            wal.store.sync_dir().map_err(WalOpenError::Io)?;
+        }
+        if rec.end.is_none() {
+            wal.create_segment(0, LogIndex(1), 0)?;
         }
         Ok((wal, rec))
     }
@@ -156,10 +169,8 @@ impl<S: SegmentStore> Wal<S> {
         self.store.write(name, 0, &header.encode()).map_err(io)?;
         self.store.sync(name).map_err(io)?;
         self.store.sync_dir().map_err(io)?;
-        if let Some(last) = self.segments.last_mut() {
-            last.1 = first_index.prev();
-        }
-        self.segments.push((name, LogIndex(u64::MAX)));
+        self.segments.push((name, LogIndex(0)));
+        self.current_size = self.segment_size;
         self.segment = name;
         self.offset = SEGMENT_HEADER as u64;
         self.crc = prev_crc;
@@ -171,7 +182,7 @@ impl<S: SegmentStore> Wal<S> {
     /// the next record does not fit, syncing the full one first so the chain into the new
     /// segment never rests on unsynced bytes.
     pub fn append(&mut self, records: &[Record]) -> Result<(), WalOpenError<S::Error>> {
-        let cap = self.segment_size - SEGMENT_HEADER as u64;
+        let cap = self.segment_size - SEGMENT_HEADER as u64 - 64;
         self.buf.clear();
         let mut start_offset = self.offset;
         for r in records {
@@ -182,7 +193,7 @@ impl<S: SegmentStore> Wal<S> {
                 self.buf.truncate(at);
                 return Err(WalOpenError::RecordTooLarge(len as usize));
             }
-            if start_offset + self.buf.len() as u64 > self.segment_size {
+            if start_offset + self.buf.len() as u64 > self.current_size {
                 // Flush what fits, then roll and re-encode this record in the new segment.
                 self.buf.truncate(at);
                 self.write_buf(start_offset)?;
@@ -195,13 +206,23 @@ impl<S: SegmentStore> Wal<S> {
                 self.create_segment(seq, next, crc_before)?;
                 start_offset = self.offset;
                 self.buf.clear();
+                if let Some(hs) = self.last_hard_state {
+                    self.crc = Record::HardState(hs).encode(self.crc, &mut self.buf);
+                }
                 let crc = r.encode(self.crc, &mut self.buf);
                 self.crc = crc;
             } else {
                 self.crc = crc;
             }
-            if let Record::Entry(e) = r {
-                self.last_index = e.index;
+            match r {
+                Record::Entry(e) => {
+                    self.last_index = e.index;
+                    if let Some(seg) = self.segments.last_mut() {
+                        seg.1 = seg.1.max(e.index);
+                    }
+                }
+                Record::HardState(hs) => self.last_hard_state = Some(*hs),
+                _ => {}
             }
         }
         self.write_buf(start_offset)
@@ -239,10 +260,11 @@ impl<S: SegmentStore> Wal<S> {
         keep: usize,
     ) -> Result<Vec<SegmentName>, WalOpenError<S::Error>> {
         let current = self.segment;
+        // Only a prefix of the oldest segments may go: the chain must stay contiguous.
         let releasable: Vec<SegmentName> = self
             .segments
             .iter()
-            .filter(|(n, hi)| *n != current && *hi <= index)
+            .take_while(|(n, hi)| *n != current && *hi <= index)
             .map(|(n, _)| *n)
             .collect();
         let n = releasable.len().saturating_sub(keep);
