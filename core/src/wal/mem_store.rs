@@ -24,6 +24,8 @@ pub struct MemStore {
     files: BTreeMap<SegmentName, MemFile>,
     /// Names whose existence (or removal) is durable.
     durable_names: BTreeMap<SegmentName, bool>,
+    /// Files removed since the last directory sync: a crash brings them back.
+    removed: BTreeMap<SegmentName, MemFile>,
 }
 
 impl MemStore {
@@ -42,7 +44,7 @@ impl MemStore {
             if !durable {
                 continue;
             }
-            let Some(f) = self.files.get(name) else {
+            let Some(f) = self.files.get(name).or_else(|| self.removed.get(name)) else {
                 continue;
             };
             let mut content = f.durable.clone();
@@ -64,6 +66,7 @@ impl MemStore {
         }
         self.durable_names = files.keys().map(|n| (*n, true)).collect();
         self.files = files;
+        self.removed.clear();
     }
 
     /// Flips one bit of a file's durable and live content (bit rot).
@@ -130,6 +133,7 @@ impl SegmentStore for MemStore {
     }
 
     fn sync_dir(&mut self) -> Result<(), Infallible> {
+        self.removed.clear();
         let names: Vec<SegmentName> = self.durable_names.keys().copied().collect();
         for n in names {
             if self.files.contains_key(&n) {
@@ -142,7 +146,55 @@ impl SegmentStore for MemStore {
     }
 
     fn remove(&mut self, name: SegmentName) -> Result<(), Infallible> {
-        self.files.remove(&name);
+        if let Some(f) = self.files.remove(&name) {
+            // Removed for the process now; on disk only once the directory is synced.
+            let mut f = f;
+            f.unsynced.clear();
+            f.live = f.durable.clone();
+            self.removed.insert(name, f);
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crashes_undo_what_was_not_made_durable() {
+        let n = SegmentName {
+            seq: 0,
+            first_index: 1,
+        };
+        let mut s = MemStore::new();
+        s.create(n, 8).ok();
+        s.crash(None);
+        assert!(
+            s.list().ok().is_some_and(|l| l.is_empty()),
+            "creation not dir-synced"
+        );
+        s.create(n, 8).ok();
+        s.sync_dir().ok();
+        s.write(n, 0, b"abcd").ok();
+        s.sync(n).ok();
+        s.write(n, 4, b"efgh").ok();
+        s.crash(Some(2));
+        assert_eq!(
+            s.read(n).ok(),
+            Some(b"abcdef\0\0".to_vec()),
+            "torn unsynced write"
+        );
+        s.remove(n).ok();
+        s.crash(None);
+        assert_eq!(
+            s.list().ok(),
+            Some(vec![n]),
+            "removal not dir-synced is undone"
+        );
+        s.remove(n).ok();
+        s.sync_dir().ok();
+        s.crash(None);
+        assert_eq!(s.list().ok(), Some(vec![]));
     }
 }
