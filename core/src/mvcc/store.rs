@@ -260,7 +260,15 @@ impl KvStore {
         } else {
             r.limit as usize + 1
         };
-        if !empty_range(&r.key, &r.range_end) {
+        if r.range_end.is_empty() {
+            // A point read: one lookup, no range iteration.
+            if let Some(v) = self.index.get(&r.key).and_then(|ki| ki.get(at)) {
+                count = 1;
+                if !r.count_only {
+                    kvs.push(to_kv(&r.key, &v));
+                }
+            }
+        } else if !empty_range(&r.key, &r.range_end) {
             for (key, ki) in self.index.range(bounds(&r.key, &r.range_end)) {
                 if let Some(v) = ki.get(at) {
                     count += 1;
@@ -580,17 +588,25 @@ impl WriteTxn<'_> {
                 .insert(r.key.clone());
         }
         self.store.size += (r.key.len() + value.len() + 32) as u64;
-        let ki = self.store.index.entry(r.key.clone()).or_default();
-        ki.put(rev, value, lease);
-        if let Some(v) = ki.latest() {
-            let kv = to_kv(&r.key, &v);
-            self.store.events.push(Event {
-                kind: EventKind::Put,
-                rev,
-                kv,
-                prev_kv: prev.clone(),
-            });
-        }
+        let kv = KeyValue {
+            key: r.key.clone(),
+            create_revision: prev.as_ref().map_or(rev.main, |p| p.create_revision),
+            mod_revision: rev.main,
+            version: prev.as_ref().map_or(1, |p| p.version + 1),
+            value: value.clone(),
+            lease,
+        };
+        self.store
+            .index
+            .entry(r.key.clone())
+            .or_default()
+            .put(rev, value, lease);
+        self.store.events.push(Event {
+            kind: EventKind::Put,
+            rev,
+            kv,
+            prev_kv: prev.clone(),
+        });
         PutResponse {
             prev_kv: if r.prev_kv { prev } else { None },
         }
