@@ -154,8 +154,8 @@ impl Storage {
                     });
                 }
             }
+            // A WAL marker newer than the snapshot file was refused above.
             let snap_meta = match (&snapshot, &rec.snapshot) {
-                (Some(s), Some(w)) if w.index > s.meta.index => w.clone(),
                 (Some(s), _) => s.meta.clone(),
                 (None, Some(w)) => w.clone(),
                 (None, None) => Default::default(),

@@ -31,11 +31,18 @@ pub enum WriteMode {
     Mmap,
 }
 
+/// An open segment: its file, and its mapping in [`WriteMode::Mmap`].
+struct Segment {
+    file: File,
+    len: usize,
+    map: Option<MmapMut>,
+}
+
 /// Segment files in one directory.
 pub struct FileStore {
     dir: PathBuf,
     mode: WriteMode,
-    maps: BTreeMap<SegmentName, (File, MmapMut)>,
+    segments: BTreeMap<SegmentName, Segment>,
     /// Bytes written since the last sync, per segment: `[lo, hi)`.
     dirty: BTreeMap<SegmentName, (usize, usize)>,
     spare: Option<JoinHandle<io::Result<u64>>>,
@@ -81,7 +88,7 @@ impl FileStore {
         Ok(FileStore {
             dir,
             mode,
-            maps: BTreeMap::new(),
+            segments: BTreeMap::new(),
             dirty: BTreeMap::new(),
             spare: None,
             spare_ready: None,
@@ -92,20 +99,23 @@ impl FileStore {
         self.dir.join(name.to_string())
     }
 
-    fn map(&mut self, name: SegmentName) -> io::Result<&mut MmapMut> {
-        if !self.maps.contains_key(&name) {
+    fn segment(&mut self, name: SegmentName) -> io::Result<&mut Segment> {
+        if !self.segments.contains_key(&name) {
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open(self.path(name))?;
-            // SAFETY: the file is private to this member's data directory and is never
-            // truncated or resized while mapped; Keel is its only writer.
-            let map = unsafe { MmapMut::map_mut(&file)? };
-            self.maps.insert(name, (file, map));
+            let len = usize::try_from(file.metadata()?.len()).map_err(io::Error::other)?;
+            let map = match self.mode {
+                // SAFETY: the file is private to this member's data directory and is never
+                // truncated or resized while mapped; Keel is its only writer.
+                WriteMode::Mmap => Some(unsafe { MmapMut::map_mut(&file)? }),
+                WriteMode::Pwrite => None,
+            };
+            self.segments.insert(name, Segment { file, len, map });
         }
-        self.maps
+        self.segments
             .get_mut(&name)
-            .map(|(_, m)| m)
             .ok_or_else(|| io::Error::other("segment vanished"))
     }
 
@@ -160,22 +170,17 @@ impl SegmentStore for FileStore {
     }
 
     fn write(&mut self, name: SegmentName, offset: u64, data: &[u8]) -> io::Result<()> {
-        let mode = self.mode;
-        let map = self.map(name)?;
+        let seg = self.segment(name)?;
         let off = usize::try_from(offset).map_err(io::Error::other)?;
         let end = off
             .checked_add(data.len())
-            .filter(|e| *e <= map.len())
+            .filter(|e| *e <= seg.len)
             .ok_or_else(|| io::Error::other("write past the end of a segment"))?;
-        match mode {
-            WriteMode::Mmap => map[off..end].copy_from_slice(data),
-            WriteMode::Pwrite => {
+        match &mut seg.map {
+            Some(map) => map[off..end].copy_from_slice(data),
+            None => {
                 use std::os::unix::fs::FileExt;
-                let (file, _) = self
-                    .maps
-                    .get(&name)
-                    .ok_or_else(|| io::Error::other("segment vanished"))?;
-                file.write_all_at(data, offset)?;
+                seg.file.write_all_at(data, offset)?;
             }
         }
         let d = self.dirty.entry(name).or_insert((off, end));
@@ -185,12 +190,14 @@ impl SegmentStore for FileStore {
     }
 
     fn sync(&mut self, name: SegmentName) -> io::Result<()> {
-        if let Some((_lo, _hi)) = self.dirty.remove(&name) {
-            if let Some((f, _)) = self.maps.get(&name) {
-                f.sync_data()?;
-            }
+        let Some((lo, hi)) = self.dirty.remove(&name) else {
+            return Ok(());
+        };
+        let seg = self.segment(name)?;
+        match &seg.map {
+            Some(map) => map.flush_range(lo, hi - lo),
+            None => seg.file.sync_data(),
         }
-        Ok(())
     }
 
     fn sync_dir(&mut self) -> io::Result<()> {
@@ -198,7 +205,7 @@ impl SegmentStore for FileStore {
     }
 
     fn remove(&mut self, name: SegmentName) -> io::Result<()> {
-        self.maps.remove(&name);
+        self.segments.remove(&name);
         self.dirty.remove(&name);
         fs::remove_file(self.path(name))
     }

@@ -7,7 +7,7 @@ use std::fmt::Debug;
 
 use crate::raft::{HardState, LogIndex};
 
-use super::record::{frame_len, Record};
+use super::record::Record;
 use super::recovery::{recover, Recovered, WalError};
 use super::segment::{SegmentHeader, SegmentName, SEGMENT_HEADER};
 
@@ -277,11 +277,6 @@ impl<S: SegmentStore> Wal<S> {
             self.segments.retain(|(n, _)| !gone.contains(n));
         }
         Ok(gone)
-    }
-
-    /// Bytes that a record would take (for batching decisions).
-    pub fn frame_size(payload: usize) -> usize {
-        frame_len(payload)
     }
 
     /// The segment being appended to and the offset after its last record.
