@@ -17,6 +17,8 @@ pub struct MvccResult {
     pub ranges_per_sec: f64,
     /// Keys returned per range, on average.
     pub keys_per_range: f64,
+    /// Live heap growth per key while loading (allocator statistics), in bytes.
+    pub heap_per_key: f64,
     /// Resident-memory growth per key while loading, in bytes.
     pub rss_per_key: f64,
     /// Key + value bytes per key.
@@ -36,11 +38,13 @@ fn key(i: u64) -> Bytes {
     Bytes::copy_from_slice(&i.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes())
 }
 
-/// Loads `keys` keys, then measures reads and ranges.
-pub fn run(keys: u64, value_size: usize, reads: u64) -> MvccResult {
+/// Loads `keys` keys, then measures reads and ranges. `live_heap` reads the allocator's
+/// count of live heap bytes (the binary owns the global allocator).
+pub fn run(keys: u64, value_size: usize, reads: u64, live_heap: fn() -> usize) -> MvccResult {
     let mut store = KvStore::new();
     let value = vec![0x76u8; value_size];
     let rss0 = rss_bytes();
+    let heap0 = live_heap();
     let start = Instant::now();
     for i in 0..keys {
         let r = PutRequest {
@@ -56,6 +60,7 @@ pub fn run(keys: u64, value_size: usize, reads: u64) -> MvccResult {
     drop(store.take_events());
     let puts = keys as f64 / start.elapsed().as_secs_f64();
     let rss = rss_bytes().saturating_sub(rss0) as f64 / keys.max(1) as f64;
+    let heap = live_heap().saturating_sub(heap0) as f64 / keys.max(1) as f64;
     let start = Instant::now();
     let mut found = 0u64;
     for i in 0..reads {
@@ -87,6 +92,7 @@ pub fn run(keys: u64, value_size: usize, reads: u64) -> MvccResult {
         reads_per_sec,
         ranges_per_sec: ranges as f64 / start.elapsed().as_secs_f64(),
         keys_per_range: avg_range,
+        heap_per_key: heap,
         rss_per_key: rss,
         data_per_key: (8 + value_size) as f64,
     }

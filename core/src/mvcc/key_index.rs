@@ -6,8 +6,14 @@
 //! one key's history.
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 use super::types::Revision;
+
+/// A key as the index stores it: keys up to 24 bytes (most real keys' common case is
+/// short) live inside the tree node, so comparisons during a lookup touch no other
+/// cache line and the key costs no allocation or reference count.
+pub(crate) type IndexKey = SmallVec<[u8; 24]>;
 
 /// One version of a key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,8 +26,9 @@ pub(crate) struct Version {
 /// A key's life from creation to deletion.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Generation {
-    /// Versions in revision order; after a delete the last one is the tombstone.
-    pub versions: Vec<Version>,
+    /// Versions in revision order. Most keys have one live version between
+    /// compactions, so it is stored inline: no allocation per key.
+    pub versions: SmallVec<[Version; 1]>,
     /// Number of puts in this generation (the key's version at the last put).
     pub puts: i64,
     /// Revision of the put that created the key (kept when compaction frees it).
@@ -44,7 +51,8 @@ pub(crate) struct Visible<'a> {
 /// may be empty after a delete).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct KeyIndex {
-    pub generations: Vec<Generation>,
+    /// Inline for the common single-generation key, as `versions` is.
+    pub generations: SmallVec<[Generation; 1]>,
 }
 
 impl KeyIndex {

@@ -168,7 +168,7 @@ impl KvState {
                     return Err(StateDecodeError::Malformed(r.at));
                 }
                 let nv = r.count(32)?;
-                let mut versions = Vec::with_capacity(nv);
+                let mut versions = smallvec::SmallVec::with_capacity(nv);
                 for _ in 0..nv {
                     let rev = r.rev()?;
                     let lease = r.i64()?;

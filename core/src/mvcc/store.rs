@@ -6,7 +6,7 @@ use std::ops::Bound;
 
 use bytes::Bytes;
 
-use super::key_index::{KeyIndex, Visible};
+use super::key_index::{IndexKey, KeyIndex, Visible};
 use super::types::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, Event,
     EventKind, KeyValue, MvccError, PutRequest, PutResponse, RangeRequest, RangeResponse,
@@ -19,13 +19,13 @@ pub const DEFAULT_MAX_TXN_OPS: usize = 128;
 /// The keyspace of one member.
 #[derive(Clone, Debug)]
 pub struct KvStore {
-    index: BTreeMap<Bytes, KeyIndex>,
+    index: BTreeMap<IndexKey, KeyIndex>,
     /// Current main revision (etcd starts at 1).
     current: i64,
     /// Revisions at or below this were compacted (-1: never).
     compacted: i64,
     /// Keys whose history below `compacted` is still to be freed, from this key on.
-    compact_cursor: Option<Bytes>,
+    compact_cursor: Option<IndexKey>,
     /// Granted leases and the keys attached to each.
     leases: BTreeMap<i64, BTreeSet<Bytes>>,
     max_txn_ops: usize,
@@ -55,13 +55,24 @@ pub(crate) fn bounds(key: &Bytes, range_end: &Bytes) -> (Bound<Bytes>, Bound<Byt
     }
 }
 
+/// [`bounds`] borrowed as slices, for ranges over the index.
+fn index_bounds<'a>(key: &'a [u8], range_end: &'a [u8]) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
+    if range_end.is_empty() {
+        (Bound::Included(key), Bound::Included(key))
+    } else if range_end == [0] {
+        (Bound::Included(key), Bound::Unbounded)
+    } else {
+        (Bound::Included(key), Bound::Excluded(range_end))
+    }
+}
+
 pub(crate) fn empty_range(key: &Bytes, range_end: &Bytes) -> bool {
     !range_end.is_empty() && range_end.as_ref() != [0] && range_end <= key
 }
 
-fn to_kv(key: &Bytes, v: &Visible<'_>) -> KeyValue {
+fn to_kv(key: Bytes, v: &Visible<'_>) -> KeyValue {
     KeyValue {
-        key: key.clone(),
+        key,
         create_revision: v.create.main,
         mod_revision: v.modified.main,
         version: v.version,
@@ -98,7 +109,8 @@ impl KvStore {
         if empty_range(key, range_end) {
             return out;
         }
-        for (k, ki) in self.index.range(bounds(key, range_end)) {
+        for (k, ki) in self.index.range::<[u8], _>(index_bounds(key, range_end)) {
+            let k = Bytes::copy_from_slice(k);
             for g in &ki.generations {
                 let mut prev: Option<KeyValue> = None;
                 let skipped = g.versions.len() as i64;
@@ -140,7 +152,7 @@ impl KvStore {
     }
 
     /// Every key's history, in key order (for snapshots).
-    pub(crate) fn export(&self) -> Vec<(&Bytes, &KeyIndex)> {
+    pub(crate) fn export(&self) -> Vec<(&IndexKey, &KeyIndex)> {
         self.index.iter().collect()
     }
 
@@ -165,7 +177,7 @@ impl KvStore {
                     s.leases.entry(v.lease).or_default().insert(k.clone());
                 }
             }
-            s.index.insert(k, ki);
+            s.index.insert(IndexKey::from_slice(&k), ki);
         }
         s
     }
@@ -262,18 +274,21 @@ impl KvStore {
         };
         if r.range_end.is_empty() {
             // A point read: one lookup, no range iteration.
-            if let Some(v) = self.index.get(&r.key).and_then(|ki| ki.get(at)) {
+            if let Some(v) = self.index.get(r.key.as_ref()).and_then(|ki| ki.get(at)) {
                 count = 1;
                 if !r.count_only {
-                    kvs.push(to_kv(&r.key, &v));
+                    kvs.push(to_kv(r.key.clone(), &v));
                 }
             }
         } else if !empty_range(&r.key, &r.range_end) {
-            for (key, ki) in self.index.range(bounds(&r.key, &r.range_end)) {
+            for (key, ki) in self
+                .index
+                .range::<[u8], _>(index_bounds(&r.key, &r.range_end))
+            {
                 if let Some(v) = ki.get(at) {
                     count += 1;
                     if !r.count_only && kvs.len() < fetch {
-                        kvs.push(to_kv(key, &v));
+                        kvs.push(to_kv(Bytes::copy_from_slice(key), &v));
                     }
                 }
             }
@@ -361,7 +376,11 @@ impl KvStore {
             return Err(MvccError::LeaseProvided);
         }
         if (r.ignore_value || r.ignore_lease)
-            && self.index.get(&r.key).and_then(KeyIndex::latest).is_none()
+            && self
+                .index
+                .get(r.key.as_ref())
+                .and_then(KeyIndex::latest)
+                .is_none()
         {
             return Err(MvccError::KeyNotFound);
         }
@@ -453,7 +472,7 @@ impl KvStore {
             return Err(MvccError::FutureRevision);
         }
         self.compacted = rev;
-        self.compact_cursor = Some(Bytes::new());
+        self.compact_cursor = Some(IndexKey::new());
         Ok(())
     }
 
@@ -463,7 +482,7 @@ impl KvStore {
         let Some(from) = self.compact_cursor.take() else {
             return true;
         };
-        let keys: Vec<Bytes> = self
+        let keys: Vec<IndexKey> = self
             .index
             .range(from..)
             .take(max_keys.saturating_add(1))
@@ -471,14 +490,14 @@ impl KvStore {
             .collect();
         let at = self.compacted;
         for k in keys.iter().take(max_keys) {
-            let Some(ki) = self.index.get_mut(k) else {
+            let Some(ki) = self.index.get_mut(k.as_slice()) else {
                 continue;
             };
             let before = ki.bytes(k.len());
             let empty = ki.compact(at);
             self.size -= before - ki.bytes(k.len());
             if empty {
-                self.index.remove(k);
+                self.index.remove(k.as_slice());
             }
         }
         if keys.len() > max_keys {
@@ -561,9 +580,9 @@ impl WriteTxn<'_> {
         let prev = self
             .store
             .index
-            .get(&r.key)
+            .get(r.key.as_ref())
             .and_then(KeyIndex::latest)
-            .map(|v| to_kv(&r.key, &v));
+            .map(|v| to_kv(r.key.clone(), &v));
         let value = match (&prev, r.ignore_value) {
             (Some(p), true) => p.value.clone(),
             _ => r.value.clone(),
@@ -598,7 +617,7 @@ impl WriteTxn<'_> {
         };
         self.store
             .index
-            .entry(r.key.clone())
+            .entry(IndexKey::from_slice(&r.key))
             .or_default()
             .put(rev, value, lease);
         self.store.events.push(Event {
@@ -620,12 +639,15 @@ impl WriteTxn<'_> {
         let live: Vec<KeyValue> = self
             .store
             .index
-            .range(bounds(key, range_end))
-            .filter_map(|(k, ki)| ki.latest().map(|v| to_kv(k, &v)))
+            .range::<[u8], _>(index_bounds(key, range_end))
+            .filter_map(|(k, ki)| {
+                ki.latest()
+                    .map(|v| to_kv(Bytes::copy_from_slice(k), &v))
+            })
             .collect();
         for kv in live {
             let rev = self.next_rev();
-            if let Some(ki) = self.store.index.get_mut(&kv.key) {
+            if let Some(ki) = self.store.index.get_mut(kv.key.as_ref()) {
                 ki.tombstone(rev);
                 self.store.size += (kv.key.len() + 32) as u64;
             }
