@@ -577,12 +577,15 @@ impl WriteTxn<'_> {
     }
 
     fn put(&mut self, r: &PutRequest) -> PutResponse {
-        let prev = self
+        let rev = self.next_rev();
+        // One index lookup: the entry is created or found, read for the previous
+        // version, and written, before the lease and size bookkeeping.
+        let ki = self
             .store
             .index
-            .get(r.key.as_ref())
-            .and_then(KeyIndex::latest)
-            .map(|v| to_kv(r.key.clone(), &v));
+            .entry(IndexKey::from_slice(&r.key))
+            .or_default();
+        let prev = ki.latest().map(|v| to_kv(r.key.clone(), &v));
         let value = match (&prev, r.ignore_value) {
             (Some(p), true) => p.value.clone(),
             _ => r.value.clone(),
@@ -591,7 +594,7 @@ impl WriteTxn<'_> {
             (Some(p), true) => p.lease,
             _ => r.lease,
         };
-        let rev = self.next_rev();
+        ki.put(rev, value.clone(), lease);
         if let Some(p) = &prev {
             if p.lease != 0 && p.lease != lease {
                 if let Some(keys) = self.store.leases.get_mut(&p.lease) {
@@ -612,14 +615,9 @@ impl WriteTxn<'_> {
             create_revision: prev.as_ref().map_or(rev.main, |p| p.create_revision),
             mod_revision: rev.main,
             version: prev.as_ref().map_or(1, |p| p.version + 1),
-            value: value.clone(),
+            value,
             lease,
         };
-        self.store
-            .index
-            .entry(IndexKey::from_slice(&r.key))
-            .or_default()
-            .put(rev, value, lease);
         self.store.events.push(Event {
             kind: EventKind::Put,
             rev,
