@@ -638,10 +638,7 @@ impl WriteTxn<'_> {
             .store
             .index
             .range::<[u8], _>(index_bounds(key, range_end))
-            .filter_map(|(k, ki)| {
-                ki.latest()
-                    .map(|v| to_kv(Bytes::copy_from_slice(k), &v))
-            })
+            .filter_map(|(k, ki)| ki.latest().map(|v| to_kv(Bytes::copy_from_slice(k), &v)))
             .collect();
         for kv in live {
             let rev = self.next_rev();
