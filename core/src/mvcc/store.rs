@@ -42,21 +42,7 @@ impl Default for KvStore {
 }
 
 /// The `[key, end)` a request names: `end` empty is the single key; `"\0"` is unbounded.
-pub(crate) fn bounds(key: &Bytes, range_end: &Bytes) -> (Bound<Bytes>, Bound<Bytes>) {
-    if range_end.is_empty() {
-        (Bound::Included(key.clone()), Bound::Included(key.clone()))
-    } else if range_end.as_ref() == [0] {
-        (Bound::Included(key.clone()), Bound::Unbounded)
-    } else {
-        (
-            Bound::Included(key.clone()),
-            Bound::Excluded(range_end.clone()),
-        )
-    }
-}
-
-/// [`bounds`] borrowed as slices, for ranges over the index.
-fn index_bounds<'a>(key: &'a [u8], range_end: &'a [u8]) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
+pub(crate) fn bounds<'a>(key: &'a [u8], range_end: &'a [u8]) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
     if range_end.is_empty() {
         (Bound::Included(key), Bound::Included(key))
     } else if range_end == [0] {
@@ -109,7 +95,7 @@ impl KvStore {
         if empty_range(key, range_end) {
             return out;
         }
-        for (k, ki) in self.index.range::<[u8], _>(index_bounds(key, range_end)) {
+        for (k, ki) in self.index.range::<[u8], _>(bounds(key, range_end)) {
             let k = Bytes::copy_from_slice(k);
             for g in &ki.generations {
                 let mut prev: Option<KeyValue> = None;
@@ -281,10 +267,7 @@ impl KvStore {
                 }
             }
         } else if !empty_range(&r.key, &r.range_end) {
-            for (key, ki) in self
-                .index
-                .range::<[u8], _>(index_bounds(&r.key, &r.range_end))
-            {
+            for (key, ki) in self.index.range::<[u8], _>(bounds(&r.key, &r.range_end)) {
                 if let Some(v) = ki.get(at) {
                     count += 1;
                     if !r.count_only && kvs.len() < fetch {
@@ -637,7 +620,7 @@ impl WriteTxn<'_> {
         let live: Vec<KeyValue> = self
             .store
             .index
-            .range::<[u8], _>(index_bounds(key, range_end))
+            .range::<[u8], _>(bounds(key, range_end))
             .filter_map(|(k, ki)| ki.latest().map(|v| to_kv(Bytes::copy_from_slice(k), &v)))
             .collect();
         for kv in live {

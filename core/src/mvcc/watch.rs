@@ -68,18 +68,8 @@ impl Watcher {
         } else if empty_range(&self.req.key, &self.req.range_end) {
             false
         } else {
-            let (lo, hi) = bounds(&self.req.key, &self.req.range_end);
-            use std::ops::Bound::*;
-            let above = match lo {
-                Included(l) => *k >= l,
-                _ => true,
-            };
-            let below = match hi {
-                Excluded(h) => *k < h,
-                Included(h) => *k <= h,
-                Unbounded => true,
-            };
-            above && below
+            use std::ops::RangeBounds;
+            RangeBounds::<[u8]>::contains(&bounds(&self.req.key, &self.req.range_end), k.as_ref())
         };
         in_range
             && !(self.req.no_put && e.kind == EventKind::Put)
