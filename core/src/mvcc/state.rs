@@ -91,40 +91,56 @@ impl KvState {
         let mut w = Vec::new();
         w.extend_from_slice(MAGIC);
         put_u64(&mut w, self.applied);
-        put_i64(&mut w, self.kv.revision());
-        put_i64(&mut w, self.kv.compacted_revision());
+        self.encode_replicated(&mut w);
+        let crc = crc32fast::hash(&w);
+        w.extend_from_slice(&crc.to_le_bytes());
+        w
+    }
+
+    /// etcd's Maintenance Hash: a hash of everything the backend holds except the
+    /// consistent index (etcd ignores it too), so members that applied the same entries
+    /// and freed history to the same point agree. Unlike [`KvStore::hash_kv`] it
+    /// changes while a compaction is still freeing history, as etcd's does.
+    pub fn hash(&self) -> u32 {
+        let mut h = crc32fast::Hasher::new();
+        self.encode_replicated(&mut h);
+        h.finalize()
+    }
+
+    /// The snapshot body that raft replicates identically to every member: revisions,
+    /// every key's retained history, leases.
+    fn encode_replicated(&self, w: &mut impl Sink) {
+        put_i64(w, self.kv.revision());
+        put_i64(w, self.kv.compacted_revision());
         let keys = self.kv.export();
-        put_u64(&mut w, keys.len() as u64);
+        put_u64(w, keys.len() as u64);
         for (key, ki) in keys {
-            put_bytes(&mut w, key);
-            put_u64(&mut w, ki.generations.len() as u64);
+            put_bytes(w, key);
+            put_u64(w, ki.generations.len() as u64);
             for g in &ki.generations {
-                put_i64(&mut w, g.puts);
-                put_rev(&mut w, g.created);
+                put_i64(w, g.puts);
+                put_rev(w, g.created);
                 match g.tombstone {
                     Some(t) => {
-                        w.push(1);
-                        put_rev(&mut w, t);
+                        w.put(&[1]);
+                        put_rev(w, t);
                     }
-                    None => w.push(0),
+                    None => w.put(&[0]),
                 }
-                put_u64(&mut w, g.versions.len() as u64);
+                put_u64(w, g.versions.len() as u64);
                 for v in &g.versions {
-                    put_rev(&mut w, v.rev);
-                    put_i64(&mut w, v.lease);
-                    put_bytes(&mut w, &v.value);
+                    put_rev(w, v.rev);
+                    put_i64(w, v.lease);
+                    put_bytes(w, &v.value);
                 }
             }
         }
         let leases = self.lessor.export();
-        put_u64(&mut w, leases.len() as u64);
+        put_u64(w, leases.len() as u64);
         for (id, ttl) in leases {
-            put_i64(&mut w, id);
-            put_i64(&mut w, ttl);
+            put_i64(w, id);
+            put_i64(w, ttl);
         }
-        let crc = crc32fast::hash(&w);
-        w.extend_from_slice(&crc.to_le_bytes());
-        w
     }
 
     /// Rebuilds a state from [`KvState::snapshot`] bytes; never panics on bad input.
@@ -220,19 +236,34 @@ fn puts_bytes(ops: &[RequestOp]) -> u64 {
         .sum()
 }
 
-fn put_u64(w: &mut Vec<u8>, v: u64) {
-    w.extend_from_slice(&v.to_le_bytes());
+/// Where encoded state goes: a snapshot buffer, or straight into a hash.
+trait Sink {
+    fn put(&mut self, b: &[u8]);
 }
-fn put_i64(w: &mut Vec<u8>, v: i64) {
-    w.extend_from_slice(&v.to_le_bytes());
+impl Sink for Vec<u8> {
+    fn put(&mut self, b: &[u8]) {
+        self.extend_from_slice(b);
+    }
 }
-fn put_rev(w: &mut Vec<u8>, r: Revision) {
+impl Sink for crc32fast::Hasher {
+    fn put(&mut self, b: &[u8]) {
+        self.update(b);
+    }
+}
+
+fn put_u64(w: &mut impl Sink, v: u64) {
+    w.put(&v.to_le_bytes());
+}
+fn put_i64(w: &mut impl Sink, v: i64) {
+    w.put(&v.to_le_bytes());
+}
+fn put_rev(w: &mut impl Sink, r: Revision) {
     put_i64(w, r.main);
     put_i64(w, r.sub);
 }
-fn put_bytes(w: &mut Vec<u8>, b: &[u8]) {
+fn put_bytes(w: &mut impl Sink, b: &[u8]) {
     put_u64(w, b.len() as u64);
-    w.extend_from_slice(b);
+    w.put(b);
 }
 
 struct Reader<'a> {
