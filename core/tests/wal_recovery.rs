@@ -1,9 +1,7 @@
 //! WAL recovery under crashes, torn writes, bit rot and arbitrary bytes.
 
-#![allow(unsafe_code)] // Only for the counting allocator below.
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
 
 use bytes::Bytes;
 use keel_core::raft::{Entry, EntryPayload, HardState, LogIndex, MemberId, Term};
@@ -12,30 +10,6 @@ use keel_core::wal::{
     SEGMENT_HEADER,
 };
 use proptest::prelude::*;
-
-/// Counts live heap bytes and the peak since the last reset, to check that recovery
-/// allocates no more than its input justifies.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-        PEAK.fetch_max(now, Ordering::Relaxed);
-        // SAFETY: forwarding the caller's layout to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-        // SAFETY: `ptr` was allocated by `System` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
 
 const SEGMENT: u64 = 1024;
 
@@ -172,10 +146,7 @@ proptest! {
 fn check_bounded(files: &[(SegmentName, Vec<u8>)]) {
     let views: Vec<(SegmentName, &[u8])> = files.iter().map(|(n, b)| (*n, &b[..])).collect();
     let input: usize = files.iter().map(|(_, b)| b.len()).sum();
-    let before = LIVE.load(Ordering::Relaxed);
-    PEAK.store(before, Ordering::Relaxed);
-    let out = recover(&views, None);
-    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(before);
+    let (out, peak) = counting_alloc::peak_during(|| recover(&views, None));
     drop(out);
     assert!(
         peak <= 4 * input + 64 * 1024,
