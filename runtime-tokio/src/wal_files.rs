@@ -64,15 +64,21 @@ fn zero_fill(path: &Path, size: u64) -> io::Result<u64> {
         .open(path)?;
     // Real zeros, not a sparse file: block allocation must not happen (and need
     // journaling) on the write path.
-    let chunk = vec![0u8; 1 << 20];
-    let mut left = size;
+    write_filled(&mut f, size, 0)?;
+    f.sync_all()?;
+    Ok(size)
+}
+
+/// Writes `len` copies of `byte` at the file's position, a megabyte at a time.
+pub fn write_filled(f: &mut impl Write, len: u64, byte: u8) -> io::Result<()> {
+    let chunk = vec![byte; 1 << 20];
+    let mut left = len;
     while left > 0 {
         let n = left.min(chunk.len() as u64) as usize;
         f.write_all(&chunk[..n])?;
         left -= n as u64;
     }
-    f.sync_all()?;
-    Ok(size)
+    Ok(())
 }
 
 impl FileStore {

@@ -9,6 +9,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use keel_core::raft::{Entry, EntryPayload, LogIndex, Term};
 use keel_core::wal::{frame_len, Record, Wal};
+use keel_runtime_tokio::wal_files::write_filled;
 use keel_runtime_tokio::{FileStore, WriteMode};
 
 /// What to run.
@@ -66,14 +67,8 @@ pub fn raw_disk(spec: &WalBench) -> std::io::Result<RawDisk> {
     let bytes = spec.records * frame_len(spec.payload + 17) as u64;
     let path = dir.join("seq");
     let mut f = File::create(&path)?;
-    let chunk = vec![0x5au8; 1 << 20];
     let start = Instant::now();
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(chunk.len() as u64) as usize;
-        f.write_all(&chunk[..n])?;
-        left -= n as u64;
-    }
+    write_filled(&mut f, bytes, 0x5a)?;
     f.sync_data()?;
     let seq = bytes as f64 / start.elapsed().as_secs_f64() / 1e6;
     // fdatasync rate: one small overwrite in a preallocated file per sync, as a WAL does.
