@@ -55,6 +55,12 @@ fn msg(n: &RaftNode, from: u64, body: MessageBody) -> Message {
     }
 }
 
+/// Steps `n` with a message from member `from` at `n`'s term.
+fn step_from(n: &mut RaftNode, t: Time, from: u64, body: MessageBody) {
+    let m = msg(n, from, body);
+    n.step(t, m);
+}
+
 fn drain(n: &mut RaftNode, t: Time) -> Vec<Message> {
     let mut out = vec![];
     for _ in 0..10 {
@@ -86,15 +92,15 @@ fn make_leader() -> (RaftNode, Time) {
     pre.term = Term(n.term().0 + 1);
     n.step(t, pre);
     drain(&mut n, t);
-    let vote = msg(
-        &n,
+    step_from(
+        &mut n,
+        t,
         2,
         MessageBody::VoteResponse {
             pre_vote: false,
             granted: true,
         },
     );
-    n.step(t, vote);
     drain(&mut n, t);
     assert_eq!(n.role(), Role::Leader);
     (n, t)
@@ -106,8 +112,9 @@ fn make_leader() -> (RaftNode, Time) {
 fn forwarded_conf_changes_are_refused() {
     let (mut n, t) = make_leader();
     let before = n.last_index();
-    let m = msg(
-        &n,
+    step_from(
+        &mut n,
+        t,
         2,
         MessageBody::Propose {
             payloads: vec![
@@ -117,7 +124,6 @@ fn forwarded_conf_changes_are_refused() {
             ],
         },
     );
-    n.step(t, m);
     assert_eq!(
         n.last_index(),
         LogIndex(before.0 + 1),
@@ -130,36 +136,38 @@ fn forwarded_conf_changes_are_refused() {
 #[test]
 fn ready_returns_while_waiting_for_a_snapshot_image() {
     let (mut n, t) = make_leader();
-    let ack = msg(
-        &n,
+    let index = n.last_index();
+    step_from(
+        &mut n,
+        t,
         3,
         MessageBody::AppendResponse {
-            index: n.last_index(),
+            index,
             reject: None,
         },
     );
-    n.step(t, ack);
     for _ in 0..30 {
         n.propose(t, Bytes::from_static(b"x")).expect("propose");
     }
     drain(&mut n, t);
     let last = n.last_index();
-    let ack = msg(
-        &n,
+    step_from(
+        &mut n,
+        t,
         2,
         MessageBody::AppendResponse {
             index: last,
             reject: None,
         },
     );
-    n.step(t, ack);
     drain(&mut n, t);
     n.compact(t, Bytes::from_static(b"image"));
     drain(&mut n, t);
     // Member 3 rejects (it lost its log), then a late acknowledgement of an old append
     // puts it back into replicate below the compacted log.
-    let reject = msg(
-        &n,
+    step_from(
+        &mut n,
+        t,
         3,
         MessageBody::AppendResponse {
             index: last,
@@ -169,18 +177,17 @@ fn ready_returns_while_waiting_for_a_snapshot_image() {
             }),
         },
     );
-    n.step(t, reject);
     let rd = n.ready();
     assert!(rd.want_snapshot);
-    let late = msg(
-        &n,
+    step_from(
+        &mut n,
+        t,
         3,
         MessageBody::AppendResponse {
             index: LogIndex(10),
             reject: None,
         },
     );
-    n.step(t, late);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rd = n.ready();
