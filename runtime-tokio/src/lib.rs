@@ -9,6 +9,13 @@ use std::time::Instant;
 
 use keel_core::raft::Time;
 
+pub mod grpc;
+pub mod http;
+pub mod member;
+pub mod metrics;
+pub mod pb;
+pub mod peer;
+pub mod serve;
 pub mod storage;
 pub mod wal_files;
 

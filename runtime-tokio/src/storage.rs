@@ -102,6 +102,31 @@ pub struct Storage {
 }
 
 impl Storage {
+    /// The (cluster ID, member ID) a data dir's WAL belongs to, or None if the data dir
+    /// holds no member yet (a restart must take its identity from here, not from flags).
+    pub fn identity(data_dir: &Path) -> Result<Option<(u64, u64)>, StorageError> {
+        use keel_core::wal::{SegmentHeader, SegmentStore};
+        let wal_dir = data_dir.join("member").join("wal");
+        if !wal_dir.is_dir() {
+            return Ok(None);
+        }
+        let mut store = FileStore::open(&wal_dir).map_err(io_err(&wal_dir))?;
+        let names = store.list().map_err(io_err(&wal_dir))?;
+        let Some(oldest) = names.iter().min_by_key(|n| n.seq) else {
+            return Ok(None);
+        };
+        let bytes = store.read(*oldest).map_err(io_err(&wal_dir))?;
+        match SegmentHeader::decode(&bytes) {
+            Ok(h) => Ok(Some((h.cluster_id, h.member_id))),
+            // A lone segment whose header never reached the disk: nothing was persisted.
+            Err(_) if names.len() == 1 && bytes.iter().all(|b| *b == 0) => Ok(None),
+            Err(e) => Err(StorageError::Io {
+                path: wal_dir.join(oldest.to_string()),
+                source: io::Error::other(format!("bad WAL segment header: {e:?}")),
+            }),
+        }
+    }
+
     /// Opens `data_dir` (creating `member/wal` and `member/snap`), recovering its content.
     pub fn open(
         data_dir: &Path,

@@ -569,9 +569,12 @@ impl WriteTxn<'_> {
             .entry(IndexKey::from_slice(&r.key))
             .or_default();
         let prev = ki.latest().map(|v| to_kv(r.key.clone(), &v));
+        // A request's value is usually a slice of a larger buffer (a gRPC frame, a raft
+        // append carrying many entries): stored as is, it would keep that whole buffer
+        // alive. The store keeps its own copy.
         let value = match (&prev, r.ignore_value) {
             (Some(p), true) => p.value.clone(),
-            _ => r.value.clone(),
+            _ => Bytes::copy_from_slice(&r.value),
         };
         let lease = match (&prev, r.ignore_lease) {
             (Some(p), true) => p.lease,
@@ -590,7 +593,7 @@ impl WriteTxn<'_> {
                 .leases
                 .entry(lease)
                 .or_default()
-                .insert(r.key.clone());
+                .insert(Bytes::copy_from_slice(&r.key));
         }
         self.store.size += (r.key.len() + value.len() + 32) as u64;
         let kv = KeyValue {

@@ -212,9 +212,23 @@ impl WatchHub {
     /// Drains every watcher's queue into responses (fragmented where asked), including
     /// cancellations.
     pub fn take_responses(&mut self, header_revision: i64) -> Vec<WatchResponse> {
+        self.take_responses_if(header_revision, |_| true)
+    }
+
+    /// Like [`WatchHub::take_responses`], for the watchers `ready` accepts only: a driver
+    /// leaves the queue of a watcher whose client is not reading where it is, so that
+    /// watcher falls behind into catch-up instead of buffering without bound.
+    pub fn take_responses_if(
+        &mut self,
+        header_revision: i64,
+        mut ready: impl FnMut(i64) -> bool,
+    ) -> Vec<WatchResponse> {
         let mut out = Vec::new();
         let mut gone = Vec::new();
         for (id, w) in self.watchers.iter_mut() {
+            if !ready(*id) {
+                continue;
+            }
             if let Some(compact) = w.canceled_at {
                 // Events queued before the cancellation are still delivered, first.
                 if !w.queue.is_empty() {

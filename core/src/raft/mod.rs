@@ -28,6 +28,7 @@ mod replication;
 mod snapshot;
 pub mod testkit;
 mod types;
+mod wire;
 
 pub use config::{Config, ReadMode};
 pub use error::{
@@ -40,3 +41,4 @@ pub use types::{
     ConfChange, ConfState, Entry, EntryPayload, HardState, LogIndex, MemberId, PersistSeq, ReadCtx,
     RecoveredState, Snapshot, SnapshotMeta, Term, Time,
 };
+pub use wire::{decode_message, encode_message, WireError};

@@ -73,7 +73,7 @@ pub(crate) fn checksum(prev: u32, len: u32, kind: u8, payload: &[u8]) -> u32 {
 }
 
 impl Record {
-    fn kind(&self) -> u8 {
+    pub(crate) fn kind(&self) -> u8 {
         match self {
             Record::Entry(_) => T_ENTRY,
             Record::HardState(_) => T_HARD_STATE,
@@ -82,7 +82,7 @@ impl Record {
         }
     }
 
-    fn encode_payload(&self, out: &mut Vec<u8>) {
+    pub(crate) fn encode_payload(&self, out: &mut Vec<u8>) {
         let u64le = |out: &mut Vec<u8>, v: u64| out.extend_from_slice(&v.to_le_bytes());
         match self {
             Record::Entry(e) => {
@@ -147,7 +147,7 @@ impl Record {
     }
 
     /// Decodes a payload of record type `kind`. `None` if it does not parse exactly.
-    fn decode_payload(kind: u8, p: &[u8]) -> Option<Record> {
+    pub(crate) fn decode_payload(kind: u8, p: &[u8]) -> Option<Record> {
         let mut r = Reader { p };
         let rec = match kind {
             T_ENTRY => {

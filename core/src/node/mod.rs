@@ -1,0 +1,10 @@
+//! One member composed: raft, the applied keyspace and the cluster's membership.
+//!
+//! [`Command`]s are what clients' writes become in the replicated log; the
+//! [`StateMachine`] applies them identically on every member and answers the proposer.
+
+mod command;
+mod state_machine;
+
+pub use command::{decode_command, encode_command, Command, CommandDecodeError, Proposal};
+pub use state_machine::{alarm, Applied, MemberInfo, NodeImageError, Outcome, StateMachine};

@@ -1,0 +1,391 @@
+//! What committed entries are applied to on every member: the keyspace with its leases
+//! ([`KvState`]) and the cluster's member table, and their joint snapshot image.
+//!
+//! Apply is deterministic: every member applying the same entries reaches the same
+//! state, so answers computed here are the answers the proposing member returns.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::command::{decode_command, Command, Proposal};
+use crate::mvcc::{
+    DeleteRangeResponse, KvState, LeaseError, MvccError, PutResponse, StateDecodeError, TxnResponse,
+};
+use crate::raft::{ConfChange, Entry, EntryPayload, Time};
+
+/// One member as `Cluster.MemberList` shows it.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct MemberInfo {
+    /// Member ID.
+    pub id: u64,
+    /// `--name` (empty until the member has published it).
+    pub name: String,
+    /// Peer URLs.
+    pub peer_urls: Vec<String>,
+    /// Client URLs (published by the member once it serves).
+    pub client_urls: Vec<String>,
+    /// A non-voting member.
+    pub learner: bool,
+}
+
+/// etcd's alarm types (`etcdserverpb.AlarmType`).
+pub mod alarm {
+    /// No alarm (matches every alarm in a disarm).
+    pub const NONE: i32 = 0;
+    /// Backend quota exceeded.
+    pub const NOSPACE: i32 = 1;
+    /// Data inconsistency detected.
+    pub const CORRUPT: i32 = 2;
+}
+
+/// The result of applying one client command, returned to the member that proposed it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Outcome {
+    /// A put.
+    Put(Result<PutResponse, MvccError>),
+    /// A delete.
+    DeleteRange(Result<DeleteRangeResponse, MvccError>),
+    /// A transaction.
+    Txn(Result<TxnResponse, MvccError>),
+    /// A compaction.
+    Compact(Result<(), MvccError>),
+    /// A lease grant: (ID, granted TTL).
+    LeaseGrant(Result<(i64, i64), LeaseError>),
+    /// A lease revoke.
+    LeaseRevoke(Result<(), LeaseError>),
+    /// The alarms raised after an alarm request: (member, alarm type).
+    Alarm(Vec<(u64, i32)>),
+    /// A membership record change.
+    Member,
+}
+
+/// An applied entry whose proposer waits for the answer.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Applied {
+    /// Member that proposed it.
+    pub origin: u64,
+    /// The proposer's request number.
+    pub seq: u64,
+    /// The answer.
+    pub outcome: Outcome,
+}
+
+/// A member's replicated state: keyspace, leases, members, alarms.
+#[derive(Clone, Debug)]
+pub struct StateMachine {
+    /// Keyspace, leases and applied index.
+    pub kv: KvState,
+    /// Members by ID.
+    pub members: BTreeMap<u64, MemberInfo>,
+    /// Raised alarms other than this state's own NOSPACE: (member, type).
+    alarms: BTreeMap<(u64, i32), ()>,
+    quota_bytes: u64,
+    min_lease_ttl: i64,
+}
+
+const MAGIC: &[u8; 8] = b"KEELND01";
+
+/// A node snapshot image that cannot be restored.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum NodeImageError {
+    /// Not a Keel node image.
+    #[error("node snapshot: bad magic")]
+    BadMagic,
+    /// The checksum does not match.
+    #[error("node snapshot: checksum mismatch")]
+    Checksum,
+    /// The member table does not parse.
+    #[error("node snapshot: malformed member table")]
+    Malformed,
+    /// The keyspace image is bad.
+    #[error(transparent)]
+    State(#[from] StateDecodeError),
+}
+
+impl StateMachine {
+    /// An empty state whose member table holds the founding members.
+    pub fn new(
+        quota_bytes: u64,
+        min_lease_ttl: i64,
+        members: impl IntoIterator<Item = MemberInfo>,
+    ) -> StateMachine {
+        StateMachine {
+            kv: KvState::new(quota_bytes, min_lease_ttl),
+            members: members.into_iter().map(|m| (m.id, m)).collect(),
+            alarms: BTreeMap::new(),
+            quota_bytes,
+            min_lease_ttl,
+        }
+    }
+
+    /// Index of the last applied entry.
+    pub fn applied(&self) -> u64 {
+        self.kv.applied
+    }
+
+    /// Alarms raised, as `AlarmList` reports them. NOSPACE is reported against
+    /// `local_member` (every member's keyspace reaches the quota at the same entry).
+    pub fn alarms(&self, local_member: u64) -> Vec<(u64, i32)> {
+        let mut out: Vec<(u64, i32)> = self.alarms.keys().copied().collect();
+        if self.kv.nospace_alarm() && !out.iter().any(|a| a.1 == alarm::NOSPACE) {
+            out.push((local_member, alarm::NOSPACE));
+        }
+        out.sort_unstable();
+        out
+    }
+
+    /// Applies one committed entry. Returns the answer for its proposer, if it is a client
+    /// command. A payload that does not decode (only a bug or a hostile leader could put
+    /// one in the log) is skipped on every member alike, so states stay identical.
+    pub fn apply(&mut self, entry: &Entry, now: Time) -> Option<Applied> {
+        self.kv.applied = entry.index.0;
+        match &entry.payload {
+            EntryPayload::Empty => None,
+            EntryPayload::ConfChange(cc) => {
+                self.apply_conf_change(*cc);
+                None
+            }
+            EntryPayload::Normal(data) => {
+                let p = decode_command(data).ok()?;
+                Some(self.apply_proposal(p, now))
+            }
+        }
+    }
+
+    fn apply_conf_change(&mut self, cc: ConfChange) {
+        match cc {
+            ConfChange::AddVoter(id) => {
+                self.members.entry(id.0).or_default().learner = false;
+                self.members.entry(id.0).or_default().id = id.0;
+            }
+            ConfChange::AddLearner(id) => {
+                let m = self.members.entry(id.0).or_default();
+                m.id = id.0;
+                m.learner = true;
+            }
+            ConfChange::Remove(id) => {
+                self.members.remove(&id.0);
+            }
+        }
+    }
+
+    fn apply_proposal(&mut self, p: Proposal, now: Time) -> Applied {
+        let outcome = match p.cmd {
+            Command::Put(r) => Outcome::Put(self.kv.put(&r)),
+            Command::DeleteRange(r) => Outcome::DeleteRange(self.kv.kv.delete_range(&r)),
+            Command::Txn(t) => Outcome::Txn(self.kv.txn(&t)),
+            Command::Compact { revision, .. } => Outcome::Compact(self.kv.kv.compact(revision)),
+            Command::LeaseGrant { id, ttl } => {
+                let r = self.kv.lessor.grant(id, ttl, now);
+                if r.is_ok() {
+                    self.kv.kv.grant_lease(id);
+                }
+                Outcome::LeaseGrant(r.map(|ttl| (id, ttl)))
+            }
+            Command::LeaseRevoke { id } => {
+                let r = self.kv.lessor.revoke(id);
+                if r.is_ok() {
+                    // The keyspace knows the lease iff the lessor did; its error is moot.
+                    let _ = self.kv.kv.revoke_lease(id);
+                }
+                Outcome::LeaseRevoke(r)
+            }
+            Command::Alarm {
+                action,
+                member,
+                alarm: kind,
+            } => {
+                match action {
+                    1 if kind != alarm::NONE => {
+                        self.alarms.insert((member, kind), ());
+                    }
+                    2 => {
+                        self.alarms
+                            .retain(|(m, a), _| !(*m == member && (kind == 0 || *a == kind)));
+                        if kind == alarm::NOSPACE || kind == alarm::NONE {
+                            self.kv.disarm_nospace();
+                        }
+                    }
+                    _ => {}
+                }
+                Outcome::Alarm(self.alarms(member))
+            }
+            Command::PublishMember {
+                id,
+                name,
+                client_urls,
+            } => {
+                if let Some(m) = self.members.get_mut(&id) {
+                    m.name = name;
+                    m.client_urls = client_urls;
+                }
+                Outcome::Member
+            }
+            Command::UpdateMember { id, peer_urls } => {
+                if let Some(m) = self.members.get_mut(&id) {
+                    m.peer_urls = peer_urls;
+                }
+                Outcome::Member
+            }
+            Command::AddMember {
+                id,
+                peer_urls,
+                learner,
+            } => {
+                let m = self.members.entry(id).or_default();
+                m.id = id;
+                m.peer_urls = peer_urls;
+                m.learner = learner;
+                Outcome::Member
+            }
+        };
+        Applied {
+            origin: p.origin,
+            seq: p.seq,
+            outcome,
+        }
+    }
+
+    /// The whole replicated state as one checksummed image (raft snapshots carry it).
+    pub fn snapshot(&self) -> Bytes {
+        let kv = self.kv.snapshot();
+        let mut w = Vec::with_capacity(kv.len() + 256);
+        w.extend_from_slice(MAGIC);
+        w.extend_from_slice(&(kv.len() as u64).to_le_bytes());
+        w.extend_from_slice(&kv);
+        put_u32(&mut w, self.members.len() as u32);
+        for m in self.members.values() {
+            w.extend_from_slice(&m.id.to_le_bytes());
+            w.push(m.learner as u8);
+            put_str(&mut w, &m.name);
+            put_strs(&mut w, &m.peer_urls);
+            put_strs(&mut w, &m.client_urls);
+        }
+        put_u32(&mut w, self.alarms.len() as u32);
+        for (m, a) in self.alarms.keys() {
+            w.extend_from_slice(&m.to_le_bytes());
+            w.extend_from_slice(&a.to_le_bytes());
+        }
+        let crc = crc32fast::hash(&w);
+        w.extend_from_slice(&crc.to_le_bytes());
+        Bytes::from(w)
+    }
+
+    /// Rebuilds a state from [`StateMachine::snapshot`]; never panics on bad input.
+    pub fn restore(
+        image: &[u8],
+        quota_bytes: u64,
+        min_lease_ttl: i64,
+    ) -> Result<StateMachine, NodeImageError> {
+        if image.len() < 20 || &image[..8] != MAGIC {
+            return Err(NodeImageError::BadMagic);
+        }
+        let (body, crc) = image.split_at(image.len() - 4);
+        if crc32fast::hash(body).to_le_bytes() != crc {
+            return Err(NodeImageError::Checksum);
+        }
+        let mut r = Reader { b: &body[8..] };
+        let kv_len = usize::try_from(r.u64()?).map_err(|_| NodeImageError::Malformed)?;
+        let kv = KvState::restore(r.take(kv_len)?, quota_bytes, min_lease_ttl)?;
+        let mut members = BTreeMap::new();
+        for _ in 0..r.u32()? {
+            let id = u64::from_le_bytes(r.array()?);
+            let learner = r.take(1)?[0] != 0;
+            let name = r.string()?;
+            let peer_urls = r.strings()?;
+            let client_urls = r.strings()?;
+            members.insert(
+                id,
+                MemberInfo {
+                    id,
+                    name,
+                    peer_urls,
+                    client_urls,
+                    learner,
+                },
+            );
+        }
+        let mut alarms = BTreeMap::new();
+        for _ in 0..r.u32()? {
+            let m = u64::from_le_bytes(r.array()?);
+            let a = i32::from_le_bytes(r.array()?);
+            alarms.insert((m, a), ());
+        }
+        if !r.b.is_empty() {
+            return Err(NodeImageError::Malformed);
+        }
+        Ok(StateMachine {
+            kv,
+            members,
+            alarms,
+            quota_bytes,
+            min_lease_ttl,
+        })
+    }
+
+    /// Replaces this state with a snapshot image from the leader.
+    pub fn install(&mut self, image: &[u8]) -> Result<(), NodeImageError> {
+        *self = StateMachine::restore(image, self.quota_bytes, self.min_lease_ttl)?;
+        Ok(())
+    }
+}
+
+fn put_u32(w: &mut Vec<u8>, v: u32) {
+    w.extend_from_slice(&v.to_le_bytes());
+}
+
+fn put_str(w: &mut Vec<u8>, s: &str) {
+    put_u32(w, s.len() as u32);
+    w.extend_from_slice(s.as_bytes());
+}
+
+fn put_strs(w: &mut Vec<u8>, v: &[String]) {
+    put_u32(w, v.len() as u32);
+    for s in v {
+        put_str(w, s);
+    }
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], NodeImageError> {
+        if n > self.b.len() {
+            return Err(NodeImageError::Malformed);
+        }
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        Ok(h)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], NodeImageError> {
+        self.take(N)?
+            .try_into()
+            .map_err(|_| NodeImageError::Malformed)
+    }
+
+    fn u32(&mut self) -> Result<u32, NodeImageError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, NodeImageError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    fn string(&mut self) -> Result<String, NodeImageError> {
+        let n = self.u32()? as usize;
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| NodeImageError::Malformed)
+    }
+
+    fn strings(&mut self) -> Result<Vec<String>, NodeImageError> {
+        let n = self.u32()? as usize;
+        // Each string takes at least its 4-byte length: a count beyond that is corrupt.
+        if n > self.b.len() / 4 {
+            return Err(NodeImageError::Malformed);
+        }
+        (0..n).map(|_| self.string()).collect()
+    }
+}

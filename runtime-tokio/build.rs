@@ -1,0 +1,35 @@
+//! Compiles etcd's gRPC API (proto/) into Rust: protox parses the .proto files in
+//! pure Rust (no system protoc), tonic-prost-build generates prost messages plus tonic
+//! clients and servers. `bytes` fields become `bytes::Bytes` so keys and values are
+//! zero-copy slices of the request buffer.
+
+use std::path::Path;
+
+const PROTO_DIR: &str = "proto";
+
+const PROTOS: &[&str] = &[
+    "mvccpb/kv.proto",
+    "authpb/auth.proto",
+    "etcdserverpb/rpc.proto",
+    "v3lockpb/v3lock.proto",
+    "v3electionpb/v3election.proto",
+    "grpc/health/v1/health.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed={PROTO_DIR}");
+    for proto in PROTOS {
+        println!(
+            "cargo:rerun-if-changed={}",
+            Path::new(PROTO_DIR).join(proto).display()
+        );
+    }
+
+    let fds = protox::compile(PROTOS, [PROTO_DIR])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .bytes(".")
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! `etcdserverpb.Lease`. Grants and revokes go through raft. Keepalives and remaining
+//! TTLs are the leader's business (only its clock decides expiry): a follower forwards
+//! them to the leader's client URL.
+
+use keel_core::mvcc::LeaseError;
+use keel_core::node::{Command, Outcome};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{header, lease_status, mismatched};
+use crate::member::{Core, MemberHandle, ServerError};
+use crate::pb::etcdserverpb as pb;
+use crate::pb::etcdserverpb::lease_client::LeaseClient;
+
+/// The Lease service.
+pub struct LeaseService {
+    m: MemberHandle,
+}
+
+impl LeaseService {
+    /// Lease over member `m`.
+    pub fn new(m: MemberHandle) -> Self {
+        LeaseService { m }
+    }
+}
+
+/// A channel to the current leader's client URL, for requests only it can answer.
+pub async fn leader_channel(m: &MemberHandle) -> Result<Channel, Status> {
+    let leader = m.status.borrow().leader;
+    if leader == 0 {
+        return Err(ServerError::NoLeader.into());
+    }
+    let urls = m
+        .local(move |c: &mut Core| c.sm.members.get(&leader).map(|x| x.client_urls.clone()))
+        .await?
+        .unwrap_or_default();
+    let url = urls
+        .into_iter()
+        .find(|u| u.starts_with("http://"))
+        .ok_or_else(|| Status::unavailable("etcdserver: leader has no reachable client URL"))?;
+    let ch = Channel::from_shared(url)
+        .map_err(|e| Status::internal(e.to_string()))?
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .connect_lazy();
+    Ok(ch)
+}
+
+/// The outcome of renewing a lease here: Some(ttl) (0: not found), None: not leader.
+async fn renew_local(
+    m: &MemberHandle,
+    id: i64,
+) -> Result<Option<(i64, crate::member::Header)>, Status> {
+    let r = m
+        .local(move |c: &mut Core| {
+            let now = c.clock.now();
+            (c.sm.kv.lessor.renew(id, now), c.header())
+        })
+        .await?;
+    match r {
+        (Ok(ttl), h) => Ok(Some((ttl, h))),
+        (Err(LeaseError::NotFound), h) => Ok(Some((0, h))),
+        (Err(LeaseError::NotPrimary), _) => Ok(None),
+        (Err(e), _) => Err(lease_status(e)),
+    }
+}
+
+async fn keepalive_one(m: &MemberHandle, id: i64) -> Result<pb::LeaseKeepAliveResponse, Status> {
+    if let Some((ttl, h)) = renew_local(m, id).await? {
+        return Ok(pb::LeaseKeepAliveResponse {
+            header: header(m, h),
+            id,
+            ttl,
+        });
+    }
+    let mut client = LeaseClient::new(leader_channel(m).await?);
+    let (tx, rx) = mpsc::channel(1);
+    let _ = tx.send(pb::LeaseKeepAliveRequest { id }).await;
+    let mut stream = client
+        .lease_keep_alive(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    stream
+        .message()
+        .await?
+        .ok_or_else(|| ServerError::NoLeader.into())
+}
+
+#[tonic::async_trait]
+impl pb::lease_server::Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        req: Request<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let r = req.into_inner();
+        let id = if r.id != 0 {
+            r.id
+        } else {
+            self.m.local(|c: &mut Core| c.new_lease_id()).await?
+        };
+        match self
+            .m
+            .propose(Command::LeaseGrant { id, ttl: r.ttl })
+            .await?
+        {
+            (Outcome::LeaseGrant(res), h) => {
+                let (id, ttl) = res.map_err(lease_status)?;
+                Ok(Response::new(pb::LeaseGrantResponse {
+                    header: header(&self.m, h),
+                    id,
+                    ttl,
+                    error: String::new(),
+                }))
+            }
+            _ => Err(mismatched()),
+        }
+    }
+
+    async fn lease_revoke(
+        &self,
+        req: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let id = req.into_inner().id;
+        match self.m.propose(Command::LeaseRevoke { id }).await? {
+            (Outcome::LeaseRevoke(res), h) => {
+                res.map_err(lease_status)?;
+                Ok(Response::new(pb::LeaseRevokeResponse {
+                    header: header(&self.m, h),
+                }))
+            }
+            _ => Err(mismatched()),
+        }
+    }
+
+    type LeaseKeepAliveStream = ReceiverStream<Result<pb::LeaseKeepAliveResponse, Status>>;
+
+    async fn lease_keep_alive(
+        &self,
+        req: Request<Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let mut inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let m = self.m.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(r)) = inbound.message().await {
+                let resp = keepalive_one(&m, r.id).await;
+                let failed = resp.is_err();
+                if tx.send(resp).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let r = req.into_inner();
+        let (id, keys) = (r.id, r.keys);
+        let (primary, res, lease_keys, h) = self
+            .m
+            .local(move |c: &mut Core| {
+                let now = c.clock.now();
+                let lease_keys = if keys {
+                    c.sm.kv.kv.lease_keys(id)
+                } else {
+                    Vec::new()
+                };
+                (
+                    c.sm.kv.lessor.is_primary(),
+                    c.sm.kv.lessor.time_to_live(id, now),
+                    lease_keys,
+                    c.header(),
+                )
+            })
+            .await?;
+        if !primary && res.is_ok() {
+            // Only the leader knows how much time is left.
+            let mut client = LeaseClient::new(leader_channel(&self.m).await?);
+            return client
+                .lease_time_to_live(pb::LeaseTimeToLiveRequest { id, keys })
+                .await;
+        }
+        // etcd answers an unknown lease with TTL -1 rather than an error.
+        let (granted, ttl) = match res {
+            Ok(v) => v,
+            Err(LeaseError::NotFound) => (0, -1),
+            Err(e) => return Err(lease_status(e)),
+        };
+        Ok(Response::new(pb::LeaseTimeToLiveResponse {
+            header: header(&self.m, h),
+            id,
+            ttl,
+            granted_ttl: granted,
+            keys: lease_keys,
+        }))
+    }
+
+    async fn lease_leases(
+        &self,
+        _req: Request<pb::LeaseLeasesRequest>,
+    ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        let (ids, h) = self
+            .m
+            .read(true, |c: &mut Core| (c.sm.kv.lessor.ids(), c.header()))
+            .await?;
+        Ok(Response::new(pb::LeaseLeasesResponse {
+            header: header(&self.m, h),
+            leases: ids.into_iter().map(|id| pb::LeaseStatus { id }).collect(),
+        }))
+    }
+}

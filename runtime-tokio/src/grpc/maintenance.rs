@@ -1,0 +1,253 @@
+//! `etcdserverpb.Maintenance`: Status, Alarm, Hash, HashKV, Snapshot, Defragment,
+//! MoveLeader.
+
+use std::time::Duration;
+
+use keel_core::node::{Command, Outcome};
+use keel_core::raft::{MemberId, Role};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::{header, mismatched, mvcc_status};
+use crate::member::{Core, MemberHandle, ServerError};
+use crate::pb::etcdserverpb as pb;
+
+/// The etcd version Keel answers as (the API level it implements).
+pub const ETCD_VERSION: &str = "3.5.0";
+/// Bytes per Snapshot stream message (etcd sends 32 KiB).
+const SNAPSHOT_CHUNK: usize = 32 << 10;
+
+/// The Maintenance service.
+pub struct MaintenanceService {
+    m: MemberHandle,
+}
+
+impl MaintenanceService {
+    /// Maintenance over member `m`.
+    pub fn new(m: MemberHandle) -> Self {
+        MaintenanceService { m }
+    }
+}
+
+fn alarm_members(alarms: Vec<(u64, i32)>) -> Vec<pb::AlarmMember> {
+    alarms
+        .into_iter()
+        .map(|(member_id, alarm)| pb::AlarmMember { member_id, alarm })
+        .collect()
+}
+
+#[tonic::async_trait]
+impl pb::maintenance_server::Maintenance for MaintenanceService {
+    async fn alarm(
+        &self,
+        req: Request<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
+        let r = req.into_inner();
+        if r.action == 0 {
+            let (alarms, h) = self
+                .m
+                .local(|c: &mut Core| (c.sm.alarms(c.id), c.header()))
+                .await?;
+            return Ok(Response::new(pb::AlarmResponse {
+                header: header(&self.m, h),
+                alarms: alarm_members(alarms),
+            }));
+        }
+        let cmd = Command::Alarm {
+            action: r.action,
+            member: r.member_id,
+            alarm: r.alarm,
+        };
+        match self.m.propose(cmd).await? {
+            (Outcome::Alarm(alarms), h) => Ok(Response::new(pb::AlarmResponse {
+                header: header(&self.m, h),
+                alarms: alarm_members(alarms),
+            })),
+            _ => Err(mismatched()),
+        }
+    }
+
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let resp = self
+            .m
+            .local(|c: &mut Core| {
+                let size = c.sm.kv.kv.size_bytes() as i64;
+                let errors =
+                    c.sm.alarms(c.id)
+                        .into_iter()
+                        .map(|(m, a)| {
+                            let name = match a {
+                                1 => "NOSPACE",
+                                2 => "CORRUPT",
+                                _ => "NONE",
+                            };
+                            format!("memberID:{m} alarm:{name} ")
+                        })
+                        .collect();
+                pb::StatusResponse {
+                    header: None,
+                    version: ETCD_VERSION.into(),
+                    db_size: size,
+                    leader: c.raft.leader().0,
+                    raft_index: c.raft.committed().0,
+                    raft_term: c.raft.term().0,
+                    raft_applied_index: c.sm.applied(),
+                    errors,
+                    db_size_in_use: size,
+                    is_learner: c.sm.members.get(&c.id).is_some_and(|m| m.learner),
+                }
+            })
+            .await?;
+        let h = self.m.local(|c: &mut Core| c.header()).await?;
+        Ok(Response::new(pb::StatusResponse {
+            header: header(&self.m, h),
+            ..resp
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _req: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        // The keyspace lives in memory and frees what compaction releases at once:
+        // there is no file to defragment.
+        let h = self.m.local(|c: &mut Core| c.header()).await?;
+        Ok(Response::new(pb::DefragmentResponse {
+            header: header(&self.m, h),
+        }))
+    }
+
+    async fn hash(
+        &self,
+        _req: Request<pb::HashRequest>,
+    ) -> Result<Response<pb::HashResponse>, Status> {
+        let (hash, h) = self
+            .m
+            .local(|c: &mut Core| (c.sm.kv.hash(), c.header()))
+            .await?;
+        Ok(Response::new(pb::HashResponse {
+            header: header(&self.m, h),
+            hash,
+        }))
+    }
+
+    async fn hash_kv(
+        &self,
+        req: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
+        let rev = req.into_inner().revision;
+        let (res, compact, h) = self
+            .m
+            .local(move |c: &mut Core| {
+                (
+                    c.sm.kv.kv.hash_kv(rev),
+                    c.sm.kv.kv.compacted_revision(),
+                    c.header(),
+                )
+            })
+            .await?;
+        let hash = res.map_err(mvcc_status)?;
+        Ok(Response::new(pb::HashKvResponse {
+            header: header(&self.m, h),
+            hash,
+            compact_revision: compact.max(0),
+        }))
+    }
+
+    type SnapshotStream = ReceiverStream<Result<pb::SnapshotResponse, Status>>;
+
+    async fn snapshot(
+        &self,
+        _req: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        let (image, h) = self
+            .m
+            .local(|c: &mut Core| (c.sm.snapshot(), c.header()))
+            .await?;
+        // Padded to 512 bytes like etcd's page-aligned database file, so `etcdctl
+        // snapshot restore`'s "size % 512 == 32" test finds the trailing SHA-256.
+        let mut data = image.to_vec();
+        data.resize(data.len().div_ceil(512) * 512, 0);
+        let digest = Sha256::digest(&data).to_vec();
+        let hdr = header(&self.m, h);
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let total = data.len();
+            let mut sent = 0;
+            for chunk in data.chunks(SNAPSHOT_CHUNK) {
+                sent += chunk.len();
+                let msg = pb::SnapshotResponse {
+                    header: hdr,
+                    remaining_bytes: (total - sent + digest.len()) as u64,
+                    blob: bytes::Bytes::copy_from_slice(chunk),
+                };
+                if tx.send(Ok(msg)).await.is_err() {
+                    return;
+                }
+            }
+            let last = pb::SnapshotResponse {
+                header: hdr,
+                remaining_bytes: 0,
+                blob: digest.into(),
+            };
+            let _ = tx.send(Ok(last)).await;
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn move_leader(
+        &self,
+        req: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        let target = req.into_inner().target_id;
+        let started = self
+            .m
+            .local(move |c: &mut Core| {
+                if c.raft.role() != Role::Leader {
+                    return Err(ServerError::NotLeader);
+                }
+                if !c.raft.conf().voters.contains(&MemberId(target)) {
+                    return Err(ServerError::BadTransferee);
+                }
+                let now = c.clock.now();
+                c.raft
+                    .transfer_leader(now, MemberId(target))
+                    .map_err(|_| ServerError::BadTransferee)
+            })
+            .await?;
+        started?;
+        // etcd answers once the target leads (or the attempt timed out).
+        let mut status = self.m.status.clone();
+        let wait = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if status.borrow().leader == target {
+                    return;
+                }
+                if status.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        if wait.await.is_err() {
+            return Err(ServerError::Timeout.into());
+        }
+        let h = self.m.local(|c: &mut Core| c.header()).await?;
+        Ok(Response::new(pb::MoveLeaderResponse {
+            header: header(&self.m, h),
+        }))
+    }
+
+    async fn downgrade(
+        &self,
+        _req: Request<pb::DowngradeRequest>,
+    ) -> Result<Response<pb::DowngradeResponse>, Status> {
+        Err(Status::unimplemented(
+            "keel: cluster downgrade is not supported",
+        ))
+    }
+}

@@ -1,0 +1,249 @@
+//! `etcdserverpb.Watch`: one task per stream maps the client's watch IDs to the member's
+//! watchers and forwards their events. The task's inbound queue from the member is
+//! bounded: while the client does not read, its watchers' events stay in the member's
+//! hub and fall back to history, so a slow client never holds writes back.
+
+use std::collections::HashMap;
+
+use keel_core::mvcc::WatchRequest;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::convert::event_out;
+use super::header;
+use crate::member::{Core, Header, MemberHandle, WatchSink};
+use crate::pb::etcdserverpb as pb;
+
+/// Responses a stream may have queued towards the client.
+const OUT_QUEUE: usize = 128;
+/// Responses the member may have queued towards a stream.
+const IN_QUEUE: usize = 256;
+
+/// The Watch service.
+pub struct WatchService {
+    m: MemberHandle,
+}
+
+impl WatchService {
+    /// Watch over member `m`.
+    pub fn new(m: MemberHandle) -> Self {
+        WatchService { m }
+    }
+}
+
+type Out = mpsc::Sender<Result<pb::WatchResponse, Status>>;
+
+#[tonic::async_trait]
+impl pb::watch_server::Watch for WatchService {
+    type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
+
+    async fn watch(
+        &self,
+        req: Request<Streaming<pb::WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let inbound = req.into_inner();
+        let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
+        tokio::spawn(run_stream(self.m.clone(), inbound, out_tx));
+        Ok(Response::new(ReceiverStream::new(out_rx)))
+    }
+}
+
+struct Stream {
+    m: MemberHandle,
+    out: Out,
+    events: mpsc::Sender<keel_core::mvcc::WatchResponse>,
+    /// Member watcher ID → the client's watch ID.
+    ids: HashMap<i64, i64>,
+    next_client_id: i64,
+}
+
+async fn run_stream(m: MemberHandle, mut inbound: Streaming<pb::WatchRequest>, out: Out) {
+    let (ev_tx, mut ev_rx) = mpsc::channel(IN_QUEUE);
+    let mut s = Stream {
+        m,
+        out,
+        events: ev_tx,
+        ids: HashMap::new(),
+        next_client_id: 0,
+    };
+    loop {
+        tokio::select! {
+            msg = inbound.message() => match msg {
+                Ok(Some(req)) => {
+                    if s.request(req).await.is_err() {
+                        break;
+                    }
+                }
+                _ => break,
+            },
+            ev = ev_rx.recv() => {
+                let Some(r) = ev else { break };
+                if s.deliver(r).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    // The client is gone: its watchers go too.
+    let hub_ids: Vec<i64> = s.ids.keys().copied().collect();
+    let _ =
+        s.m.local(move |c| {
+            for id in hub_ids {
+                c.hub.cancel(id);
+                c.sinks.remove(&id);
+            }
+        })
+        .await;
+}
+
+impl Stream {
+    fn header(&self, h: Header) -> Option<pb::ResponseHeader> {
+        header(&self.m, h)
+    }
+
+    async fn send(&self, r: pb::WatchResponse) -> Result<(), ()> {
+        self.out.send(Ok(r)).await.map_err(|_| ())
+    }
+
+    async fn request(&mut self, req: pb::WatchRequest) -> Result<(), ()> {
+        use pb::watch_request::RequestUnion as U;
+        match req.request_union {
+            Some(U::CreateRequest(c)) => self.create(c).await,
+            Some(U::CancelRequest(c)) => {
+                let hub = self
+                    .ids
+                    .iter()
+                    .find(|(_, cid)| **cid == c.watch_id)
+                    .map(|(h, _)| *h);
+                if let Some(hub) = hub {
+                    self.ids.remove(&hub);
+                    let h = self
+                        .m
+                        .local(move |c: &mut Core| {
+                            c.hub.cancel(hub);
+                            c.sinks.remove(&hub);
+                            c.header()
+                        })
+                        .await
+                        .map_err(|_| ())?;
+                    self.send(pb::WatchResponse {
+                        header: self.header(h),
+                        watch_id: c.watch_id,
+                        canceled: true,
+                        ..Default::default()
+                    })
+                    .await?;
+                }
+                Ok(())
+            }
+            Some(U::ProgressRequest(_)) => {
+                let h = self
+                    .m
+                    .local(|c: &mut Core| c.header())
+                    .await
+                    .map_err(|_| ())?;
+                // etcd answers a progress request with watch ID -1 (no particular watcher).
+                self.send(pb::WatchResponse {
+                    header: self.header(h),
+                    watch_id: -1,
+                    ..Default::default()
+                })
+                .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn create(&mut self, c: pb::WatchCreateRequest) -> Result<(), ()> {
+        let client_id = if c.watch_id != 0 {
+            c.watch_id
+        } else {
+            while self.ids.values().any(|v| *v == self.next_client_id) {
+                self.next_client_id += 1;
+            }
+            self.next_client_id
+        };
+        if self.ids.values().any(|v| *v == client_id) {
+            // etcd refuses a watch ID already in use on the stream.
+            return self
+                .send(pb::WatchResponse {
+                    watch_id: client_id,
+                    created: true,
+                    canceled: true,
+                    cancel_reason: "etcdserver: duplicate watch ID".into(),
+                    ..Default::default()
+                })
+                .await;
+        }
+        if c.key.is_empty() {
+            return self
+                .send(pb::WatchResponse {
+                    watch_id: -1,
+                    created: true,
+                    canceled: true,
+                    cancel_reason: "etcdserver: key is not provided".into(),
+                    ..Default::default()
+                })
+                .await;
+        }
+        let req = WatchRequest {
+            key: c.key,
+            range_end: c.range_end,
+            start_revision: c.start_revision,
+            no_put: c.filters.contains(&0),
+            no_delete: c.filters.contains(&1),
+            prev_kv: c.prev_kv,
+            fragment: c.fragment,
+        };
+        let tx = self.events.clone();
+        // Registered and answered in one step on the member task, then the created
+        // response goes out before this task reads any event of the new watcher.
+        let (hub_id, h) = self
+            .m
+            .local(move |c: &mut Core| {
+                let id = c.hub.create(req, &c.sm.kv.kv);
+                c.sinks.insert(id, WatchSink { tx });
+                (id, c.header())
+            })
+            .await
+            .map_err(|_| ())?;
+        self.ids.insert(hub_id, client_id);
+        self.send(pb::WatchResponse {
+            header: self.header(h),
+            watch_id: client_id,
+            created: true,
+            ..Default::default()
+        })
+        .await?;
+        // Replay of history (or a compaction cancel) is due now, not at the next write.
+        self.m
+            .local(|c: &mut Core| c.flush_watches())
+            .await
+            .map_err(|_| ())
+    }
+
+    async fn deliver(&mut self, r: keel_core::mvcc::WatchResponse) -> Result<(), ()> {
+        let Some(&client_id) = self.ids.get(&r.watch_id) else {
+            return Ok(());
+        };
+        if r.canceled {
+            self.ids.remove(&r.watch_id);
+        }
+        let term = self.m.status.borrow().term;
+        let resp = pb::WatchResponse {
+            header: self.header(Header {
+                revision: r.header_revision,
+                raft_term: term,
+            }),
+            watch_id: client_id,
+            created: false,
+            canceled: r.canceled,
+            compact_revision: r.compact_revision,
+            cancel_reason: String::new(),
+            fragment: r.fragment,
+            events: r.events.into_iter().map(event_out).collect(),
+        };
+        self.send(resp).await
+    }
+}

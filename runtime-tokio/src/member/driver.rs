@@ -1,0 +1,387 @@
+//! The member task: owns the core values, turns inputs into core calls and executes what
+//! the core hands back (persist, send, apply, answer).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use keel_core::mvcc::WatchHub;
+use keel_core::node::{encode_command, Command, MemberInfo, Outcome, Proposal, StateMachine};
+use keel_core::raft::{
+    ConfState, Config, LogIndex, MemberId, ProposeError, RaftNode, ReadCtx, ReadError, Role,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{Header, Input, MemberConfig, MemberHandle, ReadFn, ServerError, Status};
+use crate::metrics::Metrics;
+use crate::peer::PeerNet;
+use crate::storage::{Storage, StoragePolicy};
+use crate::MonotonicClock;
+
+/// Events a watcher may hold in the hub before falling back to history.
+const WATCH_QUEUE: usize = 4096;
+
+type Reply = oneshot::Sender<Result<(Outcome, Header), ServerError>>;
+
+/// A watcher's outlet: the stream it belongs to and the ID that stream knows it by.
+pub struct WatchSink {
+    /// The stream's outbound queue.
+    pub tx: mpsc::Sender<keel_core::mvcc::WatchResponse>,
+}
+
+/// The values the member task owns; reads run against them.
+pub struct Core {
+    /// Raft.
+    pub raft: RaftNode,
+    /// The replicated state.
+    pub sm: StateMachine,
+    /// Watchers of every stream.
+    pub hub: WatchHub,
+    /// Where each watcher's responses go.
+    pub sinks: HashMap<i64, WatchSink>,
+    /// The core's clock.
+    pub clock: MonotonicClock,
+    /// This member.
+    pub id: u64,
+    /// Its cluster.
+    pub cluster_id: u64,
+    /// `--name`.
+    pub name: String,
+    /// Snapshot file names and sizes (for Status).
+    pub storage: Storage,
+    pub(super) cfg: MemberConfig,
+    pub(super) net: PeerNet,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) status: watch::Sender<Status>,
+    pub(super) pending: HashMap<u64, Reply>,
+    pub(super) next_seq: u64,
+    pub(super) next_read: u64,
+    /// Linearizable reads waiting for their ReadIndex, by context.
+    pub(super) reads_by_ctx: HashMap<u64, Vec<ReadFn>>,
+    /// Reads of this round, not yet sent to raft.
+    pub(super) reads_new: Vec<ReadFn>,
+    /// Confirmed reads waiting for the state to reach their index.
+    pub(super) reads_by_index: Vec<(LogIndex, ReadFn)>,
+    pub(super) revoking: HashSet<i64>,
+    pub(super) published: bool,
+    pub(super) last_leader: u64,
+    pub(super) next_lease_id: i64,
+    pub(super) wake: Instant,
+}
+
+/// A member that could not start (one clear line for the operator).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Storage could not be opened or recovered.
+    #[error("{0}")]
+    Storage(#[from] crate::storage::StorageError),
+    /// The data dir's state does not fit.
+    #[error("{0}")]
+    Recover(String),
+}
+
+/// Opens the data dir, builds the core and spawns the member task. Returns the handle,
+/// the peer transport (to accept connections with) and a channel that reports a fatal
+/// condition (storage failure, cluster ID mismatch) after which the process must stop.
+pub fn start(
+    cfg: MemberConfig,
+) -> Result<(MemberHandle, PeerNet, mpsc::UnboundedReceiver<String>), StartError> {
+    let policy = StoragePolicy {
+        snapshot_count: cfg.snapshot_count.max(1),
+        max_snapshots: cfg.max_snapshots.max(1),
+        max_wals: cfg.max_wals.max(1),
+        ..StoragePolicy::default()
+    };
+    let (storage, rec) = Storage::open(&cfg.data_dir, cfg.cluster_id, cfg.id, policy)?;
+    for w in &rec.warnings {
+        tracing::warn!("{w}");
+    }
+    let clock = MonotonicClock::start();
+    let now = clock.now();
+    let min_ttl = (cfg.election_ms * 3 / 2).div_ceil(1000) as i64;
+    let mut rcfg = Config::new(MemberId(cfg.id));
+    rcfg.heartbeat_interval_ms = cfg.heartbeat_ms;
+    rcfg.election_timeout_ms = cfg.election_ms;
+    rcfg.pre_vote = cfg.pre_vote;
+    rcfg.seed = cfg.id ^ std::process::id() as u64;
+    rcfg.max_proposal_bytes = (cfg.max_request_bytes as u64).max(1 << 20) * 2;
+    let founding: Vec<MemberInfo> = cfg.initial_members.clone();
+    let mut sm = StateMachine::new(cfg.quota_bytes, min_ttl, founding.clone());
+    sm.kv.kv.set_max_txn_ops(cfg.max_txn_ops);
+    let raft = match rec.state {
+        Some(state) => {
+            if let Some(snap) = &rec.snapshot {
+                sm.install(&snap.data)
+                    .map_err(|e| StartError::Recover(format!("snapshot: {e}")))?;
+                sm.kv.kv.set_max_txn_ops(cfg.max_txn_ops);
+            } else {
+                // Replaying from index 1: the member table starts empty and is rebuilt
+                // by the log (founding members come from the bootstrap entries).
+                sm = StateMachine::new(cfg.quota_bytes, min_ttl, founding.clone());
+                sm.kv.kv.set_max_txn_ops(cfg.max_txn_ops);
+            }
+            RaftNode::restart(rcfg, state, now).map_err(|e| StartError::Recover(e.to_string()))?
+        }
+        None => {
+            let conf = if cfg.new_cluster {
+                ConfState::with_voters(founding.iter().map(|m| MemberId(m.id)))
+            } else {
+                ConfState::default()
+            };
+            RaftNode::new(rcfg, conf, now).map_err(|e| StartError::Recover(e.to_string()))?
+        }
+    };
+    let (fatal_tx, fatal_rx) = mpsc::unbounded_channel();
+    let net = PeerNet::new(cfg.id, cfg.cluster_id, fatal_tx.clone());
+    let metrics = Arc::new(Metrics::default());
+    let (status_tx, status_rx) = watch::channel(Status::default());
+    let (tx, rx) = mpsc::channel(65536);
+    let handle = MemberHandle {
+        tx,
+        id: cfg.id,
+        cluster_id: cfg.cluster_id,
+        status: status_rx,
+        metrics: metrics.clone(),
+        max_request_bytes: cfg.max_request_bytes,
+        election_ms: cfg.election_ms,
+    };
+    let seq0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_millis() as u64)
+        << 16;
+    let mut core = Core {
+        raft,
+        sm,
+        hub: WatchHub::new(WATCH_QUEUE, 1 << 20),
+        sinks: HashMap::new(),
+        clock,
+        id: cfg.id,
+        cluster_id: cfg.cluster_id,
+        name: cfg.name.clone(),
+        storage,
+        net: net.clone(),
+        metrics,
+        status: status_tx,
+        pending: HashMap::new(),
+        // Request numbers start from the wall clock so a restarted member never mistakes
+        // a replayed entry of its previous life for one of its new requests.
+        next_seq: seq0,
+        next_read: 1,
+        reads_by_ctx: HashMap::new(),
+        reads_new: Vec::new(),
+        reads_by_index: Vec::new(),
+        revoking: HashSet::new(),
+        published: false,
+        last_leader: 0,
+        next_lease_id: ((cfg.id as i64) & 0xffff) << 40 | (seq0 as i64 & 0xff_ffff_ffff),
+        wake: Instant::now(),
+        cfg,
+    };
+    core.refresh_peers();
+    tokio::spawn(run(core, rx, fatal_tx));
+    Ok((handle, net, fatal_rx))
+}
+
+async fn run(mut core: Core, mut rx: mpsc::Receiver<Input>, fatal: mpsc::UnboundedSender<String>) {
+    let mut lease_check = tokio::time::interval(Duration::from_millis(500));
+    lease_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut wake = Instant::now();
+    let mut stopping = false;
+    while !stopping {
+        tokio::select! {
+            input = rx.recv() => {
+                let Some(input) = input else { break };
+                if matches!(input, Input::Stop) {
+                    break;
+                }
+                core.handle(input);
+                // Drain what else is waiting: one round, one WAL sync.
+                for _ in 0..4096 {
+                    match rx.try_recv() {
+                        Ok(Input::Stop) => {
+                            stopping = true;
+                            break;
+                        }
+                        Ok(i) => core.handle(i),
+                        Err(_) => break,
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {
+                let now = core.clock.now();
+                core.raft.tick(now);
+            }
+            _ = lease_check.tick() => core.housekeeping(),
+        }
+        core.flush_reads();
+        if let Err(e) = core.drive() {
+            let _ = fatal.send(e.to_string());
+            break;
+        }
+        wake = core.wake;
+    }
+    // Closing the receiver first makes every later request fail at once.
+    rx.close();
+    core.net.close();
+}
+
+impl Core {
+    fn handle(&mut self, input: Input) {
+        let now = self.clock.now();
+        match input {
+            Input::Peer(m) => self.raft.step(now, m),
+            Input::Propose { cmd, reply } => self.propose(cmd, Some(reply)),
+            Input::Stop => {}
+            Input::Read { linearizable, f } => {
+                if linearizable {
+                    self.reads_new.push(f);
+                } else {
+                    f(Ok(self));
+                }
+            }
+        }
+    }
+
+    /// The header for a response served now.
+    pub fn header(&self) -> Header {
+        Header {
+            revision: self.sm.kv.kv.revision(),
+            raft_term: self.raft.term().0,
+        }
+    }
+
+    /// A fresh lease ID (etcd generates them on the member that receives the grant).
+    pub fn new_lease_id(&mut self) -> i64 {
+        self.next_lease_id = (self.next_lease_id + 1) & i64::MAX;
+        self.next_lease_id.max(1)
+    }
+
+    fn propose(&mut self, cmd: Command, reply: Option<Reply>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let data = encode_command(&Proposal {
+            origin: self.id,
+            seq,
+            cmd,
+        });
+        if data.len() > self.cfg.max_request_bytes {
+            if let Some(r) = reply {
+                let _ = r.send(Err(ServerError::TooLarge));
+            }
+            return;
+        }
+        match self.raft.propose(self.clock.now(), data.into()) {
+            Ok(_) => {
+                if let Some(r) = reply {
+                    self.metrics.proposals_pending.fetch_add(1, Relaxed);
+                    self.pending.insert(seq, r);
+                }
+            }
+            Err(e) => {
+                self.metrics.proposals_failed.fetch_add(1, Relaxed);
+                if let Some(r) = reply {
+                    let _ = r.send(Err(propose_error(e)));
+                }
+            }
+        }
+    }
+
+    /// Sends this round's linearizable reads to raft under one context.
+    fn flush_reads(&mut self) {
+        if self.reads_new.is_empty() {
+            return;
+        }
+        let ctx = self.next_read;
+        self.next_read += 1;
+        let reads = std::mem::take(&mut self.reads_new);
+        match self.raft.read_index(self.clock.now(), ReadCtx(ctx)) {
+            Ok(()) => {
+                self.reads_by_ctx.insert(ctx, reads);
+            }
+            Err(e) => {
+                let err = match e {
+                    ReadError::NoLeader => ServerError::NoLeader,
+                    ReadError::Removed => ServerError::Removed,
+                };
+                for f in reads {
+                    f(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    /// Periodic work: expire leases (leader), publish this member's attributes.
+    fn housekeeping(&mut self) {
+        let now = self.clock.now();
+        self.forget_revoked();
+        if self.raft.role() == Role::Leader {
+            for id in self.sm.kv.lessor.expired(now, 64) {
+                if self.revoking.insert(id) {
+                    self.propose(Command::LeaseRevoke { id }, None);
+                }
+            }
+        }
+        let leader_known = self.raft.leader().is_some();
+        if !self.published && leader_known {
+            let name = self.name.clone();
+            let urls = self.cfg.client_urls.clone();
+            let mine = self.sm.members.get(&self.id);
+            if mine.is_some_and(|m| m.name == name && m.client_urls == urls) {
+                self.published = true;
+            } else {
+                self.propose(
+                    Command::PublishMember {
+                        id: self.id,
+                        name,
+                        client_urls: urls,
+                    },
+                    None,
+                );
+            }
+        }
+        self.metrics
+            .db_size
+            .store(self.sm.kv.kv.size_bytes(), Relaxed);
+        self.metrics
+            .keys
+            .store(self.sm.kv.kv.keys_held() as u64, Relaxed);
+        // Compaction runs in slices so it never stalls writes.
+        self.sm.kv.kv.run_compaction(10_000);
+    }
+
+    pub(super) fn refresh_peers(&mut self) {
+        let urls = self
+            .sm
+            .members
+            .values()
+            .map(|m| (m.id, m.peer_urls.clone()))
+            .collect();
+        self.net.set_peer_urls(urls);
+    }
+
+    /// Executes everything raft has ready until it has nothing more.
+    fn drive(&mut self) -> Result<(), ServerError> {
+        loop {
+            let rd = self.raft.ready();
+            if let Some(t) = rd.wake_at {
+                self.wake = self.clock.instant(t);
+            }
+            let empty = rd.is_empty();
+            self.execute(rd)?;
+            if empty && !self.raft.has_ready() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn propose_error(e: ProposeError) -> ServerError {
+    match e {
+        ProposeError::NoLeader | ProposeError::NotLeader { .. } => ServerError::NoLeader,
+        ProposeError::TransferInProgress => ServerError::LeaderChanged,
+        ProposeError::TooLarge { .. } => ServerError::TooLarge,
+        ProposeError::UncommittedLimit => ServerError::TooManyRequests,
+        _ => ServerError::Removed,
+    }
+}

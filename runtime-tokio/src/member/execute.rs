@@ -1,0 +1,193 @@
+//! Executing a raft `Ready`: persist before acknowledging, send, apply committed entries
+//! and answer their proposers, serve confirmed reads, feed watchers.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use keel_core::node::Outcome;
+use keel_core::raft::{EntryPayload, Ready, Role, Snapshot, SoftState, Time};
+
+use super::driver::Core;
+use super::{ServerError, Status};
+
+/// An fsync slower than this is worth a log line (etcd warns at 1 s).
+const SLOW_FSYNC: Duration = Duration::from_secs(1);
+/// A watcher is handed responses only while its stream has this much room, so one
+/// round of responses (fragments included) always fits.
+const SINK_ROOM: usize = 32;
+
+impl Core {
+    pub(super) fn execute(&mut self, rd: Ready) -> Result<(), ServerError> {
+        let now = self.clock.now();
+        if let Some(ss) = rd.soft_state {
+            self.on_soft_state(ss, now);
+        }
+        for m in rd.messages {
+            self.net.send(m);
+        }
+        if let Some(batch) = rd.persist {
+            let t = Instant::now();
+            self.storage
+                .persist(&batch)
+                .map_err(|e| ServerError::Storage(e.to_string()))?;
+            if batch.must_sync {
+                let took = t.elapsed();
+                self.metrics.wal_fsync.observe(took);
+                if took > SLOW_FSYNC {
+                    tracing::warn!(took_ms = took.as_millis() as u64, "slow fdatasync");
+                }
+            }
+            self.raft.persisted(self.clock.now(), batch.seq);
+        }
+        if let Some(snap) = rd.apply_snapshot {
+            self.sm
+                .install(&snap.data)
+                .map_err(|e| ServerError::Storage(format!("snapshot from the leader: {e}")))?;
+            self.sm.kv.kv.set_max_txn_ops(self.cfg.max_txn_ops);
+            self.refresh_peers();
+            tracing::info!(
+                index = snap.meta.index.0,
+                "installed snapshot from the leader"
+            );
+        }
+        if !rd.committed.is_empty() {
+            self.apply(&rd.committed, now)?;
+        }
+        for rs in rd.read_states {
+            if let Some(reads) = self.reads_by_ctx.remove(&rs.ctx.0) {
+                self.reads_by_index
+                    .extend(reads.into_iter().map(|f| (rs.index, f)));
+            }
+        }
+        for ctx in rd.dropped_reads {
+            for f in self.reads_by_ctx.remove(&ctx.0).unwrap_or_default() {
+                f(Err(ServerError::LeaderChanged));
+            }
+        }
+        if rd.want_snapshot {
+            let data = self.sm.snapshot();
+            self.raft.compact(now, data);
+        }
+        self.serve_reads();
+        self.flush_watches();
+        Ok(())
+    }
+
+    fn apply(&mut self, entries: &[keel_core::raft::Entry], now: Time) -> Result<(), ServerError> {
+        let t = Instant::now();
+        let mut members_changed = false;
+        for e in entries {
+            members_changed |= !matches!(e.payload, EntryPayload::Normal(_) | EntryPayload::Empty);
+            let applied = self.sm.apply(e, now);
+            self.metrics.proposals_applied.fetch_add(1, Relaxed);
+            self.metrics.proposals_committed.fetch_add(1, Relaxed);
+            let Some(a) = applied else { continue };
+            members_changed |= matches!(a.outcome, Outcome::Member);
+            if a.origin == self.id {
+                if let Some(reply) = self.pending.remove(&a.seq) {
+                    self.metrics.proposals_pending.fetch_sub(1, Relaxed);
+                    let _ = reply.send(Ok((a.outcome, self.header())));
+                }
+            }
+        }
+        let events = self.sm.kv.kv.take_events();
+        self.hub.on_events(&events);
+        if members_changed {
+            self.refresh_peers();
+        }
+        self.metrics.apply.observe(t.elapsed());
+        if self.storage.note_applied(entries) {
+            let data = self.sm.snapshot();
+            let meta = self.raft.compact(now, data.clone());
+            self.storage
+                .save_snapshot(&Snapshot { meta, data })
+                .map_err(|e| ServerError::Storage(e.to_string()))?;
+            tracing::info!(index = self.sm.applied(), "snapshot taken");
+        }
+        Ok(())
+    }
+
+    fn on_soft_state(&mut self, ss: SoftState, now: Time) {
+        let leader = ss.leader.0;
+        let is_leader = ss.role == Role::Leader;
+        self.metrics.term.store(ss.term.0, Relaxed);
+        self.metrics
+            .has_leader
+            .store(u64::from(leader != 0), Relaxed);
+        self.metrics.is_leader.store(u64::from(is_leader), Relaxed);
+        if leader != self.last_leader {
+            if leader != 0 {
+                self.metrics.leader_changes.fetch_add(1, Relaxed);
+            }
+            if is_leader {
+                tracing::info!(term = ss.term.0, "became leader");
+            } else if leader != 0 {
+                tracing::info!(leader = %format!("{leader:x}"), term = ss.term.0, "leader elected");
+            } else {
+                tracing::warn!(term = ss.term.0, "no leader");
+            }
+            self.last_leader = leader;
+        }
+        // Only the leader tracks lease expiry; a new leader gives every lease a fresh TTL
+        // plus an election timeout so no lease expires because of the election.
+        let lessor = &mut self.sm.kv.lessor;
+        if is_leader && !lessor.is_primary() {
+            lessor.promote(now, self.cfg.election_ms);
+        } else if !is_leader && lessor.is_primary() {
+            lessor.demote();
+        }
+        self.status.send_replace(Status {
+            leader,
+            term: ss.term.0,
+            is_leader,
+        });
+    }
+
+    fn serve_reads(&mut self) {
+        if self.reads_by_index.is_empty() {
+            return;
+        }
+        let applied = self.sm.applied();
+        let waiting = std::mem::take(&mut self.reads_by_index);
+        let (ready, rest): (Vec<_>, Vec<_>) =
+            waiting.into_iter().partition(|(i, _)| i.0 <= applied);
+        self.reads_by_index = rest;
+        for (_, f) in ready {
+            f(Ok(self));
+        }
+    }
+
+    /// Hands queued watch events to streams that have room; the rest stay in the hub
+    /// (falling back to history when they pile up).
+    pub fn flush_watches(&mut self) {
+        if self.sinks.is_empty() {
+            return;
+        }
+        self.hub.catch_up(&self.sm.kv.kv);
+        let rev = self.sm.kv.kv.revision();
+        let sinks = &self.sinks;
+        let out = self.hub.take_responses_if(rev, |id| {
+            sinks.get(&id).is_some_and(|s| s.tx.capacity() >= SINK_ROOM)
+        });
+        for r in out {
+            let id = r.watch_id;
+            let canceled = r.canceled;
+            let gone = match self.sinks.get(&id) {
+                Some(s) => s.tx.try_send(r).is_err() && s.tx.is_closed(),
+                None => true,
+            };
+            if canceled || gone {
+                self.sinks.remove(&id);
+                if gone {
+                    self.hub.cancel(id);
+                }
+            }
+        }
+    }
+
+    /// Drops bookkeeping for leases that no longer exist.
+    pub(super) fn forget_revoked(&mut self) {
+        let lessor = &self.sm.kv.lessor;
+        self.revoking.retain(|id| lessor.contains(*id));
+    }
+}

@@ -1,0 +1,186 @@
+//! One member on tokio: a single task owns raft, the state machine, the watch hub and the
+//! storage (so the core needs no locks), fed through a channel by the gRPC services and
+//! the peer transport.
+//!
+//! - Writes become [`Command`]s proposed to raft; the answer comes back when the entry is
+//!   applied here (forwarded proposals are applied here too, so the origin answers).
+//! - Reads run as closures on the member task: serializable ones at once, linearizable
+//!   ones after a ReadIndex round confirms leadership and the state has caught up.
+//! - Requests that arrive while the task is busy (fsync) are drained together, so one
+//!   WAL sync covers many client writes.
+
+mod driver;
+mod errors;
+mod execute;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_core::node::{Command, MemberInfo, Outcome};
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use driver::{start, Core, StartError, WatchSink};
+pub use errors::ServerError;
+
+use crate::metrics::Metrics;
+
+/// How long a client request may wait for raft before "request timed out" (etcd: 5 s
+/// plus two election timeouts for writes; one value is enough here).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
+
+/// Everything a member needs to start.
+#[derive(Clone, Debug)]
+pub struct MemberConfig {
+    /// This member's ID.
+    pub id: u64,
+    /// The cluster's ID.
+    pub cluster_id: u64,
+    /// `--name`.
+    pub name: String,
+    /// `--data-dir`.
+    pub data_dir: PathBuf,
+    /// The founding members (used only when the data dir is empty and the cluster new).
+    pub initial_members: Vec<MemberInfo>,
+    /// `--initial-cluster-state new` (bootstrap) or `existing` (join).
+    pub new_cluster: bool,
+    /// `--heartbeat-interval` in ms.
+    pub heartbeat_ms: u64,
+    /// `--election-timeout` in ms.
+    pub election_ms: u64,
+    /// `--snapshot-count`.
+    pub snapshot_count: u64,
+    /// `--max-snapshots`.
+    pub max_snapshots: usize,
+    /// `--max-wals`.
+    pub max_wals: usize,
+    /// `--quota-backend-bytes` (resolved: never 0).
+    pub quota_bytes: u64,
+    /// `--max-txn-ops`.
+    pub max_txn_ops: usize,
+    /// `--max-request-bytes`.
+    pub max_request_bytes: usize,
+    /// `--advertise-client-urls`, published to the cluster once serving.
+    pub client_urls: Vec<String>,
+    /// `--pre-vote`.
+    pub pre_vote: bool,
+}
+
+/// The header every response carries.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Header {
+    /// Keyspace revision when the request was served.
+    pub revision: i64,
+    /// Raft term.
+    pub raft_term: u64,
+}
+
+/// What the member task is asked to do.
+pub(crate) enum Input {
+    /// A message from a peer.
+    Peer(keel_core::raft::Message),
+    /// Propose a command and answer when applied.
+    Propose {
+        cmd: Command,
+        reply: oneshot::Sender<Result<(Outcome, Header), ServerError>>,
+    },
+    /// Stop the member task (shutdown).
+    Stop,
+    /// Run on the member's state (serializable) or after a ReadIndex (linearizable).
+    Read { linearizable: bool, f: ReadFn },
+}
+
+/// A read to run on the member task; the argument is `Err` if it can't be served.
+pub(crate) type ReadFn = Box<dyn FnOnce(Result<&mut Core, ServerError>) + Send>;
+
+/// What a member shows of itself without asking its task.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Status {
+    /// Current leader (0: none).
+    pub leader: u64,
+    /// Current term.
+    pub term: u64,
+    /// Whether this member leads.
+    pub is_leader: bool,
+}
+
+/// The way services talk to a running member.
+#[derive(Clone)]
+pub struct MemberHandle {
+    pub(crate) tx: mpsc::Sender<Input>,
+    /// This member.
+    pub id: u64,
+    /// Its cluster.
+    pub cluster_id: u64,
+    /// Latest leader and term.
+    pub status: watch::Receiver<Status>,
+    /// Counters and histograms for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// `--max-request-bytes`.
+    pub max_request_bytes: usize,
+    /// `--election-timeout` in ms.
+    pub election_ms: u64,
+}
+
+impl MemberHandle {
+    /// Proposes a write and waits for its outcome.
+    pub async fn propose(&self, cmd: Command) -> Result<(Outcome, Header), ServerError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Input::Propose { cmd, reply })
+            .await
+            .map_err(|_| ServerError::Stopped)?;
+        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(ServerError::Stopped),
+            Err(_) => Err(ServerError::Timeout),
+        }
+    }
+
+    /// Runs `f` on the member's state: at once when `linearizable` is false, otherwise
+    /// once the leader confirmed its commit index and this member applied it.
+    pub async fn read<R, F>(&self, linearizable: bool, f: F) -> Result<R, ServerError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Core) -> R + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let f: ReadFn = Box::new(move |core| {
+            let _ = tx.send(core.map(f));
+        });
+        self.tx
+            .send(Input::Read { linearizable, f })
+            .await
+            .map_err(|_| ServerError::Stopped)?;
+        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(ServerError::Stopped),
+            Err(_) => Err(ServerError::Timeout),
+        }
+    }
+
+    /// Hands a peer's raft message to the member; false once the member has stopped.
+    /// Never waits: when the member is overwhelmed the message is dropped, and raft
+    /// retransmits.
+    pub fn deliver(&self, m: keel_core::raft::Message) -> bool {
+        !matches!(
+            self.tx.try_send(Input::Peer(m)),
+            Err(mpsc::error::TrySendError::Closed(_))
+        )
+    }
+
+    /// Stops the member task: pending requests fail with "server stopped".
+    pub async fn stop(&self) {
+        let _ = self.tx.send(Input::Stop).await;
+        self.tx.closed().await;
+    }
+
+    /// Runs `f` on the member's state now (serializable).
+    pub async fn local<R, F>(&self, f: F) -> Result<R, ServerError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Core) -> R + Send + 'static,
+    {
+        self.read(false, f).await
+    }
+}

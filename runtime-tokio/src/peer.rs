@@ -1,0 +1,317 @@
+//! The peer transport: one long-lived TCP stream per peer and direction, carrying raft
+//! messages in length-prefixed frames, batched while the socket is busy.
+//!
+//! A stream opens with a handshake naming the cluster and both members. A member of
+//! another cluster is refused with "cluster ID mismatch"; the dialing side, which is the
+//! one whose configuration points at the wrong cluster, reports both IDs and stops
+//! (through the `fatal` channel), while the accepting side only refuses, so a stray
+//! member can never take a healthy cluster down.
+//!
+//! Sending never blocks raft: each peer has a bounded queue, and a message that does not
+//! fit is dropped (raft retransmits). A lost connection is redialed with backoff.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use keel_core::raft::{decode_message, encode_message, Message};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+const MAGIC: &[u8; 8] = b"KEELPEER";
+const VERSION: u8 = 1;
+const HANDSHAKE_LEN: usize = 8 + 1 + 8 + 8 + 8;
+/// Largest frame accepted: a snapshot chunk (1 MiB by default) plus headroom. A larger
+/// length is a hostile or confused peer, never an allocation request.
+const MAX_FRAME: usize = 64 << 20;
+const QUEUE: usize = 4096;
+/// Bytes gathered into one write while more messages are queued.
+const BATCH_BYTES: usize = 256 << 10;
+
+const ACCEPTED: u8 = 0;
+const CLUSTER_MISMATCH: u8 = 1;
+const WRONG_MEMBER: u8 = 2;
+
+/// Sends raft messages to peers.
+#[derive(Clone)]
+pub struct PeerNet {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: u64,
+    cluster_id: u64,
+    queues: Mutex<HashMap<u64, mpsc::Sender<Message>>>,
+    addrs: Mutex<HashMap<u64, Vec<String>>>,
+    fatal: mpsc::UnboundedSender<String>,
+}
+
+impl PeerNet {
+    /// A transport for member `id` of `cluster_id`; a peer of another cluster is
+    /// reported on `fatal`.
+    pub fn new(id: u64, cluster_id: u64, fatal: mpsc::UnboundedSender<String>) -> PeerNet {
+        PeerNet {
+            inner: Arc::new(Inner {
+                id,
+                cluster_id,
+                queues: Mutex::new(HashMap::new()),
+                addrs: Mutex::new(HashMap::new()),
+                fatal,
+            }),
+        }
+    }
+
+    /// Where each peer listens (its peer URLs), as the member table says.
+    pub fn set_peer_urls(&self, urls: HashMap<u64, Vec<String>>) {
+        if let Ok(mut a) = self.inner.addrs.lock() {
+            *a = urls;
+        }
+    }
+
+    /// Queues a message for its recipient; drops it if the peer's queue is full.
+    pub fn send(&self, m: Message) {
+        let to = m.to.0;
+        if to == self.inner.id {
+            return;
+        }
+        let Ok(mut queues) = self.inner.queues.lock() else {
+            return;
+        };
+        let q = queues.entry(to).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tokio::spawn(writer(self.inner.clone(), to, rx));
+            tx
+        });
+        let _ = q.try_send(m);
+    }
+
+    /// Closes every peer stream (the member is stopping).
+    pub fn close(&self) {
+        if let Ok(mut q) = self.inner.queues.lock() {
+            q.clear();
+        }
+    }
+
+    fn addr_of(&self, to: u64) -> Option<String> {
+        self.inner
+            .addrs
+            .lock()
+            .ok()
+            .and_then(|a| a.get(&to).and_then(|u| u.first().cloned()))
+    }
+}
+
+/// The host:port of an `http(s)://host:port` URL.
+pub fn url_host_port(url: &str) -> Option<&str> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let hp = rest.split('/').next()?;
+    (!hp.is_empty()).then_some(hp)
+}
+
+async fn writer(inner: Arc<Inner>, to: u64, mut rx: mpsc::Receiver<Message>) {
+    let net = PeerNet {
+        inner: inner.clone(),
+    };
+    let mut backoff = Duration::from_millis(50);
+    let mut reported = false;
+    loop {
+        if rx.is_closed() {
+            return;
+        }
+        let Some(addr) = net.addr_of(to) else {
+            // Unknown address: drop what is queued and look again later.
+            while rx.try_recv().is_ok() {}
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        match dial(&inner, to, &addr).await {
+            Ok(stream) => {
+                if reported {
+                    tracing::info!(peer = %format!("{to:x}"), "peer connection restored");
+                    reported = false;
+                }
+                backoff = Duration::from_millis(50);
+                if pump(stream, &mut rx).await.is_none() {
+                    return; // the transport is gone
+                }
+            }
+            Err(DialError::Fatal(msg)) => {
+                let _ = inner.fatal.send(msg);
+                return;
+            }
+            Err(DialError::Io(e)) => {
+                if !reported {
+                    tracing::warn!(peer = %format!("{to:x}"), %addr, error = %e, "peer unreachable");
+                    reported = true;
+                }
+            }
+        }
+        // Messages queued while disconnected are stale by the time we reconnect.
+        while rx.try_recv().is_ok() {}
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+enum DialError {
+    Io(std::io::Error),
+    Fatal(String),
+}
+
+async fn dial(inner: &Inner, to: u64, url: &str) -> Result<TcpStream, DialError> {
+    let hp = url_host_port(url).unwrap_or(url).to_string();
+    let mut s = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(hp))
+        .await
+        .map_err(|_| DialError::Io(std::io::ErrorKind::TimedOut.into()))?
+        .map_err(DialError::Io)?;
+    s.set_nodelay(true).map_err(DialError::Io)?;
+    let mut hs = Vec::with_capacity(HANDSHAKE_LEN);
+    hs.extend_from_slice(MAGIC);
+    hs.push(VERSION);
+    hs.extend_from_slice(&inner.cluster_id.to_le_bytes());
+    hs.extend_from_slice(&inner.id.to_le_bytes());
+    hs.extend_from_slice(&to.to_le_bytes());
+    s.write_all(&hs).await.map_err(DialError::Io)?;
+    let mut status = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut status))
+        .await
+        .map_err(|_| DialError::Io(std::io::ErrorKind::TimedOut.into()))?
+        .map_err(DialError::Io)?;
+    let theirs = u64::from_le_bytes(status[1..9].try_into().unwrap_or([0; 8]));
+    match status[0] {
+        ACCEPTED => Ok(s),
+        CLUSTER_MISMATCH => Err(DialError::Fatal(format!(
+            "cluster ID mismatch: member {to:x} at {url} belongs to cluster {theirs:x}, this member ({:x}) to cluster {:x}",
+            inner.id, inner.cluster_id
+        ))),
+        WRONG_MEMBER => Err(DialError::Io(std::io::Error::other(format!(
+            "{url} is member {theirs:x}, not {to:x}"
+        )))),
+        _ => Err(DialError::Io(std::io::Error::other("bad handshake reply"))),
+    }
+}
+
+/// Writes queued messages until the connection fails (Some) or the queue closes (None).
+async fn pump(stream: TcpStream, rx: &mut mpsc::Receiver<Message>) -> Option<()> {
+    let mut w = BufWriter::with_capacity(BATCH_BYTES, stream);
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        let m = rx.recv().await?;
+        frame(&m, &mut buf);
+        // Gather whatever else is already queued into the same write.
+        while buf.len() < BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(m) => frame(&m, &mut buf),
+                Err(_) => break,
+            }
+        }
+        if w.write_all(&buf).await.is_err() || w.flush().await.is_err() {
+            return Some(());
+        }
+        buf.clear();
+    }
+}
+
+fn frame(m: &Message, buf: &mut Vec<u8>) {
+    let at = buf.len();
+    buf.extend_from_slice(&[0; 4]);
+    encode_message(m, buf);
+    let len = (buf.len() - at - 4) as u32;
+    buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// Accepts peer connections and hands their messages to `deliver`.
+pub async fn serve(
+    listener: TcpListener,
+    id: u64,
+    cluster_id: u64,
+    deliver: impl Fn(Message) -> bool + Send + Sync + Clone + 'static,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let Ok((s, from)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let deliver = deliver.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_conn(s, id, cluster_id, deliver).await {
+                tracing::debug!(%from, error = %e, "peer connection closed");
+            }
+        });
+    }
+}
+
+async fn serve_conn(
+    mut s: TcpStream,
+    id: u64,
+    cluster_id: u64,
+    deliver: impl Fn(Message) -> bool,
+) -> std::io::Result<()> {
+    s.set_nodelay(true)?;
+    let mut hs = [0u8; HANDSHAKE_LEN];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut hs))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    if &hs[..8] != MAGIC || hs[8] != VERSION {
+        return Err(std::io::Error::other("not a keel peer"));
+    }
+    let word = |i: usize| u64::from_le_bytes(hs[i..i + 8].try_into().unwrap_or([0; 8]));
+    let (their_cluster, from, to) = (word(9), word(17), word(25));
+    let (status, info) = if their_cluster != cluster_id {
+        tracing::warn!(
+            peer = %format!("{from:x}"),
+            local_cluster = %format!("{cluster_id:x}"),
+            remote_cluster = %format!("{their_cluster:x}"),
+            "refused peer: cluster ID mismatch"
+        );
+        (CLUSTER_MISMATCH, cluster_id)
+    } else if to != id {
+        (WRONG_MEMBER, id)
+    } else {
+        (ACCEPTED, id)
+    };
+    let mut reply = [0u8; 9];
+    reply[0] = status;
+    reply[1..].copy_from_slice(&info.to_le_bytes());
+    s.write_all(&reply).await?;
+    if status != ACCEPTED {
+        return Ok(());
+    }
+    let mut r = tokio::io::BufReader::with_capacity(BATCH_BYTES, s);
+    loop {
+        let len = r.read_u32_le().await? as usize;
+        if len > MAX_FRAME {
+            return Err(std::io::Error::other(format!(
+                "frame of {len} bytes exceeds the limit"
+            )));
+        }
+        let mut b = BytesMut::zeroed(len);
+        r.read_exact(&mut b).await?;
+        let b: Bytes = b.freeze();
+        match decode_message(&b) {
+            // Only messages addressed to us and from the member that opened the stream.
+            Ok(m) if m.to.0 == id && m.from.0 == from => {
+                if !deliver(m) {
+                    return Ok(());
+                }
+            }
+            Ok(_) => return Err(std::io::Error::other("misaddressed message")),
+            Err(e) => return Err(std::io::Error::other(format!("bad message: {e}"))),
+        }
+    }
+}
+
+/// Parses `host:port` of a listen URL into a socket address (`localhost` is 127.0.0.1).
+pub fn listen_addr(url: &str) -> Option<SocketAddr> {
+    let hp = url_host_port(url)?;
+    let hp = hp.replace("localhost", "127.0.0.1");
+    hp.parse().ok()
+}

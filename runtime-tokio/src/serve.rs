@@ -1,0 +1,85 @@
+//! A whole member process: the member task, its peer listeners and its client listeners
+//! (gRPC and HTTP on the same port), until shutdown or a fatal error.
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::member::{start, MemberConfig, MemberHandle};
+use crate::{grpc, http, peer};
+
+/// Runs a member on already-bound listeners until `shutdown` completes (Ok) or the member
+/// fails (Err with one line for the operator). `on_ready` runs once the member serves.
+pub async fn run(
+    cfg: MemberConfig,
+    client: Vec<TcpListener>,
+    peers: Vec<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+    on_ready: impl FnOnce(&MemberHandle),
+) -> Result<(), String> {
+    let (handle, _net, mut fatal) = start(cfg).map_err(|e| e.to_string())?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    for l in peers {
+        let h = handle.clone();
+        tokio::spawn(peer::serve(
+            l,
+            handle.id,
+            handle.cluster_id,
+            move |m| h.deliver(m),
+            stop_rx.clone(),
+        ));
+    }
+    let mut servers = Vec::new();
+    for l in client {
+        let router = grpc::routes(&handle)
+            .into_axum_router()
+            .merge(http::router(handle.clone()));
+        let mut stop = stop_rx.clone();
+        servers.push(tokio::spawn(
+            tonic::transport::Server::builder()
+                .accept_http1(true)
+                .add_routes(tonic::service::Routes::from(router))
+                .serve_with_incoming_shutdown(TcpListenerStream::new(l), async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                }),
+        ));
+    }
+    on_ready(&handle);
+    let result = tokio::select! {
+        _ = shutdown => Ok(()),
+        e = fatal.recv() => Err(e.unwrap_or_else(|| "member stopped".into())),
+    };
+    // Stop accepting, let in-flight requests finish (bounded), then leave: every
+    // acknowledged write is already synced to the WAL.
+    let _ = stop_tx.send(true);
+    let drain = async {
+        for s in servers {
+            let _ = s.await;
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
+    handle.stop().await;
+    result
+}
+
+/// Tells systemd the member is ready when started by a `Type=notify` unit.
+pub fn notify_systemd_ready() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = path.as_encoded_bytes();
+    let sent = if let Some(abstract_name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)
+            .and_then(|a| sock.send_to_addr(b"READY=1", &a))
+    } else {
+        sock.send_to(b"READY=1", std::path::Path::new(&path))
+    };
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, "could not notify systemd");
+    }
+}

@@ -1,0 +1,267 @@
+//! Members on loopback, driven through etcd's gRPC API: single-member answers, a
+//! three-member cluster with forwarding, linearizable reads from followers, leader
+//! loss, and restart from the data dir.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{plan, wait_leader};
+use keel_runtime_tokio::pb::etcdserverpb as pb;
+use pb::lease_client::LeaseClient;
+use pb::watch_client::WatchClient;
+use tokio_stream::StreamExt;
+
+fn put(k: &str, v: &str) -> pb::PutRequest {
+    pb::PutRequest {
+        key: Bytes::copy_from_slice(k.as_bytes()),
+        value: Bytes::copy_from_slice(v.as_bytes()),
+        ..Default::default()
+    }
+}
+
+fn get(k: &str) -> pb::RangeRequest {
+    pb::RangeRequest {
+        key: Bytes::copy_from_slice(k.as_bytes()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_member_answers_like_etcd() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut p = plan(1).await;
+    let mut m = p.start(0, dir.path()).await;
+    wait_leader(&[m.client_url.clone()]).await;
+    let mut kv = m.kv().await;
+
+    let r = kv.put(put("foo", "bar")).await.expect("put").into_inner();
+    let h = r.header.expect("header");
+    assert_eq!((h.cluster_id, h.member_id, h.revision), (0xc1, m.id, 2));
+    kv.put(put("foo", "baz")).await.expect("put");
+    let r = kv.range(get("foo")).await.expect("get").into_inner();
+    assert_eq!(r.count, 1);
+    let got = &r.kvs[0];
+    assert_eq!(
+        (
+            &got.value[..],
+            got.create_revision,
+            got.mod_revision,
+            got.version
+        ),
+        (&b"baz"[..], 2, 3, 2)
+    );
+
+    // A watch from a past revision replays, then follows live writes.
+    let mut w = WatchClient::new(common::channel(&m.client_url).await);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+            pb::WatchCreateRequest {
+                key: Bytes::from_static(b"foo"),
+                start_revision: 2,
+                prev_kv: true,
+                ..Default::default()
+            },
+        )),
+    })
+    .await
+    .expect("send");
+    let mut stream = w
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("watch")
+        .into_inner();
+    let created = stream.next().await.expect("created").expect("ok");
+    assert!(created.created);
+    kv.put(put("foo", "qux")).await.expect("put");
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let r = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("event in time")
+            .expect("stream")
+            .expect("ok");
+        seen.extend(r.events.into_iter().map(|e| {
+            let kv = e.kv.expect("kv");
+            (kv.mod_revision, kv.value)
+        }));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (2, Bytes::from_static(b"bar")),
+            (3, Bytes::from_static(b"baz")),
+            (4, Bytes::from_static(b"qux"))
+        ]
+    );
+
+    // Reads at a past revision, then compaction and etcd's errors.
+    let mut old = get("foo");
+    old.revision = 2;
+    let r = kv.range(old.clone()).await.expect("get@2").into_inner();
+    assert_eq!(&r.kvs[0].value[..], b"bar");
+    kv.compact(pb::CompactionRequest {
+        revision: 3,
+        physical: true,
+    })
+    .await
+    .expect("compact");
+    let e = kv.range(old).await.expect_err("compacted");
+    assert_eq!(e.code(), tonic::Code::OutOfRange);
+    assert_eq!(
+        e.message(),
+        "etcdserver: mvcc: required revision has been compacted"
+    );
+    let mut future = get("foo");
+    future.revision = 99;
+    let e = kv.range(future).await.expect_err("future");
+    assert_eq!(
+        e.message(),
+        "etcdserver: mvcc: required revision is a future revision"
+    );
+    let e = kv.put(put("", "x")).await.expect_err("empty key");
+    assert_eq!(
+        (e.code(), e.message()),
+        (
+            tonic::Code::InvalidArgument,
+            "etcdserver: key is not provided"
+        )
+    );
+
+    // Leases: attach, revoke deletes the key in one revision.
+    let mut lease = LeaseClient::new(common::channel(&m.client_url).await);
+    let g = lease
+        .lease_grant(pb::LeaseGrantRequest { ttl: 60, id: 0 })
+        .await
+        .expect("grant")
+        .into_inner();
+    assert!(g.id > 0);
+    assert_eq!(g.ttl, 60);
+    let mut p2 = put("leased", "v");
+    p2.lease = g.id;
+    kv.put(p2).await.expect("put with lease");
+    let ttl = lease
+        .lease_time_to_live(pb::LeaseTimeToLiveRequest {
+            id: g.id,
+            keys: true,
+        })
+        .await
+        .expect("ttl")
+        .into_inner();
+    assert_eq!(ttl.granted_ttl, 60);
+    assert_eq!(ttl.keys, vec![Bytes::from_static(b"leased")]);
+    lease
+        .lease_revoke(pb::LeaseRevokeRequest { id: g.id })
+        .await
+        .expect("revoke");
+    let r = kv.range(get("leased")).await.expect("get").into_inner();
+    assert_eq!(r.count, 0, "revoking the lease deleted its key");
+    let e = lease
+        .lease_revoke(pb::LeaseRevokeRequest { id: g.id })
+        .await
+        .expect_err("gone");
+    assert_eq!(
+        (e.code(), e.message()),
+        (
+            tonic::Code::NotFound,
+            "etcdserver: requested lease not found"
+        )
+    );
+
+    m.stop().await;
+    // Restart from the data dir: everything acknowledged is there.
+    let mut m = p.start(0, dir.path()).await;
+    wait_leader(&[m.client_url.clone()]).await;
+    let mut kv = m.kv().await;
+    let r = kv.range(get("foo")).await.expect("get").into_inner();
+    assert_eq!(&r.kvs[0].value[..], b"qux");
+    assert_eq!(r.header.expect("header").revision, 6);
+    m.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_forward_read_linearizably_and_survive_leader_loss() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut p = plan(3).await;
+    let mut ms = Vec::new();
+    for i in 0..3 {
+        ms.push(p.start(i, dir.path()).await);
+    }
+    let urls: Vec<String> = ms.iter().map(|m| m.client_url.clone()).collect();
+    let leader = wait_leader(&urls).await;
+    // Every member takes writes (followers forward) and reads its own writes.
+    let mut n = 0;
+    for round in 0..10 {
+        for m in &ms {
+            let mut kv = m.kv().await;
+            let key = format!("k{round}-{:x}", m.id);
+            kv.put(put(&key, "v")).await.expect("put via any member");
+            n += 1;
+            for other in &ms {
+                let r = other.kv().await.range(get(&key)).await.expect("get");
+                assert_eq!(
+                    r.into_inner().count,
+                    1,
+                    "linearizable read on {:x}",
+                    other.id
+                );
+            }
+        }
+    }
+    assert_eq!(n, 30);
+    // Stop the leader: the others elect a new one and keep every acknowledged write.
+    let li = ms
+        .iter()
+        .position(|m| m.id == leader)
+        .expect("leader is a member");
+    ms[li].stop().await;
+    let rest: Vec<String> = ms
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != li)
+        .map(|(_, m)| m.client_url.clone())
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let new_leader = loop {
+        let l = wait_leader(&rest).await;
+        if l != leader {
+            break l;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no new leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_ne!(new_leader, leader);
+    let survivor = &ms[(li + 1) % 3];
+    let mut kv = survivor.kv().await;
+    kv.put(put("after", "failover"))
+        .await
+        .expect("put after failover");
+    let all = pb::RangeRequest {
+        key: Bytes::from_static(b"k"),
+        range_end: Bytes::from_static(b"l"),
+        count_only: true,
+        ..Default::default()
+    };
+    assert_eq!(kv.range(all).await.expect("count").into_inner().count, 30);
+    // The old leader comes back as a follower and catches up.
+    ms[li] = p.start(li, dir.path()).await;
+    let mut kv = ms[li].kv().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(r) = kv.range(get("after")).await {
+            if r.into_inner().count == 1 {
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "restarted member caught up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for m in &mut ms {
+        m.stop().await;
+    }
+}

@@ -1,0 +1,179 @@
+//! In-process clusters on loopback for the runtime's integration tests.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use keel_core::node::MemberInfo;
+use keel_runtime_tokio::member::MemberConfig;
+use keel_runtime_tokio::pb::etcdserverpb::kv_client::KvClient;
+use keel_runtime_tokio::pb::etcdserverpb::maintenance_client::MaintenanceClient;
+use keel_runtime_tokio::pb::etcdserverpb::StatusRequest;
+use keel_runtime_tokio::serve;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+/// A member running in this process.
+pub struct Running {
+    pub id: u64,
+    pub client_url: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), String>>>,
+}
+
+impl Running {
+    /// Stops the member (as SIGTERM would) and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+
+    /// Kills the member abruptly (its task is aborted mid-flight).
+    pub fn kill(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+        self.stop = None;
+    }
+
+    pub async fn kv(&self) -> KvClient<Channel> {
+        KvClient::new(channel(&self.client_url).await)
+    }
+}
+
+pub async fn channel(url: &str) -> Channel {
+    Channel::from_shared(url.to_string())
+        .expect("url")
+        .connect_timeout(Duration::from_secs(2))
+        .connect_lazy()
+}
+
+/// Listeners and URLs for `n` members on loopback.
+pub struct Plan {
+    pub members: Vec<MemberInfo>,
+    client: Vec<Option<TcpListener>>,
+    peer: Vec<Option<TcpListener>>,
+}
+
+pub async fn plan(n: usize) -> Plan {
+    let mut members = Vec::new();
+    let mut client = Vec::new();
+    let mut peer = Vec::new();
+    for i in 0..n {
+        let c = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let p = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        members.push(MemberInfo {
+            id: 0x100 + i as u64,
+            name: format!("m{i}"),
+            peer_urls: vec![format!("http://{}", p.local_addr().expect("addr"))],
+            client_urls: vec![format!("http://{}", c.local_addr().expect("addr"))],
+            learner: false,
+        });
+        client.push(Some(c));
+        peer.push(Some(p));
+    }
+    Plan {
+        members,
+        client,
+        peer,
+    }
+}
+
+pub fn config(plan: &Plan, i: usize, dir: &Path) -> MemberConfig {
+    let m = &plan.members[i];
+    MemberConfig {
+        id: m.id,
+        cluster_id: 0xc1,
+        name: m.name.clone(),
+        data_dir: dir.join(&m.name),
+        initial_members: plan
+            .members
+            .iter()
+            .map(|m| MemberInfo {
+                client_urls: vec![],
+                ..m.clone()
+            })
+            .collect(),
+        new_cluster: true,
+        heartbeat_ms: 50,
+        election_ms: 500,
+        snapshot_count: 100_000,
+        max_snapshots: 5,
+        max_wals: 5,
+        quota_bytes: 2 << 30,
+        max_txn_ops: 128,
+        max_request_bytes: 1536 * 1024,
+        client_urls: m.client_urls.clone(),
+        pre_vote: true,
+    }
+}
+
+impl Plan {
+    /// Starts member `i` on its planned listeners (rebinding its ports after a stop).
+    pub async fn start(&mut self, i: usize, dir: &Path) -> Running {
+        let cfg = config(self, i, dir);
+        let m = &self.members[i];
+        let client = match self.client[i].take() {
+            Some(l) => l,
+            None => rebind(&m.client_urls[0]).await,
+        };
+        let peer = match self.peer[i].take() {
+            Some(l) => l,
+            None => rebind(&m.peer_urls[0]).await,
+        };
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(serve::run(
+            cfg,
+            vec![client],
+            vec![peer],
+            async move {
+                let _ = rx.await;
+            },
+            |_| {},
+        ));
+        Running {
+            id: m.id,
+            client_url: m.client_urls[0].clone(),
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+}
+
+async fn rebind(url: &str) -> TcpListener {
+    let addr = url.trim_start_matches("http://");
+    for _ in 0..100 {
+        if let Ok(l) = TcpListener::bind(addr).await {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("could not rebind {addr}");
+}
+
+/// Waits until some member reports a leader; returns the leader's ID.
+pub async fn wait_leader(urls: &[String]) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        for u in urls {
+            let mut c = MaintenanceClient::new(channel(u).await);
+            if let Ok(r) = c.status(StatusRequest {}).await {
+                let leader = r.into_inner().leader;
+                if leader != 0 {
+                    return leader;
+                }
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no leader within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
