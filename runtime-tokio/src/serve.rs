@@ -45,10 +45,22 @@ pub async fn run(
                 }),
         ));
     }
-    on_ready(&handle);
-    let result = tokio::select! {
-        _ = shutdown => Ok(()),
-        e = fatal.recv() => Err(e.unwrap_or_else(|| "member stopped".into())),
+    // Like etcd, announce readiness once this member's attributes are replicated.
+    let mut status = handle.status.clone();
+    let mut on_ready = Some(on_ready);
+    tokio::pin!(shutdown);
+    let result = loop {
+        tokio::select! {
+            r = status.wait_for(|s| s.published), if on_ready.is_some() => {
+                if r.is_ok() {
+                    if let Some(f) = on_ready.take() {
+                        f(&handle);
+                    }
+                }
+            }
+            _ = &mut shutdown => break Ok(()),
+            e = fatal.recv() => break Err(e.unwrap_or_else(|| "member stopped".into())),
+        }
     };
     // Stop accepting, let in-flight requests finish (bounded), then leave: every
     // acknowledged write is already synced to the WAL.

@@ -239,15 +239,20 @@ pub fn txn_read_only(t: &TxnRequest) -> bool {
 /// A txn response for the wire.
 pub fn txn_out(r: TxnResponse, header: Option<pb::ResponseHeader>) -> pb::TxnResponse {
     use pb::response_op::Response as R;
+    // etcd's responses inside a txn carry only the revision in their header.
+    let inner = header.map(|h| pb::ResponseHeader {
+        revision: h.revision,
+        ..Default::default()
+    });
     let responses = r
         .responses
         .into_iter()
         .map(|op| pb::ResponseOp {
             response: Some(match op {
-                ResponseOp::Range(r) => R::ResponseRange(range_out(r, header)),
-                ResponseOp::Put(r) => R::ResponsePut(put_out(r, header)),
-                ResponseOp::DeleteRange(r) => R::ResponseDeleteRange(delete_out(r, header)),
-                ResponseOp::Txn(r) => R::ResponseTxn(txn_out(r, header)),
+                ResponseOp::Range(r) => R::ResponseRange(range_out(r, inner)),
+                ResponseOp::Put(r) => R::ResponsePut(put_out(r, inner)),
+                ResponseOp::DeleteRange(r) => R::ResponseDeleteRange(delete_out(r, inner)),
+                ResponseOp::Txn(r) => R::ResponseTxn(txn_out(r, inner)),
             }),
         })
         .collect();

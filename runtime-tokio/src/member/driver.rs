@@ -322,23 +322,8 @@ impl Core {
                 }
             }
         }
-        let leader_known = self.raft.leader().is_some();
-        if !self.published && leader_known {
-            let name = self.name.clone();
-            let urls = self.cfg.client_urls.clone();
-            let mine = self.sm.members.get(&self.id);
-            if mine.is_some_and(|m| m.name == name && m.client_urls == urls) {
-                self.published = true;
-            } else {
-                self.propose(
-                    Command::PublishMember {
-                        id: self.id,
-                        name,
-                        client_urls: urls,
-                    },
-                    None,
-                );
-            }
+        if self.raft.leader().is_some() {
+            self.publish();
         }
         self.metrics
             .db_size
@@ -348,6 +333,29 @@ impl Core {
             .store(self.sm.kv.kv.keys_held() as u64, Relaxed);
         // Compaction runs in slices so it never stalls writes.
         self.sm.kv.kv.run_compaction(10_000);
+    }
+
+    /// Proposes this member's name and client URLs until the member table has them.
+    pub(super) fn publish(&mut self) {
+        if self.published {
+            return;
+        }
+        let name = self.name.clone();
+        let urls = self.cfg.client_urls.clone();
+        let mine = self.sm.members.get(&self.id);
+        if mine.is_some_and(|m| m.name == name && m.client_urls == urls) {
+            self.published = true;
+            self.status.send_modify(|s| s.published = true);
+            return;
+        }
+        self.propose(
+            Command::PublishMember {
+                id: self.id,
+                name,
+                client_urls: urls,
+            },
+            None,
+        );
     }
 
     pub(super) fn refresh_peers(&mut self) {

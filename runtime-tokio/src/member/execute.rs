@@ -8,7 +8,7 @@ use keel_core::node::Outcome;
 use keel_core::raft::{EntryPayload, Ready, Role, Snapshot, SoftState, Time};
 
 use super::driver::Core;
-use super::{ServerError, Status};
+use super::ServerError;
 
 /// An fsync slower than this is worth a log line (etcd warns at 1 s).
 const SLOW_FSYNC: Duration = Duration::from_secs(1);
@@ -94,6 +94,7 @@ impl Core {
         self.hub.on_events(&events);
         if members_changed {
             self.refresh_peers();
+            self.publish();
         }
         self.metrics.apply.observe(t.elapsed());
         if self.storage.note_applied(entries) {
@@ -136,11 +137,14 @@ impl Core {
         } else if !is_leader && lessor.is_primary() {
             lessor.demote();
         }
-        self.status.send_replace(Status {
-            leader,
-            term: ss.term.0,
-            is_leader,
+        self.status.send_modify(|s| {
+            s.leader = leader;
+            s.term = ss.term.0;
+            s.is_leader = is_leader;
         });
+        if leader != 0 {
+            self.publish();
+        }
     }
 
     fn serve_reads(&mut self) {

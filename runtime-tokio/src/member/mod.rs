@@ -102,6 +102,9 @@ pub struct Status {
     pub term: u64,
     /// Whether this member leads.
     pub is_leader: bool,
+    /// This member's name and client URLs are in the replicated member table (etcd
+    /// serves clients only from then on).
+    pub published: bool,
 }
 
 /// The way services talk to a running member.

@@ -1,19 +1,21 @@
-//! keel: the Keel member binary, started with etcd's flags.
+//! keel: a Keel member, started with etcd's flags and `ETCD_*` environment.
 //!
-//! This build contains Keel's consensus core only; it does not serve etcd's API yet, and
-//! says so instead of pretending to start.
+//! With no flags it starts a single member on localhost:2379/2380 with its data dir
+//! (`default.keel`) in the current directory, as `etcd` does.
 
 use std::process::ExitCode;
 
+use keel_server::launch;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--version" || a == "-version") {
-        println!("keel {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
+    match launch::main(std::env::args_os().collect()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keel: {e}");
+            ExitCode::FAILURE
+        }
     }
-    eprintln!(
-        "keel {}: this build has the raft core but no etcd API server yet; nothing was started",
-        env!("CARGO_PKG_VERSION")
-    );
-    ExitCode::from(2)
 }

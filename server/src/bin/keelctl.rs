@@ -1,4 +1,6 @@
-//! keelctl: Keel's operator tool. `keelctl bench raft` measures the consensus core.
+//! keelctl: Keel's operator tool. `keelctl bench raft|wal|mvcc` measure the core's parts;
+//! `keelctl bench put|range|txn-put|watch` load a running cluster (Keel or etcd) through
+//! etcd's gRPC API.
 
 #![allow(unsafe_code)] // Only for the heap-counting allocator below.
 
@@ -9,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 use keel_runtime_tokio::WriteMode;
+use keel_server::client_bench::{self, Target, Workload};
 use keel_server::raft_bench::{self, RaftBench};
 use keel_server::wal_bench::{self, WalBench};
 
@@ -75,6 +78,121 @@ enum Bench {
     Wal(WalArgs),
     /// Single-threaded keyspace puts, point reads, 100-key ranges and memory per key.
     Mvcc(MvccArgs),
+    /// Puts through etcd's gRPC API (against Keel or etcd).
+    Put(PutArgs),
+    /// Range reads of one key or interval through etcd's gRPC API.
+    Range(RangeArgs),
+    /// Transactions of puts through etcd's gRPC API.
+    TxnPut(TxnPutArgs),
+    /// Watch event delivery: watchers on a prefix, then puts under it.
+    Watch(WatchArgs),
+}
+
+/// Connection flags shared by the client benchmarks (etcd's `benchmark` names).
+#[derive(Args)]
+struct ConnArgs {
+    /// Client endpoints, comma-separated (`host:port` or `http://host:port`).
+    #[arg(long, default_value = "127.0.0.1:2379", value_delimiter = ',')]
+    endpoints: Vec<String>,
+    /// gRPC connections, round-robin over the endpoints.
+    #[arg(long, default_value_t = 1)]
+    conns: usize,
+    /// Concurrent clients (one request in flight each), sharing the connections.
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// Find the leader (Status, then MemberList's client URLs) and send everything to it.
+    #[arg(long)]
+    target_leader: bool,
+}
+
+impl ConnArgs {
+    fn target(&self) -> Target {
+        Target {
+            endpoints: self.endpoints.clone(),
+            conns: self.conns,
+            clients: self.clients,
+            target_leader: self.target_leader,
+        }
+    }
+}
+
+#[derive(Args)]
+struct PutArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Puts to send.
+    #[arg(long, default_value_t = 10_000)]
+    total: u64,
+    /// Key bytes (the key number, varint-encoded, then zeros).
+    #[arg(long, default_value_t = 8)]
+    key_size: usize,
+    /// Value bytes.
+    #[arg(long, default_value_t = 8)]
+    val_size: usize,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 1)]
+    key_space_size: u64,
+    /// Key numbers in order (request number mod key space) instead of random.
+    #[arg(long)]
+    sequential_keys: bool,
+}
+
+#[derive(Args)]
+struct RangeArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Key to read, or start of the interval.
+    key: String,
+    /// End of the interval (exclusive); a single key without it.
+    end: Option<String>,
+    /// Ranges to send.
+    #[arg(long, default_value_t = 10_000)]
+    total: u64,
+    /// l: linearizable (through the leader's read index), s: serializable (local).
+    #[arg(long, default_value = "l", value_parser = ["l", "s"])]
+    consistency: String,
+}
+
+#[derive(Args)]
+struct TxnPutArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Transactions to send.
+    #[arg(long, default_value_t = 10_000)]
+    total: u64,
+    /// Key bytes.
+    #[arg(long, default_value_t = 8)]
+    key_size: usize,
+    /// Value bytes.
+    #[arg(long, default_value_t = 8)]
+    val_size: usize,
+    /// Distinct keys (at least --txn-ops: a txn may not put one key twice).
+    #[arg(long, default_value_t = 1)]
+    key_space_size: u64,
+    /// Puts per transaction.
+    #[arg(long, default_value_t = 1)]
+    txn_ops: usize,
+}
+
+#[derive(Args)]
+struct WatchArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Watch streams (gRPC streams), round-robin over the connections.
+    #[arg(long, default_value_t = 10)]
+    streams: usize,
+    /// Watchers per stream, all on the run's prefix.
+    #[arg(long, default_value_t = 10)]
+    watchers_per_stream: usize,
+    /// Puts under the prefix once every watcher is created.
+    #[arg(long, default_value_t = 1_000)]
+    put_total: u64,
+    /// Digits of the key suffix after the run's prefix.
+    #[arg(long, default_value_t = 8)]
+    key_size: usize,
+    /// Value bytes.
+    #[arg(long, default_value_t = 8)]
+    val_size: usize,
 }
 
 #[derive(Args)]
@@ -135,6 +253,45 @@ fn main() {
     let cli = Cli::parse();
     match cli.command {
         Command::Bench(Bench::Wal(a)) => bench_wal(a),
+        Command::Bench(Bench::Put(a)) => bench_client(
+            &a.conn,
+            Workload::Put {
+                total: a.total,
+                key_size: a.key_size,
+                val_size: a.val_size,
+                key_space_size: a.key_space_size,
+                sequential_keys: a.sequential_keys,
+            },
+        ),
+        Command::Bench(Bench::Range(a)) => bench_client(
+            &a.conn,
+            Workload::Range {
+                key: a.key.into_bytes().into(),
+                end: a.end.unwrap_or_default().into_bytes().into(),
+                total: a.total,
+                serializable: a.consistency == "s",
+            },
+        ),
+        Command::Bench(Bench::TxnPut(a)) => bench_client(
+            &a.conn,
+            Workload::TxnPut {
+                total: a.total,
+                key_size: a.key_size,
+                val_size: a.val_size,
+                key_space_size: a.key_space_size,
+                txn_ops: a.txn_ops,
+            },
+        ),
+        Command::Bench(Bench::Watch(a)) => bench_client(
+            &a.conn,
+            Workload::Watch {
+                streams: a.streams,
+                watchers_per_stream: a.watchers_per_stream,
+                put_total: a.put_total,
+                key_size: a.key_size,
+                val_size: a.val_size,
+            },
+        ),
         Command::Bench(Bench::Mvcc(a)) => {
             let r = keel_server::mvcc_bench::run(a.keys, a.val_size, a.reads, live_heap_bytes);
             println!(
@@ -189,6 +346,16 @@ fn main() {
                     }
                 }
             }
+        }
+    }
+}
+
+fn bench_client(conn: &ConnArgs, workload: Workload) {
+    match client_bench::run(&conn.target(), &workload) {
+        Ok(report) => print!("{}", report.render()),
+        Err(e) => {
+            eprintln!("keelctl: bench {}: {e}", workload.op());
+            std::process::exit(1);
         }
     }
 }

@@ -1,0 +1,220 @@
+//! From flags to a running member: parse and validate etcd's configuration, decide
+//! between bootstrap and restart, bind the listeners and run until a signal.
+
+use std::ffi::OsString;
+
+use keel_core::discovery::{bootstrap_members, cluster_id};
+use keel_core::node::MemberInfo;
+use keel_runtime_tokio::member::MemberConfig;
+use keel_runtime_tokio::{founding, serve, Storage};
+use tokio::net::TcpListener;
+
+use crate::config::{self, LogLevel, ServerConfig};
+
+/// Runs `keel` with these arguments (program name first) until it is told to stop.
+/// An error is one line for the operator.
+pub fn main(args: Vec<OsString>) -> Result<(), String> {
+    let explicit_zap = wants_json_logs(&args);
+    let cfg = config::parse(args, &config::process_env).map_err(|e| e.to_string())?;
+    if cfg.print_version {
+        println!("keel Version: {}", env!("CARGO_PKG_VERSION"));
+        println!("etcd API Version: 3.5");
+        return Ok(());
+    }
+    init_logging(&cfg, explicit_zap);
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    refuse_unsupported(&cfg)?;
+    let member = member_config(&cfg)?;
+    let client_addrs = cfg.listen_client_addrs().map_err(|e| e.to_string())?;
+    let peer_addrs = cfg.listen_peer_addrs().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    rt.block_on(async move {
+        let client = bind_all(&client_addrs).await?;
+        let peers = bind_all(&peer_addrs).await?;
+        tracing::info!(
+            name = %member.name,
+            member_id = %format!("{:x}", member.id),
+            cluster_id = %format!("{:x}", member.cluster_id),
+            data_dir = %member.data_dir.display(),
+            "starting member"
+        );
+        let client_urls = cfg.listen_client_urls.join(",");
+        serve::run(member, client, peers, shutdown_signal(), |_| {
+            tracing::info!(urls = %client_urls, "ready to serve client requests");
+            serve::notify_systemd_ready();
+        })
+        .await
+    })?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// etcd 3.5 logs JSON with zap; keel logs readable lines unless `--logger zap` is asked
+/// for explicitly (flag or `ETCD_LOGGER`).
+fn wants_json_logs(args: &[OsString]) -> bool {
+    let args: Vec<String> = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let from_flag = args.iter().enumerate().find_map(|(i, a)| {
+        let a = a.trim_start_matches('-');
+        if let Some(v) = a.strip_prefix("logger=") {
+            Some(v.to_string())
+        } else if a == "logger" {
+            args.get(i + 1).cloned()
+        } else {
+            None
+        }
+    });
+    from_flag.or_else(|| std::env::var("ETCD_LOGGER").ok()).as_deref() == Some("zap")
+}
+
+fn init_logging(cfg: &ServerConfig, json: bool) {
+    let level = match cfg.log_level {
+        LogLevel::Debug => tracing::Level::DEBUG,
+        LogLevel::Info => tracing::Level::INFO,
+        LogLevel::Warn => tracing::Level::WARN,
+        LogLevel::Error | LogLevel::Panic | LogLevel::Fatal => tracing::Level::ERROR,
+    };
+    let to_stdout = cfg.log_outputs.iter().any(|o| o == "stdout");
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_target(false)
+        .with_ansi(false);
+    // A second initialisation (tests calling `main` twice) is harmless: keep the first.
+    let _ = match (json, to_stdout) {
+        (true, true) => builder.json().with_writer(std::io::stdout).try_init(),
+        (true, false) => builder.json().with_writer(std::io::stderr).try_init(),
+        (false, true) => builder.with_writer(std::io::stdout).try_init(),
+        (false, false) => builder.with_writer(std::io::stderr).try_init(),
+    };
+}
+
+/// Features whose flags are accepted but which this build cannot honour yet: refusing
+/// at start is better than silently running something else than asked.
+fn refuse_unsupported(cfg: &ServerConfig) -> Result<(), String> {
+    if cfg.discovery.is_some() || cfg.discovery_srv.is_some() {
+        return Err("discovery (--discovery, --discovery-srv) is not supported yet: use --initial-cluster".into());
+    }
+    let https = cfg
+        .listen_client_urls
+        .iter()
+        .chain(&cfg.listen_peer_urls)
+        .chain(&cfg.advertise_client_urls)
+        .chain(&cfg.initial_advertise_peer_urls)
+        .any(|u| u.starts_with("https://"));
+    let tls_flags = cfg.client_tls.cert_file.is_some()
+        || cfg.client_tls.auto_tls
+        || cfg.peer_tls.cert_file.is_some()
+        || cfg.peer_tls.auto_tls;
+    if https || tls_flags {
+        return Err("TLS (https URLs, --cert-file, --auto-tls and their --peer- forms) is not supported yet".into());
+    }
+    if cfg.wal_dir.is_some() {
+        return Err("--wal-dir is not supported yet: the WAL lives in <data-dir>/member/wal".into());
+    }
+    Ok(())
+}
+
+/// Bootstrap (new data dir) or restart (identity from the WAL, `--initial-*` ignored).
+fn member_config(cfg: &ServerConfig) -> Result<MemberConfig, String> {
+    let data_dir = cfg.data_dir.clone();
+    let identity = Storage::identity(&data_dir).map_err(|e| e.to_string())?;
+    let (id, cid, members) = match identity {
+        Some((cid, id)) => {
+            tracing::info!(
+                data_dir = %data_dir.display(),
+                "restarting from the data dir; --initial-cluster flags are ignored"
+            );
+            let members = founding::load(&data_dir)?.ok_or_else(|| {
+                format!(
+                    "{}: the WAL exists but member/founding is missing",
+                    data_dir.display()
+                )
+            })?;
+            (id, cid, members)
+        }
+        None => {
+            if !cfg.is_new_cluster() {
+                return Err("--initial-cluster-state existing (joining a running cluster) needs runtime reconfiguration, which is not supported yet".into());
+            }
+            let initial = bootstrap_members(
+                &cfg.initial_cluster,
+                &cfg.name,
+                &cfg.initial_advertise_peer_urls,
+                &cfg.initial_cluster_token,
+            )
+            .map_err(|e| e.to_string())?;
+            let ids: Vec<u64> = initial.iter().map(|m| m.id).collect();
+            let own = initial
+                .iter()
+                .find(|m| m.name == cfg.name)
+                .map(|m| m.id)
+                .ok_or_else(|| format!("{} not listed in the initial cluster config", cfg.name))?;
+            let members: Vec<MemberInfo> = initial
+                .into_iter()
+                .map(|m| MemberInfo {
+                    id: m.id,
+                    name: m.name,
+                    peer_urls: m.peer_urls,
+                    client_urls: Vec::new(),
+                    learner: false,
+                })
+                .collect();
+            founding::save(&data_dir, &members)
+                .map_err(|e| format!("{}: {e}", data_dir.display()))?;
+            (own, cluster_id(&ids), members)
+        }
+    };
+    Ok(MemberConfig {
+        id,
+        cluster_id: cid,
+        name: cfg.name.clone(),
+        data_dir,
+        initial_members: members,
+        new_cluster: true,
+        heartbeat_ms: cfg.heartbeat_interval_ms,
+        election_ms: cfg.election_timeout_ms,
+        snapshot_count: cfg.snapshot_count,
+        max_snapshots: cfg.max_snapshots as usize,
+        max_wals: cfg.max_wals as usize,
+        quota_bytes: cfg.quota_bytes().unwrap_or(u64::MAX),
+        max_txn_ops: cfg.max_txn_ops as usize,
+        max_request_bytes: cfg.max_request_bytes as usize,
+        client_urls: cfg.advertise_client_urls.clone(),
+        pre_vote: cfg.pre_vote,
+    })
+}
+
+async fn bind_all(addrs: &[std::net::SocketAddr]) -> Result<Vec<TcpListener>, String> {
+    let mut out = Vec::new();
+    for a in addrs {
+        out.push(
+            TcpListener::bind(a)
+                .await
+                .map_err(|e| format!("listen tcp {a}: bind: {e}"))?,
+        );
+    }
+    Ok(out)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the process still stops on the default action.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("received SIGTERM, shutting down"),
+        _ = int.recv() => tracing::info!("received SIGINT, shutting down"),
+    }
+}
