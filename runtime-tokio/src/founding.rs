@@ -22,7 +22,12 @@ pub fn save(data_dir: &Path, members: &[MemberInfo]) -> std::io::Result<()> {
     }
     let mut text = String::new();
     for m in members {
-        text.push_str(&format!("{:x} {} {}\n", m.id, m.name, m.peer_urls.join(",")));
+        text.push_str(&format!(
+            "{:x} {} {}\n",
+            m.id,
+            m.name,
+            m.peer_urls.join(",")
+        ));
     }
     let tmp = p.with_extension("tmp");
     let mut f = fs::File::create(&tmp)?;
@@ -41,7 +46,11 @@ pub fn load(data_dir: &Path) -> Result<Option<Vec<MemberInfo>>, String> {
     };
     let bad = |n: usize| format!("{}: line {n} is malformed", p.display());
     let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let mut parts = line.split(' ');
         let (Some(id), Some(name), Some(urls), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())

@@ -71,7 +71,10 @@ fn wants_json_logs(args: &[OsString]) -> bool {
             None
         }
     });
-    from_flag.or_else(|| std::env::var("ETCD_LOGGER").ok()).as_deref() == Some("zap")
+    from_flag
+        .or_else(|| std::env::var("ETCD_LOGGER").ok())
+        .as_deref()
+        == Some("zap")
 }
 
 fn init_logging(cfg: &ServerConfig, json: bool) {
@@ -99,7 +102,10 @@ fn init_logging(cfg: &ServerConfig, json: bool) {
 /// at start is better than silently running something else than asked.
 fn refuse_unsupported(cfg: &ServerConfig) -> Result<(), String> {
     if cfg.discovery.is_some() || cfg.discovery_srv.is_some() {
-        return Err("discovery (--discovery, --discovery-srv) is not supported yet: use --initial-cluster".into());
+        return Err(
+            "discovery (--discovery, --discovery-srv) is not supported yet: use --initial-cluster"
+                .into(),
+        );
     }
     let https = cfg
         .listen_client_urls
@@ -116,7 +122,9 @@ fn refuse_unsupported(cfg: &ServerConfig) -> Result<(), String> {
         return Err("TLS (https URLs, --cert-file, --auto-tls and their --peer- forms) is not supported yet".into());
     }
     if cfg.wal_dir.is_some() {
-        return Err("--wal-dir is not supported yet: the WAL lives in <data-dir>/member/wal".into());
+        return Err(
+            "--wal-dir is not supported yet: the WAL lives in <data-dir>/member/wal".into(),
+        );
     }
     Ok(())
 }

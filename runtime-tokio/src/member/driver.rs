@@ -66,7 +66,9 @@ pub struct Core {
     pub(super) revoking: HashSet<i64>,
     pub(super) published: bool,
     pub(super) last_leader: u64,
-    pub(super) next_lease_id: i64,
+    /// etcd's ID generator state: 16 bits of member ID, then a counter seeded with
+    /// 40 bits of the start time in ms shifted past an 8-bit sequence.
+    pub(super) next_lease_id: u64,
     pub(super) wake: Instant,
 }
 
@@ -174,7 +176,7 @@ pub fn start(
         revoking: HashSet::new(),
         published: false,
         last_leader: 0,
-        next_lease_id: ((cfg.id as i64) & 0xffff) << 40 | (seq0 as i64 & 0xff_ffff_ffff),
+        next_lease_id: ((seq0 >> 16) & ((1 << 40) - 1)) << 8,
         wake: Instant::now(),
         cfg,
     };
@@ -253,8 +255,10 @@ impl Core {
 
     /// A fresh lease ID (etcd generates them on the member that receives the grant).
     pub fn new_lease_id(&mut self) -> i64 {
-        self.next_lease_id = (self.next_lease_id + 1) & i64::MAX;
-        self.next_lease_id.max(1)
+        // The layout of etcd's idutil generator, so IDs look alike (16 hex digits).
+        self.next_lease_id = (self.next_lease_id + 1) & ((1 << 48) - 1);
+        let id = ((self.id & 0xffff) << 48 | self.next_lease_id) & (i64::MAX as u64);
+        (id as i64).max(1)
     }
 
     fn propose(&mut self, cmd: Command, reply: Option<Reply>) {
