@@ -4,7 +4,7 @@
 use std::future::Future;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::member::{start, MemberConfig, MemberHandle};
 use crate::{grpc, http, peer};
@@ -40,9 +40,13 @@ pub async fn run(
             tonic::transport::Server::builder()
                 .accept_http1(true)
                 .add_routes(tonic::service::Routes::from(router))
-                .serve_with_incoming_shutdown(TcpListenerStream::new(l), async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                }),
+                // Without TCP_NODELAY small responses wait for delayed ACKs (~40 ms).
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(l).with_nodelay(Some(true)),
+                    async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    },
+                ),
         ));
     }
     // Like etcd, announce readiness once this member's attributes are replicated.
