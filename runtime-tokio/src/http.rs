@@ -69,3 +69,57 @@ async fn metrics(m: MemberHandle) -> Response {
     )
         .into_response()
 }
+
+/// Counts every gRPC call by method and status code for `/metrics`. A status sent in the
+/// headers (an error before any message) is read there; otherwise the call counts as OK
+/// (a streaming call's final status travels in trailers, after this layer has returned).
+pub async fn count_grpc(
+    axum::extract::State(m): axum::extract::State<std::sync::Arc<crate::metrics::Metrics>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let is_grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let path = req.uri().path().to_string();
+    let resp = next.run(req).await;
+    if is_grpc {
+        let code = resp
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i32>().ok())
+            .unwrap_or(0);
+        m.grpc_request(&path, grpc_code_name(code));
+    }
+    resp
+}
+
+/// The code names grpc-go's Prometheus interceptors use.
+fn grpc_code_name(code: i32) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "Canceled",
+        "Unknown",
+        "InvalidArgument",
+        "DeadlineExceeded",
+        "NotFound",
+        "AlreadyExists",
+        "PermissionDenied",
+        "ResourceExhausted",
+        "FailedPrecondition",
+        "Aborted",
+        "OutOfRange",
+        "Unimplemented",
+        "Internal",
+        "Unavailable",
+        "DataLoss",
+        "Unauthenticated",
+    ];
+    usize::try_from(code)
+        .ok()
+        .and_then(|i| NAMES.get(i))
+        .copied()
+        .unwrap_or("Unknown")
+}

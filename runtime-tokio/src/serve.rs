@@ -34,7 +34,11 @@ pub async fn run(
     for l in client {
         let router = grpc::routes(&handle)
             .into_axum_router()
-            .merge(http::router(handle.clone()));
+            .merge(http::router(handle.clone()))
+            .layer(axum::middleware::from_fn_with_state(
+                handle.metrics.clone(),
+                http::count_grpc,
+            ));
         let mut stop = stop_rx.clone();
         servers.push(tokio::spawn(
             tonic::transport::Server::builder()

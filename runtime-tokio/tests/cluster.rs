@@ -265,3 +265,30 @@ async fn three_members_forward_read_linearizably_and_survive_leader_loss() {
         m.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_of_another_cluster_is_refused_and_the_joiner_exits_naming_both_ids() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut p = plan(2).await;
+    let solo = p.members[0].clone();
+    // Member 0 runs alone in cluster c1.
+    let mut a = p
+        .start_with(0, dir.path(), |c| {
+            c.initial_members.retain(|m| m.id == solo.id)
+        })
+        .await;
+    wait_leader(&[a.client_url.clone()]).await;
+    // Member 1 believes member 0 is its peer in cluster c2.
+    let mut b = p.start_with(1, dir.path(), |c| c.cluster_id = 0xc2).await;
+    let ended = b.ended(10).await.expect("the joiner stops by itself");
+    let err = ended.expect_err("it fails");
+    assert!(err.contains("cluster ID mismatch"), "{err}");
+    assert!(
+        err.contains("cluster c1") && err.contains("cluster c2"),
+        "{err}"
+    );
+    // The healthy member keeps serving.
+    let mut kv = a.kv().await;
+    kv.put(put("still", "here")).await.expect("a keeps serving");
+    a.stop().await;
+}

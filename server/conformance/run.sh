@@ -86,7 +86,12 @@ PY
 ok "snapshot SHA-256 matches"
 curl -fsS http://127.0.0.1:32379/health | grep -q '"health":"true"' || fail "/health"
 curl -fsS http://127.0.0.1:32379/version | grep -q '"etcdserver"' || fail "/version"
-curl -fsS http://127.0.0.1:32379/metrics | grep -q '^etcd_server_has_leader 1' || fail "/metrics"
+curl -fsS http://127.0.0.1:32379/metrics >"$work/metrics"
+grep -q '^etcd_server_has_leader 1' "$work/metrics" || fail "/metrics: has_leader"
+grep -q 'grpc_server_handled_total{grpc_code="OK",grpc_method="Put",grpc_service="etcdserverpb.KV"' "$work/metrics" ||
+    fail "/metrics: gRPC requests by method and code"
+grep -q 'grpc_code="OutOfRange",grpc_method="Range"' "$work/metrics" || fail "/metrics: error codes"
+grep -q '^etcd_disk_wal_fsync_duration_seconds_count [1-9]' "$work/metrics" || fail "/metrics: fsync histogram"
 ok "HTTP /health /version /metrics"
 eval "kill -TERM \$pid_default"
 for _ in $(seq 1 50); do kill -0 "$pid_default" 2>/dev/null || break; sleep 0.1; done

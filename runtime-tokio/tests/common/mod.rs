@@ -42,6 +42,18 @@ impl Running {
         self.stop = None;
     }
 
+    /// Waits up to `secs` for the member to end by itself; its result.
+    pub async fn ended(&mut self, secs: u64) -> Option<Result<(), String>> {
+        let t = self.task.as_mut()?;
+        match tokio::time::timeout(Duration::from_secs(secs), t).await {
+            Ok(r) => {
+                self.task = None;
+                Some(r.unwrap_or_else(|e| Err(e.to_string())))
+            }
+            Err(_) => None,
+        }
+    }
+
     pub async fn kv(&self) -> KvClient<Channel> {
         KvClient::new(channel(&self.client_url).await)
     }
@@ -117,7 +129,18 @@ pub fn config(plan: &Plan, i: usize, dir: &Path) -> MemberConfig {
 impl Plan {
     /// Starts member `i` on its planned listeners (rebinding its ports after a stop).
     pub async fn start(&mut self, i: usize, dir: &Path) -> Running {
-        let cfg = config(self, i, dir);
+        self.start_with(i, dir, |_| {}).await
+    }
+
+    /// Starts member `i` with its configuration edited by `edit`.
+    pub async fn start_with(
+        &mut self,
+        i: usize,
+        dir: &Path,
+        edit: impl FnOnce(&mut MemberConfig),
+    ) -> Running {
+        let mut cfg = config(self, i, dir);
+        edit(&mut cfg);
         let m = &self.members[i];
         let client = match self.client[i].take() {
             Some(l) => l,
