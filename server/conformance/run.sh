@@ -124,6 +124,20 @@ for s in json.load(sys.stdin):
 }
 port_name() { case $1 in 41379) echo k1 ;; 42379) echo k2 ;; 43379) echo k3 ;; esac; }
 
+follower_port() {
+    for p in 41379 42379 43379; do
+        [ "$p" != "$(leader_port)" ] && { echo "$p"; return; }
+    done
+}
+fp=$(follower_port)
+EF="etcdctl --endpoints=127.0.0.1:$fp"
+lid=$($EF lease grant 30 | awk '{print $2}')
+$EF lease keep-alive --once "$lid" | grep -q "keepalived with TTL(30)" || fail "keep-alive via a follower"
+$EF lease timetolive "$lid" | grep -Eq "granted with TTL\(30s\), remaining\((29|30)s\)" ||
+    fail "timetolive via a follower: $($EF lease timetolive "$lid")"
+$EF lease revoke "$lid" | grep -q revoked || fail "revoke via a follower"
+ok "leases through a follower (keepalive and TTL answered by the leader)"
+
 lp=$(leader_port)
 [ -n "$lp" ] || fail "no leader"
 target=$(etcdctl --endpoints=$EPS endpoint status -w json | python3 -c '
