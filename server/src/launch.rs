@@ -4,12 +4,12 @@
 use std::ffi::OsString;
 
 use keel_core::discovery::{bootstrap_members, cluster_id};
-use keel_core::node::MemberInfo;
+use keel_core::node::{AutoCompaction, MemberInfo};
 use keel_runtime_tokio::member::MemberConfig;
 use keel_runtime_tokio::{founding, serve, Storage};
 use tokio::net::TcpListener;
 
-use crate::config::{self, LogLevel, ServerConfig};
+use crate::config::{self, CompactionRetention, LogLevel, ServerConfig};
 
 /// Runs `keel` with these arguments (program name first) until it is told to stop.
 /// An error is one line for the operator.
@@ -196,6 +196,11 @@ fn member_config(cfg: &ServerConfig) -> Result<MemberConfig, String> {
         max_request_bytes: cfg.max_request_bytes as usize,
         client_urls: cfg.advertise_client_urls.clone(),
         pre_vote: cfg.pre_vote,
+        auto_compaction: match (cfg.auto_compaction_mode, cfg.auto_compaction_retention) {
+            (_, CompactionRetention::Off) => AutoCompaction::Off,
+            (_, CompactionRetention::Period(d)) => AutoCompaction::Period(d),
+            (_, CompactionRetention::Revisions(n)) => AutoCompaction::Revisions(n),
+        },
     })
 }
 

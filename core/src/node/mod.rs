@@ -4,7 +4,9 @@
 //! [`StateMachine`] applies them identically on every member and answers the proposer.
 
 mod command;
+mod compactor;
 mod state_machine;
 
 pub use command::{decode_command, encode_command, Command, CommandDecodeError, Proposal};
+pub use compactor::{AutoCompaction, Compactor};
 pub use state_machine::{alarm, Applied, MemberInfo, NodeImageError, Outcome, StateMachine};

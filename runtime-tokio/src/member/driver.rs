@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keel_core::mvcc::WatchHub;
-use keel_core::node::{encode_command, Command, MemberInfo, Outcome, Proposal, StateMachine};
+use keel_core::node::{
+    encode_command, Command, Compactor, MemberInfo, Outcome, Proposal, StateMachine,
+};
 use keel_core::raft::{
     ConfState, Config, LogIndex, MemberId, ProposeError, RaftNode, ReadCtx, ReadError, Role,
 };
@@ -70,6 +72,7 @@ pub struct Core {
     /// 40 bits of the start time in ms shifted past an 8-bit sequence.
     pub(super) next_lease_id: u64,
     pub(super) wake: Instant,
+    pub(super) compactor: Compactor,
 }
 
 /// A member that could not start (one clear line for the operator).
@@ -178,6 +181,7 @@ pub fn start(
         last_leader: 0,
         next_lease_id: ((seq0 >> 16) & ((1 << 40) - 1)) << 8,
         wake: Instant::now(),
+        compactor: Compactor::new(cfg.auto_compaction),
         cfg,
     };
     core.refresh_peers();
@@ -325,6 +329,22 @@ impl Core {
                     self.propose(Command::LeaseRevoke { id }, None);
                 }
             }
+            let kv = &self.sm.kv.kv;
+            if let Some(revision) = self
+                .compactor
+                .tick(now, kv.revision(), kv.compacted_revision())
+            {
+                tracing::info!(revision, "auto compaction");
+                self.propose(
+                    Command::Compact {
+                        revision,
+                        physical: false,
+                    },
+                    None,
+                );
+            }
+        } else {
+            self.compactor.reset();
         }
         if self.raft.leader().is_some() {
             self.publish();

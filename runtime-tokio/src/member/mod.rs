@@ -64,6 +64,8 @@ pub struct MemberConfig {
     pub client_urls: Vec<String>,
     /// `--pre-vote`.
     pub pre_vote: bool,
+    /// `--auto-compaction-mode` and `--auto-compaction-retention`.
+    pub auto_compaction: keel_core::node::AutoCompaction,
 }
 
 /// The header every response carries.

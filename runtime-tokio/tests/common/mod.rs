@@ -123,6 +123,7 @@ pub fn config(plan: &Plan, i: usize, dir: &Path) -> MemberConfig {
         max_request_bytes: 1536 * 1024,
         client_urls: m.client_urls.clone(),
         pre_vote: true,
+        auto_compaction: Default::default(),
     }
 }
 
