@@ -82,16 +82,17 @@ pub async fn count_grpc(
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let path = req.uri().path().to_string();
+    // A Uri clone shares its bytes: no allocation per request.
+    let uri = is_grpc.then(|| req.uri().clone());
     let resp = next.run(req).await;
-    if is_grpc {
+    if let Some(uri) = uri {
         let code = resp
             .headers()
             .get("grpc-status")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<i32>().ok())
             .unwrap_or(0);
-        m.grpc_request(&path, grpc_code_name(code));
+        m.grpc_request(uri.path(), grpc_code_name(code));
     }
     resp
 }

@@ -87,15 +87,20 @@ pub struct Metrics {
     pub wal_fsync: Histogram,
     /// Apply latency per batch of entries.
     pub apply: Histogram,
-    /// gRPC requests by (method, code).
-    grpc: Mutex<BTreeMap<(String, String), u64>>,
+    /// gRPC requests by method path, then by code name.
+    grpc: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
 }
 
 impl Metrics {
-    /// Counts a finished gRPC request.
-    pub fn grpc_request(&self, method: &str, code: &str) {
+    /// Counts a finished gRPC request (allocates only the first time a method is seen).
+    pub fn grpc_request(&self, method: &str, code: &'static str) {
         if let Ok(mut m) = self.grpc.lock() {
-            *m.entry((method.to_string(), code.to_string())).or_default() += 1;
+            if !m.contains_key(method) {
+                m.insert(method.to_string(), BTreeMap::new());
+            }
+            if let Some(codes) = m.get_mut(method) {
+                *codes.entry(code).or_default() += 1;
+            }
         }
     }
 
@@ -180,13 +185,15 @@ impl Metrics {
             "# HELP grpc_server_handled_total RPCs completed on the server.\n# TYPE grpc_server_handled_total counter"
         );
         if let Ok(m) = self.grpc.lock() {
-            for ((method, code), n) in m.iter() {
+            for (method, codes) in m.iter() {
                 let (service, name) = method.rsplit_once('/').unwrap_or(("", method));
                 let service = service.trim_start_matches('/');
-                let _ = writeln!(
-                    out,
-                    "grpc_server_handled_total{{grpc_code=\"{code}\",grpc_method=\"{name}\",grpc_service=\"{service}\",grpc_type=\"unary\"}} {n}"
-                );
+                for (code, n) in codes {
+                    let _ = writeln!(
+                        out,
+                        "grpc_server_handled_total{{grpc_code=\"{code}\",grpc_method=\"{name}\",grpc_service=\"{service}\",grpc_type=\"unary\"}} {n}"
+                    );
+                }
             }
         }
         out
