@@ -98,6 +98,24 @@ for _ in $(seq 1 50); do kill -0 "$pid_default" 2>/dev/null || break; sleep 0.1;
 kill -0 "$pid_default" 2>/dev/null && fail "SIGTERM did not stop keel"
 wait "$pid_default" && ok "SIGTERM: clean exit 0" || fail "SIGTERM: non-zero exit"
 
+# systemd Type=notify: READY=1 arrives on NOTIFY_SOCKET once the member serves.
+python3 - "$work/notify.sock" >"$work/notify.out" <<'PY' &
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+s.settimeout(20)
+print(s.recv(256).decode())
+PY
+listener=$!
+pids+=($listener)
+for _ in $(seq 1 50); do [ -S "$work/notify.sock" ] && break; sleep 0.1; done
+NOTIFY_SOCKET="$work/notify.sock" start_keel notified 33379 33380 notified=http://127.0.0.1:33380
+wait "$listener" || fail "no READY=1 on NOTIFY_SOCKET"
+grep -qx "READY=1" "$work/notify.out" || fail "NOTIFY_SOCKET got: $(cat "$work/notify.out")"
+eval "kill -TERM \$pid_notified"
+eval "wait \$pid_notified" || true
+ok "systemd notify: READY=1 on NOTIFY_SOCKET"
+
 echo "== 3-member keel cluster"
 IC="k1=http://127.0.0.1:41380,k2=http://127.0.0.1:42380,k3=http://127.0.0.1:43380"
 EPS="127.0.0.1:41379,127.0.0.1:42379,127.0.0.1:43379"
