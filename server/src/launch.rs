@@ -21,7 +21,7 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
         println!("etcd API Version: 3.5");
         return Ok(());
     }
-    init_logging(&cfg, explicit_zap);
+    init_logging(&cfg, explicit_zap)?;
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
@@ -77,25 +77,47 @@ fn wants_json_logs(args: &[OsString]) -> bool {
         == Some("zap")
 }
 
-fn init_logging(cfg: &ServerConfig, json: bool) {
+fn init_logging(cfg: &ServerConfig, json: bool) -> Result<(), String> {
+    use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
     let level = match cfg.log_level {
         LogLevel::Debug => tracing::Level::DEBUG,
         LogLevel::Info => tracing::Level::INFO,
         LogLevel::Warn => tracing::Level::WARN,
         LogLevel::Error | LogLevel::Panic | LogLevel::Fatal => tracing::Level::ERROR,
     };
-    let to_stdout = cfg.log_outputs.iter().any(|o| o == "stdout");
+    // `--log-outputs`: default/stderr, stdout, or file paths; several are written alike.
+    let mut writer: Option<BoxMakeWriter> = None;
+    for out in &cfg.log_outputs {
+        let w = match out.as_str() {
+            "default" | "stderr" => BoxMakeWriter::new(std::io::stderr),
+            "stdout" => BoxMakeWriter::new(std::io::stdout),
+            path => {
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| format!("--log-outputs {path}: {e}"))?;
+                BoxMakeWriter::new(std::sync::Mutex::new(f))
+            }
+        };
+        writer = Some(match writer {
+            None => w,
+            Some(prev) => BoxMakeWriter::new(prev.and(w)),
+        });
+    }
+    let writer = writer.unwrap_or_else(|| BoxMakeWriter::new(std::io::stderr));
     let builder = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_target(false)
-        .with_ansi(false);
+        .with_ansi(false)
+        .with_writer(writer);
     // A second initialisation (tests calling `main` twice) is harmless: keep the first.
-    let _ = match (json, to_stdout) {
-        (true, true) => builder.json().with_writer(std::io::stdout).try_init(),
-        (true, false) => builder.json().with_writer(std::io::stderr).try_init(),
-        (false, true) => builder.with_writer(std::io::stdout).try_init(),
-        (false, false) => builder.with_writer(std::io::stderr).try_init(),
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
     };
+    Ok(())
 }
 
 /// Features whose flags are accepted but which this build cannot honour yet: refusing
