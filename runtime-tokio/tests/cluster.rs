@@ -292,3 +292,70 @@ async fn a_member_of_another_cluster_is_refused_and_the_joiner_exits_naming_both
     kv.put(put("still", "here")).await.expect("a keeps serving");
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_far_behind_catches_up_from_a_streamed_snapshot() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut p = plan(3).await;
+    // Snapshots every 50 entries and only 10 entries kept behind them: a member that
+    // misses a few hundred writes can only catch up through a snapshot.
+    let small = |c: &mut keel_runtime_tokio::member::MemberConfig| {
+        c.snapshot_count = 50;
+        c.log_tail = 10;
+    };
+    let mut ms = Vec::new();
+    for i in 0..3 {
+        ms.push(p.start_with(i, dir.path(), small).await);
+    }
+    let urls: Vec<String> = ms.iter().map(|m| m.client_url.clone()).collect();
+    let leader = wait_leader(&urls).await;
+    let lagging = (0..3).find(|i| ms[*i].id != leader).expect("a follower");
+    ms[lagging].stop().await;
+    let writer = (0..3).find(|i| *i != lagging).expect("a live member");
+    let mut kv = ms[writer].kv().await;
+    for i in 0..300 {
+        kv.put(put(&format!("snap/{i:03}"), &"v".repeat(100)))
+            .await
+            .expect("put while a member is down");
+    }
+    ms[lagging] = p.start_with(lagging, dir.path(), small).await;
+    let mut kv = ms[lagging].kv().await;
+    let all = pb::RangeRequest {
+        key: Bytes::from_static(b"snap/"),
+        range_end: Bytes::from_static(b"snap0"),
+        count_only: true,
+        serializable: true,
+        ..Default::default()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(r) = kv.range(all.clone()).await {
+            if r.into_inner().count == 300 {
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lagging member did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let snaps = std::fs::read_dir(
+        dir.path()
+            .join(&p.members[lagging].name)
+            .join("member/snap"),
+    )
+    .expect("snap dir")
+    .count();
+    assert!(snaps > 0, "the lagging member saved the leader's snapshot");
+    // It serves linearizable reads and takes writes like the others.
+    let mut lin = all.clone();
+    lin.serializable = false;
+    assert_eq!(kv.range(lin).await.expect("read").into_inner().count, 300);
+    kv.put(put("snap/after", "x"))
+        .await
+        .expect("write via the caught-up member");
+    for m in &mut ms {
+        m.stop().await;
+    }
+}

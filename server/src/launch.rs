@@ -218,6 +218,7 @@ fn member_config(cfg: &ServerConfig) -> Result<MemberConfig, String> {
         max_request_bytes: cfg.max_request_bytes as usize,
         client_urls: cfg.advertise_client_urls.clone(),
         pre_vote: cfg.pre_vote,
+        log_tail: 5000,
         auto_compaction: match (cfg.auto_compaction_mode, cfg.auto_compaction_retention) {
             (_, CompactionRetention::Off) => AutoCompaction::Off,
             (_, CompactionRetention::Period(d)) => AutoCompaction::Period(d),

@@ -109,6 +109,7 @@ pub fn start(
     rcfg.heartbeat_interval_ms = cfg.heartbeat_ms;
     rcfg.election_timeout_ms = cfg.election_ms;
     rcfg.pre_vote = cfg.pre_vote;
+    rcfg.compaction_tail = cfg.log_tail;
     rcfg.seed = cfg.id ^ std::process::id() as u64;
     rcfg.max_proposal_bytes = (cfg.max_request_bytes as u64).max(1 << 20) * 2;
     let founding: Vec<MemberInfo> = cfg.initial_members.clone();

@@ -64,6 +64,9 @@ pub struct MemberConfig {
     pub client_urls: Vec<String>,
     /// `--pre-vote`.
     pub pre_vote: bool,
+    /// Entries kept in memory behind a snapshot for slow followers (etcd: 5000); one
+    /// further behind gets the snapshot.
+    pub log_tail: u64,
     /// `--auto-compaction-mode` and `--auto-compaction-retention`.
     pub auto_compaction: keel_core::node::AutoCompaction,
 }

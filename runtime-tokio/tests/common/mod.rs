@@ -124,6 +124,7 @@ pub fn config(plan: &Plan, i: usize, dir: &Path) -> MemberConfig {
         client_urls: m.client_urls.clone(),
         pre_vote: true,
         auto_compaction: Default::default(),
+        log_tail: 5000,
     }
 }
 
