@@ -359,3 +359,48 @@ async fn a_member_far_behind_catches_up_from_a_streamed_snapshot() {
         m.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lease_is_revoked_by_the_leader_with_its_keys() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut p = plan(1).await;
+    let mut m = p.start(0, dir.path()).await;
+    wait_leader(&[m.client_url.clone()]).await;
+    let mut lease = LeaseClient::new(common::channel(&m.client_url).await);
+    let g = lease
+        .lease_grant(pb::LeaseGrantRequest { ttl: 1, id: 0 })
+        .await
+        .expect("grant")
+        .into_inner();
+    let mut kv = m.kv().await;
+    let mut req = put("ephemeral", "v");
+    req.lease = g.id;
+    kv.put(req).await.expect("put");
+    let granted = tokio::time::Instant::now();
+    loop {
+        let r = kv.range(get("ephemeral")).await.expect("get").into_inner();
+        if r.count == 0 {
+            break;
+        }
+        assert!(
+            granted.elapsed() < Duration::from_secs(5),
+            "a 1 s lease still holds its key after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        granted.elapsed() >= Duration::from_millis(900),
+        "expired early: {:?}",
+        granted.elapsed()
+    );
+    let ttl = lease
+        .lease_time_to_live(pb::LeaseTimeToLiveRequest {
+            id: g.id,
+            keys: false,
+        })
+        .await
+        .expect("ttl")
+        .into_inner();
+    assert_eq!(ttl.ttl, -1, "etcd reports an expired lease with TTL -1");
+    m.stop().await;
+}
