@@ -404,3 +404,57 @@ async fn an_expired_lease_is_revoked_by_the_leader_with_its_keys() {
     assert_eq!(ttl.ttl, -1, "etcd reports an expired lease with TTL -1");
     m.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_notify_watchers_get_the_current_revision_periodically() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut p = plan(1).await;
+    let mut m = p.start(0, dir.path()).await;
+    wait_leader(&[m.client_url.clone()]).await;
+    let mut kv = m.kv().await;
+    kv.put(put("a", "1")).await.expect("put");
+    let mut w = WatchClient::new(common::channel(&m.client_url).await);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    for (key, notify) in [("a", true), ("b", false)] {
+        tx.send(pb::WatchRequest {
+            request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+                pb::WatchCreateRequest {
+                    key: Bytes::copy_from_slice(key.as_bytes()),
+                    progress_notify: notify,
+                    ..Default::default()
+                },
+            )),
+        })
+        .await
+        .expect("send");
+    }
+    let mut stream = w
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("watch")
+        .into_inner();
+    assert!(next_response(&mut stream).await.created);
+    assert!(next_response(&mut stream).await.created);
+    kv.put(put("b", "2")).await.expect("put"); // revision 3, for watcher 1 only
+    let mut progress = Vec::new();
+    while progress.len() < 2 {
+        let r = next_response(&mut stream).await;
+        if r.events.is_empty() {
+            progress.push((r.watch_id, r.header.expect("header").revision));
+        } else {
+            assert_eq!(r.watch_id, 1);
+        }
+    }
+    // Only the progress_notify watcher (ID 0) is notified, at the current revision.
+    assert_eq!(progress, vec![(0, 3), (0, 3)]);
+    drop(tx);
+    m.stop().await;
+}
+
+async fn next_response(stream: &mut tonic::Streaming<pb::WatchResponse>) -> pb::WatchResponse {
+    tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("response in time")
+        .expect("stream")
+        .expect("ok")
+}

@@ -124,6 +124,7 @@ const SPECS: &[Spec] = &[
     value("log-level", "info", "Configures log level: debug, info, warn, error, panic, or fatal."),
     value("log-outputs", "default", "Specify 'stdout' or 'stderr' to skip journald logging, or file paths."),
     switch("enable-pprof", "false", "Enable runtime profiling data via HTTP server."),
+    value("experimental-watch-progress-notify-interval", "10m", "Duration of periodic watch progress notifications."),
     switch("version", "false", "Print the version and exit."),
 ];
 
@@ -387,6 +388,8 @@ pub struct ServerConfig {
     pub max_txn_ops: u32,
     /// `--grpc-keepalive-min-time`.
     pub grpc_keepalive_min_time: Duration,
+    /// `--experimental-watch-progress-notify-interval`.
+    pub watch_progress_notify_interval: Duration,
     /// `--grpc-keepalive-interval` (zero: disabled).
     pub grpc_keepalive_interval: Duration,
     /// `--grpc-keepalive-timeout` (zero: disabled).
@@ -843,6 +846,8 @@ impl Raw {
             max_request_bytes: self.uint("max-request-bytes")?,
             max_txn_ops: self.uint("max-txn-ops")?,
             grpc_keepalive_min_time: self.duration("grpc-keepalive-min-time")?,
+            watch_progress_notify_interval: self
+                .duration("experimental-watch-progress-notify-interval")?,
             grpc_keepalive_interval: self.duration("grpc-keepalive-interval")?,
             grpc_keepalive_timeout: self.duration("grpc-keepalive-timeout")?,
             auto_compaction_mode,

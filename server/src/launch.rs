@@ -219,6 +219,7 @@ fn member_config(cfg: &ServerConfig) -> Result<MemberConfig, String> {
         client_urls: cfg.advertise_client_urls.clone(),
         pre_vote: cfg.pre_vote,
         log_tail: 5000,
+        watch_progress_interval: cfg.watch_progress_notify_interval,
         auto_compaction: match (cfg.auto_compaction_mode, cfg.auto_compaction_retention) {
             (_, CompactionRetention::Off) => AutoCompaction::Off,
             (_, CompactionRetention::Period(d)) => AutoCompaction::Period(d),

@@ -3,7 +3,7 @@
 //! bounded: while the client does not read, its watchers' events stay in the member's
 //! hub and fall back to history, so a slow client never holds writes back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use keel_core::mvcc::WatchRequest;
 use tokio::sync::mpsc;
@@ -55,6 +55,8 @@ struct Stream {
     events: mpsc::Sender<keel_core::mvcc::WatchResponse>,
     /// Member watcher ID → the client's watch ID.
     ids: HashMap<i64, i64>,
+    /// Member watcher IDs created with `progress_notify`.
+    progress: HashSet<i64>,
     next_client_id: i64,
 }
 
@@ -65,10 +67,20 @@ async fn run_stream(m: MemberHandle, mut inbound: Streaming<pb::WatchRequest>, o
         out,
         events: ev_tx,
         ids: HashMap::new(),
+        progress: HashSet::new(),
         next_client_id: 0,
     };
+    let period =
+        s.m.watch_progress_interval
+            .max(std::time::Duration::from_millis(10));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         tokio::select! {
+            _ = ticker.tick(), if !s.progress.is_empty() => {
+                if s.notify_progress().await.is_err() {
+                    break;
+                }
+            }
             msg = inbound.message() => match msg {
                 Ok(Some(req)) => {
                     if s.request(req).await.is_err() {
@@ -118,6 +130,7 @@ impl Stream {
                     .map(|(h, _)| *h);
                 if let Some(hub) = hub {
                     self.ids.remove(&hub);
+                    self.progress.remove(&hub);
                     let h = self
                         .m
                         .local(move |c: &mut Core| {
@@ -196,6 +209,7 @@ impl Stream {
             prev_kv: c.prev_kv,
             fragment: c.fragment,
         };
+        let progress_notify = c.progress_notify;
         let tx = self.events.clone();
         // Registered and answered in one step on the member task, then the created
         // response goes out before this task reads any event of the new watcher.
@@ -209,6 +223,9 @@ impl Stream {
             .await
             .map_err(|_| ())?;
         self.ids.insert(hub_id, client_id);
+        if progress_notify {
+            self.progress.insert(hub_id);
+        }
         self.send(pb::WatchResponse {
             header: self.header(h),
             watch_id: client_id,
@@ -223,12 +240,41 @@ impl Stream {
             .map_err(|_| ())
     }
 
+    /// etcd's periodic progress notification: an empty response carrying the current
+    /// revision, for each `progress_notify` watcher that has nothing pending.
+    async fn notify_progress(&mut self) -> Result<(), ()> {
+        let (synced, h) = self
+            .m
+            .local(|c: &mut Core| {
+                let rev = c.sm.kv.kv.revision();
+                (c.hub.progress(rev), c.header())
+            })
+            .await
+            .map_err(|_| ())?;
+        for r in synced {
+            if !self.progress.contains(&r.watch_id) {
+                continue;
+            }
+            let Some(&client_id) = self.ids.get(&r.watch_id) else {
+                continue;
+            };
+            self.send(pb::WatchResponse {
+                header: self.header(h),
+                watch_id: client_id,
+                ..Default::default()
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
     async fn deliver(&mut self, r: keel_core::mvcc::WatchResponse) -> Result<(), ()> {
         let Some(&client_id) = self.ids.get(&r.watch_id) else {
             return Ok(());
         };
         if r.canceled {
             self.ids.remove(&r.watch_id);
+            self.progress.remove(&r.watch_id);
         }
         let term = self.m.status.borrow().term;
         let resp = pb::WatchResponse {

@@ -151,6 +151,7 @@ pub fn start(
         metrics: metrics.clone(),
         max_request_bytes: cfg.max_request_bytes,
         election_ms: cfg.election_ms,
+        watch_progress_interval: cfg.watch_progress_interval,
     };
     let seq0 = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -64,6 +64,8 @@ pub struct MemberConfig {
     pub client_urls: Vec<String>,
     /// `--pre-vote`.
     pub pre_vote: bool,
+    /// Period of progress notifications to watchers created with `progress_notify`.
+    pub watch_progress_interval: Duration,
     /// Entries kept in memory behind a snapshot for slow followers (etcd: 5000); one
     /// further behind gets the snapshot.
     pub log_tail: u64,
@@ -128,6 +130,8 @@ pub struct MemberHandle {
     pub max_request_bytes: usize,
     /// `--election-timeout` in ms.
     pub election_ms: u64,
+    /// Period of watch progress notifications.
+    pub watch_progress_interval: Duration,
 }
 
 impl MemberHandle {

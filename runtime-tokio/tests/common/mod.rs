@@ -125,6 +125,7 @@ pub fn config(plan: &Plan, i: usize, dir: &Path) -> MemberConfig {
         pre_vote: true,
         auto_compaction: Default::default(),
         log_tail: 5000,
+        watch_progress_interval: Duration::from_millis(300),
     }
 }
 
