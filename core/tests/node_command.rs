@@ -5,40 +5,17 @@
 
 #[path = "common/counting_alloc.rs"]
 mod counting_alloc;
-
-use std::sync::{Mutex, MutexGuard};
+#[path = "common/hostile.rs"]
+mod hostile;
 
 use bytes::Bytes;
+use hostile::{apply, check, serial, Mutation};
 use keel_core::mvcc::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
     SortOrder, SortTarget, TxnRequest,
 };
 use keel_core::node::{decode_command, encode_command, Command, CommandDecodeError, Proposal};
 use proptest::prelude::*;
-use proptest::test_runner::TestRunner;
-
-/// Allocation is counted process-wide, so every test of this file holds this lock for
-/// its whole run, case generation included: nothing else allocates during a measurement.
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Runs a property over `cases` values of `strategy` under [`serial`].
-fn check<S: Strategy>(
-    cases: u32,
-    strategy: S,
-    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
-) {
-    let _g = serial();
-    let config = ProptestConfig {
-        source_file: Some(file!()),
-        ..ProptestConfig::with_cases(cases)
-    };
-    if let Err(e) = TestRunner::new(config).run(&strategy, test) {
-        panic!("{e}");
-    }
-}
 
 fn i64s() -> impl Strategy<Value = i64> {
     prop_oneof![-3i64..20, Just(i64::MAX), Just(i64::MIN), any::<i64>()]
@@ -213,16 +190,6 @@ fn proposal() -> impl Strategy<Value = Proposal> {
     })
 }
 
-#[derive(Clone, Debug)]
-enum Mutation {
-    Set(usize, u8),
-    /// Overwrite 4 bytes with a little-endian u32 (a count or length).
-    Len(usize, u32),
-    Insert(usize, u8),
-    Remove(usize),
-    Truncate(usize),
-}
-
 fn mutation() -> impl Strategy<Value = Mutation> {
     let len = prop_oneof![Just(u32::MAX), Just(1 << 28), 0u32..64, any::<u32>()];
     prop_oneof![
@@ -232,41 +199,6 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         any::<usize>().prop_map(Mutation::Remove),
         any::<usize>().prop_map(Mutation::Truncate),
     ]
-}
-
-fn apply(mut b: Vec<u8>, muts: &[Mutation]) -> Vec<u8> {
-    for m in muts {
-        let i = |i: usize| i % b.len().max(1);
-        match *m {
-            Mutation::Set(at, v) => {
-                let at = i(at);
-                if let Some(x) = b.get_mut(at) {
-                    *x = v;
-                }
-            }
-            Mutation::Len(at, v) => {
-                let at = i(at);
-                if at + 4 <= b.len() {
-                    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
-                }
-            }
-            Mutation::Insert(at, v) => {
-                let at = i(at).min(b.len());
-                b.insert(at, v);
-            }
-            Mutation::Remove(at) => {
-                let at = i(at);
-                if at < b.len() {
-                    b.remove(at);
-                }
-            }
-            Mutation::Truncate(at) => {
-                let at = i(at);
-                b.truncate(at);
-            }
-        }
-    }
-    b
 }
 
 /// Decodes hostile `input`: bounded allocation, and whatever is accepted is canonical
@@ -289,7 +221,7 @@ fn check_hostile(input: Vec<u8>) -> Result<(), TestCaseError> {
 
 #[test]
 fn every_proposal_round_trips() {
-    check(4000, proposal(), |p| {
+    check(file!(), 4000, proposal(), |p| {
         let b = Bytes::from(encode_command(&p));
         prop_assert_eq!(decode_command(&b), Ok(p.clone()));
         prop_assert!(p.cmd.txn_depth() <= 5);
@@ -308,7 +240,7 @@ fn every_proposal_round_trips() {
 #[test]
 fn mutated_proposals_never_panic_and_stay_bounded() {
     let cases = (proposal(), prop::collection::vec(mutation(), 1..5));
-    check(6000, cases, |(p, muts)| {
+    check(file!(), 6000, cases, |(p, muts)| {
         check_hostile(apply(encode_command(&p), &muts))
     });
 }
@@ -320,7 +252,7 @@ fn random_bytes_never_panic_and_stay_bounded() {
         prop::collection::vec(any::<u8>(), 0..300),
         any::<bool>(),
     );
-    check(6000, cases, |(kind, rest, raw)| {
+    check(file!(), 6000, cases, |(kind, rest, raw)| {
         // Mostly a valid version, origin and seq, and a plausible kind, so the body
         // parsers are what gets exercised.
         let input = if raw {

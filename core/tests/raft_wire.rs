@@ -4,42 +4,18 @@
 
 #[path = "common/counting_alloc.rs"]
 mod counting_alloc;
+#[path = "common/hostile.rs"]
+mod hostile;
 
 use std::collections::BTreeSet;
-use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
+use hostile::{apply, check, serial, Mutation};
 use keel_core::raft::{
     decode_message, encode_message, ConfChange, ConfState, Entry, EntryPayload, LogIndex, MemberId,
     Message, MessageBody, ReadCtx, RejectHint, SnapshotMeta, Term, WireError,
 };
 use proptest::prelude::*;
-use proptest::test_runner::TestRunner;
-
-/// Allocation is counted process-wide, so every test of this file holds this lock for
-/// its whole run, case generation included: nothing else allocates during a measurement.
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Runs a property over `cases` values of `strategy` under [`serial`] (what `proptest!`
-/// does, minus the per-case granularity that would let other tests generate values while
-/// one measures).
-fn check<S: Strategy>(
-    cases: u32,
-    strategy: S,
-    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
-) {
-    let _g = serial();
-    let config = ProptestConfig {
-        source_file: Some(file!()),
-        ..ProptestConfig::with_cases(cases)
-    };
-    if let Err(e) = TestRunner::new(config).run(&strategy, test) {
-        panic!("{e}");
-    }
-}
 
 fn u64s() -> impl Strategy<Value = u64> {
     prop_oneof![0u64..20, Just(u64::MAX), any::<u64>()]
@@ -164,18 +140,6 @@ fn encode(m: &Message) -> Vec<u8> {
     out
 }
 
-#[derive(Clone, Debug)]
-enum Mutation {
-    Set(usize, u8),
-    /// Overwrite 4 bytes with a little-endian u32 (a count or length).
-    Len(usize, u32),
-    /// Overwrite 8 bytes with a little-endian u64.
-    Word(usize, u64),
-    Insert(usize, u8),
-    Remove(usize),
-    Truncate(usize),
-}
-
 fn mutation() -> impl Strategy<Value = Mutation> {
     let len = prop_oneof![
         Just(u32::MAX),
@@ -192,47 +156,6 @@ fn mutation() -> impl Strategy<Value = Mutation> {
         any::<usize>().prop_map(Mutation::Remove),
         any::<usize>().prop_map(Mutation::Truncate),
     ]
-}
-
-fn apply(mut b: Vec<u8>, muts: &[Mutation]) -> Vec<u8> {
-    for m in muts {
-        let at = |i: usize| i % b.len().max(1);
-        match *m {
-            Mutation::Set(i, v) => {
-                let i = at(i);
-                if let Some(x) = b.get_mut(i) {
-                    *x = v;
-                }
-            }
-            Mutation::Len(i, v) => {
-                let i = at(i);
-                if i + 4 <= b.len() {
-                    b[i..i + 4].copy_from_slice(&v.to_le_bytes());
-                }
-            }
-            Mutation::Word(i, v) => {
-                let i = at(i);
-                if i + 8 <= b.len() {
-                    b[i..i + 8].copy_from_slice(&v.to_le_bytes());
-                }
-            }
-            Mutation::Insert(i, v) => {
-                let i = at(i).min(b.len());
-                b.insert(i, v);
-            }
-            Mutation::Remove(i) => {
-                let i = at(i);
-                if i < b.len() {
-                    b.remove(i);
-                }
-            }
-            Mutation::Truncate(i) => {
-                let i = at(i);
-                b.truncate(i);
-            }
-        }
-    }
-    b
 }
 
 /// Decodes hostile `input`, checking the allocation bound and that whatever is accepted
@@ -261,7 +184,7 @@ fn check_hostile(input: Vec<u8>) -> Result<(), TestCaseError> {
 
 #[test]
 fn every_message_round_trips() {
-    check(3000, message(), |m| {
+    check(file!(), 3000, message(), |m| {
         let buf = encode(&m);
         let b = Bytes::from(buf);
         prop_assert_eq!(decode_message(&b), Ok(m.clone()));
@@ -292,7 +215,7 @@ fn every_message_round_trips() {
 #[test]
 fn mutated_messages_never_panic_and_stay_bounded() {
     let cases = (message(), prop::collection::vec(mutation(), 1..5));
-    check(5000, cases, |(m, muts)| {
+    check(file!(), 5000, cases, |(m, muts)| {
         check_hostile(apply(encode(&m), &muts))
     });
 }
@@ -304,7 +227,7 @@ fn random_bytes_never_panic_and_stay_bounded() {
         prop::collection::vec(any::<u8>(), 0..256),
         any::<bool>(),
     );
-    check(5000, cases, |(kind, rest, raw)| {
+    check(file!(), 5000, cases, |(kind, rest, raw)| {
         // Mostly past the version and kind bytes, or the decoder would refuse at once.
         let input = if raw {
             rest
