@@ -8,15 +8,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+use keel_core::node::alarm;
+
 use crate::grpc::maintenance_version;
 use crate::member::{Core, MemberHandle};
 
 /// The HTTP routes of a member's client port.
 pub fn router(m: MemberHandle) -> Router {
-    let (h, v, x) = (m.clone(), m.clone(), m);
+    let (h, x) = (m.clone(), m);
     Router::new()
         .route("/health", get(move || health(h.clone())))
-        .route("/version", get(move || version(v.clone())))
+        .route("/version", get(version))
         .route("/metrics", get(move || metrics(x.clone())))
 }
 
@@ -43,17 +45,14 @@ async fn health(m: MemberHandle) -> Response {
             "{\"health\":\"true\",\"reason\":\"\"}".into(),
         ),
         Ok(Ok(alarms)) => {
-            let names: Vec<String> = alarms
-                .iter()
-                .map(|(_, a)| if *a == 1 { "NOSPACE" } else { "CORRUPT" }.to_string())
-                .collect();
+            let names: Vec<&str> = alarms.iter().map(|(_, a)| alarm::name(*a)).collect();
             unhealthy(&format!("ALARM {}", names.join(" ")))
         }
         _ => unhealthy("QGET ERROR"),
     }
 }
 
-async fn version(_m: MemberHandle) -> Response {
+async fn version() -> Response {
     let v = maintenance_version();
     json(
         StatusCode::OK,

@@ -173,6 +173,11 @@ impl KvStore {
         self.max_txn_ops = n;
     }
 
+    /// The `--max-txn-ops` limit in force.
+    pub fn max_txn_ops(&self) -> usize {
+        self.max_txn_ops
+    }
+
     /// The current revision.
     pub fn revision(&self) -> i64 {
         self.current

@@ -37,6 +37,15 @@ pub mod alarm {
     pub const NOSPACE: i32 = 1;
     /// Data inconsistency detected.
     pub const CORRUPT: i32 = 2;
+
+    /// The alarm's name as etcd prints it.
+    pub fn name(kind: i32) -> &'static str {
+        match kind {
+            NOSPACE => "NOSPACE",
+            CORRUPT => "CORRUPT",
+            _ => "NONE",
+        }
+    }
 }
 
 /// The result of applying one client command, returned to the member that proposed it.
@@ -324,9 +333,12 @@ impl StateMachine {
         })
     }
 
-    /// Replaces this state with a snapshot image from the leader.
+    /// Replaces this state with a snapshot image from the leader, keeping this member's
+    /// local settings (quota, minimum lease TTL, `--max-txn-ops`).
     pub fn install(&mut self, image: &[u8]) -> Result<(), NodeImageError> {
+        let max_txn_ops = self.kv.kv.max_txn_ops();
         *self = StateMachine::restore(image, self.quota_bytes, self.min_lease_ttl)?;
+        self.kv.kv.set_max_txn_ops(max_txn_ops);
         Ok(())
     }
 }

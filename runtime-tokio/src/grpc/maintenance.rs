@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use keel_core::node::{Command, Outcome};
+use keel_core::node::{alarm, Command, Outcome};
 use keel_core::raft::{MemberId, Role};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -73,37 +73,33 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         _req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let resp = self
+        let (h, resp) = self
             .m
             .local(|c: &mut Core| {
                 let size = c.sm.kv.kv.size_bytes() as i64;
                 let errors =
                     c.sm.alarms(c.id)
                         .into_iter()
-                        .map(|(m, a)| {
-                            let name = match a {
-                                1 => "NOSPACE",
-                                2 => "CORRUPT",
-                                _ => "NONE",
-                            };
-                            format!("memberID:{m} alarm:{name} ")
-                        })
+                        .map(|(m, a)| format!("memberID:{m} alarm:{} ", alarm::name(a)))
                         .collect();
-                pb::StatusResponse {
-                    header: None,
-                    version: ETCD_VERSION.into(),
-                    db_size: size,
-                    leader: c.raft.leader().0,
-                    raft_index: c.raft.committed().0,
-                    raft_term: c.raft.term().0,
-                    raft_applied_index: c.sm.applied(),
-                    errors,
-                    db_size_in_use: size,
-                    is_learner: c.sm.members.get(&c.id).is_some_and(|m| m.learner),
-                }
+                let header = c.header();
+                (
+                    header,
+                    pb::StatusResponse {
+                        header: None,
+                        version: ETCD_VERSION.into(),
+                        db_size: size,
+                        leader: c.raft.leader().0,
+                        raft_index: c.raft.committed().0,
+                        raft_term: c.raft.term().0,
+                        raft_applied_index: c.sm.applied(),
+                        errors,
+                        db_size_in_use: size,
+                        is_learner: c.sm.members.get(&c.id).is_some_and(|m| m.learner),
+                    },
+                )
             })
             .await?;
-        let h = self.m.local(|c: &mut Core| c.header()).await?;
         Ok(Response::new(pb::StatusResponse {
             header: header(&self.m, h),
             ..resp

@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keel_core::mvcc::WatchHub;
-use keel_core::node::{
-    encode_command, Command, Compactor, MemberInfo, Outcome, Proposal, StateMachine,
-};
+use keel_core::node::{encode_command, Command, Compactor, Outcome, Proposal, StateMachine};
 use keel_core::raft::{
     ConfState, Config, LogIndex, MemberId, ProposeError, RaftNode, ReadCtx, ReadError, Role,
 };
@@ -50,7 +48,7 @@ pub struct Core {
     pub cluster_id: u64,
     /// `--name`.
     pub name: String,
-    /// Snapshot file names and sizes (for Status).
+    /// The WAL and snapshot files.
     pub storage: Storage,
     pub(super) cfg: MemberConfig,
     pub(super) net: PeerNet,
@@ -112,26 +110,24 @@ pub fn start(
     rcfg.compaction_tail = cfg.log_tail;
     rcfg.seed = cfg.id ^ std::process::id() as u64;
     rcfg.max_proposal_bytes = (cfg.max_request_bytes as u64).max(1 << 20) * 2;
-    let founding: Vec<MemberInfo> = cfg.initial_members.clone();
-    let mut sm = StateMachine::new(cfg.quota_bytes, min_ttl, founding.clone());
+    let mut sm = StateMachine::new(
+        cfg.quota_bytes,
+        min_ttl,
+        cfg.initial_members.iter().cloned(),
+    );
     sm.kv.kv.set_max_txn_ops(cfg.max_txn_ops);
     let raft = match rec.state {
         Some(state) => {
+            // Without a snapshot the log replays from index 1 onto the founding table.
             if let Some(snap) = &rec.snapshot {
                 sm.install(&snap.data)
                     .map_err(|e| StartError::Recover(format!("snapshot: {e}")))?;
-                sm.kv.kv.set_max_txn_ops(cfg.max_txn_ops);
-            } else {
-                // Replaying from index 1: the member table starts empty and is rebuilt
-                // by the log (founding members come from the bootstrap entries).
-                sm = StateMachine::new(cfg.quota_bytes, min_ttl, founding.clone());
-                sm.kv.kv.set_max_txn_ops(cfg.max_txn_ops);
             }
             RaftNode::restart(rcfg, state, now).map_err(|e| StartError::Recover(e.to_string()))?
         }
         None => {
             let conf = if cfg.new_cluster {
-                ConfState::with_voters(founding.iter().map(|m| MemberId(m.id)))
+                ConfState::with_voters(cfg.initial_members.iter().map(|m| MemberId(m.id)))
             } else {
                 ConfState::default()
             };

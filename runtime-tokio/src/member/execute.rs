@@ -43,7 +43,6 @@ impl Core {
             self.sm
                 .install(&snap.data)
                 .map_err(|e| ServerError::Storage(format!("snapshot from the leader: {e}")))?;
-            self.sm.kv.kv.set_max_txn_ops(self.cfg.max_txn_ops);
             self.refresh_peers();
             tracing::info!(
                 index = snap.meta.index.0,
