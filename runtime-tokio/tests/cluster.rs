@@ -54,25 +54,16 @@ async fn single_member_answers_like_etcd() {
     );
 
     // A watch from a past revision replays, then follows live writes.
-    let mut w = WatchClient::new(common::channel(&m.client_url).await);
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(pb::WatchRequest {
-        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
-            pb::WatchCreateRequest {
-                key: Bytes::from_static(b"foo"),
-                start_revision: 2,
-                prev_kv: true,
-                ..Default::default()
-            },
-        )),
-    })
-    .await
-    .expect("send");
-    let mut stream = w
-        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .expect("watch")
-        .into_inner();
+    let (_tx, mut stream) = open_watch(
+        &m.client_url,
+        vec![pb::WatchCreateRequest {
+            key: Bytes::from_static(b"foo"),
+            start_revision: 2,
+            prev_kv: true,
+            ..Default::default()
+        }],
+    )
+    .await;
     let created = stream.next().await.expect("created").expect("ok");
     assert!(created.created);
     kv.put(put("foo", "qux")).await.expect("put");
@@ -413,26 +404,12 @@ async fn progress_notify_watchers_get_the_current_revision_periodically() {
     wait_leader(&[m.client_url.clone()]).await;
     let mut kv = m.kv().await;
     kv.put(put("a", "1")).await.expect("put");
-    let mut w = WatchClient::new(common::channel(&m.client_url).await);
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    for (key, notify) in [("a", true), ("b", false)] {
-        tx.send(pb::WatchRequest {
-            request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
-                pb::WatchCreateRequest {
-                    key: Bytes::copy_from_slice(key.as_bytes()),
-                    progress_notify: notify,
-                    ..Default::default()
-                },
-            )),
-        })
-        .await
-        .expect("send");
-    }
-    let mut stream = w
-        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .expect("watch")
-        .into_inner();
+    let creates = [("a", true), ("b", false)].map(|(key, notify)| pb::WatchCreateRequest {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        progress_notify: notify,
+        ..Default::default()
+    });
+    let (tx, mut stream) = open_watch(&m.client_url, creates.to_vec()).await;
     assert!(next_response(&mut stream).await.created);
     assert!(next_response(&mut stream).await.created);
     kv.put(put("b", "2")).await.expect("put"); // revision 3, for watcher 1 only
@@ -457,4 +434,56 @@ async fn next_response(stream: &mut tonic::Streaming<pb::WatchResponse>) -> pb::
         .expect("response in time")
         .expect("stream")
         .expect("ok")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_watcher_of_a_crowded_stream_gets_its_event() {
+    // More watchers on one stream than the stream's backlog limit: one write hands all
+    // of them an event in the same round, and none may be lost.
+    const WATCHERS: usize = 600;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut p = plan(1).await;
+    let mut m = p.start(0, dir.path()).await;
+    wait_leader(&[m.client_url.clone()]).await;
+    let create = pb::WatchCreateRequest {
+        key: Bytes::from_static(b"crowd"),
+        ..Default::default()
+    };
+    let (_tx, mut stream) = open_watch(&m.client_url, vec![create; WATCHERS]).await;
+    for _ in 0..WATCHERS {
+        assert!(next_response(&mut stream).await.created);
+    }
+    m.kv().await.put(put("crowd", "x")).await.expect("put");
+    let mut got = std::collections::BTreeSet::new();
+    while got.len() < WATCHERS {
+        let r = next_response(&mut stream).await;
+        assert_eq!(r.events.len(), 1, "one event per watcher");
+        assert!(got.insert(r.watch_id), "watcher {} twice", r.watch_id);
+    }
+    m.stop().await;
+}
+
+/// Opens a watch stream and sends `creates` on it; the sender keeps the stream open.
+async fn open_watch(
+    url: &str,
+    creates: Vec<pb::WatchCreateRequest>,
+) -> (
+    tokio::sync::mpsc::Sender<pb::WatchRequest>,
+    tonic::Streaming<pb::WatchResponse>,
+) {
+    let mut w = WatchClient::new(common::channel(url).await);
+    let (tx, rx) = tokio::sync::mpsc::channel(creates.len().max(1));
+    for c in creates {
+        tx.send(pb::WatchRequest {
+            request_union: Some(pb::watch_request::RequestUnion::CreateRequest(c)),
+        })
+        .await
+        .expect("send");
+    }
+    let stream = w
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("watch")
+        .into_inner();
+    (tx, stream)
 }

@@ -8,11 +8,10 @@ use keel_core::mvcc::{
     ResponseOp, SortOrder, SortTarget, TxnRequest, WatchRequest,
 };
 use keel_core::node::{Command, Outcome};
-use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::{mismatched, mvcc_status};
-use crate::member::{Core, Header, MemberHandle, WatchSink};
+use crate::member::{watch_channel, Core, Header, MemberHandle};
 
 /// The end of the range of keys starting with `prefix`.
 pub fn prefix_end(prefix: &[u8]) -> Bytes {
@@ -152,17 +151,17 @@ impl Drop for WatchGuard {
 /// Waits for the first response of a watcher (an event, or a cancel by compaction:
 /// either way the caller looks again).
 async fn wait_event(m: &MemberHandle, req: WatchRequest) -> Result<(), Status> {
-    let (tx, mut rx) = mpsc::channel(16);
+    let (sink, mut outlet) = watch_channel();
     let id = m
         .local(move |c: &mut Core| {
             let id = c.hub.create(req, &c.sm.kv.kv);
-            c.sinks.insert(id, WatchSink { tx });
+            c.sinks.insert(id, sink);
             c.flush_watches();
             id
         })
         .await?;
     let _guard = WatchGuard { m: m.clone(), id };
-    let _ = rx.recv().await;
+    let _ = outlet.recv().await;
     Ok(())
 }
 

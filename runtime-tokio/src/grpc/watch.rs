@@ -1,7 +1,7 @@
 //! `etcdserverpb.Watch`: one task per stream maps the client's watch IDs to the member's
-//! watchers and forwards their events. The task's inbound queue from the member is
-//! bounded: while the client does not read, its watchers' events stay in the member's
-//! hub and fall back to history, so a slow client never holds writes back.
+//! watchers and forwards their events. While the client does not read, its watchers'
+//! events stay in the member's hub and fall back to history (see `member::WatchSink`),
+//! so a slow client never holds writes back.
 
 use std::collections::{HashMap, HashSet};
 
@@ -12,13 +12,11 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::event_out;
 use super::header;
-use crate::member::{Core, Header, MemberHandle, WatchSink};
+use crate::member::{watch_channel, Core, Header, MemberHandle, WatchSink};
 use crate::pb::etcdserverpb as pb;
 
 /// Responses a stream may have queued towards the client.
 const OUT_QUEUE: usize = 128;
-/// Responses the member may have queued towards a stream.
-const IN_QUEUE: usize = 256;
 
 /// The Watch service.
 pub struct WatchService {
@@ -52,7 +50,7 @@ impl pb::watch_server::Watch for WatchService {
 struct Stream {
     m: MemberHandle,
     out: Out,
-    events: mpsc::Sender<keel_core::mvcc::WatchResponse>,
+    events: WatchSink,
     /// Member watcher ID → the client's watch ID.
     ids: HashMap<i64, i64>,
     /// Member watcher IDs created with `progress_notify`.
@@ -61,7 +59,7 @@ struct Stream {
 }
 
 async fn run_stream(m: MemberHandle, mut inbound: Streaming<pb::WatchRequest>, out: Out) {
-    let (ev_tx, mut ev_rx) = mpsc::channel(IN_QUEUE);
+    let (ev_tx, mut ev_rx) = watch_channel();
     let mut s = Stream {
         m,
         out,
@@ -210,14 +208,14 @@ impl Stream {
             fragment: c.fragment,
         };
         let progress_notify = c.progress_notify;
-        let tx = self.events.clone();
+        let sink = self.events.clone();
         // Registered and answered in one step on the member task, then the created
         // response goes out before this task reads any event of the new watcher.
         let (hub_id, h) = self
             .m
             .local(move |c: &mut Core| {
                 let id = c.hub.create(req, &c.sm.kv.kv);
-                c.sinks.insert(id, WatchSink { tx });
+                c.sinks.insert(id, sink);
                 (id, c.header())
             })
             .await

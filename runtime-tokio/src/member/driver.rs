@@ -13,6 +13,7 @@ use keel_core::raft::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::WatchSink;
 use super::{Header, Input, MemberConfig, MemberHandle, ReadFn, ServerError, Status};
 use crate::metrics::Metrics;
 use crate::peer::PeerNet;
@@ -23,12 +24,6 @@ use crate::MonotonicClock;
 const WATCH_QUEUE: usize = 4096;
 
 type Reply = oneshot::Sender<Result<(Outcome, Header), ServerError>>;
-
-/// A watcher's outlet: the stream it belongs to and the ID that stream knows it by.
-pub struct WatchSink {
-    /// The stream's outbound queue.
-    pub tx: mpsc::Sender<keel_core::mvcc::WatchResponse>,
-}
 
 /// The values the member task owns; reads run against them.
 pub struct Core {

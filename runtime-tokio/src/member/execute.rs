@@ -12,9 +12,6 @@ use super::ServerError;
 
 /// An fsync slower than this is worth a log line (etcd warns at 1 s).
 const SLOW_FSYNC: Duration = Duration::from_secs(1);
-/// A watcher is handed responses only while its stream has this much room, so one
-/// round of responses (fragments included) always fits.
-const SINK_ROOM: usize = 32;
 
 impl Core {
     pub(super) fn execute(&mut self, rd: Ready) -> Result<(), ServerError> {
@@ -160,7 +157,7 @@ impl Core {
         }
     }
 
-    /// Hands queued watch events to streams that have room; the rest stay in the hub
+    /// Hands queued watch events to streams that keep up; the rest stay in the hub
     /// (falling back to history when they pile up).
     pub fn flush_watches(&mut self) {
         if self.sinks.is_empty() {
@@ -169,14 +166,14 @@ impl Core {
         self.hub.catch_up(&self.sm.kv.kv);
         let rev = self.sm.kv.kv.revision();
         let sinks = &self.sinks;
-        let out = self.hub.take_responses_if(rev, |id| {
-            sinks.get(&id).is_some_and(|s| s.tx.capacity() >= SINK_ROOM)
-        });
+        let out = self
+            .hub
+            .take_responses_if(rev, |id| sinks.get(&id).is_some_and(|s| s.ready()));
         for r in out {
             let id = r.watch_id;
             let canceled = r.canceled;
             let gone = match self.sinks.get(&id) {
-                Some(s) => s.tx.try_send(r).is_err() && s.tx.is_closed(),
+                Some(s) => !s.send(r),
                 None => true,
             };
             if canceled || gone {

@@ -12,6 +12,7 @@
 mod driver;
 mod errors;
 mod execute;
+mod watch_sink;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,8 +21,9 @@ use std::time::Duration;
 use keel_core::node::{Command, MemberInfo, Outcome};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use driver::{start, Core, StartError, WatchSink};
+pub use driver::{start, Core, StartError};
 pub use errors::ServerError;
+pub use watch_sink::{watch_channel, WatchOutlet, WatchSink};
 
 use crate::metrics::Metrics;
 
