@@ -2,6 +2,8 @@
 //! TTLs are the leader's business (only its clock decides expiry): a follower forwards
 //! them to the leader's client URL.
 
+use std::sync::{Arc, Mutex};
+
 use keel_core::mvcc::LeaseError;
 use keel_core::node::{Command, Outcome};
 use tokio::sync::mpsc;
@@ -17,18 +19,44 @@ use crate::pb::etcdserverpb::lease_client::LeaseClient;
 /// The Lease service.
 pub struct LeaseService {
     m: MemberHandle,
+    link: LeaderLink,
 }
 
 impl LeaseService {
     /// Lease over member `m`.
     pub fn new(m: MemberHandle) -> Self {
-        LeaseService { m }
+        LeaseService {
+            m,
+            link: LeaderLink::default(),
+        }
     }
 }
 
-/// A channel to the current leader's client URL, for requests only it can answer.
-pub async fn leader_channel(m: &MemberHandle) -> Result<Channel, Status> {
-    let leader = m.status.borrow().leader;
+/// A follower's connection to the leader's client URL, for requests only the leader can
+/// answer; kept while the leader stays the same, so forwarded keepalives share it.
+#[derive(Clone, Default)]
+struct LeaderLink {
+    cached: Arc<Mutex<Option<(u64, Channel)>>>,
+}
+
+impl LeaderLink {
+    async fn channel(&self, m: &MemberHandle) -> Result<Channel, Status> {
+        let leader = m.status.borrow().leader;
+        if let Ok(c) = self.cached.lock() {
+            if let Some((_, ch)) = c.as_ref().filter(|(id, _)| *id == leader) {
+                return Ok(ch.clone());
+            }
+        }
+        let ch = leader_channel(m, leader).await?;
+        if let Ok(mut c) = self.cached.lock() {
+            *c = Some((leader, ch.clone()));
+        }
+        Ok(ch)
+    }
+}
+
+/// A channel to `leader`'s client URL.
+async fn leader_channel(m: &MemberHandle, leader: u64) -> Result<Channel, Status> {
     if leader == 0 {
         return Err(ServerError::NoLeader.into());
     }
@@ -66,7 +94,11 @@ async fn renew_local(
     }
 }
 
-async fn keepalive_one(m: &MemberHandle, id: i64) -> Result<pb::LeaseKeepAliveResponse, Status> {
+async fn keepalive_one(
+    m: &MemberHandle,
+    link: &LeaderLink,
+    id: i64,
+) -> Result<pb::LeaseKeepAliveResponse, Status> {
     if let Some((ttl, h)) = renew_local(m, id).await? {
         return Ok(pb::LeaseKeepAliveResponse {
             header: header(m, h),
@@ -74,7 +106,7 @@ async fn keepalive_one(m: &MemberHandle, id: i64) -> Result<pb::LeaseKeepAliveRe
             ttl,
         });
     }
-    let mut client = LeaseClient::new(leader_channel(m).await?);
+    let mut client = LeaseClient::new(link.channel(m).await?);
     let (tx, rx) = mpsc::channel(1);
     let _ = tx.send(pb::LeaseKeepAliveRequest { id }).await;
     let mut stream = client
@@ -141,10 +173,10 @@ impl pb::lease_server::Lease for LeaseService {
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(16);
-        let m = self.m.clone();
+        let (m, link) = (self.m.clone(), self.link.clone());
         tokio::spawn(async move {
             while let Ok(Some(r)) = inbound.message().await {
-                let resp = keepalive_one(&m, r.id).await;
+                let resp = keepalive_one(&m, &link, r.id).await;
                 let failed = resp.is_err();
                 if tx.send(resp).await.is_err() || failed {
                     return;
@@ -179,7 +211,7 @@ impl pb::lease_server::Lease for LeaseService {
             .await?;
         if !primary && res.is_ok() {
             // Only the leader knows how much time is left.
-            let mut client = LeaseClient::new(leader_channel(&self.m).await?);
+            let mut client = LeaseClient::new(self.link.channel(&self.m).await?);
             return client
                 .lease_time_to_live(pb::LeaseTimeToLiveRequest { id, keys })
                 .await;
