@@ -11,7 +11,6 @@
 //! fit is dropped (raft retransmits). A lost connection is redialed with backoff.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -307,11 +306,4 @@ async fn serve_conn(
             Err(e) => return Err(std::io::Error::other(format!("bad message: {e}"))),
         }
     }
-}
-
-/// Parses `host:port` of a listen URL into a socket address (`localhost` is 127.0.0.1).
-pub fn listen_addr(url: &str) -> Option<SocketAddr> {
-    let hp = url_host_port(url)?;
-    let hp = hp.replace("localhost", "127.0.0.1");
-    hp.parse().ok()
 }
