@@ -9,7 +9,9 @@ use keel_runtime_tokio::member::MemberConfig;
 use keel_runtime_tokio::{founding, serve, Storage};
 use tokio::net::TcpListener;
 
+use crate::bootstrap::{self, Plan};
 use crate::config::{self, CompactionRetention, LogLevel, ServerConfig};
+use crate::proxy;
 
 /// Runs `keel` with these arguments (program name first) until it is told to stop.
 /// An error is one line for the operator.
@@ -26,7 +28,6 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
         tracing::warn!("{w}");
     }
     refuse_unsupported(&cfg)?;
-    let member = member_config(&cfg)?;
     let client_addrs = cfg.listen_client_addrs().map_err(|e| e.to_string())?;
     let peer_addrs = cfg.listen_peer_addrs().map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -34,6 +35,14 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     rt.block_on(async move {
+        let member = match member_config(&cfg).await? {
+            Start::Member(m) => *m,
+            Start::Proxy(peer_urls) => {
+                let client = bind_all(&client_addrs).await?;
+                tracing::info!(peers = %peer_urls.join(","), "discovered cluster is full: proxying clients to it");
+                return proxy::run(peer_urls, client, shutdown_signal()).await;
+            }
+        };
         let client = bind_all(&client_addrs).await?;
         let peers = bind_all(&peer_addrs).await?;
         tracing::info!(
@@ -123,12 +132,6 @@ fn init_logging(cfg: &ServerConfig, json: bool) -> Result<(), String> {
 /// Features whose flags are accepted but which this build cannot honour yet: refusing
 /// at start is better than silently running something else than asked.
 fn refuse_unsupported(cfg: &ServerConfig) -> Result<(), String> {
-    if cfg.discovery.is_some() || cfg.discovery_srv.is_some() {
-        return Err(
-            "discovery (--discovery, --discovery-srv) is not supported yet: use --initial-cluster"
-                .into(),
-        );
-    }
     let https = cfg
         .listen_client_urls
         .iter()
@@ -151,8 +154,14 @@ fn refuse_unsupported(cfg: &ServerConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// What this process runs: a member, or (discovered cluster full) a client proxy.
+enum Start {
+    Member(Box<MemberConfig>),
+    Proxy(Vec<String>),
+}
+
 /// Bootstrap (new data dir) or restart (identity from the WAL, `--initial-*` ignored).
-fn member_config(cfg: &ServerConfig) -> Result<MemberConfig, String> {
+async fn member_config(cfg: &ServerConfig) -> Result<Start, String> {
     let data_dir = cfg.data_dir.clone();
     let identity = Storage::identity(&data_dir).map_err(|e| e.to_string())?;
     let (id, cid, members) = match identity {
@@ -161,6 +170,12 @@ fn member_config(cfg: &ServerConfig) -> Result<MemberConfig, String> {
                 data_dir = %data_dir.display(),
                 "restarting from the data dir; --initial-cluster flags are ignored"
             );
+            if cfg.discovery.is_some() {
+                tracing::warn!(
+                    "discovery token ignored since a cluster has already been initialized. Valid log found at {}",
+                    data_dir.join("member").join("wal").display()
+                );
+            }
             let members = founding::load(&data_dir)?.ok_or_else(|| {
                 format!(
                     "{}: the WAL exists but member/founding is missing",
@@ -170,14 +185,21 @@ fn member_config(cfg: &ServerConfig) -> Result<MemberConfig, String> {
             (id, cid, members)
         }
         None => {
-            if !cfg.is_new_cluster() {
-                return Err("--initial-cluster-state existing (joining a running cluster) needs runtime reconfiguration, which is not supported yet".into());
-            }
+            let (initial_cluster, token) = match bootstrap::plan(cfg).await? {
+                Plan::New {
+                    initial_cluster,
+                    token,
+                } => (initial_cluster, token),
+                Plan::Proxy { peer_urls } => return Ok(Start::Proxy(peer_urls)),
+                Plan::Join => {
+                    return Err("--initial-cluster-state existing (joining a running cluster) is not supported yet".into());
+                }
+            };
             let initial = bootstrap_members(
-                &cfg.initial_cluster,
+                &initial_cluster,
                 &cfg.name,
                 &cfg.initial_advertise_peer_urls,
-                &cfg.initial_cluster_token,
+                &token,
             )
             .map_err(|e| e.to_string())?;
             let ids: Vec<u64> = initial.iter().map(|m| m.id).collect();
@@ -201,13 +223,15 @@ fn member_config(cfg: &ServerConfig) -> Result<MemberConfig, String> {
             (own, cluster_id(&ids), members)
         }
     };
-    Ok(MemberConfig {
+    Ok(Start::Member(Box::new(MemberConfig {
         id,
         cluster_id: cid,
         name: cfg.name.clone(),
         data_dir,
         initial_members: members,
         new_cluster: true,
+        enable_v2: cfg.enable_v2,
+        strict_reconfig: cfg.strict_reconfig_check,
         heartbeat_ms: cfg.heartbeat_interval_ms,
         election_ms: cfg.election_timeout_ms,
         snapshot_count: cfg.snapshot_count,
@@ -225,7 +249,7 @@ fn member_config(cfg: &ServerConfig) -> Result<MemberConfig, String> {
             (_, CompactionRetention::Period(d)) => AutoCompaction::Period(d),
             (_, CompactionRetention::Revisions(n)) => AutoCompaction::Revisions(n),
         },
-    })
+    })))
 }
 
 async fn bind_all(addrs: &[std::net::SocketAddr]) -> Result<Vec<TcpListener>, String> {

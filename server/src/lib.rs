@@ -1,13 +1,15 @@
 //! keel-server: the `keel` binary (an etcd-compatible member started with etcd's flags)
 //! and `keelctl` (benchmarks and operator tools).
 //!
-//! Today it holds the benchmarks behind `keelctl bench raft` and `keelctl bench wal`; the
-//! server itself arrives with the runtime and API work.
 
+pub mod bootstrap;
 pub mod client_bench;
 pub mod config;
+pub mod discovery_srv;
+pub mod discovery_v2;
 pub mod latency;
 pub mod launch;
 pub mod mvcc_bench;
+pub mod proxy;
 pub mod raft_bench;
 pub mod wal_bench;

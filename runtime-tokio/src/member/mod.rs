@@ -73,6 +73,10 @@ pub struct MemberConfig {
     pub log_tail: u64,
     /// `--auto-compaction-mode` and `--auto-compaction-retention`.
     pub auto_compaction: keel_core::node::AutoCompaction,
+    /// `--enable-v2`: serve the etcd v2 keys API subset discovery uses on the client port.
+    pub enable_v2: bool,
+    /// `--strict-reconfig-check`: refuse membership changes that could lose quorum.
+    pub strict_reconfig: bool,
 }
 
 /// The header every response carries.

@@ -113,6 +113,8 @@ pub fn config(plan: &Plan, i: usize, dir: &Path) -> MemberConfig {
             })
             .collect(),
         new_cluster: true,
+        enable_v2: false,
+        strict_reconfig: true,
         heartbeat_ms: 50,
         election_ms: 500,
         snapshot_count: 100_000,
