@@ -16,6 +16,7 @@ pub mod member;
 pub mod metrics;
 pub mod pb;
 pub mod peer;
+pub mod peer_info;
 pub mod serve;
 pub mod storage;
 pub mod wal_files;

@@ -7,18 +7,27 @@
 //! (through the `fatal` channel), while the accepting side only refuses, so a stray
 //! member can never take a healthy cluster down.
 //!
+//! A member removed from the cluster is refused too ("permanently removed"), and stops
+//! when it hears so, so it never disrupts the members that remain.
+//!
+//! The same port answers the member-list query of [`crate::peer_info`].
+//!
 //! Sending never blocks raft: each peer has a bounded queue, and a message that does not
 //! fit is dropped (raft retransmits). A lost connection is redialed with backoff.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use keel_core::node::MemberInfo;
 use keel_core::raft::{decode_message, encode_message, Message};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+
+use crate::peer_info::{self, INFO_MAGIC};
+pub use crate::peer_info::{fetch_members, RemoteCluster};
 
 const MAGIC: &[u8; 8] = b"KEELPEER";
 const VERSION: u8 = 1;
@@ -33,6 +42,10 @@ const BATCH_BYTES: usize = 256 << 10;
 const ACCEPTED: u8 = 0;
 const CLUSTER_MISMATCH: u8 = 1;
 const WRONG_MEMBER: u8 = 2;
+const REMOVED: u8 = 3;
+
+/// What a removed member is told, and reports as it stops.
+pub const REMOVED_TEXT: &str = "the member has been permanently removed from the cluster";
 
 /// Sends raft messages to peers.
 #[derive(Clone)]
@@ -45,6 +58,10 @@ struct Inner {
     cluster_id: u64,
     queues: Mutex<HashMap<u64, mpsc::Sender<Message>>>,
     addrs: Mutex<HashMap<u64, Vec<String>>>,
+    /// The member table, for the member-list query.
+    members: Mutex<Vec<MemberInfo>>,
+    /// Members that were in the table and left it: refused at the handshake.
+    removed: Mutex<HashSet<u64>>,
     fatal: mpsc::UnboundedSender<String>,
 }
 
@@ -58,16 +75,42 @@ impl PeerNet {
                 cluster_id,
                 queues: Mutex::new(HashMap::new()),
                 addrs: Mutex::new(HashMap::new()),
+                members: Mutex::new(Vec::new()),
+                removed: Mutex::new(HashSet::new()),
                 fatal,
             }),
         }
     }
 
-    /// Where each peer listens (its peer URLs), as the member table says.
-    pub fn set_peer_urls(&self, urls: HashMap<u64, Vec<String>>) {
-        if let Ok(mut a) = self.inner.addrs.lock() {
+    /// The member table changed: where each peer listens, who may connect, and what the
+    /// member-list query answers. A member that left the table is refused from now on.
+    pub fn set_members(&self, members: Vec<MemberInfo>) {
+        let urls: HashMap<u64, Vec<String>> = members
+            .iter()
+            .map(|m| (m.id, m.peer_urls.clone()))
+            .collect();
+        if let (Ok(mut a), Ok(mut removed)) = (self.inner.addrs.lock(), self.inner.removed.lock()) {
+            removed.extend(a.keys().filter(|id| !urls.contains_key(id)));
+            for id in urls.keys() {
+                removed.remove(id);
+            }
             *a = urls;
         }
+        if let Ok(mut m) = self.inner.members.lock() {
+            *m = members;
+        }
+    }
+
+    fn is_removed(&self, id: u64) -> bool {
+        self.inner.removed.lock().is_ok_and(|r| r.contains(&id))
+    }
+
+    fn members(&self) -> Vec<MemberInfo> {
+        self.inner
+            .members
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
     }
 
     /// Queues a message for its recipient; drops it if the peer's queue is full.
@@ -189,6 +232,7 @@ async fn dial(inner: &Inner, to: u64, url: &str) -> Result<TcpStream, DialError>
         WRONG_MEMBER => Err(DialError::Io(std::io::Error::other(format!(
             "{url} is member {theirs:x}, not {to:x}"
         )))),
+        REMOVED => Err(DialError::Fatal(REMOVED_TEXT.to_string())),
         _ => Err(DialError::Io(std::io::Error::other("bad handshake reply"))),
     }
 }
@@ -225,8 +269,7 @@ fn frame(m: &Message, buf: &mut Vec<u8>) {
 /// Accepts peer connections and hands their messages to `deliver`.
 pub async fn serve(
     listener: TcpListener,
-    id: u64,
-    cluster_id: u64,
+    net: PeerNet,
     deliver: impl Fn(Message) -> bool + Send + Sync + Clone + 'static,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -240,8 +283,9 @@ pub async fn serve(
             continue;
         };
         let deliver = deliver.clone();
+        let net = net.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve_conn(s, id, cluster_id, deliver).await {
+            if let Err(e) = serve_conn(s, &net, deliver).await {
                 tracing::debug!(%from, error = %e, "peer connection closed");
             }
         });
@@ -250,13 +294,19 @@ pub async fn serve(
 
 async fn serve_conn(
     mut s: TcpStream,
-    id: u64,
-    cluster_id: u64,
+    net: &PeerNet,
     deliver: impl Fn(Message) -> bool,
 ) -> std::io::Result<()> {
+    let (id, cluster_id) = (net.inner.id, net.inner.cluster_id);
     s.set_nodelay(true)?;
     let mut hs = [0u8; HANDSHAKE_LEN];
-    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut hs))
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut hs[..8]))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    if &hs[..8] == INFO_MAGIC {
+        return peer_info::answer(&mut s, cluster_id, net.members()).await;
+    }
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut hs[8..]))
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
     if &hs[..8] != MAGIC || hs[8] != VERSION {
@@ -274,6 +324,9 @@ async fn serve_conn(
         (CLUSTER_MISMATCH, cluster_id)
     } else if to != id {
         (WRONG_MEMBER, id)
+    } else if net.is_removed(from) {
+        tracing::warn!(peer = %format!("{from:x}"), "refused peer: removed from the cluster");
+        (REMOVED, id)
     } else {
         (ACCEPTED, id)
     };

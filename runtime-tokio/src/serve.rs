@@ -18,14 +18,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(&MemberHandle),
 ) -> Result<(), String> {
-    let (handle, _net, mut fatal) = start(cfg).map_err(|e| e.to_string())?;
+    let (handle, net, mut fatal) = start(cfg).map_err(|e| e.to_string())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     for l in peers {
         let h = handle.clone();
         tokio::spawn(peer::serve(
             l,
-            handle.id,
-            handle.cluster_id,
+            net.clone(),
             move |m| h.deliver(m),
             stop_rx.clone(),
         ));

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::bootstrap::{self, Plan};
 use crate::config::{self, CompactionRetention, LogLevel, ServerConfig};
+use crate::join;
 use crate::proxy;
 
 /// Runs `keel` with these arguments (program name first) until it is told to stop.
@@ -164,6 +165,7 @@ enum Start {
 async fn member_config(cfg: &ServerConfig) -> Result<Start, String> {
     let data_dir = cfg.data_dir.clone();
     let identity = Storage::identity(&data_dir).map_err(|e| e.to_string())?;
+    let mut new_cluster = true;
     let (id, cid, members) = match identity {
         Some((cid, id)) => {
             tracing::info!(
@@ -184,44 +186,30 @@ async fn member_config(cfg: &ServerConfig) -> Result<Start, String> {
             })?;
             (id, cid, members)
         }
-        None => {
-            let (initial_cluster, token) = match bootstrap::plan(cfg).await? {
-                Plan::New {
-                    initial_cluster,
-                    token,
-                } => (initial_cluster, token),
-                Plan::Proxy { peer_urls } => return Ok(Start::Proxy(peer_urls)),
-                Plan::Join => {
-                    return Err("--initial-cluster-state existing (joining a running cluster) is not supported yet".into());
-                }
-            };
-            let initial = bootstrap_members(
-                &initial_cluster,
-                &cfg.name,
-                &cfg.initial_advertise_peer_urls,
-                &token,
-            )
-            .map_err(|e| e.to_string())?;
-            let ids: Vec<u64> = initial.iter().map(|m| m.id).collect();
-            let own = initial
-                .iter()
-                .find(|m| m.name == cfg.name)
-                .map(|m| m.id)
-                .ok_or_else(|| format!("{} not listed in the initial cluster config", cfg.name))?;
-            let members: Vec<MemberInfo> = initial
-                .into_iter()
-                .map(|m| MemberInfo {
-                    id: m.id,
-                    name: m.name,
-                    peer_urls: m.peer_urls,
-                    client_urls: Vec::new(),
-                    learner: false,
-                })
-                .collect();
-            founding::save(&data_dir, &members)
-                .map_err(|e| format!("{}: {e}", data_dir.display()))?;
-            (own, cluster_id(&ids), members)
-        }
+        None => match bootstrap::plan(cfg).await? {
+            Plan::New {
+                initial_cluster,
+                token,
+            } => {
+                let (id, cid, members) = found(cfg, &initial_cluster, &token)?;
+                founding::save(&data_dir, &members)
+                    .map_err(|e| format!("{}: {e}", data_dir.display()))?;
+                (id, cid, members)
+            }
+            Plan::Proxy { peer_urls } => return Ok(Start::Proxy(peer_urls)),
+            Plan::Join => {
+                let j = join::existing(cfg).await?;
+                tracing::info!(
+                    member_id = %format!("{:x}", j.id),
+                    cluster_id = %format!("{:x}", j.cluster_id),
+                    "joining the running cluster"
+                );
+                founding::save(&data_dir, &j.members)
+                    .map_err(|e| format!("{}: {e}", data_dir.display()))?;
+                new_cluster = false;
+                (j.id, j.cluster_id, j.members)
+            }
+        },
     };
     Ok(Start::Member(Box::new(MemberConfig {
         id,
@@ -229,7 +217,7 @@ async fn member_config(cfg: &ServerConfig) -> Result<Start, String> {
         name: cfg.name.clone(),
         data_dir,
         initial_members: members,
-        new_cluster: true,
+        new_cluster,
         enable_v2: cfg.enable_v2,
         strict_reconfig: cfg.strict_reconfig_check,
         heartbeat_ms: cfg.heartbeat_interval_ms,
@@ -250,6 +238,38 @@ async fn member_config(cfg: &ServerConfig) -> Result<Start, String> {
             (_, CompactionRetention::Revisions(n)) => AutoCompaction::Revisions(n),
         },
     })))
+}
+
+/// The founding members of a new cluster, this member's ID and the cluster ID.
+fn found(
+    cfg: &ServerConfig,
+    initial_cluster: &str,
+    token: &str,
+) -> Result<(u64, u64, Vec<MemberInfo>), String> {
+    let initial = bootstrap_members(
+        initial_cluster,
+        &cfg.name,
+        &cfg.initial_advertise_peer_urls,
+        token,
+    )
+    .map_err(|e| e.to_string())?;
+    let ids: Vec<u64> = initial.iter().map(|m| m.id).collect();
+    let own = initial
+        .iter()
+        .find(|m| m.name == cfg.name)
+        .map(|m| m.id)
+        .ok_or_else(|| format!("{} not listed in the initial cluster config", cfg.name))?;
+    let members: Vec<MemberInfo> = initial
+        .into_iter()
+        .map(|m| MemberInfo {
+            id: m.id,
+            name: m.name,
+            peer_urls: m.peer_urls,
+            client_urls: Vec::new(),
+            learner: false,
+        })
+        .collect();
+    Ok((own, cluster_id(&ids), members))
 }
 
 async fn bind_all(addrs: &[std::net::SocketAddr]) -> Result<Vec<TcpListener>, String> {

@@ -7,6 +7,7 @@ pub mod client_bench;
 pub mod config;
 pub mod discovery_srv;
 pub mod discovery_v2;
+pub mod join;
 pub mod latency;
 pub mod launch;
 pub mod mvcc_bench;

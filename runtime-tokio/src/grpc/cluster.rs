@@ -1,29 +1,55 @@
-//! `etcdserverpb.Cluster`: the member list. Runtime reconfiguration (add, remove,
-//! update, promote) arrives with the discovery and reconfiguration work; until then
-//! those calls say so.
+//! `etcdserverpb.Cluster`: the member list and runtime reconfiguration.
+//!
+//! Add, remove and promote are raft configuration changes only the leader proposes; a
+//! follower forwards them to the leader as etcd does. Update is a replicated command any
+//! member proposes.
 
+use keel_core::discovery::{check_url, member_id};
 use tonic::{Request, Response, Status};
 
 use super::header;
-use crate::member::{Core, MemberHandle};
+use super::leader_link::LeaderLink;
+use crate::member::{Core, Header, MemberChange, MemberHandle, ServerError};
 use crate::pb::etcdserverpb as pb;
+use crate::pb::etcdserverpb::cluster_client::ClusterClient;
 
 /// The Cluster service.
 pub struct ClusterService {
     m: MemberHandle,
+    link: LeaderLink,
 }
 
 impl ClusterService {
     /// Cluster over member `m`.
     pub fn new(m: MemberHandle) -> Self {
-        ClusterService { m }
+        ClusterService {
+            m,
+            link: LeaderLink::default(),
+        }
     }
-}
 
-fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!(
-        "keel: {what} is not supported yet (runtime reconfiguration is not implemented)"
-    ))
+    /// Applies `change` here; `None` if this member is not the leader and the request
+    /// must go to the leader instead.
+    async fn change_here(&self, change: MemberChange) -> Result<Option<Header>, Status> {
+        match self.m.change(change).await {
+            Ok(h) => Ok(Some(h)),
+            Err(ServerError::NotLeader) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn leader(&self) -> Result<ClusterClient<tonic::transport::Channel>, Status> {
+        Ok(ClusterClient::new(self.link.channel(&self.m).await?))
+    }
+
+    /// The member list once the change is visible here, with the header to answer with.
+    async fn members_after(
+        &self,
+        h: Header,
+    ) -> Result<(Vec<pb::Member>, Option<pb::ResponseHeader>), Status> {
+        let (members, _) = member_list(&self.m, false).await?;
+        Ok((members, header(&self.m, h)))
+    }
 }
 
 /// The member table as etcd lists it.
@@ -50,27 +76,73 @@ pub async fn member_list(
     Ok((members, header(m, h)))
 }
 
+/// Checks peer URLs as etcd's MemberAdd/MemberUpdate do.
+fn peer_urls(urls: Vec<String>) -> Result<Vec<String>, Status> {
+    if urls.is_empty() || urls.iter().any(|u| check_url(u).is_err()) {
+        return Err(ServerError::BadMemberUrls.into());
+    }
+    Ok(urls)
+}
+
 #[tonic::async_trait]
 impl pb::cluster_server::Cluster for ClusterService {
     async fn member_add(
         &self,
-        _req: Request<pb::MemberAddRequest>,
+        req: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        Err(not_yet("MemberAdd"))
+        let r = req.into_inner();
+        let urls = peer_urls(r.peer_ur_ls.clone())?;
+        // etcd: the peer URLs, no cluster token, and the current Unix time.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let id = member_id(&urls, "", Some(now));
+        let change = MemberChange::Add {
+            id,
+            peer_urls: urls.clone(),
+            learner: r.is_learner,
+        };
+        let Some(h) = self.change_here(change).await? else {
+            return self.leader().await?.member_add(r).await;
+        };
+        let (members, header) = self.members_after(h).await?;
+        Ok(Response::new(pb::MemberAddResponse {
+            header,
+            member: Some(pb::Member {
+                id,
+                name: String::new(),
+                peer_ur_ls: urls,
+                client_ur_ls: Vec::new(),
+                is_learner: r.is_learner,
+            }),
+            members,
+        }))
     }
 
     async fn member_remove(
         &self,
-        _req: Request<pb::MemberRemoveRequest>,
+        req: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        Err(not_yet("MemberRemove"))
+        let r = req.into_inner();
+        let Some(h) = self.change_here(MemberChange::Remove { id: r.id }).await? else {
+            return self.leader().await?.member_remove(r).await;
+        };
+        let (members, header) = self.members_after(h).await?;
+        Ok(Response::new(pb::MemberRemoveResponse { header, members }))
     }
 
     async fn member_update(
         &self,
-        _req: Request<pb::MemberUpdateRequest>,
+        req: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        Err(not_yet("MemberUpdate"))
+        let r = req.into_inner();
+        let change = MemberChange::Update {
+            id: r.id,
+            peer_urls: peer_urls(r.peer_ur_ls)?,
+        };
+        let h = self.m.change(change).await?;
+        let (members, header) = self.members_after(h).await?;
+        Ok(Response::new(pb::MemberUpdateResponse { header, members }))
     }
 
     async fn member_list(
@@ -83,8 +155,13 @@ impl pb::cluster_server::Cluster for ClusterService {
 
     async fn member_promote(
         &self,
-        _req: Request<pb::MemberPromoteRequest>,
+        req: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        Err(not_yet("MemberPromote"))
+        let r = req.into_inner();
+        let Some(h) = self.change_here(MemberChange::Promote { id: r.id }).await? else {
+            return self.leader().await?.member_promote(r).await;
+        };
+        let (members, header) = self.members_after(h).await?;
+        Ok(Response::new(pb::MemberPromoteResponse { header, members }))
     }
 }

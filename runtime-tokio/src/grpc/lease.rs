@@ -2,15 +2,14 @@
 //! TTLs are the leader's business (only its clock decides expiry): a follower forwards
 //! them to the leader's client URL.
 
-use std::sync::{Arc, Mutex};
 
 use keel_core::mvcc::LeaseError;
 use keel_core::node::{Command, Outcome};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::leader_link::LeaderLink;
 use super::{header, lease_status, mismatched};
 use crate::member::{Core, MemberHandle, ServerError};
 use crate::pb::etcdserverpb as pb;
@@ -30,49 +29,6 @@ impl LeaseService {
             link: LeaderLink::default(),
         }
     }
-}
-
-/// A follower's connection to the leader's client URL, for requests only the leader can
-/// answer; kept while the leader stays the same, so forwarded keepalives share it.
-#[derive(Clone, Default)]
-struct LeaderLink {
-    cached: Arc<Mutex<Option<(u64, Channel)>>>,
-}
-
-impl LeaderLink {
-    async fn channel(&self, m: &MemberHandle) -> Result<Channel, Status> {
-        let leader = m.status.borrow().leader;
-        if let Ok(c) = self.cached.lock() {
-            if let Some((_, ch)) = c.as_ref().filter(|(id, _)| *id == leader) {
-                return Ok(ch.clone());
-            }
-        }
-        let ch = leader_channel(m, leader).await?;
-        if let Ok(mut c) = self.cached.lock() {
-            *c = Some((leader, ch.clone()));
-        }
-        Ok(ch)
-    }
-}
-
-/// A channel to `leader`'s client URL.
-async fn leader_channel(m: &MemberHandle, leader: u64) -> Result<Channel, Status> {
-    if leader == 0 {
-        return Err(ServerError::NoLeader.into());
-    }
-    let urls = m
-        .local(move |c: &mut Core| c.sm.members.get(&leader).map(|x| x.client_urls.clone()))
-        .await?
-        .unwrap_or_default();
-    let url = urls
-        .into_iter()
-        .find(|u| u.starts_with("http://"))
-        .ok_or_else(|| Status::unavailable("etcdserver: leader has no reachable client URL"))?;
-    let ch = Channel::from_shared(url)
-        .map_err(|e| Status::internal(e.to_string()))?
-        .connect_timeout(std::time::Duration::from_secs(2))
-        .connect_lazy();
-    Ok(ch)
 }
 
 /// The outcome of renewing a lease here: Some(ttl) (0: not found), None: not leader.

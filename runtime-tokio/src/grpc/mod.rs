@@ -7,6 +7,7 @@ pub mod convert;
 mod election;
 mod health;
 mod kv;
+mod leader_link;
 mod lease;
 mod lock;
 mod maintenance;
@@ -91,6 +92,15 @@ pub fn server_status(e: ServerError) -> Status {
         ServerError::Removed => Code::FailedPrecondition,
         ServerError::BadTransferee => Code::FailedPrecondition,
         ServerError::Storage(_) => Code::Internal,
+        ServerError::MemberExists
+        | ServerError::PeerUrlExists
+        | ServerError::MemberNotLearner
+        | ServerError::LearnerNotReady
+        | ServerError::TooManyLearners
+        | ServerError::NotEnoughStarted => Code::FailedPrecondition,
+        ServerError::BadMemberUrls => Code::InvalidArgument,
+        ServerError::MemberNotFound => Code::NotFound,
+        ServerError::Unhealthy | ServerError::ChangeInProgress => Code::Unavailable,
     };
     Status::new(code, e.to_string())
 }

@@ -23,7 +23,7 @@ use crate::MonotonicClock;
 /// Events a watcher may hold in the hub before falling back to history.
 const WATCH_QUEUE: usize = 4096;
 
-type Reply = oneshot::Sender<Result<(Outcome, Header), ServerError>>;
+pub(super) type Reply = oneshot::Sender<Result<(Outcome, Header), ServerError>>;
 
 /// The values the member task owns; reads run against them.
 pub struct Core {
@@ -66,6 +66,13 @@ pub struct Core {
     pub(super) next_lease_id: u64,
     pub(super) wake: Instant,
     pub(super) compactor: Compactor,
+    /// Membership changes waiting to be applied at their log index.
+    pub(super) conf_waiting: Vec<(LogIndex, keel_core::raft::ConfChange, Reply)>,
+    /// When each peer was last heard from (etcd's transport activity, for the
+    /// strict reconfiguration checks).
+    pub(super) heard: HashMap<u64, Instant>,
+    /// When this member learned it was removed from the cluster.
+    pub(super) removed_at: Option<Instant>,
 }
 
 /// A member that could not start (one clear line for the operator).
@@ -175,6 +182,9 @@ pub fn start(
         next_lease_id: ((seq0 >> 16) & ((1 << 40) - 1)) << 8,
         wake: Instant::now(),
         compactor: Compactor::new(cfg.auto_compaction),
+        conf_waiting: Vec::new(),
+        heard: HashMap::new(),
+        removed_at: None,
         cfg,
     };
     core.refresh_peers();
@@ -218,6 +228,18 @@ async fn run(mut core: Core, mut rx: mpsc::Receiver<Input>, fatal: mpsc::Unbound
             let _ = fatal.send(e.to_string());
             break;
         }
+        // A removed member lingers a moment so its last messages (the leader's hand-over
+        // among them) leave, then stops for good.
+        if core.raft.is_removed() {
+            let at = *core.removed_at.get_or_insert_with(|| {
+                tracing::warn!("{}", crate::peer::REMOVED_TEXT);
+                Instant::now()
+            });
+            if at.elapsed() > Duration::from_secs(1) {
+                let _ = fatal.send(crate::peer::REMOVED_TEXT.to_string());
+                break;
+            }
+        }
         wake = core.wake;
     }
     // Closing the receiver first makes every later request fail at once.
@@ -229,7 +251,11 @@ impl Core {
     fn handle(&mut self, input: Input) {
         let now = self.clock.now();
         match input {
-            Input::Peer(m) => self.raft.step(now, m),
+            Input::Peer(m) => {
+                self.heard_from(m.from.0, Instant::now());
+                self.raft.step(now, m)
+            }
+            Input::Change { change, reply } => self.change_members(change, reply),
             Input::Propose { cmd, reply } => self.propose(cmd, Some(reply)),
             Input::Stop => {}
             Input::Read { linearizable, f } => {
@@ -258,7 +284,7 @@ impl Core {
         (id as i64).max(1)
     }
 
-    fn propose(&mut self, cmd: Command, reply: Option<Reply>) {
+    pub(super) fn propose(&mut self, cmd: Command, reply: Option<Reply>) {
         let seq = self.next_seq;
         self.next_seq += 1;
         let data = encode_command(&Proposal {
@@ -376,13 +402,7 @@ impl Core {
     }
 
     pub(super) fn refresh_peers(&mut self) {
-        let urls = self
-            .sm
-            .members
-            .values()
-            .map(|m| (m.id, m.peer_urls.clone()))
-            .collect();
-        self.net.set_peer_urls(urls);
+        self.net.set_members(self.sm.members.values().cloned().collect());
     }
 
     /// Executes everything raft has ready until it has nothing more.
@@ -401,7 +421,7 @@ impl Core {
     }
 }
 
-fn propose_error(e: ProposeError) -> ServerError {
+pub(super) fn propose_error(e: ProposeError) -> ServerError {
     match e {
         ProposeError::NoLeader | ProposeError::NotLeader { .. } => ServerError::NoLeader,
         ProposeError::TransferInProgress => ServerError::LeaderChanged,

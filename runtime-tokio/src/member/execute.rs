@@ -73,7 +73,10 @@ impl Core {
         let t = Instant::now();
         let mut members_changed = false;
         for e in entries {
-            members_changed |= !matches!(e.payload, EntryPayload::Normal(_) | EntryPayload::Empty);
+            if matches!(e.payload, EntryPayload::ConfChange(_)) {
+                members_changed = true;
+                self.conf_change_applied(e.index, &e.payload);
+            }
             let applied = self.sm.apply(e, now);
             self.metrics.proposals_applied.fetch_add(1, Relaxed);
             self.metrics.proposals_committed.fetch_add(1, Relaxed);

@@ -12,6 +12,7 @@
 mod driver;
 mod errors;
 mod execute;
+mod reconfig;
 mod watch_sink;
 
 use std::path::PathBuf;
@@ -23,6 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use driver::{start, Core, StartError};
 pub use errors::ServerError;
+pub use reconfig::MemberChange;
 pub use watch_sink::{watch_channel, WatchOutlet, WatchSink};
 
 use crate::metrics::Metrics;
@@ -97,6 +99,11 @@ pub(crate) enum Input {
         cmd: Command,
         reply: oneshot::Sender<Result<(Outcome, Header), ServerError>>,
     },
+    /// Change the cluster's membership and answer when applied.
+    Change {
+        change: MemberChange,
+        reply: oneshot::Sender<Result<(Outcome, Header), ServerError>>,
+    },
     /// Stop the member task (shutdown).
     Stop,
     /// Run on the member's state (serializable) or after a ReadIndex (linearizable).
@@ -150,6 +157,20 @@ impl MemberHandle {
             .map_err(|_| ServerError::Stopped)?;
         match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
             Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(ServerError::Stopped),
+            Err(_) => Err(ServerError::Timeout),
+        }
+    }
+
+    /// Changes the cluster's membership; answers once the change is applied here.
+    pub async fn change(&self, change: MemberChange) -> Result<Header, ServerError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Input::Change { change, reply })
+            .await
+            .map_err(|_| ServerError::Stopped)?;
+        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+            Ok(Ok(r)) => r.map(|(_, h)| h),
             Ok(Err(_)) => Err(ServerError::Stopped),
             Err(_) => Err(ServerError::Timeout),
         }
