@@ -8,39 +8,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 KEEL="${1:-$here/../../target/release/keel}"
-export ETCDCTL_API=3
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-passed=0
-ok() { passed=$((passed + 1)); echo "ok - $*"; }
-
-wait_healthy() { # endpoint
-    for _ in $(seq 1 100); do
-        if etcdctl --endpoints="$1" --command-timeout=1s endpoint health >/dev/null 2>&1; then return 0; fi
-        sleep 0.1
-    done
-    fail "$1 never became healthy"
-}
-
-# start_keel NAME CLIENT_PORT PEER_PORT INITIAL_CLUSTER [extra flags...]
-start_keel() {
-    local name=$1 cp=$2 pp=$3 ic=$4
-    shift 4
-    "$KEEL" --name "$name" --data-dir "$work/$name" \
-        --listen-client-urls "http://127.0.0.1:$cp" --advertise-client-urls "http://127.0.0.1:$cp" \
-        --listen-peer-urls "http://127.0.0.1:$pp" --initial-advertise-peer-urls "http://127.0.0.1:$pp" \
-        --initial-cluster "$ic" --heartbeat-interval 50 --election-timeout 500 "$@" \
-        >>"$work/$name.log" 2>&1 &
-    pids+=($!)
-    eval "pid_$name=$!"
-}
+source "$here/lib.sh"
 
 normalize() { # endpoint
     sed -e "s#$1#EP#g" \
@@ -200,8 +168,8 @@ start_keel "$old" "$lp" "$(( lp + 1 ))" "$IC"
 wait_healthy "127.0.0.1:$lp"
 
 check_acked() {
-    etcdctl --endpoints=$EPS get loop/ --prefix --keys-only | grep -v '^$' | sed 's#loop/##' | sort -n >"$work/present"
-    missing=$(comm -23 <(sort -n "$acked" | uniq) "$work/present" | head -5)
+    etcdctl --endpoints=$EPS get loop/ --prefix --keys-only | grep -v '^$' | sed 's#loop/##' | LC_ALL=C sort >"$work/present"
+    missing=$(comm -23 <(LC_ALL=C sort -u "$acked") "$work/present" | head -5)
     [ -z "$missing" ] || fail "acknowledged writes lost: $missing"
 }
 check_acked

@@ -1,0 +1,37 @@
+# Shared by the conformance scripts: a scratch dir, process cleanup at exit, pass/fail
+# reporting, health waits and starting keel members on loopback. Source it after
+# setting KEEL (the keel binary) and `here`.
+export ETCDCTL_API=3
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+passed=0
+ok() { passed=$((passed + 1)); echo "ok - $*"; }
+
+wait_healthy() { # endpoint
+    for _ in $(seq 1 100); do
+        if etcdctl --endpoints="$1" --command-timeout=1s endpoint health >/dev/null 2>&1; then return 0; fi
+        sleep 0.1
+    done
+    fail "$1 never became healthy"
+}
+
+# start_keel NAME CLIENT_PORT PEER_PORT INITIAL_CLUSTER [extra flags...]
+start_keel() {
+    local name=$1 cp=$2 pp=$3 ic=$4
+    shift 4
+    "$KEEL" --name "$name" --data-dir "$work/$name" \
+        --listen-client-urls "http://127.0.0.1:$cp" --advertise-client-urls "http://127.0.0.1:$cp" \
+        --listen-peer-urls "http://127.0.0.1:$pp" --initial-advertise-peer-urls "http://127.0.0.1:$pp" \
+        --initial-cluster "$ic" --heartbeat-interval 50 --election-timeout 500 "$@" \
+        >>"$work/$name.log" 2>&1 &
+    pids+=($!)
+    eval "pid_$name=$!"
+}
+
