@@ -106,12 +106,15 @@ where
 }
 
 async fn voters_and_learners(url: &str) -> (usize, usize) {
-    let r = cluster(url)
-        .await
-        .member_list(pb::MemberListRequest { linearizable: true })
-        .await
-        .expect("member list")
-        .into_inner();
+    let r = retry(|| async {
+        cluster(url)
+            .await
+            .member_list(pb::MemberListRequest { linearizable: true })
+            .await
+    })
+    .await
+    .expect("member list")
+    .into_inner();
     let learners = r.members.iter().filter(|m| m.is_learner).count();
     (r.members.len() - learners, learners)
 }
@@ -404,4 +407,67 @@ async fn strict_reconfiguration_refuses_a_voter_while_a_member_is_down() {
     for m in &mut ms {
         m.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_added_after_compaction_joins_from_a_snapshot_and_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut p = plan(2).await;
+    // Snapshots every 50 entries, 10 kept behind: the log no longer starts at index 1, so
+    // the new member can only start from the leader's snapshot.
+    let small = |c: &mut keel_runtime_tokio::member::MemberConfig| {
+        c.snapshot_count = 50;
+        c.log_tail = 10;
+    };
+    let founder = p.members[0].clone();
+    let mut m0 = p
+        .start_with(0, dir.path(), move |c| {
+            small(c);
+            c.initial_members = vec![keel_core::node::MemberInfo {
+                client_urls: vec![],
+                ..founder
+            }];
+        })
+        .await;
+    wait_leader(std::slice::from_ref(&m0.client_url)).await;
+    let mut kv = m0.kv().await;
+    for i in 0..300 {
+        kv.put(put(&format!("snap/{i:03}"))).await.expect("put");
+    }
+    // One started member may add a second voter (etcd's restore special case).
+    let added = retry(|| member_add(&m0.client_url, &p.members[1].peer_urls[0], false))
+        .await
+        .expect("member add");
+    let id = added.member.expect("member").id;
+    let remote = fetch_members(&[p.members[0].peer_urls[0].clone()], Duration::from_secs(2))
+        .await
+        .expect("member list");
+    let joiner_cfg = move |c: &mut keel_runtime_tokio::member::MemberConfig| {
+        small(c);
+        c.id = id;
+        c.cluster_id = remote.cluster_id;
+        c.initial_members = remote.members.clone();
+        c.new_cluster = false;
+    };
+    let mut m1 = p.start_with(1, dir.path(), joiner_cfg.clone()).await;
+    m1.id = id;
+    wait_caught_up(&m1, "snap/299").await;
+    let snaps = std::fs::read_dir(dir.path().join(&p.members[1].name).join("member/snap"))
+        .expect("snap dir")
+        .count();
+    assert!(
+        snaps > 0,
+        "the new member started from the leader's snapshot"
+    );
+    // Both are voters now: a write needs the new member, and it survives its restart.
+    kv.put(put("after-join"))
+        .await
+        .expect("put with two voters");
+    m1.stop().await;
+    let mut m1 = p.start_with(1, dir.path(), joiner_cfg).await;
+    m1.id = id;
+    wait_caught_up(&m1, "after-join").await;
+    assert_eq!(voters_and_learners(&m1.client_url).await, (2, 0));
+    m1.stop().await;
+    m0.stop().await;
 }
