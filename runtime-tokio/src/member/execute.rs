@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use keel_core::node::Outcome;
-use keel_core::raft::{EntryPayload, Ready, Role, Snapshot, SoftState, Time};
+use keel_core::raft::{ConfChange, EntryPayload, Ready, Role, Snapshot, SoftState, Time};
 
 use super::driver::Core;
 use super::ServerError;
@@ -73,8 +73,19 @@ impl Core {
         let t = Instant::now();
         let mut members_changed = false;
         for e in entries {
-            if matches!(e.payload, EntryPayload::ConfChange(_)) {
+            if let EntryPayload::ConfChange(cc) = &e.payload {
                 members_changed = true;
+                let (what, id) = match cc {
+                    ConfChange::AddVoter(id)
+                        if self.sm.members.get(&id.0).is_some_and(|m| m.learner) =>
+                    {
+                        ("promoted learner", id)
+                    }
+                    ConfChange::AddVoter(id) => ("added member", id),
+                    ConfChange::AddLearner(id) => ("added learner", id),
+                    ConfChange::Remove(id) => ("removed member", id),
+                };
+                tracing::info!(member = %format!("{:x}", id.0), index = e.index.0, "{what}");
                 self.conf_change_applied(e.index, &e.payload);
             }
             let applied = self.sm.apply(e, now);
