@@ -15,7 +15,7 @@ passed=0
 ok() { passed=$((passed + 1)); echo "ok - $*"; }
 
 wait_healthy() { # endpoint
-    for _ in $(seq 1 100); do
+    for _ in $(seq 1 150); do
         if etcdctl --endpoints="$1" --command-timeout=1s endpoint health >/dev/null 2>&1; then return 0; fi
         sleep 0.1
     done

@@ -3,9 +3,15 @@
 
 mod ids;
 mod initial_cluster;
+mod srv;
+pub mod v2;
 
 pub use ids::{cluster_id, member_id};
 pub use initial_cluster::{
     bootstrap_members, check_url, BootstrapError, InitialCluster, InitialClusterError,
     InitialMember, UrlError,
+};
+pub use srv::{
+    srv_services, DnsError, DnsReason, HostAddrs, PeerScheme, QueryError, ResolveError,
+    ServiceError, SrvAnswers, SrvCluster, SrvDiscovery, SrvEntry, SrvError, SrvRecord, SrvService,
 };

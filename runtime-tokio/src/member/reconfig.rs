@@ -245,7 +245,8 @@ fn ready_for_voter(voters: Vec<&MemberInfo>, extra_members: usize, extra_started
     if extra_members == 1 && extra_started == 0 && nstarted == 1 && nmembers == 2 {
         return true;
     }
-    nstarted >= nmembers / 2 + 1
+    // A quorum: more than half.
+    nstarted > nmembers / 2
 }
 
 fn conf_change_error(e: ConfChangeError) -> ServerError {
