@@ -19,6 +19,7 @@ pub mod peer;
 pub mod peer_info;
 pub mod serve;
 pub mod storage;
+pub mod v2keys;
 pub mod wal_files;
 
 pub use storage::{Recovery, Storage, StorageError, StoragePolicy};

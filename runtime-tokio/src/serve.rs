@@ -7,7 +7,7 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
 use crate::member::{start, MemberConfig, MemberHandle};
-use crate::{grpc, http, peer};
+use crate::{grpc, http, peer, v2keys};
 
 /// Runs a member on already-bound listeners until `shutdown` completes (Ok) or the member
 /// fails (Err with one line for the operator). `on_ready` runs once the member serves.
@@ -18,6 +18,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(&MemberHandle),
 ) -> Result<(), String> {
+    let enable_v2 = cfg.enable_v2;
     let (handle, net, mut fatal) = start(cfg).map_err(|e| e.to_string())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     for l in peers {
@@ -31,13 +32,16 @@ pub async fn run(
     }
     let mut servers = Vec::new();
     for l in client {
-        let router = grpc::routes(&handle)
+        let mut router = grpc::routes(&handle)
             .into_axum_router()
-            .merge(http::router(handle.clone()))
-            .layer(axum::middleware::from_fn_with_state(
-                handle.metrics.clone(),
-                http::count_grpc,
-            ));
+            .merge(http::router(handle.clone()));
+        if enable_v2 {
+            router = router.merge(v2keys::router(handle.clone(), stop_rx.clone()));
+        }
+        let router = router.layer(axum::middleware::from_fn_with_state(
+            handle.metrics.clone(),
+            http::count_grpc,
+        ));
         let mut stop = stop_rx.clone();
         servers.push(tokio::spawn(
             tonic::transport::Server::builder()

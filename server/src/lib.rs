@@ -5,6 +5,7 @@
 pub mod bootstrap;
 pub mod client_bench;
 pub mod config;
+pub mod discovery_new;
 pub mod discovery_srv;
 pub mod discovery_v2;
 pub mod join;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use keel_core::node::MemberInfo;
-use keel_runtime_tokio::member::MemberConfig;
+use keel_runtime_tokio::member::{MemberConfig, MemberHandle};
 use keel_runtime_tokio::pb::etcdserverpb::kv_client::KvClient;
 use keel_runtime_tokio::pb::etcdserverpb::maintenance_client::MaintenanceClient;
 use keel_runtime_tokio::pb::etcdserverpb::StatusRequest;
@@ -144,6 +144,18 @@ impl Plan {
         dir: &Path,
         edit: impl FnOnce(&mut MemberConfig),
     ) -> Running {
+        self.start_with_ready(i, dir, edit, |_| {}).await
+    }
+
+    /// Starts member `i` with its configuration edited by `edit`; `on_ready` gets the
+    /// member's handle once it serves (for tests that look inside the member).
+    pub async fn start_with_ready(
+        &mut self,
+        i: usize,
+        dir: &Path,
+        edit: impl FnOnce(&mut MemberConfig),
+        on_ready: impl FnOnce(&MemberHandle) + Send + 'static,
+    ) -> Running {
         let mut cfg = config(self, i, dir);
         edit(&mut cfg);
         let m = &self.members[i];
@@ -163,7 +175,7 @@ impl Plan {
             async move {
                 let _ = rx.await;
             },
-            |_| {},
+            on_ready,
         ));
         Running {
             id: m.id,

@@ -1,6 +1,6 @@
 //! keelctl: Keel's operator tool. `keelctl bench raft|wal|mvcc` measure the core's parts;
 //! `keelctl bench put|range|txn-put|watch` load a running cluster (Keel or etcd) through
-//! etcd's gRPC API.
+//! etcd's gRPC API; `keelctl discovery new` makes a v2 discovery URL.
 
 #![allow(unsafe_code)] // Only for the heap-counting allocator below.
 
@@ -68,6 +68,28 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(Bench),
+    /// v2 discovery tokens.
+    #[command(subcommand)]
+    Discovery(Discovery),
+}
+
+#[derive(Subcommand)]
+enum Discovery {
+    /// Prints a fresh discovery URL (for --discovery) for a cluster of --size members.
+    New(DiscoveryNewArgs),
+}
+
+#[derive(Args)]
+struct DiscoveryNewArgs {
+    /// Members of the cluster to bootstrap.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    size: u32,
+    /// Client URL of a server of the v2 keys API (Keel or etcd, with --enable-v2).
+    #[arg(long, default_value = "http://127.0.0.1:2379")]
+    endpoint: String,
+    /// Directory holding discovery tokens.
+    #[arg(long, default_value = "/discovery")]
+    prefix: String,
 }
 
 #[derive(Subcommand)]
@@ -252,6 +274,15 @@ struct RaftArgs {
 fn main() {
     let cli = Cli::parse();
     match cli.command {
+        Command::Discovery(Discovery::New(a)) => {
+            match keel_server::discovery_new::run(&a.endpoint, &a.prefix, a.size) {
+                Ok(url) => println!("{url}"),
+                Err(e) => {
+                    eprintln!("keelctl: discovery new: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
         Command::Bench(Bench::Wal(a)) => bench_wal(a),
         Command::Bench(Bench::Put(a)) => bench_client(
             &a.conn,
