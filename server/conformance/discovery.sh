@@ -258,4 +258,30 @@ done
 ok "both members registered through the proxy (env and flag), cluster formed"
 stop "${ps[@]}"
 
+echo "== (g) keel as the discovery service: no etcd anywhere"
+KEELCTL="${KEELCTL:-$(dirname "$KEEL")/keelctl}"
+[ -x "$KEELCTL" ] || fail "no keelctl binary at $KEELCTL"
+"$KEEL" --name disco --data-dir "$work/disco" --enable-v2 \
+    --listen-client-urls http://127.0.0.1:58379 --advertise-client-urls http://127.0.0.1:58379 \
+    --listen-peer-urls http://127.0.0.1:58380 --initial-advertise-peer-urls http://127.0.0.1:58380 \
+    --initial-cluster disco=http://127.0.0.1:58380 >"$work/disco.log" 2>&1 &
+pids+=($!)
+wait_healthy 127.0.0.1:58379
+url=$("$KEELCTL" discovery new --size 3 --endpoint http://127.0.0.1:58379)
+[[ "$url" =~ ^http://127\.0\.0\.1:58379/v2/keys/discovery/[0-9a-f]{32}$ ]] || fail "keelctl discovery new printed: $url"
+ps=()
+start_member "$KEEL" g1 59379 59380 "$url"; ps+=("$last_pid")
+start_member "$KEEL" g2 59479 59480 "$url"; ps+=("$last_pid")
+start_member "$KEEL" g3 59579 59580 "$url"; ps+=("$last_pid")
+for p in 59379 59479 59579; do wait_healthy 127.0.0.1:$p; done
+GEPS=127.0.0.1:59379,127.0.0.1:59479,127.0.0.1:59579
+[ "$(etcdctl --endpoints=$GEPS member list | wc -l)" = 3 ] || fail "member list: $(etcdctl --endpoints=$GEPS member list)"
+etcdctl --endpoints=127.0.0.1:59479 put via-keel yes >/dev/null
+[ "$(etcdctl --endpoints=127.0.0.1:59579 get via-keel --print-value-only)" = yes ] || fail "read on g3"
+registered=$(curl -fsS "$url" | python3 -c 'import json,sys; print(" ".join(sorted(n["key"].rsplit("/",1)[1] for n in json.load(sys.stdin)["node"]["nodes"])))')
+ids=$(etcdctl --endpoints=$GEPS member list | cut -d, -f1 | sort | paste -sd' ')
+[ "$registered" = "$ids" ] || fail "registrations ($registered) are not the member IDs ($ids)"
+ok "3 keel members bootstrapped through a keel discovery service (keelctl discovery new), registered under their IDs"
+stop "${ps[@]}"
+
 echo "$passed passed"
