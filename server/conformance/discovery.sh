@@ -283,5 +283,16 @@ ids=$(etcdctl --endpoints=$GEPS member list | cut -d, -f1 | sort | paste -sd' ')
 [ "$registered" = "$ids" ] || fail "registrations ($registered) are not the member IDs ($ids)"
 ok "3 keel members bootstrapped through a keel discovery service (keelctl discovery new), registered under their IDs"
 stop "${ps[@]}"
+# A restart with a data dir ignores the discovery URL, with etcd's message, and rejoins
+# without registering again (the service is gone: a new registration would fail).
+ps=()
+start_member "$KEEL" g1 59379 59380 "http://127.0.0.1:1/v2/keys/discovery/gone"; ps+=("$last_pid")
+start_member "$KEEL" g2 59479 59480 "http://127.0.0.1:1/v2/keys/discovery/gone"; ps+=("$last_pid")
+for p in 59379 59479; do wait_healthy 127.0.0.1:$p; done
+grep -q "discovery token ignored since a cluster has already been initialized. Valid log found at $work/g1.59379/member/wal" "$work/g1.59379.log" ||
+    fail "restart log: $(tail -3 "$work/g1.59379.log")"
+[ "$(etcdctl --endpoints=127.0.0.1:59379 get via-keel --print-value-only)" = yes ] || fail "data after restart"
+ok "restart with a data dir: discovery URL ignored with etcd's message, data intact"
+stop "${ps[@]}"
 
 echo "$passed passed"
