@@ -2,7 +2,6 @@
 //! TTLs are the leader's business (only its clock decides expiry): a follower forwards
 //! them to the leader's client URL.
 
-
 use keel_core::mvcc::LeaseError;
 use keel_core::node::{Command, Outcome};
 use tokio::sync::mpsc;

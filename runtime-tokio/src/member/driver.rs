@@ -402,7 +402,8 @@ impl Core {
     }
 
     pub(super) fn refresh_peers(&mut self) {
-        self.net.set_members(self.sm.members.values().cloned().collect());
+        self.net
+            .set_members(self.sm.members.values().cloned().collect());
     }
 
     /// Executes everything raft has ready until it has nothing more.
