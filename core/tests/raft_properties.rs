@@ -233,7 +233,25 @@ proptest! {
 #[test]
 fn replay_regressions() {
     use Op::*;
-    let cases: Vec<(u64, Vec<Op>)> = vec![(3, vec![Tick(59), Tick(59), Tick(59), DeliverAll])];
+    let cases: Vec<(u64, Vec<Op>)> = vec![
+        (3, vec![Tick(59), Tick(59), Tick(59), DeliverAll]),
+        (
+            3,
+            vec![
+                Run(17),
+                Run(114),
+                Reconfigure(53),
+                Partition(11),
+                Run(2),
+                Reconfigure(101),
+                Run(2),
+                Heal,
+                Reconfigure(139),
+                Partition(70),
+                Run(1),
+            ],
+        ),
+    ];
     for (n, ops) in cases {
         run(n, &ops);
     }

@@ -113,6 +113,13 @@ impl RaftNode {
     /// A committed change reached the application: raft adopts it now.
     pub(crate) fn apply_conf_change(&mut self, cc: ConfChange, index: LogIndex) {
         let removed_me = apply_to_conf(&mut self.conf, cc, self.id);
+        if self.removed && !removed_me && self.conf.contains(self.id) {
+            // Removed and added back by the next change before it could leave: it is a
+            // member again and must take part in elections, or a cluster that counts on
+            // it can never elect a leader (found by raft_properties, pinned in
+            // replay_regressions).
+            self.removed = false;
+        }
         if self.role == Role::Leader {
             let next = self.log.last_index().next();
             let id = cc.member();
