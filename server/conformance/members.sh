@@ -54,21 +54,21 @@ member_id() { # name
 
 # 3 → 4: a voter.
 $E member add k4 --peer-urls=http://127.0.0.1:54380 >"$work/k4.env"
-head -1 "$work/k4.env" | grep -Eq "^Member [0-9a-f]{16} added to cluster $cluster_hex\$" ||
+head -1 "$work/k4.env" | grep -Eq "^Member +[0-9a-f]{1,16} added to cluster +$cluster_hex\$" ||
     fail "member add output: $(cat "$work/k4.env")"
 grep -qx 'ETCD_NAME="k4"' "$work/k4.env" || fail "ETCD_NAME: $(cat "$work/k4.env")"
 grep -qx "ETCD_INITIAL_CLUSTER=\"k1=http://127.0.0.1:51380,k2=http://127.0.0.1:52380,k3=http://127.0.0.1:53380,k4=http://127.0.0.1:54380\"" "$work/k4.env" ||
     grep -q '^ETCD_INITIAL_CLUSTER=".*k4=http://127.0.0.1:54380' "$work/k4.env" || fail "ETCD_INITIAL_CLUSTER: $(cat "$work/k4.env")"
 grep -qx 'ETCD_INITIAL_ADVERTISE_PEER_URLS="http://127.0.0.1:54380"' "$work/k4.env" || fail "advertise: $(cat "$work/k4.env")"
 grep -qx 'ETCD_INITIAL_CLUSTER_STATE="existing"' "$work/k4.env" || fail "state: $(cat "$work/k4.env")"
-$E member list | grep -Eq "^[0-9a-f]{16}, unstarted, , http://127.0.0.1:54380, , false\$" ||
+$E member list | grep -Eq "^[0-9a-f]{1,16}, unstarted, , http://127.0.0.1:54380, , false\$" ||
     fail "unstarted member in member list: $($E member list)"
 ok "member add k4: etcd's output and an unstarted member in the list"
 start_joiner k4 54379 54380
 wait_healthy 127.0.0.1:54379
 [ "$(etcdctl --endpoints=127.0.0.1:54379 get before --print-value-only --consistency=s)" = value ] ||
     fail "k4 did not catch up"
-$E member list | grep -Eq "^[0-9a-f]{16}, started, k4, http://127.0.0.1:54380, http://127.0.0.1:54379, false\$" ||
+$E member list | grep -Eq "^[0-9a-f]{1,16}, started, k4, http://127.0.0.1:54380, http://127.0.0.1:54379, false\$" ||
     fail "k4 started: $($E member list)"
 ok "k4 started with --initial-cluster-state existing, caught up and published itself"
 
@@ -85,14 +85,14 @@ for _ in $(seq 1 100); do
     out=$($E member promote "$k5" 2>&1) && break
     sleep 0.2
 done
-echo "$out" | grep -q "^Member $k5 promoted in cluster $cluster_hex\$" || fail "promote: $out"
+echo "$out" | grep -Eq "^Member +$k5 promoted in cluster +$cluster_hex\$" || fail "promote: $out"
 [ "$($E member list | grep -c ', false$')" = 5 ] || fail "5 voters: $($E member list)"
 ok "learner k5 started, promoted: 5 voters"
 
 # member update: a second peer URL for k2.
 k2=$(member_id k2)
 $E member update "$k2" --peer-urls=http://127.0.0.1:52380,http://127.0.0.1:52381 |
-    grep -q "^Member $k2 updated in cluster $cluster_hex\$" || fail "member update"
+    grep -Eq "^Member +$k2 updated in cluster +$cluster_hex\$" || fail "member update"
 $E member list | grep -q "^$k2, started, k2, http://127.0.0.1:52380,http://127.0.0.1:52381, " ||
     fail "updated peer URLs: $($E member list)"
 ok "member update"
@@ -105,7 +105,7 @@ for s in json.load(sys.stdin):
     if st["header"]["member_id"] == st["leader"]:
         print(format(st["leader"], "x")); break')
 lname=$($E member list | awk -F', ' -v id="$leader" '$1 == id { print $3 }')
-$E member remove "$leader" | grep -q "^Member $leader removed from cluster $cluster_hex\$" || fail "remove leader"
+$E member remove "$leader" | grep -Eq "^Member +$leader removed from cluster +$cluster_hex\$" || fail "remove leader"
 eval "lpid=\$pid_$lname"
 for _ in $(seq 1 100); do kill -0 "$lpid" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$lpid" 2>/dev/null && fail "the removed leader $lname is still running"
