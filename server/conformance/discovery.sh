@@ -82,7 +82,7 @@ boot_three() { # binary
     start_member "$1" d1 52379 52380 "$url"; ps+=("$last_pid")
     start_member "$1" d2 52479 52480 "$url"; ps+=("$last_pid")
     start_member "$1" d3 52579 52580 "$url"; ps+=("$last_pid")
-    for p in 52379 52479 52579; do wait_healthy 127.0.0.1:$p; done
+    for p in 52379 52479 52579; do wait_healthy 127.0.0.1:$p 60; done
     booted=("${ps[@]}")
 }
 members() { etcdctl --endpoints="$EPS" member list | sort; }
@@ -134,7 +134,7 @@ ps=()
 start_member "$KEEL" s1 53379 53380 "$url"; ps+=("$last_pid")
 start_member "$KEEL" s2 53479 53480 "$url"; ps+=("$last_pid")
 start_member "$KEEL" s3 53579 53580 "$url"; ps+=("$last_pid")
-for p in 53379 53479 53579; do wait_healthy 127.0.0.1:$p; done
+for p in 53379 53479 53579; do wait_healthy 127.0.0.1:$p 60; done
 SEPS=127.0.0.1:53379,127.0.0.1:53479,127.0.0.1:53579
 [ "$(etcdctl --endpoints=$SEPS member list | wc -l)" = 3 ] || fail "member list: $(etcdctl --endpoints=$SEPS member list)"
 etcdctl --endpoints=127.0.0.1:53479 put via-service yes >/dev/null
@@ -249,7 +249,7 @@ ps=()
 # Without a scheme, as etcd accepts it ("host:port" means http).
 ETCD_DISCOVERY_PROXY=127.0.0.1:51088 start_member "$KEEL" p1 57379 57380 "$url"; ps+=("$last_pid")
 start_member "$KEEL" p2 57479 57480 "$url" --discovery-proxy http://127.0.0.1:51088; ps+=("$last_pid")
-for p in 57379 57479; do wait_healthy 127.0.0.1:$p; done
+for p in 57379 57479; do wait_healthy 127.0.0.1:$p 60; done
 [ "$(etcdctl --endpoints=127.0.0.1:57379,127.0.0.1:57479 member list | wc -l)" = 2 ] || fail "member list through the proxy"
 for id in $(etcdctl --endpoints=127.0.0.1:57379 member list | cut -d, -f1); do
     grep -q "^PUT $url/$id?prevExist=false 201$" "$work/proxy-requests.log" ||
@@ -273,7 +273,7 @@ ps=()
 start_member "$KEEL" g1 59379 59380 "$url"; ps+=("$last_pid")
 start_member "$KEEL" g2 59479 59480 "$url"; ps+=("$last_pid")
 start_member "$KEEL" g3 59579 59580 "$url"; ps+=("$last_pid")
-for p in 59379 59479 59579; do wait_healthy 127.0.0.1:$p; done
+for p in 59379 59479 59579; do wait_healthy 127.0.0.1:$p 60; done
 GEPS=127.0.0.1:59379,127.0.0.1:59479,127.0.0.1:59579
 [ "$(etcdctl --endpoints=$GEPS member list | wc -l)" = 3 ] || fail "member list: $(etcdctl --endpoints=$GEPS member list)"
 etcdctl --endpoints=127.0.0.1:59479 put via-keel yes >/dev/null

@@ -10,12 +10,17 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
+fail() {
+    echo "FAIL: $*" >&2
+    # The last lines of every process log, so a CI failure can be diagnosed from its output.
+    for f in "$work"/*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -5 "$f" >&2; }; done
+    exit 1
+}
 passed=0
 ok() { passed=$((passed + 1)); echo "ok - $*"; }
 
-wait_healthy() { # endpoint
-    for _ in $(seq 1 150); do
+wait_healthy() { # endpoint [seconds]
+    for _ in $(seq 1 $((${2:-15} * 10))); do
         if etcdctl --endpoints="$1" --command-timeout=1s endpoint health >/dev/null 2>&1; then return 0; fi
         sleep 0.1
     done
