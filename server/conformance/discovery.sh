@@ -267,7 +267,7 @@ KEELCTL="${KEELCTL:-$(dirname "$KEEL")/keelctl}"
     --initial-cluster disco=http://127.0.0.1:58380 >"$work/disco.log" 2>&1 &
 pids+=($!)
 wait_healthy 127.0.0.1:58379
-url=$("$KEELCTL" discovery new --size 3 --endpoint http://127.0.0.1:58379)
+url=$(timeout 30 "$KEELCTL" discovery new --size 3 --endpoint http://127.0.0.1:58379)
 [[ "$url" =~ ^http://127\.0\.0\.1:58379/v2/keys/discovery/[0-9a-f]{32}$ ]] || fail "keelctl discovery new printed: $url"
 ps=()
 start_member "$KEEL" g1 59379 59380 "$url"; ps+=("$last_pid")

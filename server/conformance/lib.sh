@@ -19,9 +19,10 @@ fail() {
 passed=0
 ok() { passed=$((passed + 1)); echo "ok - $*"; }
 
-wait_healthy() { # endpoint [seconds]
-    for _ in $(seq 1 $((${2:-15} * 10))); do
-        if etcdctl --endpoints="$1" --command-timeout=1s endpoint health >/dev/null 2>&1; then return 0; fi
+wait_healthy() { # endpoint [seconds]: bounded by wall time (one probe can take 2 s)
+    local deadline=$((SECONDS + ${2:-15}))
+    while [ $SECONDS -lt $deadline ]; do
+        if etcdctl --endpoints="$1" --dial-timeout=1s --command-timeout=1s endpoint health >/dev/null 2>&1; then return 0; fi
         sleep 0.1
     done
     fail "$1 never became healthy"
