@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use keel_core::node::MemberInfo;
+use keel_core::node::{decode_members, write_members, MemberInfo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -82,91 +82,19 @@ pub(crate) async fn answer(
     s.write_all(&out).await
 }
 
-fn put_str(o: &mut Vec<u8>, s: &str) {
-    o.extend_from_slice(&(s.len() as u32).to_le_bytes());
-    o.extend_from_slice(s.as_bytes());
-}
-
-fn put_strs(o: &mut Vec<u8>, v: &[String]) {
-    o.extend_from_slice(&(v.len() as u32).to_le_bytes());
-    for s in v {
-        put_str(o, s);
-    }
-}
-
-/// The reply body.
+/// The reply body: the cluster ID, then the member table in the state machine's layout.
 pub fn encode(c: &RemoteCluster) -> Vec<u8> {
-    let mut o = Vec::new();
-    o.extend_from_slice(&c.cluster_id.to_le_bytes());
-    o.extend_from_slice(&(c.members.len() as u32).to_le_bytes());
-    for m in &c.members {
-        o.extend_from_slice(&m.id.to_le_bytes());
-        o.push(u8::from(m.learner));
-        put_str(&mut o, &m.name);
-        put_strs(&mut o, &m.peer_urls);
-        put_strs(&mut o, &m.client_urls);
-    }
+    let mut o = c.cluster_id.to_le_bytes().to_vec();
+    write_members(&mut o, c.members.iter());
     o
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Some(a)
-    }
-    fn u32(&mut self) -> Option<usize> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?) as usize)
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn str(&mut self) -> Option<String> {
-        let n = self.u32()?;
-        String::from_utf8(self.take(n)?.to_vec()).ok()
-    }
-    fn strs(&mut self) -> Option<Vec<String>> {
-        let n = self.u32()?;
-        // Each string needs at least its 4-byte length: bounds the allocation.
-        if n > self.0.len() / 4 {
-            return None;
-        }
-        (0..n).map(|_| self.str()).collect()
-    }
 }
 
 /// Parses a reply body; None if it is malformed.
 pub fn decode(b: &[u8]) -> Option<RemoteCluster> {
-    let mut r = Reader(b);
-    let cluster_id = r.u64()?;
-    let n = r.u32()?;
-    if n > b.len() / 9 {
-        return None;
-    }
-    let mut members = Vec::with_capacity(n);
-    for _ in 0..n {
-        let id = r.u64()?;
-        let learner = match r.take(1)?[0] {
-            0 => false,
-            1 => true,
-            _ => return None,
-        };
-        members.push(MemberInfo {
-            id,
-            learner,
-            name: r.str()?,
-            peer_urls: r.strs()?,
-            client_urls: r.strs()?,
-        });
-    }
-    r.0.is_empty().then_some(RemoteCluster {
-        cluster_id,
-        members,
+    let (id, rest) = b.split_first_chunk::<8>()?;
+    Some(RemoteCluster {
+        cluster_id: u64::from_le_bytes(*id),
+        members: decode_members(rest).ok()?,
     })
 }
 

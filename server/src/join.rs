@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use keel_core::discovery::InitialCluster;
+use keel_core::discovery::{BootstrapError, InitialCluster};
 use keel_core::node::MemberInfo;
 use keel_runtime_tokio::peer::{fetch_members, RemoteCluster};
 
@@ -104,12 +104,10 @@ pub fn assign_id(
             own = Some(m.id);
         }
     }
-    let own = own.ok_or_else(|| format!("{name} not listed in the initial cluster config"))?;
+    let own = own.ok_or_else(|| BootstrapError::NotListed(name.to_string()).to_string())?;
     let mine = initial.peer_urls(name).unwrap_or_default();
     if sorted(mine) != sorted(advertised) {
-        return Err(format!(
-            "error setting up initial cluster: {name} has different advertised URLs in the cluster and advertised peer URLs list"
-        ));
+        return Err(BootstrapError::AdvertiseMismatch(name.to_string()).to_string());
     }
     Ok(own)
 }

@@ -9,4 +9,7 @@ mod state_machine;
 
 pub use command::{decode_command, encode_command, Command, CommandDecodeError, Proposal};
 pub use compactor::{AutoCompaction, Compactor};
-pub use state_machine::{alarm, Applied, MemberInfo, NodeImageError, Outcome, StateMachine};
+pub use state_machine::{
+    alarm, decode_members, write_members, Applied, MemberInfo, NodeImageError, Outcome,
+    StateMachine,
+};

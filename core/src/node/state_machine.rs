@@ -263,14 +263,7 @@ impl StateMachine {
         w.extend_from_slice(MAGIC);
         w.extend_from_slice(&(kv.len() as u64).to_le_bytes());
         w.extend_from_slice(&kv);
-        put_u32(&mut w, self.members.len() as u32);
-        for m in self.members.values() {
-            w.extend_from_slice(&m.id.to_le_bytes());
-            w.push(m.learner as u8);
-            put_str(&mut w, &m.name);
-            put_strs(&mut w, &m.peer_urls);
-            put_strs(&mut w, &m.client_urls);
-        }
+        write_members(&mut w, self.members.values());
         put_u32(&mut w, self.alarms.len() as u32);
         for (m, a) in self.alarms.keys() {
             w.extend_from_slice(&m.to_le_bytes());
@@ -297,24 +290,10 @@ impl StateMachine {
         let mut r = Reader { b: &body[8..] };
         let kv_len = usize::try_from(r.u64()?).map_err(|_| NodeImageError::Malformed)?;
         let kv = KvState::restore(r.take(kv_len)?, quota_bytes, min_lease_ttl)?;
-        let mut members = BTreeMap::new();
-        for _ in 0..r.u32()? {
-            let id = u64::from_le_bytes(r.array()?);
-            let learner = r.take(1)?[0] != 0;
-            let name = r.string()?;
-            let peer_urls = r.strings()?;
-            let client_urls = r.strings()?;
-            members.insert(
-                id,
-                MemberInfo {
-                    id,
-                    name,
-                    peer_urls,
-                    client_urls,
-                    learner,
-                },
-            );
-        }
+        let members = read_members(&mut r)?
+            .into_iter()
+            .map(|m| (m.id, m))
+            .collect();
         let mut alarms = BTreeMap::new();
         for _ in 0..r.u32()? {
             let m = u64::from_le_bytes(r.array()?);
@@ -341,6 +320,52 @@ impl StateMachine {
         self.kv.kv.set_max_txn_ops(max_txn_ops);
         Ok(())
     }
+}
+
+/// Appends the member table in its binary form: the layout inside snapshot images, also
+/// used by the peer port's member-list answer.
+pub fn write_members<'a>(w: &mut Vec<u8>, members: impl ExactSizeIterator<Item = &'a MemberInfo>) {
+    put_u32(w, members.len() as u32);
+    for m in members {
+        w.extend_from_slice(&m.id.to_le_bytes());
+        w.push(u8::from(m.learner));
+        put_str(w, &m.name);
+        put_strs(w, &m.peer_urls);
+        put_strs(w, &m.client_urls);
+    }
+}
+
+/// Parses exactly one member table written by [`write_members`]; never panics on bad input.
+pub fn decode_members(b: &[u8]) -> Result<Vec<MemberInfo>, NodeImageError> {
+    let mut r = Reader { b };
+    let members = read_members(&mut r)?;
+    if !r.b.is_empty() {
+        return Err(NodeImageError::Malformed);
+    }
+    Ok(members)
+}
+
+fn read_members(r: &mut Reader<'_>) -> Result<Vec<MemberInfo>, NodeImageError> {
+    let n = r.u32()?;
+    // Each iteration consumes at least a member's fixed part or fails: no count-sized
+    // allocation up front.
+    let mut members = Vec::new();
+    for _ in 0..n {
+        let id = u64::from_le_bytes(r.array()?);
+        let learner = match r.take(1)?[0] {
+            0 => false,
+            1 => true,
+            _ => return Err(NodeImageError::Malformed),
+        };
+        members.push(MemberInfo {
+            id,
+            learner,
+            name: r.string()?,
+            peer_urls: r.strings()?,
+            client_urls: r.strings()?,
+        });
+    }
+    Ok(members)
 }
 
 fn put_u32(w: &mut Vec<u8>, v: u32) {
