@@ -61,33 +61,33 @@ start_member() {
 }
 
 # The discovery backend: a real etcd 3.4 serving the v2 keys API.
-B=http://127.0.0.1:51379
+B=http://127.0.0.1:11379
 etcd --name backend --data-dir "$work/backend" --enable-v2=true \
     --listen-client-urls $B --advertise-client-urls $B \
-    --listen-peer-urls http://127.0.0.1:51380 --initial-advertise-peer-urls http://127.0.0.1:51380 \
-    --initial-cluster backend=http://127.0.0.1:51380 >"$work/backend.log" 2>&1 &
+    --listen-peer-urls http://127.0.0.1:11380 --initial-advertise-peer-urls http://127.0.0.1:11380 \
+    --initial-cluster backend=http://127.0.0.1:11380 >"$work/backend.log" 2>&1 &
 pids+=($!)
-wait_healthy 127.0.0.1:51379
+wait_healthy 127.0.0.1:11379
 new_token() { # name size -> discovery URL on the backend
     curl -fsS -X PUT "$B/v2/keys/discovery/$1/_config/size" -d value="$2" >/dev/null
     echo "$B/v2/keys/discovery/$1"
 }
 
 echo "== (a) discovery through etcd's v2 keys API; IDs identical to etcd's"
-EPS="127.0.0.1:52379,127.0.0.1:52479,127.0.0.1:52579"
+EPS="127.0.0.1:12379,127.0.0.1:12479,127.0.0.1:12579"
 # The same names, ports and discovery URL, bootstrapped once by etcd and once by keel.
 boot_three() { # binary
     local url ps=()
     url=$(new_token ids 3)
-    start_member "$1" d1 52379 52380 "$url"; ps+=("$last_pid")
-    start_member "$1" d2 52479 52480 "$url"; ps+=("$last_pid")
-    start_member "$1" d3 52579 52580 "$url"; ps+=("$last_pid")
-    for p in 52379 52479 52579; do wait_healthy 127.0.0.1:$p 60; done
+    start_member "$1" d1 12379 12380 "$url"; ps+=("$last_pid")
+    start_member "$1" d2 12479 12480 "$url"; ps+=("$last_pid")
+    start_member "$1" d3 12579 12580 "$url"; ps+=("$last_pid")
+    for p in 12379 12479 12579; do wait_healthy 127.0.0.1:$p 60; done
     booted=("${ps[@]}")
 }
 members() { etcdctl --endpoints="$EPS" member list | sort; }
 cluster_id() {
-    etcdctl --endpoints=127.0.0.1:52379 endpoint status -w json |
+    etcdctl --endpoints=127.0.0.1:12379 endpoint status -w json |
         python3 -c 'import json,sys; print("%x" % json.load(sys.stdin)[0]["Status"]["header"]["cluster_id"])'
 }
 boot_three etcd
@@ -95,7 +95,7 @@ etcd_members=$(members)
 etcd_cluster=$(cluster_id)
 [ "$(echo "$etcd_members" | wc -l)" = 3 ] || fail "etcd reference cluster: $etcd_members"
 stop "${booted[@]}"
-rm -rf "$work"/d?.52?79
+rm -rf "$work"/d?.12?79
 # Same token again for keel: clear etcd's registrations first.
 curl -fsS -X DELETE "$B/v2/keys/discovery/ids?recursive=true" >/dev/null
 boot_three "$KEEL"
@@ -112,8 +112,8 @@ fi
 ok "member IDs, names and URLs identical to etcd's ($(echo "$keel_members" | cut -d, -f1 | tr '\n' ' '))"
 [ "$(cluster_id)" = "$etcd_cluster" ] || fail "cluster ID $(cluster_id), etcd's $etcd_cluster"
 ok "cluster ID identical to etcd's ($etcd_cluster)"
-etcdctl --endpoints=127.0.0.1:52379 put disc-key disc-value >/dev/null
-[ "$(etcdctl --endpoints=127.0.0.1:52579 get disc-key --print-value-only)" = disc-value ] ||
+etcdctl --endpoints=127.0.0.1:12379 put disc-key disc-value >/dev/null
+[ "$(etcdctl --endpoints=127.0.0.1:12579 get disc-key --print-value-only)" = disc-value ] ||
     fail "a put on d1 is not read on d3"
 ok "put on one member, read on another"
 registered=$(curl -fsS "$B/v2/keys/discovery/ids" | python3 -c '
@@ -125,20 +125,20 @@ ok "registered under the member IDs"
 stop "${booted[@]}"
 
 echo "== (b) discovery through discovery.etcd.io"
-discovery.etcd.io --etcd $B --host http://127.0.0.1:51087 --addr 127.0.0.1:51087 >"$work/disc-svc.log" 2>&1 &
+discovery.etcd.io --etcd $B --host http://127.0.0.1:11087 --addr 127.0.0.1:11087 >"$work/disc-svc.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 1 100); do curl -fsS http://127.0.0.1:51087/health >/dev/null 2>&1 && break; sleep 0.1; done
-url=$(curl -fsS "http://127.0.0.1:51087/new?size=3")
-[[ "$url" =~ ^http://127\.0\.0\.1:51087/[0-9a-f]{32}$ ]] || fail "discovery.etcd.io /new gave: $url"
+for _ in $(seq 1 100); do curl -fsS http://127.0.0.1:11087/health >/dev/null 2>&1 && break; sleep 0.1; done
+url=$(curl -fsS "http://127.0.0.1:11087/new?size=3")
+[[ "$url" =~ ^http://127\.0\.0\.1:11087/[0-9a-f]{32}$ ]] || fail "discovery.etcd.io /new gave: $url"
 ps=()
-start_member "$KEEL" s1 53379 53380 "$url"; ps+=("$last_pid")
-start_member "$KEEL" s2 53479 53480 "$url"; ps+=("$last_pid")
-start_member "$KEEL" s3 53579 53580 "$url"; ps+=("$last_pid")
-for p in 53379 53479 53579; do wait_healthy 127.0.0.1:$p 60; done
-SEPS=127.0.0.1:53379,127.0.0.1:53479,127.0.0.1:53579
+start_member "$KEEL" s1 13379 13380 "$url"; ps+=("$last_pid")
+start_member "$KEEL" s2 13479 13480 "$url"; ps+=("$last_pid")
+start_member "$KEEL" s3 13579 13580 "$url"; ps+=("$last_pid")
+for p in 13379 13479 13579; do wait_healthy 127.0.0.1:$p 60; done
+SEPS=127.0.0.1:13379,127.0.0.1:13479,127.0.0.1:13579
 [ "$(etcdctl --endpoints=$SEPS member list | wc -l)" = 3 ] || fail "member list: $(etcdctl --endpoints=$SEPS member list)"
-etcdctl --endpoints=127.0.0.1:53479 put via-service yes >/dev/null
-[ "$(etcdctl --endpoints=127.0.0.1:53379 get via-service --print-value-only)" = yes ] || fail "read on s1"
+etcdctl --endpoints=127.0.0.1:13479 put via-service yes >/dev/null
+[ "$(etcdctl --endpoints=127.0.0.1:13379 get via-service --print-value-only)" = yes ] || fail "read on s1"
 n=$(curl -fsS "$url" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["node"]["nodes"]))')
 [ "$n" = 3 ] || fail "discovery.etcd.io lists $n registrations"
 ok "3 keel members formed one cluster through discovery.etcd.io"
@@ -147,11 +147,11 @@ stop "${ps[@]}"
 echo "== (c) size missing"
 url="$B/v2/keys/discovery/nosize"
 ps=()
-start_member "$KEEL" n1 54379 54380 "$url"; ps+=("$last_pid")
-start_member "$KEEL" n2 54479 54480 "$url"; ps+=("$last_pid")
+start_member "$KEEL" n1 14379 14380 "$url"; ps+=("$last_pid")
+start_member "$KEEL" n2 14479 14480 "$url"; ps+=("$last_pid")
 want="failed to join discovery cluster (the cluster doesn't have a size configuration value in $url/_config)"
 for i in 0 1; do
-    log="$work/n$((i + 1)).54$((i + 3))79.log"
+    log="$work/n$((i + 1)).14$((i + 3))79.log"
     wait_exit "${ps[$i]}" 20
     [ "$rc" != 0 ] || fail "n$((i + 1)) exited 0 without a size"
     grep -qF "keel: $want" "$log" || fail "n$((i + 1)): expected \"$want\"; log: $(tail -3 "$log")"
@@ -161,11 +161,11 @@ ok "size missing: both members exit $rc with \"$want\""
 echo "== (d) two members with the same name"
 url=$(new_token dup 2)
 ps=()
-start_member "$KEEL" same 55379 55380 "$url"; ps+=("$last_pid")
-start_member "$KEEL" same 55479 55480 "$url"; ps+=("$last_pid")
+start_member "$KEEL" same 15379 15380 "$url"; ps+=("$last_pid")
+start_member "$KEEL" same 15479 15480 "$url"; ps+=("$last_pid")
 want="failed to join discovery cluster (discovery: found duplicate name)"
 for i in 0 1; do
-    cp=55$((i + 3))79
+    cp=15$((i + 3))79
     wait_exit "${ps[$i]}" 20
     [ "$rc" != 0 ] || fail "member on $cp exited 0 with a duplicate name"
     grep -qF "keel: $want" "$work/same.$cp.log" || fail "member on $cp: expected \"$want\"; log: $(tail -3 "$work/same.$cp.log")"
@@ -176,33 +176,33 @@ ok "duplicate name: both members exit $rc with \"$want\", no data left"
 
 echo "== (e) cluster full"
 url=$(new_token full 1)
-start_member "$KEEL" f1 56379 56380 "$url"
+start_member "$KEEL" f1 16379 16380 "$url"
 f1=$last_pid
-wait_healthy 127.0.0.1:56379
-start_member "$KEEL" f2 56479 56480 "$url" --discovery-fallback exit
+wait_healthy 127.0.0.1:16379
+start_member "$KEEL" f2 16479 16480 "$url" --discovery-fallback exit
 want="failed to join discovery cluster (discovery: cluster is full)"
 wait_exit "$last_pid" 20
 [ "$rc" != 0 ] || fail "--discovery-fallback exit: exited 0 on a full cluster"
-grep -qF "keel: $want" "$work/f2.56479.log" || fail "expected \"$want\"; log: $(tail -3 "$work/f2.56479.log")"
-left=$(leftovers "$work/f2.56479")
+grep -qF "keel: $want" "$work/f2.16479.log" || fail "expected \"$want\"; log: $(tail -3 "$work/f2.16479.log")"
+left=$(leftovers "$work/f2.16479")
 [ -z "$left" ] || fail "--discovery-fallback exit left files behind: $left"
 ok "full cluster, --discovery-fallback exit: exit $rc with \"$want\""
-start_member "$KEEL" f3 56579 56580 "$url" --discovery-fallback proxy
+start_member "$KEEL" f3 16579 16580 "$url" --discovery-fallback proxy
 proxy=$last_pid
 put_ok=
 for _ in $(seq 1 100); do
-    if etcdctl --endpoints=127.0.0.1:56579 --command-timeout=1s put through-proxy 1 >/dev/null 2>&1; then
+    if etcdctl --endpoints=127.0.0.1:16579 --command-timeout=1s put through-proxy 1 >/dev/null 2>&1; then
         put_ok=1
         break
     fi
-    kill -0 "$proxy" 2>/dev/null || fail "proxy exited: $(tail -3 "$work/f3.56579.log")"
+    kill -0 "$proxy" 2>/dev/null || fail "proxy exited: $(tail -3 "$work/f3.16579.log")"
     sleep 0.1
 done
-[ -n "$put_ok" ] || fail "put through the proxy never succeeded; log: $(tail -3 "$work/f3.56579.log")"
-[ "$(etcdctl --endpoints=127.0.0.1:56379 get through-proxy --print-value-only)" = 1 ] || fail "proxied put not on f1"
-etcdctl --endpoints=127.0.0.1:56379 put from-member 2 >/dev/null
-[ "$(etcdctl --endpoints=127.0.0.1:56579 get from-member --print-value-only)" = 2 ] || fail "get through the proxy"
-[ "$(etcdctl --endpoints=127.0.0.1:56579 member list | wc -l)" = 1 ] || fail "the proxy joined the cluster"
+[ -n "$put_ok" ] || fail "put through the proxy never succeeded; log: $(tail -3 "$work/f3.16579.log")"
+[ "$(etcdctl --endpoints=127.0.0.1:16379 get through-proxy --print-value-only)" = 1 ] || fail "proxied put not on f1"
+etcdctl --endpoints=127.0.0.1:16379 put from-member 2 >/dev/null
+[ "$(etcdctl --endpoints=127.0.0.1:16579 get from-member --print-value-only)" = 2 ] || fail "get through the proxy"
+[ "$(etcdctl --endpoints=127.0.0.1:16579 member list | wc -l)" = 1 ] || fail "the proxy joined the cluster"
 n=$(curl -fsS "$B/v2/keys/discovery/full" | python3 -c 'import json,sys; print(len([n for n in json.load(sys.stdin)["node"]["nodes"] if not n["key"].endswith("/_config")]))')
 [ "$n" = 1 ] || fail "$n registrations on a size-1 token"
 ok "full cluster, --discovery-fallback proxy: etcdctl put/get through the proxy"
@@ -211,7 +211,7 @@ stop "$proxy" "$f1"
 echo "== (f) --discovery-proxy / ETCD_DISCOVERY_PROXY"
 # A forward HTTP proxy that alone can reach the discovery host: *.invalid never resolves,
 # so a member that bootstraps did so through the proxy. Requests are logged.
-python3 - 51088 "$work/proxy-requests.log" <<'PY' >"$work/http-proxy.log" 2>&1 &
+python3 - 11088 "$work/proxy-requests.log" <<'PY' >"$work/http-proxy.log" 2>&1 &
 import http.client, http.server, sys, urllib.parse
 port, log = int(sys.argv[1]), sys.argv[2]
 class Forward(http.server.BaseHTTPRequestHandler):
@@ -242,16 +242,16 @@ class Forward(http.server.BaseHTTPRequestHandler):
 http.server.ThreadingHTTPServer(("127.0.0.1", port), Forward).serve_forever()
 PY
 pids+=($!)
-for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/51088) 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/11088) 2>/dev/null && break; sleep 0.1; done
 new_token viaproxy 2 >/dev/null
-url="http://discovery.invalid:51379/v2/keys/discovery/viaproxy"
+url="http://discovery.invalid:11379/v2/keys/discovery/viaproxy"
 ps=()
 # Without a scheme, as etcd accepts it ("host:port" means http).
-ETCD_DISCOVERY_PROXY=127.0.0.1:51088 start_member "$KEEL" p1 57379 57380 "$url"; ps+=("$last_pid")
-start_member "$KEEL" p2 57479 57480 "$url" --discovery-proxy http://127.0.0.1:51088; ps+=("$last_pid")
-for p in 57379 57479; do wait_healthy 127.0.0.1:$p 60; done
-[ "$(etcdctl --endpoints=127.0.0.1:57379,127.0.0.1:57479 member list | wc -l)" = 2 ] || fail "member list through the proxy"
-for id in $(etcdctl --endpoints=127.0.0.1:57379 member list | cut -d, -f1); do
+ETCD_DISCOVERY_PROXY=127.0.0.1:11088 start_member "$KEEL" p1 17379 17380 "$url"; ps+=("$last_pid")
+start_member "$KEEL" p2 17479 17480 "$url" --discovery-proxy http://127.0.0.1:11088; ps+=("$last_pid")
+for p in 17379 17479; do wait_healthy 127.0.0.1:$p 60; done
+[ "$(etcdctl --endpoints=127.0.0.1:17379,127.0.0.1:17479 member list | wc -l)" = 2 ] || fail "member list through the proxy"
+for id in $(etcdctl --endpoints=127.0.0.1:17379 member list | cut -d, -f1); do
     grep -q "^PUT $url/$id?prevExist=false 201$" "$work/proxy-requests.log" ||
         fail "registration of $id did not go through the proxy: $(cat "$work/proxy-requests.log")"
 done
@@ -262,22 +262,22 @@ echo "== (g) keel as the discovery service: no etcd anywhere"
 KEELCTL="${KEELCTL:-$(dirname "$KEEL")/keelctl}"
 [ -x "$KEELCTL" ] || fail "no keelctl binary at $KEELCTL"
 "$KEEL" --name disco --data-dir "$work/disco" --enable-v2 \
-    --listen-client-urls http://127.0.0.1:58379 --advertise-client-urls http://127.0.0.1:58379 \
-    --listen-peer-urls http://127.0.0.1:58380 --initial-advertise-peer-urls http://127.0.0.1:58380 \
-    --initial-cluster disco=http://127.0.0.1:58380 >"$work/disco.log" 2>&1 &
+    --listen-client-urls http://127.0.0.1:18379 --advertise-client-urls http://127.0.0.1:18379 \
+    --listen-peer-urls http://127.0.0.1:18380 --initial-advertise-peer-urls http://127.0.0.1:18380 \
+    --initial-cluster disco=http://127.0.0.1:18380 >"$work/disco.log" 2>&1 &
 pids+=($!)
-wait_healthy 127.0.0.1:58379
-url=$(timeout 30 "$KEELCTL" discovery new --size 3 --endpoint http://127.0.0.1:58379)
-[[ "$url" =~ ^http://127\.0\.0\.1:58379/v2/keys/discovery/[0-9a-f]{32}$ ]] || fail "keelctl discovery new printed: $url"
+wait_healthy 127.0.0.1:18379
+url=$(timeout 30 "$KEELCTL" discovery new --size 3 --endpoint http://127.0.0.1:18379)
+[[ "$url" =~ ^http://127\.0\.0\.1:18379/v2/keys/discovery/[0-9a-f]{32}$ ]] || fail "keelctl discovery new printed: $url"
 ps=()
-start_member "$KEEL" g1 59379 59380 "$url"; ps+=("$last_pid")
-start_member "$KEEL" g2 59479 59480 "$url"; ps+=("$last_pid")
-start_member "$KEEL" g3 59579 59580 "$url"; ps+=("$last_pid")
-for p in 59379 59479 59579; do wait_healthy 127.0.0.1:$p 60; done
-GEPS=127.0.0.1:59379,127.0.0.1:59479,127.0.0.1:59579
+start_member "$KEEL" g1 19379 19380 "$url"; ps+=("$last_pid")
+start_member "$KEEL" g2 19479 19480 "$url"; ps+=("$last_pid")
+start_member "$KEEL" g3 19579 19580 "$url"; ps+=("$last_pid")
+for p in 19379 19479 19579; do wait_healthy 127.0.0.1:$p 60; done
+GEPS=127.0.0.1:19379,127.0.0.1:19479,127.0.0.1:19579
 [ "$(etcdctl --endpoints=$GEPS member list | wc -l)" = 3 ] || fail "member list: $(etcdctl --endpoints=$GEPS member list)"
-etcdctl --endpoints=127.0.0.1:59479 put via-keel yes >/dev/null
-[ "$(etcdctl --endpoints=127.0.0.1:59579 get via-keel --print-value-only)" = yes ] || fail "read on g3"
+etcdctl --endpoints=127.0.0.1:19479 put via-keel yes >/dev/null
+[ "$(etcdctl --endpoints=127.0.0.1:19579 get via-keel --print-value-only)" = yes ] || fail "read on g3"
 registered=$(curl -fsS "$url" | python3 -c 'import json,sys; print(" ".join(sorted(n["key"].rsplit("/",1)[1] for n in json.load(sys.stdin)["node"]["nodes"])))')
 ids=$(etcdctl --endpoints=$GEPS member list | cut -d, -f1 | sort | paste -sd' ')
 [ "$registered" = "$ids" ] || fail "registrations ($registered) are not the member IDs ($ids)"
@@ -286,12 +286,12 @@ stop "${ps[@]}"
 # A restart with a data dir ignores the discovery URL, with etcd's message, and rejoins
 # without registering again (the service is gone: a new registration would fail).
 ps=()
-start_member "$KEEL" g1 59379 59380 "http://127.0.0.1:1/v2/keys/discovery/gone"; ps+=("$last_pid")
-start_member "$KEEL" g2 59479 59480 "http://127.0.0.1:1/v2/keys/discovery/gone"; ps+=("$last_pid")
-for p in 59379 59479; do wait_healthy 127.0.0.1:$p; done
-grep -q "discovery token ignored since a cluster has already been initialized. Valid log found at $work/g1.59379/member/wal" "$work/g1.59379.log" ||
-    fail "restart log: $(tail -3 "$work/g1.59379.log")"
-[ "$(etcdctl --endpoints=127.0.0.1:59379 get via-keel --print-value-only)" = yes ] || fail "data after restart"
+start_member "$KEEL" g1 19379 19380 "http://127.0.0.1:1/v2/keys/discovery/gone"; ps+=("$last_pid")
+start_member "$KEEL" g2 19479 19480 "http://127.0.0.1:1/v2/keys/discovery/gone"; ps+=("$last_pid")
+for p in 19379 19479; do wait_healthy 127.0.0.1:$p; done
+grep -q "discovery token ignored since a cluster has already been initialized. Valid log found at $work/g1.19379/member/wal" "$work/g1.19379.log" ||
+    fail "restart log: $(tail -3 "$work/g1.19379.log")"
+[ "$(etcdctl --endpoints=127.0.0.1:19379 get via-keel --print-value-only)" = yes ] || fail "data after restart"
 ok "restart with a data dir: discovery URL ignored with etcd's message, data intact"
 stop "${ps[@]}"
 

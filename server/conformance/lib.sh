@@ -1,3 +1,6 @@
+# Fixed ports in these scripts stay below 32768, outside Linux's ephemeral range, so an
+# outgoing connection can never hold a port a member is about to listen on.
+#
 # Shared by the conformance scripts: a scratch dir, process cleanup at exit, pass/fail
 # reporting, health waits and starting keel members on loopback. Source it after
 # setting KEEL (the keel binary) and `here`.

@@ -10,13 +10,13 @@ here="$(cd "$(dirname "$0")" && pwd)"
 KEEL="${1:-$here/../../target/release/keel}"
 source "$here/lib.sh"
 
-IC="k1=http://127.0.0.1:51380,k2=http://127.0.0.1:52380,k3=http://127.0.0.1:53380"
-EPS="127.0.0.1:51379,127.0.0.1:52379,127.0.0.1:53379"
+IC="k1=http://127.0.0.1:26380,k2=http://127.0.0.1:27380,k3=http://127.0.0.1:28380"
+EPS="127.0.0.1:26379,127.0.0.1:27379,127.0.0.1:28379"
 E="etcdctl --endpoints=$EPS --command-timeout=5s"
-start_keel k1 51379 51380 "$IC"
-start_keel k2 52379 52380 "$IC"
-start_keel k3 53379 53380 "$IC"
-for p in 51379 52379 53379; do wait_healthy 127.0.0.1:$p; done
+start_keel k1 26379 26380 "$IC"
+start_keel k2 27379 27380 "$IC"
+start_keel k3 28379 28380 "$IC"
+for p in 26379 27379 28379; do wait_healthy 127.0.0.1:$p; done
 $E put before value >/dev/null
 ok "3 members up"
 
@@ -53,34 +53,34 @@ member_id() { # name
 }
 
 # 3 → 4: a voter.
-$E member add k4 --peer-urls=http://127.0.0.1:54380 >"$work/k4.env"
+$E member add k4 --peer-urls=http://127.0.0.1:29380 >"$work/k4.env"
 head -1 "$work/k4.env" | grep -Eq "^Member +[0-9a-f]{1,16} added to cluster +$cluster_hex\$" ||
     fail "member add output: $(cat "$work/k4.env")"
 grep -qx 'ETCD_NAME="k4"' "$work/k4.env" || fail "ETCD_NAME: $(cat "$work/k4.env")"
-grep -qx "ETCD_INITIAL_CLUSTER=\"k1=http://127.0.0.1:51380,k2=http://127.0.0.1:52380,k3=http://127.0.0.1:53380,k4=http://127.0.0.1:54380\"" "$work/k4.env" ||
-    grep -q '^ETCD_INITIAL_CLUSTER=".*k4=http://127.0.0.1:54380' "$work/k4.env" || fail "ETCD_INITIAL_CLUSTER: $(cat "$work/k4.env")"
-grep -qx 'ETCD_INITIAL_ADVERTISE_PEER_URLS="http://127.0.0.1:54380"' "$work/k4.env" || fail "advertise: $(cat "$work/k4.env")"
+grep -qx "ETCD_INITIAL_CLUSTER=\"k1=http://127.0.0.1:26380,k2=http://127.0.0.1:27380,k3=http://127.0.0.1:28380,k4=http://127.0.0.1:29380\"" "$work/k4.env" ||
+    grep -q '^ETCD_INITIAL_CLUSTER=".*k4=http://127.0.0.1:29380' "$work/k4.env" || fail "ETCD_INITIAL_CLUSTER: $(cat "$work/k4.env")"
+grep -qx 'ETCD_INITIAL_ADVERTISE_PEER_URLS="http://127.0.0.1:29380"' "$work/k4.env" || fail "advertise: $(cat "$work/k4.env")"
 grep -qx 'ETCD_INITIAL_CLUSTER_STATE="existing"' "$work/k4.env" || fail "state: $(cat "$work/k4.env")"
-$E member list | grep -Eq "^[0-9a-f]{1,16}, unstarted, , http://127.0.0.1:54380, , false\$" ||
+$E member list | grep -Eq "^[0-9a-f]{1,16}, unstarted, , http://127.0.0.1:29380, , false\$" ||
     fail "unstarted member in member list: $($E member list)"
 ok "member add k4: etcd's output and an unstarted member in the list"
-start_joiner k4 54379 54380
-wait_healthy 127.0.0.1:54379
-[ "$(etcdctl --endpoints=127.0.0.1:54379 get before --print-value-only --consistency=s)" = value ] ||
+start_joiner k4 29379 29380
+wait_healthy 127.0.0.1:29379
+[ "$(etcdctl --endpoints=127.0.0.1:29379 get before --print-value-only --consistency=s)" = value ] ||
     fail "k4 did not catch up"
-$E member list | grep -Eq "^[0-9a-f]{1,16}, started, k4, http://127.0.0.1:54380, http://127.0.0.1:54379, false\$" ||
+$E member list | grep -Eq "^[0-9a-f]{1,16}, started, k4, http://127.0.0.1:29380, http://127.0.0.1:29379, false\$" ||
     fail "k4 started: $($E member list)"
 ok "k4 started with --initial-cluster-state existing, caught up and published itself"
 
 # 4 → 5: a learner, promoted once in sync.
-$E member add k5 --learner --peer-urls=http://127.0.0.1:55380 >"$work/k5.env"
+$E member add k5 --learner --peer-urls=http://127.0.0.1:30380 >"$work/k5.env"
 grep -qx 'ETCD_INITIAL_CLUSTER_STATE="existing"' "$work/k5.env" || fail "learner add: $(cat "$work/k5.env")"
 k5=$(head -1 "$work/k5.env" | awk '{print $2}')
 out=$($E member promote "$k5" 2>&1) && fail "promoted a learner that never ran: $out"
 echo "$out" | grep -q "can only promote a learner member which is in sync with leader" || fail "promote error: $out"
 ok "promoting a learner that has not caught up: etcd's error"
-start_joiner k5 55379 55380
-wait_healthy 127.0.0.1:55379
+start_joiner k5 30379 30380
+wait_healthy 127.0.0.1:30379
 for _ in $(seq 1 100); do
     out=$($E member promote "$k5" 2>&1) && break
     sleep 0.2
@@ -91,14 +91,14 @@ ok "learner k5 started, promoted: 5 voters"
 
 # member update: a second peer URL for k2.
 k2=$(member_id k2)
-$E member update "$k2" --peer-urls=http://127.0.0.1:52380,http://127.0.0.1:52381 |
+$E member update "$k2" --peer-urls=http://127.0.0.1:27380,http://127.0.0.1:27381 |
     grep -Eq "^Member +$k2 updated in cluster +$cluster_hex\$" || fail "member update"
-$E member list | grep -q "^$k2, started, k2, http://127.0.0.1:52380,http://127.0.0.1:52381, " ||
+$E member list | grep -q "^$k2, started, k2, http://127.0.0.1:27380,http://127.0.0.1:27381, " ||
     fail "updated peer URLs: $($E member list)"
 ok "member update"
 
 # 5 → 3: remove the leader (it hands over and stops), then k5.
-leader=$(etcdctl --endpoints=$EPS,127.0.0.1:54379,127.0.0.1:55379 endpoint status -w json | python3 -c '
+leader=$(etcdctl --endpoints=$EPS,127.0.0.1:29379,127.0.0.1:30379 endpoint status -w json | python3 -c '
 import json, sys
 for s in json.load(sys.stdin):
     st = s["Status"]
@@ -123,7 +123,7 @@ kill "$writer" 2>/dev/null || true
 wait "$writer" 2>/dev/null || true
 n=$(wc -l <"$acked")
 [ "$n" -gt 20 ] || fail "only $n writes acknowledged"
-alive=$(for p in 51379 52379 53379 54379; do
+alive=$(for p in 26379 27379 28379 29379; do
     etcdctl --endpoints=127.0.0.1:$p --command-timeout=1s endpoint health >/dev/null 2>&1 && echo "127.0.0.1:$p"
 done | paste -sd,)
 etcdctl --endpoints="$alive" get loop/ --prefix --keys-only | grep -v '^$' | sed 's#loop/##' | LC_ALL=C sort >"$work/present"

@@ -77,7 +77,7 @@ PY
 listener=$!
 pids+=($listener)
 for _ in $(seq 1 50); do [ -S "$work/notify.sock" ] && break; sleep 0.1; done
-NOTIFY_SOCKET="$work/notify.sock" start_keel notified 33379 33380 notified=http://127.0.0.1:33380
+NOTIFY_SOCKET="$work/notify.sock" start_keel notified 31679 31680 notified=http://127.0.0.1:31680
 wait "$listener" || fail "no READY=1 on NOTIFY_SOCKET"
 grep -qx "READY=1" "$work/notify.out" || fail "NOTIFY_SOCKET got: $(cat "$work/notify.out")"
 eval "kill -TERM \$pid_notified"
@@ -85,17 +85,17 @@ eval "wait \$pid_notified" || true
 ok "systemd notify: READY=1 on NOTIFY_SOCKET"
 
 echo "== 3-member keel cluster"
-IC="k1=http://127.0.0.1:41380,k2=http://127.0.0.1:42380,k3=http://127.0.0.1:43380"
-EPS="127.0.0.1:41379,127.0.0.1:42379,127.0.0.1:43379"
-start_keel k1 41379 41380 "$IC"
-start_keel k2 42379 42380 "$IC"
-start_keel k3 43379 43380 "$IC"
-for p in 41379 42379 43379; do wait_healthy 127.0.0.1:$p; done
+IC="k1=http://127.0.0.1:31380,k2=http://127.0.0.1:31480,k3=http://127.0.0.1:31580"
+EPS="127.0.0.1:31379,127.0.0.1:31479,127.0.0.1:31579"
+start_keel k1 31379 31380 "$IC"
+start_keel k2 31479 31480 "$IC"
+start_keel k3 31579 31580 "$IC"
+for p in 31379 31479 31579; do wait_healthy 127.0.0.1:$p; done
 [ "$(etcdctl --endpoints=$EPS member list | wc -l)" = 3 ] || fail "member list of 3"
 ok "3 members up"
 E3="etcdctl --endpoints=$EPS"
 $E3 put shared value >/dev/null
-for p in 41379 42379 43379; do
+for p in 31379 31479 31579; do
     [ "$(etcdctl --endpoints=127.0.0.1:$p get shared --print-value-only)" = value ] || fail "read on $p"
 done
 ok "write via one member, linearizable read on every member"
@@ -108,10 +108,10 @@ for s in json.load(sys.stdin):
     if st["header"]["member_id"] == st["leader"]:
         print(s["Endpoint"].rsplit(":", 1)[1])'
 }
-port_name() { case $1 in 41379) echo k1 ;; 42379) echo k2 ;; 43379) echo k3 ;; esac; }
+port_name() { case $1 in 31379) echo k1 ;; 31479) echo k2 ;; 31579) echo k3 ;; esac; }
 
 follower_port() {
-    for p in 41379 42379 43379; do
+    for p in 31379 31479 31579; do
         [ "$p" != "$(leader_port)" ] && { echo "$p"; return; }
     done
 }
@@ -177,10 +177,10 @@ ok "all $n acknowledged writes present after failover"
 
 for m in k1 k2 k3; do eval "kill -9 \$pid_$m" 2>/dev/null || true; done
 sleep 0.5
-start_keel k1 41379 41380 "$IC"
-start_keel k2 42379 42380 "$IC"
-start_keel k3 43379 43380 "$IC"
-for p in 41379 42379 43379; do wait_healthy 127.0.0.1:$p; done
+start_keel k1 31379 31380 "$IC"
+start_keel k2 31479 31480 "$IC"
+start_keel k3 31579 31580 "$IC"
+for p in 31379 31479 31579; do wait_healthy 127.0.0.1:$p; done
 check_acked
 ok "kill -9 of every member and restart: all $n acknowledged writes present"
 
@@ -197,9 +197,9 @@ b[300] ^= 0xFF
 open(p, "wb").write(b)
 PY
 set +e
-out=$("$KEEL" --name k2 --data-dir "$work/k2" --listen-client-urls http://127.0.0.1:42379 \
-    --advertise-client-urls http://127.0.0.1:42379 --listen-peer-urls http://127.0.0.1:42380 \
-    --initial-advertise-peer-urls http://127.0.0.1:42380 --initial-cluster "$IC" 2>&1)
+out=$("$KEEL" --name k2 --data-dir "$work/k2" --listen-client-urls http://127.0.0.1:31479 \
+    --advertise-client-urls http://127.0.0.1:31479 --listen-peer-urls http://127.0.0.1:31480 \
+    --initial-advertise-peer-urls http://127.0.0.1:31480 --initial-cluster "$IC" 2>&1)
 rc=$?
 set -e
 [ $rc -ne 0 ] || fail "keel started on a corrupted WAL"
