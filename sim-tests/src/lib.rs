@@ -1,10 +1,13 @@
 //! keel-sim-tests: chaos scenarios over whole simulated clusters and the history
-//! checkers (linearizability per key, watch guarantees, durability of acknowledged
-//! writes). Until the simulation driver lands, the raft-level schedule checks live in
-//! keel-core's own property tests.
+//! checkers.
 //!
-//! [`linearizability`] is the first checker: a Wing–Gong–Lowe search (the algorithm of
-//! Porcupine) over histories of concurrent operations against a sequential model,
-//! validated against Porcupine's published corpus in `tests/linearizability_corpus.rs`.
+//! - [`linearizability`]: a Wing–Gong–Lowe search (the algorithm of Porcupine) over
+//!   histories of concurrent operations against a sequential model, validated against
+//!   Porcupine's and Jepsen's published corpus in `tests/linearizability_corpus.rs`.
+//! - [`chaos`]: one seeded run of a simulated cluster (`keel-runtime-sim` on madsim)
+//!   under a random fault schedule with random clients, then every check: invariants
+//!   the members report as they run, linearizability per key, revisions agreeing with
+//!   real time. `tests/chaos.rs` (`cargo test --features sim`) runs many seeds.
 
+pub mod chaos;
 pub mod linearizability;

@@ -89,8 +89,38 @@ pub struct StateMachine {
     pub members: BTreeMap<u64, MemberInfo>,
     /// Raised alarms other than this state's own NOSPACE: (member, type).
     alarms: BTreeMap<(u64, i32), ()>,
+    /// Recently applied proposals, oldest first: a proposal delivered twice (a
+    /// duplicated forward) is applied once.
+    recent: RecentProposals,
     quota_bytes: u64,
     min_lease_ttl: i64,
+}
+
+/// Proposals remembered for de-duplication. Duplicates arrive within moments of the
+/// original, so a bounded window suffices.
+const RECENT_PROPOSALS: usize = 8192;
+
+/// The (origin, request number) pairs of the last [`RECENT_PROPOSALS`] applied proposals.
+#[derive(Clone, Debug, Default)]
+struct RecentProposals {
+    order: std::collections::VecDeque<(u64, u64)>,
+    set: std::collections::BTreeSet<(u64, u64)>,
+}
+
+impl RecentProposals {
+    /// Records a proposal; false if it was already applied.
+    fn insert(&mut self, origin: u64, seq: u64) -> bool {
+        if !self.set.insert((origin, seq)) {
+            return false;
+        }
+        self.order.push_back((origin, seq));
+        if self.order.len() > RECENT_PROPOSALS {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
 }
 
 const MAGIC: &[u8; 8] = b"KEELND01";
@@ -123,6 +153,7 @@ impl StateMachine {
             kv: KvState::new(quota_bytes, min_lease_ttl),
             members: members.into_iter().map(|m| (m.id, m)).collect(),
             alarms: BTreeMap::new(),
+            recent: RecentProposals::default(),
             quota_bytes,
             min_lease_ttl,
         }
@@ -157,6 +188,11 @@ impl StateMachine {
             }
             EntryPayload::Normal(data) => {
                 let p = decode_command(data).ok()?;
+                // Applied already (the same proposal delivered twice): no second effect,
+                // and no second answer.
+                if !self.recent.insert(p.origin, p.seq) {
+                    return None;
+                }
                 Some(self.apply_proposal(p, now))
             }
         }
@@ -269,6 +305,11 @@ impl StateMachine {
             w.extend_from_slice(&m.to_le_bytes());
             w.extend_from_slice(&a.to_le_bytes());
         }
+        put_u32(&mut w, self.recent.order.len() as u32);
+        for (origin, seq) in &self.recent.order {
+            w.extend_from_slice(&origin.to_le_bytes());
+            w.extend_from_slice(&seq.to_le_bytes());
+        }
         let crc = crc32fast::hash(&w);
         w.extend_from_slice(&crc.to_le_bytes());
         Bytes::from(w)
@@ -300,6 +341,15 @@ impl StateMachine {
             let a = i32::from_le_bytes(r.array()?);
             alarms.insert((m, a), ());
         }
+        let mut recent = RecentProposals::default();
+        // Images written before de-duplication end here.
+        if !r.b.is_empty() {
+            for _ in 0..r.u32()? {
+                let origin = u64::from_le_bytes(r.array()?);
+                let seq = u64::from_le_bytes(r.array()?);
+                recent.insert(origin, seq);
+            }
+        }
         if !r.b.is_empty() {
             return Err(NodeImageError::Malformed);
         }
@@ -307,6 +357,7 @@ impl StateMachine {
             kv,
             members,
             alarms,
+            recent,
             quota_bytes,
             min_lease_ttl,
         })
@@ -424,5 +475,46 @@ impl<'a> Reader<'a> {
             return Err(NodeImageError::Malformed);
         }
         (0..n).map(|_| self.string()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mvcc::PutRequest;
+    use crate::node::encode_command;
+    use crate::raft::{LogIndex, Term};
+
+    fn put_entry(index: u64, origin: u64, seq: u64) -> Entry {
+        let cmd = Command::Put(PutRequest {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"v"),
+            ..Default::default()
+        });
+        Entry {
+            term: Term(1),
+            index: LogIndex(index),
+            payload: EntryPayload::Normal(encode_command(&Proposal { origin, seq, cmd }).into()),
+        }
+    }
+
+    #[test]
+    fn a_proposal_committed_twice_is_applied_once_even_across_a_snapshot() {
+        // Found by the simulator (a duplicated forward of a proposal): the put was applied
+        // twice, and a get saw version 2 of a key written once.
+        let mut sm = StateMachine::new(u64::MAX, 1, []);
+        assert!(sm.apply(&put_entry(1, 7, 100), Time(0)).is_some());
+        assert!(
+            sm.apply(&put_entry(2, 7, 100), Time(0)).is_none(),
+            "duplicate"
+        );
+        assert!(
+            sm.apply(&put_entry(3, 8, 100), Time(0)).is_some(),
+            "other origin"
+        );
+        let mut restored = StateMachine::restore(&sm.snapshot(), u64::MAX, 1).expect("image");
+        assert!(restored.apply(&put_entry(4, 8, 100), Time(0)).is_none());
+        assert!(restored.apply(&put_entry(5, 7, 101), Time(0)).is_some());
+        assert_eq!(restored.kv.kv.revision(), 1 + 3, "three distinct puts");
     }
 }

@@ -66,6 +66,20 @@ pub struct Config {
     pub forward_proposals: bool,
     /// How linearizable reads are confirmed.
     pub read_mode: ReadMode,
+    /// A deliberately broken safety rule (simulation tests only).
+    #[cfg(feature = "planted-bugs")]
+    pub planted_bug: Option<PlantedBug>,
+}
+
+/// A safety rule the simulator's checks must catch when broken (`planted-bugs` feature).
+#[cfg(feature = "planted-bugs")]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PlantedBug {
+    /// The leader commits what it holds itself, without waiting for a quorum.
+    CommitWithoutQuorum,
+    /// A lease lasts ten election timeouts and survives the loss of leadership: a deposed
+    /// leader serves reads long after another leader may have been elected.
+    LeaseReadPastBound,
 }
 
 impl Config {
@@ -90,6 +104,8 @@ impl Config {
             max_apply_batch: 4096,
             forward_proposals: true,
             read_mode: ReadMode::Safe,
+            #[cfg(feature = "planted-bugs")]
+            planted_bug: None,
         }
     }
 
@@ -143,6 +159,10 @@ impl Config {
                     .saturating_mul(u64::from(max_clock_drift_ppm))
                     / 1_000_000
                     + 1;
+                #[cfg(feature = "planted-bugs")]
+                if self.planted_bug == Some(PlantedBug::LeaseReadPastBound) {
+                    return Some(self.election_timeout_ms * 10);
+                }
                 Some(self.election_timeout_ms.saturating_sub(margin))
             }
         }

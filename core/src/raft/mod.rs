@@ -30,6 +30,8 @@ pub mod testkit;
 mod types;
 mod wire;
 
+#[cfg(feature = "planted-bugs")]
+pub use config::PlantedBug;
 pub use config::{Config, ReadMode};
 pub use error::{
     ConfChangeError, ConfigError, ProposeError, ReadError, RecoverError, TransferError,

@@ -31,6 +31,9 @@ pub(crate) struct ReadIndexState {
     unbatched: Vec<(ReadCtx, MemberId)>,
     pending: VecDeque<PendingRead>,
     lease_until: Option<Time>,
+    /// The planted lease bug's lease: never cleared when leadership ends.
+    #[cfg(feature = "planted-bugs")]
+    planted_lease_until: Option<Time>,
     forwarded: BTreeSet<ReadCtx>,
     pub ready: Vec<ReadState>,
     pub dropped: Vec<ReadCtx>,
@@ -68,6 +71,16 @@ impl RaftNode {
     pub(crate) fn request_read(&mut self, ctx: ReadCtx) -> Result<(), super::error::ReadError> {
         if self.removed {
             return Err(super::error::ReadError::Removed);
+        }
+        #[cfg(feature = "planted-bugs")]
+        if self.cfg.planted_bug == Some(super::config::PlantedBug::LeaseReadPastBound)
+            && self.role != Role::Leader
+            && self.reads.planted_lease_until.is_some_and(|t| self.now < t)
+        {
+            // A deposed leader still trusting its lease.
+            let index = self.log.committed;
+            self.complete_read(ctx, self.id, index);
+            return Ok(());
         }
         if self.role == Role::Leader {
             self.leader_read(ctx, self.id);
@@ -150,6 +163,10 @@ impl RaftNode {
             // their own election timers no earlier than that.
             if let Some(&(_, sent)) = self.reads.round_times.iter().find(|(r, _)| *r == confirmed) {
                 let until = sent.plus(lease_ms);
+                #[cfg(feature = "planted-bugs")]
+                {
+                    self.reads.planted_lease_until = Some(until);
+                }
                 if self.reads.lease_until.is_none_or(|t| t < until) {
                     self.reads.lease_until = Some(until);
                 }

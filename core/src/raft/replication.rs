@@ -160,6 +160,11 @@ impl RaftNode {
         let Some(q) = self.quorum_value(self.log.stable, LogIndex(0), |p| p.matched) else {
             return;
         };
+        #[cfg(feature = "planted-bugs")]
+        let q = match self.cfg.planted_bug {
+            Some(super::config::PlantedBug::CommitWithoutQuorum) => self.log.stable,
+            _ => q,
+        };
         let first_in_term = !self.reads.committed_in_term;
         if self.log.maybe_commit(q, self.term) {
             self.commit_dirty = true;

@@ -1,0 +1,508 @@
+//! One simulated member process: raft, the replicated state machine and the WAL on a
+//! simulated disk, driven as `runtime-tokio` drives them: persist what raft hands over
+//! (syncing when it says so) before acknowledging it, send, apply committed entries and
+//! answer their proposers, serve confirmed linearizable reads.
+//!
+//! A process ends on a storage error (as etcd panics on a failed fsync) and is brought
+//! back by the scenario, which crashes its disk first.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use keel_core::mvcc::{
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
+    TxnRequest,
+};
+use keel_core::node::{encode_command, Command, MemberInfo, Outcome, Proposal, StateMachine};
+use keel_core::raft::{
+    decode_message, encode_message, ConfState, Config, EntryPayload, LogIndex, MemberId,
+    PersistBatch, PlantedBug, RaftNode, ReadCtx, ReadMode, Ready, RecoveredState, Role, Time,
+};
+use keel_core::wal::{Record, Wal};
+use madsim::net::Endpoint;
+use madsim::time::Instant;
+use tokio::sync::mpsc;
+
+use crate::api::{ClientOp, Found, Reply, Request, CLIENT_TAG, MEMBER_PORT, PEER_TAG};
+use crate::clock::SkewedClock;
+use crate::disk::SimDisk;
+use crate::net::{self, NetFaults};
+use crate::observer::Observer;
+
+/// WAL segment size in the simulation: small, so segments roll often.
+const SEGMENT_SIZE: u64 = 256 << 10;
+
+/// A deliberately broken safety rule, so a test can show the checks catch it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bug {
+    /// The member acknowledges writes (and votes) without syncing the WAL.
+    AckBeforeFsync,
+    /// The leader commits without a quorum.
+    CommitWithoutQuorum,
+    /// Lease reads are served long past the lease's bound.
+    LeaseReadPastBound,
+}
+
+/// What a member is.
+#[derive(Clone, Debug)]
+pub struct MemberSpec {
+    /// Member ID.
+    pub id: u64,
+    /// Cluster ID.
+    pub cluster_id: u64,
+    /// Every member's ID and address.
+    pub members: BTreeMap<u64, SocketAddr>,
+    /// Heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Election timeout.
+    pub election_ms: u64,
+    /// How linearizable reads are confirmed.
+    pub read_mode: ReadMode,
+    /// A planted bug, if any.
+    pub bug: Option<Bug>,
+}
+
+/// What a member process shares with the scenario: its disk, its clock, the network's
+/// faults and the run's observer.
+#[derive(Clone, Debug)]
+pub struct MemberEnv {
+    /// The member's disk (outlives the process).
+    pub disk: SimDisk,
+    /// The member's clock.
+    pub clock: Arc<Mutex<SkewedClock>>,
+    /// Network faults in force.
+    pub faults: NetFaults,
+    /// Where the member reports.
+    pub obs: Observer,
+    /// Global time zero of the run.
+    pub epoch: Instant,
+}
+
+enum Inbox {
+    Peer(Bytes),
+    Client(SocketAddr, Request),
+}
+
+struct PendingRead {
+    to: SocketAddr,
+    id: u64,
+    key: Bytes,
+}
+
+struct Member {
+    spec: MemberSpec,
+    env: MemberEnv,
+    raft: RaftNode,
+    sm: StateMachine,
+    wal: Wal<SimDisk>,
+    ep: Arc<Endpoint>,
+    /// Proposals waiting to be applied, by request number: who to answer.
+    pending: BTreeMap<u64, (SocketAddr, u64)>,
+    next_seq: u64,
+    next_read: u64,
+    reads_new: Vec<PendingRead>,
+    reads_by_ctx: BTreeMap<u64, Vec<PendingRead>>,
+    reads_by_index: Vec<(LogIndex, PendingRead)>,
+    wake: Option<Time>,
+}
+
+/// Runs one member process until it stops (storage error, removal) or is killed.
+pub async fn run(spec: MemberSpec, env: MemberEnv) {
+    let id = spec.id;
+    let ep = match Endpoint::bind(SocketAddr::from(([0, 0, 0, 0], MEMBER_PORT))).await {
+        Ok(ep) => Arc::new(ep),
+        Err(e) => return env.obs.note(format!("member {id:x}: bind: {e}")),
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    spawn_receivers(&ep, tx);
+    let mut m = match Member::open(spec, env.clone(), ep) {
+        Ok(m) => m,
+        Err(e) => return env.obs.note(format!("member {id:x} did not start: {e}")),
+    };
+    loop {
+        let sleep = m.sleep_duration();
+        tokio::select! {
+            biased;
+            input = rx.recv() => {
+                let Some(input) = input else { return };
+                m.handle(input);
+                while let Ok(input) = rx.try_recv() {
+                    m.handle(input);
+                }
+            }
+            _ = madsim::time::sleep(sleep) => {
+                let now = m.now();
+                m.raft.tick(now);
+            }
+        }
+        m.flush_reads();
+        if let Err(e) = m.drive().await {
+            return env.obs.note(format!("member {id:x} stopped: {e}"));
+        }
+        if m.raft.is_removed() {
+            return env.obs.note(format!("member {id:x} removed"));
+        }
+    }
+}
+
+fn spawn_receivers(ep: &Arc<Endpoint>, tx: mpsc::UnboundedSender<Inbox>) {
+    let (peer_ep, peer_tx) = (ep.clone(), tx.clone());
+    madsim::task::spawn(async move {
+        while let Ok((payload, _)) = peer_ep.recv_from_raw(PEER_TAG).await {
+            if let Ok(b) = payload.downcast::<Bytes>() {
+                if peer_tx.send(Inbox::Peer(*b)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let client_ep = ep.clone();
+    madsim::task::spawn(async move {
+        while let Ok((payload, from)) = client_ep.recv_from_raw(CLIENT_TAG).await {
+            if let Ok(r) = payload.downcast::<Request>() {
+                if tx.send(Inbox::Client(from, *r)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+}
+
+fn global_ms(epoch: Instant) -> u64 {
+    Instant::now().duration_since(epoch).as_millis() as u64
+}
+
+impl Member {
+    /// Recovers the member from its disk, as `runtime-tokio`'s storage does.
+    fn open(spec: MemberSpec, env: MemberEnv, ep: Arc<Endpoint>) -> Result<Member, String> {
+        let (wal, rec) = Wal::open(env.disk.clone(), spec.cluster_id, spec.id, SEGMENT_SIZE)
+            .map_err(|e| e.to_string())?;
+        let snapshot = env.disk.snapshot();
+        let mut cfg = Config::new(MemberId(spec.id));
+        cfg.heartbeat_interval_ms = spec.heartbeat_ms;
+        cfg.election_timeout_ms = spec.election_ms;
+        cfg.read_mode = spec.read_mode;
+        cfg.seed = madsim::rand::random();
+        cfg.planted_bug = match spec.bug {
+            Some(Bug::CommitWithoutQuorum) => Some(PlantedBug::CommitWithoutQuorum),
+            Some(Bug::LeaseReadPastBound) => Some(PlantedBug::LeaseReadPastBound),
+            _ => None,
+        };
+        let founders = spec.members.iter().map(|(id, addr)| MemberInfo {
+            id: *id,
+            name: format!("m{id}"),
+            peer_urls: vec![format!("http://{addr}")],
+            client_urls: vec![format!("http://{addr}")],
+            learner: false,
+        });
+        let mut sm = StateMachine::new(u64::MAX, 2, founders);
+        let global = global_ms(env.epoch);
+        let now = env
+            .clock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .read(global);
+        let fresh =
+            rec.end.is_none() || (rec.entries.is_empty() && rec.hard_state == Default::default());
+        let raft = if fresh && snapshot.is_none() {
+            let conf = ConfState::with_voters(spec.members.keys().map(|id| MemberId(*id)));
+            RaftNode::new(cfg, conf, now).map_err(|e| e.to_string())?
+        } else {
+            if let Some(s) = &snapshot {
+                sm.install(&s.data).map_err(|e| e.to_string())?;
+            }
+            let snap_meta = match (&snapshot, &rec.snapshot) {
+                (Some(s), _) => s.meta.clone(),
+                (None, Some(w)) => w.clone(),
+                (None, None) => Default::default(),
+            };
+            let entries = rec
+                .entries
+                .into_iter()
+                .filter(|e| e.index > snap_meta.index)
+                .collect();
+            let state = RecoveredState {
+                hard_state: rec.hard_state,
+                applied: snapshot.as_ref().map_or(LogIndex(0), |s| s.meta.index),
+                snapshot: snap_meta,
+                entries,
+            };
+            RaftNode::restart(cfg, state, now).map_err(|e| e.to_string())?
+        };
+        Ok(Member {
+            // Request numbers of a new incarnation never repeat an earlier one's, so a
+            // replayed entry is never taken for a new request.
+            next_seq: (global + 1) << 24,
+            spec,
+            env,
+            raft,
+            sm,
+            wal,
+            ep,
+            pending: BTreeMap::new(),
+            next_read: 1,
+            reads_new: Vec::new(),
+            reads_by_ctx: BTreeMap::new(),
+            reads_by_index: Vec::new(),
+            wake: None,
+        })
+    }
+
+    fn now(&self) -> Time {
+        let global = global_ms(self.env.epoch);
+        self.env
+            .clock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .read(global)
+    }
+
+    fn sleep_duration(&self) -> Duration {
+        let local = self.wake.map_or(100, |w| w.since(self.now()));
+        let clock = self.env.clock.lock().unwrap_or_else(|p| p.into_inner());
+        Duration::from_millis(clock.global_delay(local).clamp(1, 1000))
+    }
+
+    fn handle(&mut self, input: Inbox) {
+        let now = self.now();
+        match input {
+            Inbox::Peer(bytes) => match decode_message(&bytes) {
+                Ok(msg) => self.raft.step(now, msg),
+                Err(e) => self.env.obs.violation(format!(
+                    "member {:x}: undecodable peer message: {e}",
+                    self.spec.id
+                )),
+            },
+            Inbox::Client(from, req) => self.client(from, req),
+        }
+    }
+
+    fn client(&mut self, from: SocketAddr, req: Request) {
+        let cmd = match req.op {
+            ClientOp::Get { key } => {
+                return self.reads_new.push(PendingRead {
+                    to: from,
+                    id: req.id,
+                    key,
+                })
+            }
+            ClientOp::Put { key, value } => Command::Put(PutRequest {
+                key,
+                value,
+                ..Default::default()
+            }),
+            ClientOp::Delete { key } => Command::DeleteRange(DeleteRangeRequest {
+                key,
+                ..Default::default()
+            }),
+            ClientOp::Cas { key, expect, value } => Command::Txn(TxnRequest {
+                compare: vec![Compare {
+                    result: CompareResult::Equal,
+                    target: CompareTarget::Value(expect),
+                    key: key.clone(),
+                    range_end: Bytes::new(),
+                }],
+                success: vec![RequestOp::Put(PutRequest {
+                    key,
+                    value,
+                    ..Default::default()
+                })],
+                failure: vec![],
+            }),
+        };
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let data = encode_command(&Proposal {
+            origin: self.spec.id,
+            seq,
+            cmd,
+        });
+        match self.raft.propose(self.now(), data.into()) {
+            Ok(_) => {
+                self.pending.insert(seq, (from, req.id));
+            }
+            Err(e) => self.reply(from, req.id, Reply::Refused(e.to_string())),
+        }
+    }
+
+    fn reply(&self, to: SocketAddr, id: u64, reply: Reply) {
+        let ep = self.ep.clone();
+        madsim::task::spawn(async move {
+            let _ = ep.send_to_raw(to, id, Box::new(reply)).await;
+        });
+    }
+
+    fn flush_reads(&mut self) {
+        if self.reads_new.is_empty() {
+            return;
+        }
+        let ctx = self.next_read;
+        self.next_read += 1;
+        let reads = std::mem::take(&mut self.reads_new);
+        match self.raft.read_index(self.now(), ReadCtx(ctx)) {
+            Ok(()) => {
+                self.reads_by_ctx.insert(ctx, reads);
+            }
+            Err(e) => {
+                for r in reads {
+                    self.reply(r.to, r.id, Reply::Refused(e.to_string()));
+                }
+            }
+        }
+    }
+
+    async fn drive(&mut self) -> Result<(), String> {
+        loop {
+            let rd = self.raft.ready();
+            if let Some(t) = rd.wake_at {
+                self.wake = Some(t);
+            }
+            let empty = rd.is_empty();
+            self.execute(rd).await?;
+            if empty && !self.raft.has_ready() {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn execute(&mut self, rd: Ready) -> Result<(), String> {
+        let now = self.now();
+        let id = self.spec.id;
+        if let Some(ss) = rd.soft_state {
+            if ss.role == Role::Leader {
+                self.env.obs.leader(id, ss.term.0);
+            }
+        }
+        for m in rd.messages {
+            let Some(to) = self.spec.members.get(&m.to.0).copied() else {
+                continue;
+            };
+            let mut buf = Vec::new();
+            encode_message(&m, &mut buf);
+            net::send(&self.ep, to, buf.into(), &self.env.faults).await;
+        }
+        if let Some(batch) = rd.persist {
+            self.persist(&batch)?;
+            self.raft.persisted(self.now(), batch.seq);
+        }
+        if let Some(snap) = rd.apply_snapshot {
+            self.sm.install(&snap.data).map_err(|e| e.to_string())?;
+        }
+        for e in &rd.committed {
+            let digest = entry_digest(&e.payload);
+            self.env.obs.applied(id, e.index.0, e.term.0, digest);
+            let Some(a) = self.sm.apply(e, now) else {
+                continue;
+            };
+            if a.origin != id {
+                continue;
+            }
+            if let Some((to, req)) = self.pending.remove(&a.seq) {
+                let reply = self.outcome_reply(a.outcome);
+                self.reply(to, req, reply);
+            }
+        }
+        for rs in rd.read_states {
+            if let Some(reads) = self.reads_by_ctx.remove(&rs.ctx.0) {
+                self.reads_by_index
+                    .extend(reads.into_iter().map(|r| (rs.index, r)));
+            }
+        }
+        for ctx in rd.dropped_reads {
+            for r in self.reads_by_ctx.remove(&ctx.0).unwrap_or_default() {
+                self.reply(r.to, r.id, Reply::Refused("leader changed".into()));
+            }
+        }
+        if rd.want_snapshot {
+            let data = self.sm.snapshot();
+            self.raft.compact(now, data);
+        }
+        self.serve_reads();
+        Ok(())
+    }
+
+    fn persist(&mut self, batch: &PersistBatch) -> Result<(), String> {
+        let mut records = Vec::with_capacity(batch.entries.len() + 2);
+        if let Some(s) = &batch.snapshot {
+            if s.meta.index.0 > 0 {
+                self.env.disk.save_snapshot(s.clone());
+            }
+            records.push(Record::Snapshot(s.meta.clone()));
+        }
+        records.extend(batch.entries.iter().cloned().map(Record::Entry));
+        if let Some(hs) = batch.hard_state {
+            records.push(Record::HardState(hs));
+        }
+        self.wal.append(&records).map_err(|e| e.to_string())?;
+        if batch.must_sync && self.spec.bug != Some(Bug::AckBeforeFsync) {
+            self.wal.sync().map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn header_revision(&self) -> u64 {
+        self.sm.kv.kv.revision().max(0) as u64
+    }
+
+    fn outcome_reply(&self, outcome: Outcome) -> Reply {
+        let revision = self.header_revision();
+        match outcome {
+            Outcome::Put(Ok(_)) => Reply::Put { revision },
+            Outcome::DeleteRange(Ok(r)) => Reply::Delete {
+                deleted: r.deleted > 0,
+                revision,
+            },
+            Outcome::Txn(Ok(r)) => Reply::Cas {
+                succeeded: r.succeeded,
+                revision,
+            },
+            Outcome::Put(Err(e)) | Outcome::DeleteRange(Err(e)) | Outcome::Txn(Err(e)) => {
+                Reply::Refused(e.to_string())
+            }
+            other => Reply::Refused(format!("unexpected outcome {other:?}")),
+        }
+    }
+
+    fn serve_reads(&mut self) {
+        if self.reads_by_index.is_empty() {
+            return;
+        }
+        let applied = self.sm.applied();
+        let waiting = std::mem::take(&mut self.reads_by_index);
+        let (ready, rest): (Vec<_>, Vec<_>) =
+            waiting.into_iter().partition(|(i, _)| i.0 <= applied);
+        self.reads_by_index = rest;
+        for (_, r) in ready {
+            let req = RangeRequest {
+                key: r.key.clone(),
+                ..Default::default()
+            };
+            let reply = match self.sm.kv.kv.range(&req) {
+                Ok(resp) => Reply::Get {
+                    kv: resp.kvs.first().map(|kv| Found {
+                        value: kv.value.clone(),
+                        mod_revision: kv.mod_revision.max(0) as u64,
+                        version: kv.version.max(0) as u64,
+                    }),
+                    revision: self.header_revision(),
+                },
+                Err(e) => Reply::Refused(e.to_string()),
+            };
+            self.reply(r.to, r.id, reply);
+        }
+    }
+}
+
+fn entry_digest(payload: &EntryPayload) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    match payload {
+        EntryPayload::Empty => 0u8.hash(&mut h),
+        EntryPayload::Normal(b) => (1u8, &b[..]).hash(&mut h),
+        EntryPayload::ConfChange(cc) => (2u8, format!("{cc:?}")).hash(&mut h),
+    }
+    h.finish()
+}

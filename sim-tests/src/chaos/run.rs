@@ -1,0 +1,298 @@
+//! One seeded chaos run and its checks.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keel_core::raft::ReadMode;
+use keel_runtime_sim::{Bug, Cluster, ClusterConfig};
+use madsim::net::Endpoint;
+use madsim::runtime::{Handle, Runtime};
+use madsim::time::Instant;
+
+use super::nemesis::{self, ClockFaults, FaultMix};
+use super::revisions::check_revisions_follow_real_time;
+use super::workload::{self, client_ip, lock, ClientPlan, KvHistory, SharedRecorder};
+use crate::linearizability::models::etcd_kv::{EtcdKv, KvInput};
+use crate::linearizability::{check_with, CheckOptions, Recorder, Verdict};
+
+/// What a run simulates.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// Name, for reports and the replay command.
+    pub name: String,
+    /// Members.
+    pub members: usize,
+    /// Concurrent clients.
+    pub clients: u64,
+    /// Keys the clients share.
+    pub keys: u8,
+    /// Simulated time under faults, before the repair and the final reads.
+    pub duration_ms: u64,
+    /// The faults.
+    pub mix: FaultMix,
+    /// How linearizable reads are confirmed.
+    pub read_mode: ReadMode,
+    /// A planted bug, if any.
+    pub bug: Option<Bug>,
+}
+
+/// Lease reads allow this much relative clock-rate difference between members.
+const LEASE_DRIFT_ALLOWANCE_PPM: u32 = 100_000;
+
+impl Scenario {
+    /// The standard chaos mix for `seed`: 3 or 5 members, every fault; even seeds use
+    /// ReadIndex reads under clock faults beyond any bound, odd seeds use lease reads
+    /// with drift kept inside the lease's allowance.
+    pub fn standard(seed: u64) -> Scenario {
+        let lease = seed % 2 == 1;
+        Scenario {
+            name: "standard".into(),
+            members: if seed % 4 < 2 { 3 } else { 5 },
+            clients: 4,
+            keys: 4,
+            duration_ms: 20_000,
+            mix: FaultMix::all(if lease {
+                // Two members drifting apart each at 4% differ by 8% < 10%.
+                ClockFaults::WithinBound {
+                    max_drift_ppm: i64::from(LEASE_DRIFT_ALLOWANCE_PPM) * 2 / 5,
+                }
+            } else {
+                ClockFaults::Beyond
+            }),
+            read_mode: if lease {
+                ReadMode::Lease {
+                    max_clock_drift_ppm: LEASE_DRIFT_ALLOWANCE_PPM,
+                }
+            } else {
+                ReadMode::Safe
+            },
+            bug: None,
+        }
+    }
+
+    /// The standard cluster and clients with no faults at all.
+    pub fn calm(seed: u64) -> Scenario {
+        let mut s = Scenario::standard(seed);
+        s.name = "calm".into();
+        s.mix = FaultMix::none();
+        s
+    }
+
+    /// The scenario that exposes `bug`: the standard mix, with lease reads for the
+    /// lease bug.
+    pub fn with_bug(seed: u64, bug: Bug) -> Scenario {
+        let mut s = Scenario::standard(if bug == Bug::LeaseReadPastBound {
+            seed | 1
+        } else {
+            seed
+        });
+        s.name = format!("{bug:?}");
+        s.bug = Some(bug);
+        s
+    }
+}
+
+/// What a run found.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The seed.
+    pub seed: u64,
+    /// The scenario's name.
+    pub scenario: String,
+    /// Operations in the history (completed and unknown).
+    pub ops: usize,
+    /// Operations whose outcome is unknown.
+    pub unknown: usize,
+    /// The linearizability verdict.
+    pub verdict: Verdict,
+    /// Every violation found (invariants, linearizability, revisions, liveness).
+    pub problems: Vec<String>,
+    /// Things members reported (disk errors that stopped them).
+    pub notes: Vec<String>,
+    /// Hash of the whole run: every member event and the client history.
+    pub trace_hash: u64,
+    /// Simulated milliseconds the run lasted.
+    pub sim_ms: u64,
+    /// Highest log index applied.
+    pub applied: u64,
+}
+
+impl Report {
+    /// Whether every check passed.
+    pub fn passed(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// The command that replays this run.
+    pub fn replay_command(&self) -> String {
+        format!(
+            "KEEL_SIM_SEED={} KEEL_SIM_SCENARIO={} cargo test --features sim --test chaos -- replay --nocapture",
+            self.seed, self.scenario
+        )
+    }
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "seed {} ({}): {} ops ({} unknown), {} entries, {:.1} s simulated, {}, trace {:016x}",
+            self.seed,
+            self.scenario,
+            self.ops,
+            self.unknown,
+            self.applied,
+            self.sim_ms as f64 / 1000.0,
+            self.verdict,
+            self.trace_hash
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  PROBLEM: {p}")?;
+        }
+        if !self.passed() {
+            writeln!(f, "  replay: {}", self.replay_command())?;
+        }
+        Ok(())
+    }
+}
+
+struct Raw {
+    history: KvHistory,
+    problems: Vec<String>,
+    notes: Vec<String>,
+    trace: (u64, u64),
+    sim_ms: u64,
+    applied: u64,
+}
+
+/// Runs `scenario` with `seed` and checks everything.
+pub fn run_seed(seed: u64, scenario: &Scenario) -> Report {
+    let rt = Runtime::with_seed_and_config(seed, madsim::Config::default());
+    let sc = scenario.clone();
+    let raw = rt.block_on(simulate(sc));
+    let mut problems = raw.problems;
+    let outcome = check_with(
+        &EtcdKv::new(),
+        &raw.history,
+        &CheckOptions {
+            max_steps: 5_000_000,
+        },
+    );
+    let verdict = outcome.verdict();
+    if verdict == Verdict::NotLinearizable {
+        problems.push(format!(
+            "not linearizable: {}",
+            outcome.explain(&raw.history)
+        ));
+    }
+    if let Err(e) = check_revisions_follow_real_time(&raw.history) {
+        problems.push(e);
+    }
+    let mut h = DefaultHasher::new();
+    raw.trace.hash(&mut h);
+    format!("{:?}", raw.history.ops()).hash(&mut h);
+    Report {
+        seed,
+        scenario: scenario.name.clone(),
+        ops: raw.history.len(),
+        unknown: raw
+            .history
+            .ops()
+            .iter()
+            .filter(|o| o.output().is_none())
+            .count(),
+        verdict,
+        problems,
+        notes: raw.notes,
+        trace_hash: h.finish(),
+        sim_ms: raw.sim_ms,
+        applied: raw.applied,
+    }
+}
+
+async fn simulate(sc: Scenario) -> Raw {
+    let handle = Handle::current();
+    let epoch = Instant::now();
+    let cluster = Cluster::start(&ClusterConfig {
+        members: sc.members,
+        read_mode: sc.read_mode,
+        bug: sc.bug,
+        ..ClusterConfig::default()
+    });
+    let obs = cluster.observer().clone();
+    let cluster = Arc::new(Mutex::new(cluster));
+    let recorder: SharedRecorder = Arc::new(Mutex::new(Recorder::new()));
+    let until = epoch + Duration::from_millis(sc.duration_ms);
+    let plan = |client: u64| ClientPlan {
+        client,
+        members: sc.members,
+        keys: sc.keys,
+        until,
+        epoch,
+        recorder: recorder.clone(),
+    };
+    let mut clients = Vec::new();
+    for c in 1..=sc.clients {
+        let node = handle.create_node().ip(client_ip(c)).build();
+        clients.push(node.spawn(workload::client_loop(plan(c))));
+    }
+    let faults = madsim::task::spawn(nemesis::run(cluster.clone(), sc.mix.clone(), until));
+    let _ = faults.await;
+    for c in clients {
+        let _ = c.await;
+    }
+    // Every fault is repaired: the cluster must recover, and every acknowledged write
+    // must still be there for the final reads.
+    let mut problems = Vec::new();
+    let reader = handle.create_node().ip(client_ip(0)).build();
+    let final_plan = plan(0);
+    let unreadable = reader
+        .spawn(async move { final_reads(final_plan).await })
+        .await
+        .unwrap_or_default();
+    for key in unreadable {
+        problems.push(format!(
+            "no progress: key k{key} could not be read within 30 s after every fault was repaired"
+        ));
+    }
+    problems.extend(obs.violations());
+    let history = std::mem::take(&mut *lock(&recorder)).finish();
+    drop(cluster);
+    Raw {
+        history,
+        problems,
+        notes: obs.notes(),
+        trace: obs.trace_hash(),
+        sim_ms: Instant::now().duration_since(epoch).as_millis() as u64,
+        applied: obs.max_applied(),
+    }
+}
+
+/// Reads every key until each read succeeds (trying members in turn); returns the keys
+/// that could not be read.
+async fn final_reads(plan: ClientPlan) -> Vec<u8> {
+    let Ok(ep) = Endpoint::bind(SocketAddr::from(([0, 0, 0, 0], 0))).await else {
+        return (0..plan.keys).collect();
+    };
+    let mut unreadable = Vec::new();
+    let mut seq = 0;
+    for key in 0..plan.keys {
+        let mut done = false;
+        for attempt in 0..20 {
+            seq += 1;
+            let member = (key as usize + attempt) % plan.members;
+            if workload::call(&ep, &plan, member, KvInput::Get { key }, seq).await {
+                done = true;
+                break;
+            }
+            madsim::time::sleep(Duration::from_millis(500)).await;
+        }
+        if !done {
+            unreadable.push(key);
+        }
+    }
+    unreadable
+}
