@@ -19,6 +19,7 @@ pub mod peer;
 pub mod peer_info;
 pub mod serve;
 pub mod storage;
+pub mod tls;
 pub mod v2keys;
 pub mod wal_files;
 

@@ -12,6 +12,9 @@
 //!
 //! The same port answers the member-list query of [`crate::peer_info`].
 //!
+//! With https peer URLs the same streams run inside TLS (see [`crate::tls`]): a peer
+//! without an acceptable certificate is refused before it can say anything.
+//!
 //! Sending never blocks raft: each peer has a bounded queue, and a message that does not
 //! fit is dropped (raft retransmits). A lost connection is redialed with backoff.
 
@@ -22,12 +25,13 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use keel_core::node::MemberInfo;
 use keel_core::raft::{decode_message, encode_message, Message};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::peer_info::{self, INFO_MAGIC};
-pub use crate::peer_info::{fetch_members, RemoteCluster};
+pub use crate::peer_info::{fetch_members, fetch_members_with, RemoteCluster};
+use crate::tls::{PeerDialer, PeerIo};
 
 const MAGIC: &[u8; 8] = b"KEELPEER";
 const VERSION: u8 = 1;
@@ -63,12 +67,23 @@ struct Inner {
     /// Members that were in the table and left it: refused at the handshake.
     removed: Mutex<HashSet<u64>>,
     fatal: mpsc::UnboundedSender<String>,
+    dialer: PeerDialer,
 }
 
 impl PeerNet {
     /// A transport for member `id` of `cluster_id`; a peer of another cluster is
     /// reported on `fatal`.
     pub fn new(id: u64, cluster_id: u64, fatal: mpsc::UnboundedSender<String>) -> PeerNet {
+        PeerNet::with_dialer(id, cluster_id, fatal, PeerDialer::plain())
+    }
+
+    /// As [`PeerNet::new`], dialing peers with `dialer` (TLS for https peer URLs).
+    pub fn with_dialer(
+        id: u64,
+        cluster_id: u64,
+        fatal: mpsc::UnboundedSender<String>,
+        dialer: PeerDialer,
+    ) -> PeerNet {
         PeerNet {
             inner: Arc::new(Inner {
                 id,
@@ -78,6 +93,7 @@ impl PeerNet {
                 members: Mutex::new(Vec::new()),
                 removed: Mutex::new(HashSet::new()),
                 fatal,
+                dialer,
             }),
         }
     }
@@ -203,13 +219,8 @@ enum DialError {
     Fatal(String),
 }
 
-async fn dial(inner: &Inner, to: u64, url: &str) -> Result<TcpStream, DialError> {
-    let hp = url_host_port(url).unwrap_or(url).to_string();
-    let mut s = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(hp))
-        .await
-        .map_err(|_| DialError::Io(std::io::ErrorKind::TimedOut.into()))?
-        .map_err(DialError::Io)?;
-    s.set_nodelay(true).map_err(DialError::Io)?;
+async fn dial(inner: &Inner, to: u64, url: &str) -> Result<Box<dyn PeerIo>, DialError> {
+    let mut s = inner.dialer.connect(url).await.map_err(DialError::Io)?;
     let mut hs = Vec::with_capacity(HANDSHAKE_LEN);
     hs.extend_from_slice(MAGIC);
     hs.push(VERSION);
@@ -238,7 +249,7 @@ async fn dial(inner: &Inner, to: u64, url: &str) -> Result<TcpStream, DialError>
 }
 
 /// Writes queued messages until the connection fails (Some) or the queue closes (None).
-async fn pump(stream: TcpStream, rx: &mut mpsc::Receiver<Message>) -> Option<()> {
+async fn pump(stream: Box<dyn PeerIo>, rx: &mut mpsc::Receiver<Message>) -> Option<()> {
     let mut w = BufWriter::with_capacity(BATCH_BYTES, stream);
     let mut buf = Vec::with_capacity(4096);
     loop {
@@ -266,9 +277,11 @@ fn frame(m: &Message, buf: &mut Vec<u8>) {
     buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
-/// Accepts peer connections and hands their messages to `deliver`.
+/// Accepts peer connections (over TLS when `tls` is given) and hands their messages to
+/// `deliver`.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     net: PeerNet,
     deliver: impl Fn(Message) -> bool + Send + Sync + Clone + 'static,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -284,7 +297,23 @@ pub async fn serve(
         };
         let deliver = deliver.clone();
         let net = net.clone();
+        let acceptor = tls.clone().map(tokio_rustls::TlsAcceptor::from);
         tokio::spawn(async move {
+            let _ = s.set_nodelay(true);
+            let s: Box<dyn PeerIo> = match acceptor {
+                None => Box::new(s),
+                Some(a) => match tokio::time::timeout(Duration::from_secs(5), a.accept(s)).await {
+                    Ok(Ok(t)) => Box::new(t),
+                    Ok(Err(e)) => {
+                        tracing::warn!(remote_addr = %from, error = %e, "rejected peer connection");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::warn!(remote_addr = %from, "rejected peer connection: TLS handshake timed out");
+                        return;
+                    }
+                },
+            };
             if let Err(e) = serve_conn(s, &net, deliver).await {
                 tracing::debug!(%from, error = %e, "peer connection closed");
             }
@@ -292,13 +321,12 @@ pub async fn serve(
     }
 }
 
-async fn serve_conn(
-    mut s: TcpStream,
+async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
     net: &PeerNet,
     deliver: impl Fn(Message) -> bool,
 ) -> std::io::Result<()> {
     let (id, cluster_id) = (net.inner.id, net.inner.cluster_id);
-    s.set_nodelay(true)?;
     let mut hs = [0u8; HANDSHAKE_LEN];
     tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut hs[..8]))
         .await

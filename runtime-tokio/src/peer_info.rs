@@ -8,10 +8,9 @@
 use std::time::Duration;
 
 use keel_core::node::{decode_members, write_members, MemberInfo};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::peer::url_host_port;
+use crate::tls::PeerDialer;
 
 /// The magic opening a member-list query.
 pub(crate) const INFO_MAGIC: &[u8; 8] = b"KEELINFO";
@@ -29,14 +28,23 @@ pub struct RemoteCluster {
 }
 
 /// Asks the members at `peer_urls`, in turn, for the cluster's member list; the first
-/// answer wins. Each attempt is bounded by `timeout`.
+/// answer wins. Each attempt is bounded by `timeout`. Plain TCP (http peer URLs) only.
 pub async fn fetch_members(
     peer_urls: &[String],
     timeout: Duration,
 ) -> Result<RemoteCluster, String> {
+    fetch_members_with(peer_urls, timeout, &PeerDialer::plain()).await
+}
+
+/// As [`fetch_members`], dialing with `dialer` (TLS for https peer URLs).
+pub async fn fetch_members_with(
+    peer_urls: &[String],
+    timeout: Duration,
+    dialer: &PeerDialer,
+) -> Result<RemoteCluster, String> {
     let mut errors = Vec::new();
     for url in peer_urls {
-        match tokio::time::timeout(timeout, ask(url)).await {
+        match tokio::time::timeout(timeout, ask(url, dialer)).await {
             Ok(Ok(c)) => return Ok(c),
             Ok(Err(e)) => errors.push(format!("{url}: {e}")),
             Err(_) => errors.push(format!("{url}: timed out")),
@@ -48,9 +56,8 @@ pub async fn fetch_members(
     ))
 }
 
-async fn ask(url: &str) -> Result<RemoteCluster, String> {
-    let hp = url_host_port(url).ok_or("not a URL")?;
-    let mut s = TcpStream::connect(hp).await.map_err(|e| e.to_string())?;
+async fn ask(url: &str, dialer: &PeerDialer) -> Result<RemoteCluster, String> {
+    let mut s = dialer.connect(url).await.map_err(|e| e.to_string())?;
     let mut req = INFO_MAGIC.to_vec();
     req.push(INFO_VERSION);
     s.write_all(&req).await.map_err(|e| e.to_string())?;
@@ -64,8 +71,8 @@ async fn ask(url: &str) -> Result<RemoteCluster, String> {
 }
 
 /// Answers a query whose magic was already read from `s`.
-pub(crate) async fn answer(
-    s: &mut TcpStream,
+pub(crate) async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
     cluster_id: u64,
     members: Vec<MemberInfo>,
 ) -> std::io::Result<()> {

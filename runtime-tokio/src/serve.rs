@@ -2,12 +2,28 @@
 //! (gRPC and HTTP on the same port), until shutdown or a fatal error.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
-use crate::member::{start, MemberConfig, MemberHandle};
+use crate::member::{start_with_dialer, MemberConfig, MemberHandle};
+use crate::tls::{tls_incoming, PeerDialer};
 use crate::{grpc, http, peer, v2keys};
+
+/// A bound listener and, for an https URL, the TLS it serves.
+pub struct Listener {
+    /// The bound socket.
+    pub tcp: TcpListener,
+    /// TLS to serve on it; None for http.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl From<TcpListener> for Listener {
+    fn from(tcp: TcpListener) -> Listener {
+        Listener { tcp, tls: None }
+    }
+}
 
 /// Runs a member on already-bound listeners until `shutdown` completes (Ok) or the member
 /// fails (Err with one line for the operator). `on_ready` runs once the member serves.
@@ -18,13 +34,28 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(&MemberHandle),
 ) -> Result<(), String> {
+    let client = client.into_iter().map(Listener::from).collect();
+    let peers = peers.into_iter().map(Listener::from).collect();
+    run_with_tls(cfg, client, peers, PeerDialer::plain(), shutdown, on_ready).await
+}
+
+/// As [`run`], with TLS on the listeners that have it and peers dialed by `dialer`.
+pub async fn run_with_tls(
+    cfg: MemberConfig,
+    client: Vec<Listener>,
+    peers: Vec<Listener>,
+    dialer: PeerDialer,
+    shutdown: impl Future<Output = ()>,
+    on_ready: impl FnOnce(&MemberHandle),
+) -> Result<(), String> {
     let enable_v2 = cfg.enable_v2;
-    let (handle, net, mut fatal) = start(cfg).map_err(|e| e.to_string())?;
+    let (handle, net, mut fatal) = start_with_dialer(cfg, dialer).map_err(|e| e.to_string())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     for l in peers {
         let h = handle.clone();
         tokio::spawn(peer::serve(
-            l,
+            l.tcp,
+            l.tls,
             net.clone(),
             move |m| h.deliver(m),
             stop_rx.clone(),
@@ -43,18 +74,25 @@ pub async fn run(
             http::count_grpc,
         ));
         let mut stop = stop_rx.clone();
-        servers.push(tokio::spawn(
-            tonic::transport::Server::builder()
-                .accept_http1(true)
-                .add_routes(tonic::service::Routes::from(router))
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        let server = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .add_routes(tonic::service::Routes::from(router));
+        servers.push(match l.tls {
+            None => tokio::spawn(server.serve_with_incoming_shutdown(
                 // Without TCP_NODELAY small responses wait for delayed ACKs (~40 ms).
-                .serve_with_incoming_shutdown(
-                    TcpIncoming::from(l).with_nodelay(Some(true)),
-                    async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    },
-                ),
-        ));
+                TcpIncoming::from(l.tcp).with_nodelay(Some(true)),
+                stopped,
+            )),
+            Some(tls) => {
+                tokio::spawn(server.serve_with_incoming_shutdown(
+                    tls_incoming(l.tcp, tls, stop_rx.clone()),
+                    stopped,
+                ))
+            }
+        });
     }
     // Like etcd, announce readiness once this member's attributes are replicated.
     let mut status = handle.status.clone();

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use keel_core::discovery::{BootstrapError, InitialCluster};
 use keel_core::node::MemberInfo;
-use keel_runtime_tokio::peer::{fetch_members, RemoteCluster};
+use keel_runtime_tokio::peer::{fetch_members_with, RemoteCluster};
+use keel_runtime_tokio::tls::PeerDialer;
 
 use crate::config::ServerConfig;
 
@@ -25,8 +26,8 @@ pub struct Joined {
     pub members: Vec<MemberInfo>,
 }
 
-/// Asks the running cluster who this member is.
-pub async fn existing(cfg: &ServerConfig) -> Result<Joined, String> {
+/// Asks the running cluster who this member is, dialing its peers with `dialer`.
+pub async fn existing(cfg: &ServerConfig, dialer: &PeerDialer) -> Result<Joined, String> {
     let initial = InitialCluster::parse(&cfg.initial_cluster).map_err(|e| e.to_string())?;
     let others: Vec<String> = initial
         .iter()
@@ -41,7 +42,7 @@ pub async fn existing(cfg: &ServerConfig) -> Result<Joined, String> {
     }
     let deadline = tokio::time::Instant::now() + FETCH_FOR;
     let remote = loop {
-        match fetch_members(&others, Duration::from_secs(2)).await {
+        match fetch_members_with(&others, Duration::from_secs(2), dialer).await {
             Ok(r) => break r,
             Err(e) if tokio::time::Instant::now() >= deadline => {
                 return Err(format!("cannot fetch cluster info from peer urls: {e}"));

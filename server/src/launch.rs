@@ -6,6 +6,7 @@ use std::ffi::OsString;
 use keel_core::discovery::{bootstrap_members, cluster_id};
 use keel_core::node::{AutoCompaction, MemberInfo};
 use keel_runtime_tokio::member::MemberConfig;
+use keel_runtime_tokio::tls::PeerDialer;
 use keel_runtime_tokio::{founding, serve, Storage};
 use tokio::net::TcpListener;
 
@@ -13,6 +14,7 @@ use crate::bootstrap::{self, Plan};
 use crate::config::{self, CompactionRetention, LogLevel, ServerConfig};
 use crate::join;
 use crate::proxy;
+use crate::tls::MemberTls;
 
 /// Runs `keel` with these arguments (program name first) until it is told to stop.
 /// An error is one line for the operator.
@@ -29,6 +31,8 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
         tracing::warn!("{w}");
     }
     refuse_unsupported(&cfg)?;
+    let tls = MemberTls::load(&cfg)?;
+    let dialer = tls.dialer()?;
     let client_addrs = cfg.listen_client_addrs().map_err(|e| e.to_string())?;
     let peer_addrs = cfg.listen_peer_addrs().map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -36,16 +40,16 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     rt.block_on(async move {
-        let member = match member_config(&cfg).await? {
+        let member = match member_config(&cfg, &dialer).await? {
             Start::Member(m) => *m,
             Start::Proxy(peer_urls) => {
                 let client = bind_all(&client_addrs).await?;
                 tracing::info!(peers = %peer_urls.join(","), "discovered cluster is full: proxying clients to it");
-                return proxy::run(peer_urls, client, shutdown_signal()).await;
+                return proxy::run(peer_urls, dialer, client, shutdown_signal()).await;
             }
         };
-        let client = bind_all(&client_addrs).await?;
-        let peers = bind_all(&peer_addrs).await?;
+        let client = tls.client_listeners(&cfg.listen_client_urls, bind_all(&client_addrs).await?)?;
+        let peers = tls.peer_listeners(&cfg.listen_peer_urls, bind_all(&peer_addrs).await?)?;
         tracing::info!(
             name = %member.name,
             member_id = %format!("{:x}", member.id),
@@ -54,7 +58,7 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
             "starting member"
         );
         let client_urls = cfg.listen_client_urls.join(",");
-        serve::run(member, client, peers, shutdown_signal(), |_| {
+        serve::run_with_tls(member, client, peers, dialer, shutdown_signal(), |_| {
             tracing::info!(urls = %client_urls, "ready to serve client requests");
             serve::notify_systemd_ready();
         })
@@ -133,20 +137,6 @@ fn init_logging(cfg: &ServerConfig, json: bool) -> Result<(), String> {
 /// Features whose flags are accepted but which this build cannot honour yet: refusing
 /// at start is better than silently running something else than asked.
 fn refuse_unsupported(cfg: &ServerConfig) -> Result<(), String> {
-    let https = cfg
-        .listen_client_urls
-        .iter()
-        .chain(&cfg.listen_peer_urls)
-        .chain(&cfg.advertise_client_urls)
-        .chain(&cfg.initial_advertise_peer_urls)
-        .any(|u| u.starts_with("https://"));
-    let tls_flags = cfg.client_tls.cert_file.is_some()
-        || cfg.client_tls.auto_tls
-        || cfg.peer_tls.cert_file.is_some()
-        || cfg.peer_tls.auto_tls;
-    if https || tls_flags {
-        return Err("TLS (https URLs, --cert-file, --auto-tls and their --peer- forms) is not supported yet".into());
-    }
     if cfg.wal_dir.is_some() {
         return Err(
             "--wal-dir is not supported yet: the WAL lives in <data-dir>/member/wal".into(),
@@ -162,7 +152,7 @@ enum Start {
 }
 
 /// Bootstrap (new data dir) or restart (identity from the WAL, `--initial-*` ignored).
-async fn member_config(cfg: &ServerConfig) -> Result<Start, String> {
+async fn member_config(cfg: &ServerConfig, dialer: &PeerDialer) -> Result<Start, String> {
     let data_dir = cfg.data_dir.clone();
     let identity = Storage::identity(&data_dir).map_err(|e| e.to_string())?;
     let mut new_cluster = true;
@@ -198,7 +188,7 @@ async fn member_config(cfg: &ServerConfig) -> Result<Start, String> {
             }
             Plan::Proxy { peer_urls } => return Ok(Start::Proxy(peer_urls)),
             Plan::Join => {
-                let j = join::existing(cfg).await?;
+                let j = join::existing(cfg, dialer).await?;
                 tracing::info!(
                     member_id = %format!("{:x}", j.id),
                     cluster_id = %format!("{:x}", j.cluster_id),

@@ -14,4 +14,5 @@ pub mod launch;
 pub mod mvcc_bench;
 pub mod proxy;
 pub mod raft_bench;
+pub mod tls;
 pub mod wal_bench;

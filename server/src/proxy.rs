@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use keel_runtime_tokio::peer::fetch_members;
+use keel_runtime_tokio::peer::fetch_members_with;
+use keel_runtime_tokio::tls::PeerDialer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -30,25 +31,27 @@ const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
 /// `--proxy-failure-wait` default: 5 s).
 const FAILURE_WAIT: Duration = Duration::from_secs(5);
 
-/// Forwards client connections on `client` to the members behind `peer_urls` until
-/// `shutdown` completes.
+/// Forwards client connections on `client` to the members behind `peer_urls` (asked
+/// for the member list through `dialer`) until `shutdown` completes. Bytes are piped
+/// unchanged, so clients of https members speak TLS to the member itself.
 pub async fn run(
     peer_urls: Vec<String>,
+    dialer: PeerDialer,
     client: Vec<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
     tracing::info!(peer_urls = %peer_urls.join(","), "proxy: using peer urls");
     let targets = Arc::new(Targets::default());
-    let refresher = tokio::spawn(refresh(peer_urls, Arc::clone(&targets)));
+    let refresher = tokio::spawn(refresh(peer_urls, dialer, Arc::clone(&targets)));
     let result = serve(client, targets, shutdown).await;
     refresher.abort();
     result
 }
 
 /// Keeps `targets` at the members' client URLs, as the peers report them.
-async fn refresh(mut peer_urls: Vec<String>, targets: Arc<Targets>) {
+async fn refresh(mut peer_urls: Vec<String>, dialer: PeerDialer, targets: Arc<Targets>) {
     loop {
-        match fetch_members(&peer_urls, FETCH_TIMEOUT).await {
+        match fetch_members_with(&peer_urls, FETCH_TIMEOUT, &dialer).await {
             Ok(cluster) => {
                 let mut endpoints: Vec<String> = cluster
                     .members

@@ -92,6 +92,14 @@ pub enum StartError {
 pub fn start(
     cfg: MemberConfig,
 ) -> Result<(MemberHandle, PeerNet, mpsc::UnboundedReceiver<String>), StartError> {
+    start_with_dialer(cfg, crate::tls::PeerDialer::plain())
+}
+
+/// As [`start`], the peer transport dialing with `dialer` (TLS for https peer URLs).
+pub fn start_with_dialer(
+    cfg: MemberConfig,
+    dialer: crate::tls::PeerDialer,
+) -> Result<(MemberHandle, PeerNet, mpsc::UnboundedReceiver<String>), StartError> {
     let policy = StoragePolicy {
         snapshot_count: cfg.snapshot_count.max(1),
         max_snapshots: cfg.max_snapshots.max(1),
@@ -137,7 +145,7 @@ pub fn start(
         }
     };
     let (fatal_tx, fatal_rx) = mpsc::unbounded_channel();
-    let net = PeerNet::new(cfg.id, cfg.cluster_id, fatal_tx.clone());
+    let net = PeerNet::with_dialer(cfg.id, cfg.cluster_id, fatal_tx.clone(), dialer);
     let metrics = Arc::new(Metrics::default());
     let (status_tx, status_rx) = watch::channel(Status::default());
     let (tx, rx) = mpsc::channel(65536);

@@ -22,7 +22,7 @@ use std::time::Duration;
 use keel_core::node::{Command, MemberInfo, Outcome};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use driver::{start, Core, StartError};
+pub use driver::{start, start_with_dialer, Core, StartError};
 pub use errors::ServerError;
 pub use reconfig::MemberChange;
 pub use watch_sink::{watch_channel, WatchOutlet, WatchSink};

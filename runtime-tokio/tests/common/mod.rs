@@ -186,8 +186,25 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// Member `i`'s planned listeners (rebound after a stop), for tests that start
+    /// members themselves.
+    pub async fn take_listeners(&mut self, i: usize) -> (TcpListener, TcpListener) {
+        let m = &self.members[i];
+        let client = match self.client[i].take() {
+            Some(l) => l,
+            None => rebind(&m.client_urls[0]).await,
+        };
+        let peer = match self.peer[i].take() {
+            Some(l) => l,
+            None => rebind(&m.peer_urls[0]).await,
+        };
+        (client, peer)
+    }
+}
+
 async fn rebind(url: &str) -> TcpListener {
-    let addr = url.trim_start_matches("http://");
+    let addr = url.split_once("://").map_or(url, |(_, a)| a);
     for _ in 0..100 {
         if let Ok(l) = TcpListener::bind(addr).await {
             return l;

@@ -1,0 +1,579 @@
+//! TLS on the client and peer listeners, with certificates made here by rcgen: client
+//! certificate authentication refuses clients at the handshake (no certificate, a
+//! foreign CA, an expired certificate) and admits a good one; certificates and trusted
+//! CAs are re-read when their files change; three members form a cluster over TLS on
+//! both listeners (CA-verified and auto TLS); a member whose peer certificate comes from
+//! another CA cannot take part. Loopback only, every wait bounded.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{config, plan, Plan};
+use keel_runtime_tokio::pb::etcdserverpb as pb;
+use keel_runtime_tokio::peer::fetch_members_with;
+use keel_runtime_tokio::serve::{self, Listener};
+use keel_runtime_tokio::tls::{PeerDialer, Side, SideTls, TlsError, TlsFlags, TlsPolicy};
+use pb::kv_client::KvClient;
+use pb::maintenance_client::MaintenanceClient;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
+
+/// A certificate authority made for one test.
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = KeyPair::generate().expect("key");
+        let cert = p.self_signed(&key).expect("ca cert");
+        Ca { cert, key }
+    }
+
+    fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// A certificate for `hosts` usable by servers and clients; `expired` puts its
+    /// validity in the past.
+    fn issue(&self, hosts: &[&str], expired: bool) -> Pair {
+        let mut p = CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>())
+            .expect("params");
+        p.distinguished_name.push(DnType::CommonName, "keel test");
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        if expired {
+            p.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        }
+        let key = KeyPair::generate().expect("key");
+        let cert = p.signed_by(&key, &self.cert, &self.key).expect("cert");
+        Pair {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
+    }
+}
+
+/// A certificate and its key, PEM.
+struct Pair {
+    cert: String,
+    key: String,
+}
+
+fn write(dir: &Path, name: &str, pem: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, pem).expect("write pem");
+    p
+}
+
+/// Flags serving `pair` (written to `dir` as `<name>.crt`/`<name>.key`); with `ca`,
+/// client certificates are required and verified against it.
+fn files(dir: &Path, name: &str, pair: &Pair, ca: Option<&Ca>) -> TlsFlags {
+    TlsFlags {
+        cert_file: Some(write(dir, &format!("{name}.crt"), &pair.cert)),
+        key_file: Some(write(dir, &format!("{name}.key"), &pair.key)),
+        trusted_ca_file: ca.map(|ca| write(dir, &format!("{name}-ca.crt"), &ca.pem())),
+        client_cert_auth: ca.is_some(),
+        auto_tls: false,
+    }
+}
+
+fn load(side: Side, flags: &TlsFlags) -> SideTls {
+    SideTls::load(side, flags, &TlsPolicy::default(), &["127.0.0.1".into()]).expect("tls loads")
+}
+
+/// A member started here; stopped at the end of the test.
+struct Member {
+    client_url: String,
+    peer_url: String,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl Member {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+/// `n` members on loopback with https client and/or peer URLs.
+async fn https_plan(n: usize, client_https: bool, peer_https: bool) -> Plan {
+    let mut p = plan(n).await;
+    for m in &mut p.members {
+        if client_https {
+            m.client_urls = m
+                .client_urls
+                .iter()
+                .map(|u| u.replace("http://", "https://"))
+                .collect();
+        }
+        if peer_https {
+            m.peer_urls = m
+                .peer_urls
+                .iter()
+                .map(|u| u.replace("http://", "https://"))
+                .collect();
+        }
+    }
+    p
+}
+
+async fn start(
+    p: &mut Plan,
+    i: usize,
+    dir: &Path,
+    client: Option<&SideTls>,
+    peer: Option<&SideTls>,
+) -> Member {
+    let cfg = config(p, i, dir);
+    let (c, l) = p.take_listeners(i).await;
+    let client_tls = client.map(|t| t.server_config(ALPN).expect("server config"));
+    let peer_tls = peer.map(|t| t.server_config(&[]).expect("server config"));
+    let dialer = peer.map_or_else(PeerDialer::plain, |t| t.dialer().expect("dialer"));
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(serve::run_with_tls(
+        cfg,
+        vec![Listener {
+            tcp: c,
+            tls: client_tls,
+        }],
+        vec![Listener {
+            tcp: l,
+            tls: peer_tls,
+        }],
+        dialer,
+        async move {
+            let _ = rx.await;
+        },
+        |_| {},
+    ));
+    Member {
+        client_url: p.members[i].client_urls[0].clone(),
+        peer_url: p.members[i].peer_urls[0].clone(),
+        stop: tx,
+        task,
+    }
+}
+
+/// A gRPC channel to an https member, trusting `ca`, presenting `identity` if given.
+fn tls_channel(url: &str, ca: &Ca, identity: Option<&Pair>) -> Channel {
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca.pem()));
+    if let Some(p) = identity {
+        tls = tls.identity(Identity::from_pem(&p.cert, &p.key));
+    }
+    Channel::from_shared(url.to_string())
+        .expect("url")
+        .tls_config(tls)
+        .expect("tls config")
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .connect_lazy()
+}
+
+/// Waits (bounded) until some member behind `channels` reports a leader.
+async fn wait_leader(channels: &[Channel]) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        for c in channels {
+            if let Ok(r) = MaintenanceClient::new(c.clone())
+                .status(pb::StatusRequest {})
+                .await
+            {
+                if r.get_ref().leader != 0 {
+                    return r.get_ref().leader;
+                }
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no leader within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn put(k: &str, v: &str) -> pb::PutRequest {
+    pb::PutRequest {
+        key: Bytes::copy_from_slice(k.as_bytes()),
+        value: Bytes::copy_from_slice(v.as_bytes()),
+        ..Default::default()
+    }
+}
+
+fn get(k: &str, serializable: bool) -> pb::RangeRequest {
+    pb::RangeRequest {
+        key: Bytes::copy_from_slice(k.as_bytes()),
+        serializable,
+        ..Default::default()
+    }
+}
+
+/// A raw TLS client: Ok once the server has answered the HTTP/2 preface over a completed
+/// handshake. With TLS 1.3 the server judges the client certificate after the client's
+/// half of the handshake, so a refusal may only show on the first read.
+async fn handshake(url: &str, ca: &Ca, identity: Option<&Pair>) -> Result<(), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.pem().as_bytes()).expect("ca der"))
+        .expect("root");
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots);
+    let mut cfg = match identity {
+        Some(p) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(p.cert.as_bytes()).expect("cert der")],
+                PrivateKeyDer::from_pem_slice(p.key.as_bytes()).expect("key der"),
+            )
+            .expect("client cert"),
+        None => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let addr = url.trim_start_matches("https://");
+    let attempt = async {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(ServerName::try_from("127.0.0.1").expect("name"), tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        // The HTTP/2 preface and an empty SETTINGS frame: the server answers with its own.
+        let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        tls.write_all(&hello).await.map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 64];
+        match tls.read(&mut buf).await {
+            Ok(0) => Err("closed by the server".to_string()),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), attempt)
+        .await
+        .map_err(|_| "timed out".to_string())?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_cert_auth_refuses_bad_clients_at_the_handshake() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("keel test CA");
+    let foreign = Ca::new("another CA");
+    let server = ca.issue(&["127.0.0.1", "localhost"], false);
+    let good = ca.issue(&["client"], false);
+    let expired = ca.issue(&["client"], true);
+    let stranger = foreign.issue(&["client"], false);
+
+    let tls = load(
+        Side::Client,
+        &files(dir.path(), "server", &server, Some(&ca)),
+    );
+    let mut p = https_plan(1, true, false).await;
+    let m = start(&mut p, 0, dir.path(), Some(&tls), None).await;
+
+    let good_channel = tls_channel(&m.client_url, &ca, Some(&good));
+    wait_leader(std::slice::from_ref(&good_channel)).await;
+    handshake(&m.client_url, &ca, Some(&good))
+        .await
+        .expect("a certificate from the trusted CA is admitted");
+    for (what, identity) in [
+        ("no certificate", None),
+        ("a certificate from another CA", Some(&stranger)),
+        ("an expired certificate", Some(&expired)),
+    ] {
+        let r = handshake(&m.client_url, &ca, identity).await;
+        assert!(r.is_err(), "a client with {what} was admitted");
+    }
+
+    // Through etcd's API: the good client reads and writes, one without a certificate
+    // gets no answer.
+    let mut kv = KvClient::new(good_channel);
+    kv.put(put("tls", "yes")).await.expect("put over TLS");
+    let r = kv
+        .range(get("tls", false))
+        .await
+        .expect("range")
+        .into_inner();
+    assert_eq!(&r.kvs[0].value[..], b"yes");
+    let mut anonymous = KvClient::new(tls_channel(&m.client_url, &ca, None));
+    assert!(anonymous.range(get("tls", false)).await.is_err());
+    m.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_and_trusted_ca_are_reread_when_their_files_change() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = Ca::new("old CA");
+    let new = Ca::new("new CA");
+    let flags = files(
+        dir.path(),
+        "server",
+        &old.issue(&["127.0.0.1"], false),
+        Some(&old),
+    );
+    let tls = load(Side::Client, &flags);
+    let mut p = https_plan(1, true, false).await;
+    let m = start(&mut p, 0, dir.path(), Some(&tls), None).await;
+    let old_client = old.issue(&["client"], false);
+    let new_client = new.issue(&["client"], false);
+    handshake(&m.client_url, &old, Some(&old_client))
+        .await
+        .expect("served by the old CA's certificate");
+    assert!(handshake(&m.client_url, &new, Some(&new_client))
+        .await
+        .is_err());
+
+    // Rotate everything to the new CA: no restart.
+    let rotated = new.issue(&["127.0.0.1"], false);
+    write(dir.path(), "server.key", &rotated.key);
+    write(dir.path(), "server.crt", &rotated.cert);
+    write(dir.path(), "server-ca.crt", &new.pem());
+    handshake(&m.client_url, &new, Some(&new_client))
+        .await
+        .expect("served by the new certificate, admitting the new CA's clients");
+    assert!(
+        handshake(&m.client_url, &new, Some(&old_client))
+            .await
+            .is_err(),
+        "the old CA's clients are refused after the rotation"
+    );
+    m.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_form_a_cluster_with_tls_on_both_listeners() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("keel test CA");
+    let server = ca.issue(&["127.0.0.1", "localhost"], false);
+    let client = ca.issue(&["client"], false);
+    let client_tls = load(
+        Side::Client,
+        &files(dir.path(), "client", &server, Some(&ca)),
+    );
+    let peer_tls = load(Side::Peer, &files(dir.path(), "peer", &server, Some(&ca)));
+    let mut p = https_plan(3, true, true).await;
+    let mut members = Vec::new();
+    for i in 0..3 {
+        members.push(start(&mut p, i, dir.path(), Some(&client_tls), Some(&peer_tls)).await);
+    }
+    let channels: Vec<Channel> = members
+        .iter()
+        .map(|m| tls_channel(&m.client_url, &ca, Some(&client)))
+        .collect();
+    wait_leader(&channels).await;
+    KvClient::new(channels[0].clone())
+        .put(put("over", "tls"))
+        .await
+        .expect("put");
+    for c in &channels {
+        let r = KvClient::new(c.clone())
+            .range(get("over", false))
+            .await
+            .expect("linearizable range")
+            .into_inner();
+        assert_eq!(&r.kvs[0].value[..], b"tls");
+    }
+    // The member list is served over peer TLS too (what a joining member asks).
+    let remote = fetch_members_with(
+        std::slice::from_ref(&members[1].peer_url),
+        Duration::from_secs(2),
+        &peer_tls.dialer().expect("dialer"),
+    )
+    .await
+    .expect("member list over TLS");
+    assert_eq!(remote.members.len(), 3);
+    for m in members {
+        m.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_form_a_cluster_with_peer_auto_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let auto = TlsFlags {
+        auto_tls: true,
+        ..TlsFlags::default()
+    };
+    let mut p = https_plan(3, false, true).await;
+    let mut members = Vec::new();
+    for i in 0..3 {
+        // Each member generates its own certificate, as separate processes would.
+        let peer_tls = load(Side::Peer, &auto);
+        members.push(start(&mut p, i, dir.path(), None, Some(&peer_tls)).await);
+    }
+    let urls: Vec<String> = members.iter().map(|m| m.client_url.clone()).collect();
+    common::wait_leader(&urls).await;
+    let mut kv = KvClient::new(common::channel(&urls[2]).await);
+    kv.put(put("auto", "tls"))
+        .await
+        .expect("put through a follower or leader");
+    for m in members {
+        m.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_a_foreign_ca_cannot_take_part() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("cluster CA");
+    let foreign = Ca::new("foreign CA");
+    let ours = load(
+        Side::Peer,
+        &files(
+            dir.path(),
+            "ours",
+            &ca.issue(&["127.0.0.1"], false),
+            Some(&ca),
+        ),
+    );
+    let theirs = load(
+        Side::Peer,
+        &files(
+            dir.path(),
+            "theirs",
+            &foreign.issue(&["127.0.0.1"], false),
+            Some(&foreign),
+        ),
+    );
+    let mut p = https_plan(3, false, true).await;
+    let m0 = start(&mut p, 0, dir.path(), None, Some(&ours)).await;
+    let m1 = start(&mut p, 1, dir.path(), None, Some(&ours)).await;
+    let m2 = start(&mut p, 2, dir.path(), None, Some(&theirs)).await;
+    let good = [m0.client_url.clone(), m1.client_url.clone()];
+    common::wait_leader(&good).await;
+    KvClient::new(common::channel(&good[0]).await)
+        .put(put("members", "only"))
+        .await
+        .expect("the two members with the cluster's CA commit");
+
+    // The foreign member is refused both ways: it never hears of a leader or the write.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status = MaintenanceClient::new(common::channel(&m2.client_url).await)
+        .status(pb::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    assert_eq!(status.leader, 0, "the foreign member joined a leader");
+    let r = KvClient::new(common::channel(&m2.client_url).await)
+        .range(get("members", true))
+        .await
+        .expect("serializable range")
+        .into_inner();
+    assert_eq!(r.count, 0);
+    let refused = fetch_members_with(
+        std::slice::from_ref(&m0.peer_url),
+        Duration::from_secs(2),
+        &theirs.dialer().expect("dialer"),
+    )
+    .await;
+    assert!(
+        refused.is_err(),
+        "the member list was served to a foreign CA"
+    );
+    for m in [m0, m1, m2] {
+        m.stop().await;
+    }
+}
+
+#[test]
+fn unusable_files_are_refused_naming_the_flag_and_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("keel test CA");
+    let pair = ca.issue(&["127.0.0.1", "localhost"], false);
+    let other = ca.issue(&["127.0.0.1"], false);
+    let err = |flags: TlsFlags| -> String {
+        match SideTls::load(Side::Peer, &flags, &TlsPolicy::default(), &[]) {
+            Ok(_) => panic!("{flags:?} loaded"),
+            Err(e) => e.to_string(),
+        }
+    };
+    let good = files(dir.path(), "good", &pair, None);
+    let missing = dir.path().join("missing.crt");
+    let e = err(TlsFlags {
+        cert_file: Some(missing.clone()),
+        ..good.clone()
+    });
+    assert!(
+        e.starts_with(&format!(
+            "--peer-cert-file {}: cannot read:",
+            missing.display()
+        )),
+        "{e}"
+    );
+    let garbage = write(dir.path(), "garbage.crt", "not a certificate\n");
+    assert_eq!(
+        err(TlsFlags {
+            cert_file: Some(garbage.clone()),
+            ..good.clone()
+        }),
+        format!(
+            "--peer-cert-file {}: tls: failed to find any PEM data in certificate input",
+            garbage.display()
+        )
+    );
+    let wrong_key = write(dir.path(), "other.key", &other.key);
+    assert_eq!(
+        err(TlsFlags {
+            key_file: Some(wrong_key.clone()),
+            ..good.clone()
+        }),
+        format!(
+            "--peer-key-file {}: tls: private key does not match public key",
+            wrong_key.display()
+        )
+    );
+    assert_eq!(
+        err(TlsFlags {
+            trusted_ca_file: None,
+            client_cert_auth: true,
+            ..good.clone()
+        }),
+        "--peer-client-cert-auth needs --peer-trusted-ca-file to verify certificates with"
+    );
+
+    // The certificate must name the hosts it is advertised under.
+    let tls = SideTls::load(Side::Client, &good, &TlsPolicy::default(), &[]).expect("loads");
+    tls.check_covers("--advertise-client-urls", "https://localhost:2379")
+        .expect("covers localhost");
+    tls.check_covers("--advertise-client-urls", "https://127.0.0.1:2379")
+        .expect("covers 127.0.0.1");
+    let e = tls
+        .check_covers("--advertise-client-urls", "https://10.0.0.7:2379")
+        .expect_err("does not cover 10.0.0.7");
+    assert!(matches!(e, TlsError::NotCovered(_)));
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "--cert-file {}: x509: certificate is valid for 127.0.0.1, localhost, not 10.0.0.7 (the host of --advertise-client-urls https://10.0.0.7:2379)",
+            dir.path().join("good.crt").display()
+        )
+    );
+}
