@@ -10,4 +10,5 @@
 //!   real time. `tests/chaos.rs` (`cargo test --features sim`) runs many seeds.
 
 pub mod chaos;
+pub mod discovery_sim;
 pub mod linearizability;
