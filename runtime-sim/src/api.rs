@@ -1,8 +1,15 @@
 //! What simulated clients ask members and what they are told: the KV subset the chaos
-//! workload uses, carried as plain values over madsim's network (the gRPC layer is the
-//! tokio runtime's; the simulation checks the core's behaviour behind it).
+//! workload uses, leases and watches, carried as plain values over madsim's network
+//! (the gRPC layer is the tokio runtime's; the simulation checks the core's behaviour
+//! behind it).
+//!
+//! A watch is a stream: the member answers [`ClientOp::Watch`] with
+//! [`Reply::WatchCreated`] and then sends [`Reply::Watch`] messages, all under the
+//! request's ID as tag, numbered from 0 so the client can put them back in order
+//! (madsim's network reorders messages; gRPC's stream would not).
 
 use bytes::Bytes;
+use keel_core::mvcc::WatchResponse;
 
 /// Endpoint tag of raft messages between members.
 pub const PEER_TAG: u64 = 0;
@@ -34,6 +41,8 @@ pub enum ClientOp {
         key: Bytes,
         /// The value.
         value: Bytes,
+        /// Lease to attach the key to (0: none).
+        lease: i64,
     },
     /// A delete of exactly this key.
     Delete {
@@ -48,6 +57,32 @@ pub enum ClientOp {
         expect: Bytes,
         /// The new value.
         value: Bytes,
+    },
+    /// A lease grant (the member picks the ID, as etcd does for ID 0).
+    LeaseGrant {
+        /// Requested TTL in seconds.
+        ttl: i64,
+    },
+    /// One keepalive of a lease: only the leader's lessor renews; others refuse.
+    LeaseKeepAlive {
+        /// The lease.
+        id: i64,
+    },
+    /// Opens a watch stream under this request's ID.
+    Watch {
+        /// First key.
+        key: Bytes,
+        /// End of the range, as in a range request (empty: the key only).
+        range_end: Bytes,
+        /// First revision to deliver (0: the next write).
+        start_revision: i64,
+        /// Include previous key-values in events.
+        prev_kv: bool,
+    },
+    /// Cancels the watch opened by this client's request `id`.
+    CancelWatch {
+        /// The ID of the [`ClientOp::Watch`] request.
+        id: u64,
     },
 }
 
@@ -90,6 +125,32 @@ pub enum Reply {
         succeeded: bool,
         /// Header revision.
         revision: u64,
+    },
+    /// A lease was granted.
+    LeaseGrant {
+        /// Lease ID.
+        id: i64,
+        /// Granted TTL in seconds.
+        ttl: i64,
+        /// Header revision.
+        revision: u64,
+    },
+    /// A keepalive was served by the leader's lessor.
+    LeaseKeepAlive {
+        /// The TTL the lease lives from now, in seconds; 0 if the lease is not found.
+        ttl: i64,
+    },
+    /// The watch exists (message 0 of the stream).
+    WatchCreated {
+        /// Header revision when it was created: a watch from revision 0 starts after it.
+        revision: u64,
+    },
+    /// One response of a watch stream.
+    Watch {
+        /// Position in the stream (1, 2, ...).
+        seq: u64,
+        /// The response: events, a progress notification (no events) or a cancellation.
+        resp: WatchResponse,
     },
     /// The request definitely had no effect (no leader, leadership lost before a read
     /// was confirmed, a proposal refused).

@@ -1,12 +1,17 @@
 //! One simulated member process: raft, the replicated state machine and the WAL on a
 //! simulated disk, driven as `runtime-tokio` drives them: persist what raft hands over
 //! (syncing when it says so) before acknowledging it, send, apply committed entries and
-//! answer their proposers, serve confirmed linearizable reads.
+//! answer their proposers, serve confirmed linearizable reads, feed watchers from what
+//! was applied. Leases work as there too: only the leader's lessor tracks expiry (it is
+//! promoted, extending every lease by an election timeout, when the member becomes
+//! leader, and demoted when it stops being leader); keepalives are served by it alone;
+//! a housekeeping pass every 500 ms proposes the revocation of expired leases through
+//! raft and sends watch progress notifications.
 //!
 //! A process ends on a storage error (as etcd panics on a failed fsync) and is brought
 //! back by the scenario, which crashes its disk first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -14,15 +19,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use keel_core::mvcc::{
-    Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
-    TxnRequest,
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, LeaseError, PutRequest,
+    RangeRequest, RequestOp, TxnRequest, WatchHub, WatchRequest, WatchResponse,
 };
-use keel_core::node::{encode_command, Command, MemberInfo, Outcome, Proposal, StateMachine};
+use keel_core::node::{
+    decode_command, encode_command, Applied, Command, MemberInfo, Outcome, Proposal, StateMachine,
+};
 use keel_core::raft::{
     decode_message, encode_message, ConfState, Config, EntryPayload, LogIndex, MemberId,
-    PersistBatch, PlantedBug, RaftNode, ReadCtx, ReadMode, Ready, RecoveredState, Role, Time,
+    PersistBatch, PlantedBug, RaftNode, ReadCtx, ReadMode, Ready, Role, Time,
 };
-use keel_core::wal::{Record, Wal};
+use keel_core::wal::{resume_state, Record, Wal};
 use madsim::net::Endpoint;
 use madsim::time::Instant;
 use tokio::sync::mpsc;
@@ -35,6 +42,13 @@ use crate::observer::Observer;
 
 /// WAL segment size in the simulation: small, so segments roll often.
 const SEGMENT_SIZE: u64 = 256 << 10;
+
+/// Period of the housekeeping pass (lease expiry, watch progress), as `runtime-tokio`'s.
+const HOUSEKEEPING: Duration = Duration::from_millis(500);
+
+/// Events a watcher may hold in the hub before falling back to history (as
+/// `runtime-tokio`).
+const WATCH_QUEUE: usize = 4096;
 
 /// A deliberately broken safety rule, so a test can show the checks catch it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +107,13 @@ struct PendingRead {
     key: Bytes,
 }
 
+/// Where a watcher's responses go: the client and its watch request's ID (the tag).
+struct Sink {
+    to: SocketAddr,
+    tag: u64,
+    next_seq: u64,
+}
+
 struct Member {
     spec: MemberSpec,
     env: MemberEnv,
@@ -108,6 +129,13 @@ struct Member {
     reads_by_ctx: BTreeMap<u64, Vec<PendingRead>>,
     reads_by_index: Vec<(LogIndex, PendingRead)>,
     wake: Option<Time>,
+    hub: WatchHub,
+    sinks: BTreeMap<i64, Sink>,
+    watch_by_tag: BTreeMap<(SocketAddr, u64), i64>,
+    /// Leases whose revocation this member proposed (as `runtime-tokio`'s driver).
+    revoking: BTreeSet<i64>,
+    next_lease_id: u64,
+    housekeeping_at: Instant,
 }
 
 /// Runs one member process until it stops (storage error, removal) or is killed.
@@ -124,7 +152,11 @@ pub async fn run(spec: MemberSpec, env: MemberEnv) {
         Err(e) => return env.obs.note(format!("member {id:x} did not start: {e}")),
     };
     loop {
-        let sleep = m.sleep_duration();
+        let sleep = m.sleep_duration().min(
+            m.housekeeping_at
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        );
         tokio::select! {
             biased;
             input = rx.recv() => {
@@ -137,6 +169,10 @@ pub async fn run(spec: MemberSpec, env: MemberEnv) {
             _ = madsim::time::sleep(sleep) => {
                 let now = m.now();
                 m.raft.tick(now);
+                if Instant::now() >= m.housekeeping_at {
+                    m.housekeeping_at = Instant::now() + HOUSEKEEPING;
+                    m.housekeeping();
+                }
             }
         }
         m.flush_reads();
@@ -176,6 +212,28 @@ fn global_ms(epoch: Instant) -> u64 {
     Instant::now().duration_since(epoch).as_millis() as u64
 }
 
+fn global_ns(epoch: Instant) -> u64 {
+    Instant::now().duration_since(epoch).as_nanos() as u64
+}
+
+/// The lease whose revocation `applied` was, if it was one that took effect.
+fn revoked_lease(e: &keel_core::raft::Entry, applied: &Option<Applied>) -> Option<i64> {
+    let Some(Applied {
+        outcome: Outcome::LeaseRevoke(Ok(())),
+        ..
+    }) = applied
+    else {
+        return None;
+    };
+    let EntryPayload::Normal(data) = &e.payload else {
+        return None;
+    };
+    match decode_command(data).ok()?.cmd {
+        Command::LeaseRevoke { id } => Some(id),
+        _ => None,
+    }
+}
+
 impl Member {
     /// Recovers the member from its disk, as `runtime-tokio`'s storage does.
     fn open(spec: MemberSpec, env: MemberEnv, ep: Arc<Endpoint>) -> Result<Member, String> {
@@ -206,32 +264,20 @@ impl Member {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .read(global);
-        let fresh =
-            rec.end.is_none() || (rec.entries.is_empty() && rec.hard_state == Default::default());
-        let raft = if fresh && snapshot.is_none() {
-            let conf = ConfState::with_voters(spec.members.keys().map(|id| MemberId(*id)));
-            RaftNode::new(cfg, conf, now).map_err(|e| e.to_string())?
-        } else {
-            if let Some(s) = &snapshot {
-                sm.install(&s.data).map_err(|e| e.to_string())?;
+        // The same decision as production storage's (keel_core::wal::resume_state).
+        let state =
+            resume_state(rec, snapshot.as_ref().map(|s| &s.meta)).map_err(|e| e.to_string())?;
+        let raft = match state {
+            None => {
+                let conf = ConfState::with_voters(spec.members.keys().map(|id| MemberId(*id)));
+                RaftNode::new(cfg, conf, now).map_err(|e| e.to_string())?
             }
-            let snap_meta = match (&snapshot, &rec.snapshot) {
-                (Some(s), _) => s.meta.clone(),
-                (None, Some(w)) => w.clone(),
-                (None, None) => Default::default(),
-            };
-            let entries = rec
-                .entries
-                .into_iter()
-                .filter(|e| e.index > snap_meta.index)
-                .collect();
-            let state = RecoveredState {
-                hard_state: rec.hard_state,
-                applied: snapshot.as_ref().map_or(LogIndex(0), |s| s.meta.index),
-                snapshot: snap_meta,
-                entries,
-            };
-            RaftNode::restart(cfg, state, now).map_err(|e| e.to_string())?
+            Some(state) => {
+                if let Some(s) = &snapshot {
+                    sm.install(&s.data).map_err(|e| e.to_string())?;
+                }
+                RaftNode::restart(cfg, state, now).map_err(|e| e.to_string())?
+            }
         };
         Ok(Member {
             // Request numbers of a new incarnation never repeat an earlier one's, so a
@@ -249,6 +295,13 @@ impl Member {
             reads_by_ctx: BTreeMap::new(),
             reads_by_index: Vec::new(),
             wake: None,
+            hub: WatchHub::new(WATCH_QUEUE, 1 << 20),
+            sinks: BTreeMap::new(),
+            watch_by_tag: BTreeMap::new(),
+            revoking: BTreeSet::new(),
+            // As etcd's ID generator: a counter from the start time in ms, shifted.
+            next_lease_id: (global & ((1 << 40) - 1)) << 8,
+            housekeeping_at: Instant::now() + HOUSEKEEPING,
         })
     }
 
@@ -290,9 +343,10 @@ impl Member {
                     key,
                 })
             }
-            ClientOp::Put { key, value } => Command::Put(PutRequest {
+            ClientOp::Put { key, value, lease } => Command::Put(PutRequest {
                 key,
                 value,
+                lease,
                 ..Default::default()
             }),
             ClientOp::Delete { key } => Command::DeleteRange(DeleteRangeRequest {
@@ -313,7 +367,68 @@ impl Member {
                 })],
                 failure: vec![],
             }),
+            ClientOp::LeaseGrant { ttl } => {
+                let id = self.new_lease_id();
+                Command::LeaseGrant { id, ttl }
+            }
+            ClientOp::LeaseKeepAlive { id } => {
+                // As runtime-tokio's keepalive: the local lessor renews if it is the
+                // leader's (a follower there forwards to the leader; here the client
+                // tries another member).
+                let reply = match self.sm.kv.lessor.renew(id, self.now()) {
+                    Ok(ttl) => {
+                        if self.revoking.contains(&id) {
+                            // What runtime-tokio does too: renewed, though this member
+                            // has proposed the lease's revocation (etcd's lessor refuses
+                            // to renew an expired lease and waits for the revocation).
+                            self.env.obs.renewed_while_revoking(self.spec.id, id);
+                        }
+                        Reply::LeaseKeepAlive { ttl }
+                    }
+                    Err(LeaseError::NotFound) => Reply::LeaseKeepAlive { ttl: 0 },
+                    Err(e) => Reply::Refused(e.to_string()),
+                };
+                return self.reply(from, req.id, reply);
+            }
+            ClientOp::Watch {
+                key,
+                range_end,
+                start_revision,
+                prev_kv,
+            } => {
+                let wreq = WatchRequest {
+                    key,
+                    range_end,
+                    start_revision,
+                    prev_kv,
+                    ..Default::default()
+                };
+                let wid = self.hub.create(wreq, &self.sm.kv.kv);
+                self.sinks.insert(
+                    wid,
+                    Sink {
+                        to: from,
+                        tag: req.id,
+                        next_seq: 1,
+                    },
+                );
+                self.watch_by_tag.insert((from, req.id), wid);
+                let revision = self.header_revision();
+                return self.reply(from, req.id, Reply::WatchCreated { revision });
+            }
+            ClientOp::CancelWatch { id } => {
+                if let Some(wid) = self.watch_by_tag.remove(&(from, id)) {
+                    self.sinks.remove(&wid);
+                    self.hub.cancel(wid);
+                }
+                return;
+            }
         };
+        self.propose(cmd, Some((from, req.id)));
+    }
+
+    /// Proposes a command; its answer goes to `reply_to` once applied.
+    fn propose(&mut self, cmd: Command, reply_to: Option<(SocketAddr, u64)>) {
         let seq = self.next_seq;
         self.next_seq += 1;
         let data = encode_command(&Proposal {
@@ -323,10 +438,74 @@ impl Member {
         });
         match self.raft.propose(self.now(), data.into()) {
             Ok(_) => {
-                self.pending.insert(seq, (from, req.id));
+                if let Some(to) = reply_to {
+                    self.pending.insert(seq, to);
+                }
             }
-            Err(e) => self.reply(from, req.id, Reply::Refused(e.to_string())),
+            Err(e) => {
+                if let Some((to, id)) = reply_to {
+                    self.reply(to, id, Reply::Refused(e.to_string()));
+                }
+            }
         }
+    }
+
+    /// A fresh lease ID, laid out as etcd's (and `runtime-tokio`'s) generator does.
+    fn new_lease_id(&mut self) -> i64 {
+        self.next_lease_id = (self.next_lease_id + 1) & ((1 << 48) - 1);
+        let id = ((self.spec.id & 0xffff) << 48 | self.next_lease_id) & (i64::MAX as u64);
+        (id as i64).max(1)
+    }
+
+    /// Periodic work, as `runtime-tokio`'s housekeeping: the leader proposes the
+    /// revocation of expired leases; every watcher that is up to date hears how far the
+    /// store is (a progress notification).
+    fn housekeeping(&mut self) {
+        let now = self.now();
+        let lessor = &self.sm.kv.lessor;
+        self.revoking.retain(|id| lessor.contains(*id));
+        if self.raft.role() == Role::Leader {
+            for id in self.sm.kv.lessor.expired(now, 64) {
+                if self.revoking.insert(id) {
+                    self.propose(Command::LeaseRevoke { id }, None);
+                }
+            }
+        }
+        if !self.sinks.is_empty() {
+            let rev = self.sm.kv.kv.revision();
+            for r in self.hub.progress(rev) {
+                self.send_watch(r);
+            }
+        }
+    }
+
+    /// Hands queued watch events to their clients (the simulated streams always keep
+    /// up), as `runtime-tokio`'s `flush_watches`.
+    fn flush_watches(&mut self) {
+        if self.sinks.is_empty() {
+            return;
+        }
+        self.hub.catch_up(&self.sm.kv.kv);
+        let rev = self.sm.kv.kv.revision();
+        for r in self.hub.take_responses(rev) {
+            let (id, canceled) = (r.watch_id, r.canceled);
+            self.send_watch(r);
+            if canceled {
+                if let Some(s) = self.sinks.remove(&id) {
+                    self.watch_by_tag.remove(&(s.to, s.tag));
+                }
+            }
+        }
+    }
+
+    fn send_watch(&mut self, resp: WatchResponse) {
+        let Some(sink) = self.sinks.get_mut(&resp.watch_id) else {
+            return;
+        };
+        let seq = sink.next_seq;
+        sink.next_seq += 1;
+        let (to, tag) = (sink.to, sink.tag);
+        self.reply(to, tag, Reply::Watch { seq, resp });
     }
 
     fn reply(&self, to: SocketAddr, id: u64, reply: Reply) {
@@ -373,8 +552,17 @@ impl Member {
         let now = self.now();
         let id = self.spec.id;
         if let Some(ss) = rd.soft_state {
-            if ss.role == Role::Leader {
+            let is_leader = ss.role == Role::Leader;
+            if is_leader {
                 self.env.obs.leader(id, ss.term.0);
+            }
+            // Only the leader tracks lease expiry; a new leader gives every lease a fresh
+            // TTL plus an election timeout (as runtime-tokio's driver).
+            let lessor = &mut self.sm.kv.lessor;
+            if is_leader && !lessor.is_primary() {
+                lessor.promote(now, self.spec.election_ms);
+            } else if !is_leader && lessor.is_primary() {
+                lessor.demote();
             }
         }
         for m in rd.messages {
@@ -395,7 +583,15 @@ impl Member {
         for e in &rd.committed {
             let digest = entry_digest(&e.payload);
             self.env.obs.applied(id, e.index.0, e.term.0, digest);
-            let Some(a) = self.sm.apply(e, now) else {
+            let applied = self.sm.apply(e, now);
+            let events = self.sm.kv.kv.take_events();
+            if !events.is_empty() {
+                let revoked = revoked_lease(e, &applied);
+                let at = global_ns(self.env.epoch);
+                self.env.obs.write(id, &events, revoked, at);
+                self.hub.on_events(&events);
+            }
+            let Some(a) = applied else {
                 continue;
             };
             if a.origin != id {
@@ -422,6 +618,7 @@ impl Member {
             self.raft.compact(now, data);
         }
         self.serve_reads();
+        self.flush_watches();
         Ok(())
     }
 
@@ -460,6 +657,8 @@ impl Member {
                 succeeded: r.succeeded,
                 revision,
             },
+            Outcome::LeaseGrant(Ok((id, ttl))) => Reply::LeaseGrant { id, ttl, revision },
+            Outcome::LeaseGrant(Err(e)) => Reply::Refused(e.to_string()),
             Outcome::Put(Err(e)) | Outcome::DeleteRange(Err(e)) | Outcome::Txn(Err(e)) => {
                 Reply::Refused(e.to_string())
             }

@@ -1,12 +1,30 @@
 //! What every simulated member reports as it runs, checked as it happens: at most one
-//! leader per term (election safety), and every member applying the same entry at each
-//! index (state machine safety). A hash of every reported event is the run's trace: the
-//! same seed must give the same hash.
+//! leader per term (election safety), every member applying the same entry at each
+//! index (state machine safety) and the same changes at each revision. A hash of every
+//! reported event is the run's trace: the same seed must give the same hash.
+//!
+//! The changes of every revision, as first applied, are kept: they are the
+//! authoritative history the watch and lease checks compare clients' views with.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use keel_core::mvcc::Event;
+
+/// The changes of one revision, as the first member to apply it reported them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Write {
+    /// Every change of the revision (previous key-values included), in order.
+    pub events: Vec<Event>,
+    /// The lease whose revocation made these changes, if it was a revocation.
+    pub revoked_lease: Option<i64>,
+    /// Global simulated time when a member first applied it, in ns since the start.
+    pub at_ns: u64,
+    /// The member that applied it first.
+    pub member: u64,
+}
 
 #[derive(Debug)]
 struct State {
@@ -16,6 +34,8 @@ struct State {
     trace: DefaultHasher,
     events: u64,
     notes: Vec<String>,
+    writes: BTreeMap<u64, Write>,
+    renewed_while_revoking: BTreeSet<i64>,
 }
 
 /// Shared event sink of one simulated run.
@@ -32,6 +52,8 @@ impl Default for Observer {
             trace: DefaultHasher::new(),
             events: 0,
             notes: Vec::new(),
+            writes: BTreeMap::new(),
+            renewed_while_revoking: BTreeSet::new(),
         })))
     }
 }
@@ -82,6 +104,60 @@ impl Observer {
                 s.applied.insert(index, (term, digest, member));
             }
         }
+    }
+
+    /// `member` applied the changes `events` (one revision, non-empty) at global time
+    /// `at_ns`, made by revoking `revoked_lease` if set. Members must agree on them.
+    pub fn write(&self, member: u64, events: &[Event], revoked_lease: Option<i64>, at_ns: u64) {
+        let Some(revision) = events.first().map(|e| e.rev.main.max(0) as u64) else {
+            return;
+        };
+        let mut s = self.state();
+        (10u8, member, revision, events.len()).hash(&mut s.trace);
+        match s.writes.get(&revision) {
+            Some(w) if w.events != events || w.revoked_lease != revoked_lease => {
+                let v = format!(
+                    "keyspace divergence: member {:x} applied {:?} (lease {:?}) at revision \
+                     {revision}, member {member:x} applied {events:?} (lease {revoked_lease:?})",
+                    w.member, w.events, w.revoked_lease
+                );
+                s.violations.push(v);
+            }
+            Some(_) => {}
+            None => {
+                let w = Write {
+                    events: events.to_vec(),
+                    revoked_lease,
+                    at_ns,
+                    member,
+                };
+                s.writes.insert(revision, w);
+            }
+        }
+    }
+
+    /// Every revision's changes reported so far, by revision.
+    pub fn writes(&self) -> BTreeMap<u64, Write> {
+        self.state().writes.clone()
+    }
+
+    /// The highest revision any member applied (1 before the first write).
+    pub fn max_revision(&self) -> u64 {
+        self.state().writes.keys().next_back().copied().unwrap_or(1)
+    }
+
+    /// `member`, the leader, renewed `lease` on a keepalive after it had proposed the
+    /// lease's revocation (the revocation may still take effect right after).
+    pub fn renewed_while_revoking(&self, member: u64, lease: i64) {
+        let mut s = self.state();
+        (11u8, member, lease).hash(&mut s.trace);
+        s.renewed_while_revoking.insert(lease);
+    }
+
+    /// Leases renewed while their revocation was in flight (see
+    /// [`Observer::renewed_while_revoking`]).
+    pub fn leases_renewed_while_revoking(&self) -> BTreeSet<i64> {
+        self.state().renewed_while_revoking.clone()
     }
 
     /// Something worth printing with a failure (a member stopped on a disk error).
@@ -148,5 +224,29 @@ mod tests {
         o.leader(2, 5);
         o.applied(3, 3, 5, 98);
         assert_eq!(o.violations().len(), 2, "{:?}", o.violations());
+    }
+
+    #[test]
+    fn members_applying_different_changes_at_one_revision_is_a_violation() {
+        use bytes::Bytes;
+        use keel_core::mvcc::{EventKind, KeyValue, Revision};
+        let put = |value: &'static str| Event {
+            kind: EventKind::Put,
+            rev: Revision { main: 2, sub: 0 },
+            kv: KeyValue {
+                key: Bytes::from_static(b"k"),
+                value: Bytes::from_static(value.as_bytes()),
+                ..KeyValue::default()
+            },
+            prev_kv: None,
+        };
+        let o = Observer::default();
+        o.write(1, &[put("a")], None, 10);
+        o.write(2, &[put("a")], None, 20);
+        assert!(o.violations().is_empty());
+        assert_eq!(o.max_revision(), 2);
+        assert_eq!(o.writes()[&2].at_ns, 10, "the first application counts");
+        o.write(3, &[put("b")], None, 30);
+        assert_eq!(o.violations().len(), 1, "{:?}", o.violations());
     }
 }

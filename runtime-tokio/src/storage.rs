@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 use keel_core::raft::{EntryPayload, LogIndex, PersistBatch, RecoveredState, Snapshot};
 use keel_core::wal::{
-    decode_snapshot_file, encode_snapshot_file, parse_snapshot_file_name, snapshot_file_name,
-    Record, Wal, WalOpenError,
+    decode_snapshot_file, encode_snapshot_file, parse_snapshot_file_name, resume_state,
+    snapshot_file_name, Record, Wal, WalOpenError,
 };
 
 use crate::wal_files::FileStore;
@@ -164,47 +164,12 @@ impl Storage {
         if let Some(t) = &rec.torn {
             warnings.push(t.to_string());
         }
-        let fresh =
-            rec.end.is_none() || (rec.entries.is_empty() && rec.hard_state == Default::default());
-        let state = if fresh && snapshot.is_none() {
-            None
-        } else {
-            if let (Some(s), Some(w)) = (&snapshot, &rec.snapshot) {
-                if w.index > s.meta.index {
-                    // The WAL says the log restarts after a snapshot from the leader whose
-                    // file is unusable: the entries in between exist nowhere.
-                    return Err(StorageError::Gap {
-                        wal_first: w.index.0 + 1,
-                        snapshot: s.meta.index.0,
-                    });
-                }
+        let state = resume_state(rec, snapshot.as_ref().map(|s| &s.meta)).map_err(|g| {
+            StorageError::Gap {
+                wal_first: g.wal_first,
+                snapshot: g.snapshot,
             }
-            // A WAL marker newer than the snapshot file was refused above.
-            let snap_meta = match (&snapshot, &rec.snapshot) {
-                (Some(s), _) => s.meta.clone(),
-                (None, Some(w)) => w.clone(),
-                (None, None) => Default::default(),
-            };
-            let entries: Vec<_> = rec
-                .entries
-                .into_iter()
-                .filter(|e| e.index > snap_meta.index)
-                .collect();
-            if let Some(first) = entries.first() {
-                if first.index != snap_meta.index.next() {
-                    return Err(StorageError::Gap {
-                        wal_first: first.index.0,
-                        snapshot: snap_meta.index.0,
-                    });
-                }
-            }
-            Some(RecoveredState {
-                hard_state: rec.hard_state,
-                applied: snapshot.as_ref().map_or(LogIndex(0), |s| s.meta.index),
-                snapshot: snap_meta,
-                entries,
-            })
-        };
+        })?;
         let storage = Storage {
             wal,
             snap_dir,

@@ -9,7 +9,9 @@ use keel_sim_tests::chaos::{run_seed, Scenario};
 
 #[test]
 fn five_members_under_faults_simulated_seconds_per_wall_second() {
-    let seeds: Vec<u64> = (0..40).filter(|s| Scenario::standard(*s).members == 5).collect();
+    let seeds: Vec<u64> = (0..40)
+        .filter(|s| Scenario::standard(*s).members == 5)
+        .collect();
     let started = Instant::now();
     let mut sim_ms = 0;
     let mut ops = 0;

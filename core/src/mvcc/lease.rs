@@ -86,11 +86,18 @@ impl Lessor {
     }
 
     /// A keepalive (leader only): the lease lives a full TTL from now. Returns the TTL.
+    /// An expired lease is not renewed: its revocation may already be in the log, and a
+    /// client told "another TTL" would lose its keys moments later (found by the
+    /// simulator). etcd answers "lease not found" once the revocation is through; this
+    /// answers it at once.
     pub fn renew(&mut self, id: i64, now: Time) -> Result<i64, LeaseError> {
         if !self.primary {
             return Err(LeaseError::NotPrimary);
         }
         let l = self.leases.get_mut(&id).ok_or(LeaseError::NotFound)?;
+        if l.expiry.is_some_and(|e| e <= now) {
+            return Err(LeaseError::NotFound);
+        }
         l.expiry = Some(now.plus(l.ttl as u64 * 1000));
         Ok(l.ttl)
     }
@@ -196,10 +203,15 @@ mod tests {
             l.expired(Time(12_999), 10).is_empty(),
             "extended by the election timeout"
         );
-        assert_eq!(l.expired(Time(13_000), 10), vec![7]);
-        assert_eq!(l.renew(7, Time(13_000)), Ok(2));
-        assert!(l.expired(Time(14_999), 10).is_empty());
+        assert_eq!(l.renew(7, Time(12_999)), Ok(2));
+        assert!(l.expired(Time(14_998), 10).is_empty());
         assert_eq!(l.time_to_live(7, Time(14_001)), Ok((2, 1)));
+        assert_eq!(l.expired(Time(14_999), 10), vec![7]);
+        assert_eq!(
+            l.renew(7, Time(15_000)),
+            Err(LeaseError::NotFound),
+            "an expired lease (its revocation may be in the log) is not renewed"
+        );
         l.demote();
         assert!(l.expired(Time(99_000), 10).is_empty());
         assert_eq!(l.revoke(7), Ok(()));

@@ -10,6 +10,7 @@
 mod mem_store;
 mod record;
 mod recovery;
+mod resume;
 mod segment;
 mod snapshot_file;
 mod writer;
@@ -17,6 +18,7 @@ mod writer;
 pub use mem_store::MemStore;
 pub use record::{align8, decode_frame, frame_len, Frame, Record, FRAME_HEADER, MAX_PAYLOAD};
 pub use recovery::{recover, Recovered, TornTail, WalEnd, WalError};
+pub use resume::{resume_state, ResumeGap};
 pub use segment::{HeaderError, SegmentHeader, SegmentName, MAGIC, SEGMENT_HEADER, VERSION};
 pub use snapshot_file::{
     decode_snapshot_file, encode_snapshot_file, parse_snapshot_file_name, snapshot_file_name,

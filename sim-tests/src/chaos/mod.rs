@@ -1,16 +1,20 @@
-//! Chaos runs: a simulated cluster under a random fault schedule, random clients, and
-//! every check on what happened.
+//! Chaos runs: a simulated cluster under a random fault schedule, random clients
+//! (key-value, watch and lease clients), and every check on what happened.
 //!
 //! One run is a function of its seed and [`Scenario`]: madsim's executor, network and
 //! random numbers are seeded, member clocks are derived from the simulation's, so the
 //! same seed replays the same run event for event (the observer's trace hash proves it).
 
+mod leases;
 mod nemesis;
 mod revisions;
 mod run;
+mod watches;
 mod workload;
 
+pub use leases::{check_leases, LeaseLog};
 pub use nemesis::{ClockFaults, FaultMix};
 pub use revisions::check_revisions_follow_real_time;
 pub use run::{run_seed, Report, Scenario};
+pub use watches::{check_watches, WatchChain, WatchSession};
 pub use workload::{Key, KvHistory, Value};

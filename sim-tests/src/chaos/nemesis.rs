@@ -85,8 +85,33 @@ enum Kind {
     Clock,
 }
 
+/// Member clocks' drifts as the nemesis set them, and the run's start (the global
+/// clock's zero, which member clocks' drift is measured from).
+struct Clocks {
+    epoch: Instant,
+    drift_ppm: Vec<i64>,
+}
+
+impl Clocks {
+    /// Sets member `i`'s drift. A member clock applies its drift to the whole time since
+    /// the start, so changing it alone would step the clock by (new - old) x elapsed;
+    /// within the bound, the offset is moved to cancel that: the clock keeps reading
+    /// continuously and only its rate changes.
+    fn set_drift(&mut self, c: &Cluster, i: usize, drift_ppm: i64) {
+        let elapsed_ms = Instant::now().duration_since(self.epoch).as_millis() as i64;
+        let old = std::mem::replace(&mut self.drift_ppm[i], drift_ppm);
+        let step = -(elapsed_ms * (drift_ppm - old)) / 1_000_000;
+        c.skew_clock(i, step, drift_ppm);
+    }
+}
+
 /// Injects faults until `until`, then repairs everything.
-pub(crate) async fn run(cluster: Arc<Mutex<Cluster>>, mix: FaultMix, until: Instant) {
+pub(crate) async fn run(
+    cluster: Arc<Mutex<Cluster>>,
+    mix: FaultMix,
+    epoch: Instant,
+    until: Instant,
+) {
     let mut kinds = Vec::new();
     if mix.partitions {
         kinds.extend([Kind::Partition, Kind::Partition]);
@@ -110,20 +135,29 @@ pub(crate) async fn run(cluster: Arc<Mutex<Cluster>>, mix: FaultMix, until: Inst
         return;
     }
     let mut disk_faulted = Vec::new();
+    let mut clocks = Clocks {
+        epoch,
+        drift_ppm: vec![0; lock(&cluster).len()],
+    };
     while Instant::now() < until {
         let quiet = thread_rng().gen_range(200..1500);
         madsim::time::sleep(Duration::from_millis(quiet)).await;
         let kind = kinds[thread_rng().gen_range(0..kinds.len())];
         {
             let mut c = lock(&cluster);
-            inject(&mut c, kind, mix.clocks, &mut disk_faulted);
+            inject(&mut c, kind, mix.clocks, &mut disk_faulted, &mut clocks);
         }
         let hold = thread_rng().gen_range(300..4000);
         madsim::time::sleep(Duration::from_millis(hold)).await;
         let mut c = lock(&cluster);
-        repair(&mut c, &mut disk_faulted, false);
+        repair(&mut c, &mut disk_faulted, None);
     }
-    repair(&mut lock(&cluster), &mut disk_faulted, true);
+    let within = matches!(mix.clocks, ClockFaults::WithinBound { .. });
+    repair(
+        &mut lock(&cluster),
+        &mut disk_faulted,
+        Some((&mut clocks, within)),
+    );
 }
 
 fn leader_index(c: &Cluster) -> usize {
@@ -144,7 +178,13 @@ fn random_members(c: &Cluster, count: usize) -> Vec<usize> {
     all
 }
 
-fn inject(c: &mut Cluster, kind: Kind, clocks: ClockFaults, disk_faulted: &mut Vec<usize>) {
+fn inject(
+    c: &mut Cluster,
+    kind: Kind,
+    clocks: ClockFaults,
+    disk_faulted: &mut Vec<usize>,
+    drifts: &mut Clocks,
+) {
     let n = c.len();
     let variant = thread_rng().gen_range(0..4);
     match kind {
@@ -218,14 +258,17 @@ fn inject(c: &mut Cluster, kind: Kind, clocks: ClockFaults, disk_faulted: &mut V
             match clocks {
                 ClockFaults::None => {}
                 ClockFaults::WithinBound { max_drift_ppm } => {
-                    c.skew_clock(v, 0, rng.gen_range(-max_drift_ppm..=max_drift_ppm));
+                    let drift = rng.gen_range(-max_drift_ppm..=max_drift_ppm);
+                    drop(rng);
+                    drifts.set_drift(c, v, drift);
                 }
                 ClockFaults::Beyond => {
-                    c.skew_clock(
-                        v,
+                    let (step, drift) = (
                         rng.gen_range(-5000..=5000),
                         rng.gen_range(-500_000..=500_000),
                     );
+                    drifts.drift_ppm[v] = drift;
+                    c.skew_clock(v, step, drift);
                 }
             }
         }
@@ -234,8 +277,9 @@ fn inject(c: &mut Cluster, kind: Kind, clocks: ClockFaults, disk_faulted: &mut V
 
 /// Repairs what a fault broke. Crashed members come back; a member stopped by a disk
 /// fault is restarted with a healthy disk (after losing what it had not synced). Clock
-/// drift stays until the end of the run, and so does an offset.
-fn repair(c: &mut Cluster, disk_faulted: &mut Vec<usize>, end: bool) {
+/// drift stays until the end of the run (`end`: the clocks, and whether drift within
+/// the bound is undone without a step), and so does an offset.
+fn repair(c: &mut Cluster, disk_faulted: &mut Vec<usize>, end: Option<(&mut Clocks, bool)>) {
     c.heal();
     c.set_net_faults(NetFaultRates::default());
     for i in 0..c.len() {
@@ -248,9 +292,13 @@ fn repair(c: &mut Cluster, disk_faulted: &mut Vec<usize>, end: bool) {
         c.crash(v, None);
         c.restart(v);
     }
-    if end {
+    if let Some((clocks, within)) = end {
         for i in 0..c.len() {
-            c.skew_clock(i, 0, 0);
+            if within {
+                clocks.set_drift(c, i, 0);
+            } else {
+                c.skew_clock(i, 0, 0);
+            }
         }
     }
 }

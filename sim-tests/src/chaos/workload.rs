@@ -106,6 +106,7 @@ pub(crate) async fn call(
         KvInput::Put { key, value } => ClientOp::Put {
             key: key_bytes(*key),
             value: value_bytes(*value),
+            lease: 0,
         },
         KvInput::Delete { key } => ClientOp::Delete {
             key: key_bytes(*key),
@@ -162,6 +163,16 @@ pub(crate) async fn call(
         },
         Some(Reply::Refused(_)) => {
             let _ = rec.fail(call);
+            return false;
+        }
+        Some(
+            Reply::LeaseGrant { .. }
+            | Reply::LeaseKeepAlive { .. }
+            | Reply::WatchCreated { .. }
+            | Reply::Watch { .. },
+        ) => {
+            // Not an answer to a key-value request: its effect is unknown.
+            let _ = rec.info(call);
             return false;
         }
         None if is_read => {

@@ -1,0 +1,64 @@
+//! What a member resumes from: the WAL's recovered records joined with the newest usable
+//! state-machine snapshot. Both runtimes (files in production, a simulated disk in
+//! simulation) make this decision the same way, so it lives here.
+
+use crate::raft::{LogIndex, RecoveredState, SnapshotMeta};
+
+use super::recovery::Recovered;
+
+/// The WAL and the snapshot do not fit together: entries in between exist nowhere.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("storage: the WAL resumes at index {wal_first} but the newest usable snapshot ends at {snapshot}: entries in between are lost")]
+pub struct ResumeGap {
+    /// First WAL entry after the snapshot.
+    pub wal_first: u64,
+    /// Snapshot index.
+    pub snapshot: u64,
+}
+
+/// The state raft restarts from, or None if nothing was ever persisted (a new member).
+/// `snapshot` is the newest snapshot whose image is usable.
+pub fn resume_state(
+    rec: Recovered,
+    snapshot: Option<&SnapshotMeta>,
+) -> Result<Option<RecoveredState>, ResumeGap> {
+    let fresh =
+        rec.end.is_none() || (rec.entries.is_empty() && rec.hard_state == Default::default());
+    if fresh && snapshot.is_none() {
+        return Ok(None);
+    }
+    if let (Some(s), Some(w)) = (snapshot, &rec.snapshot) {
+        if w.index > s.index {
+            // The WAL says the log restarts after a snapshot from the leader whose image
+            // is unusable: the entries in between exist nowhere.
+            return Err(ResumeGap {
+                wal_first: w.index.0 + 1,
+                snapshot: s.index.0,
+            });
+        }
+    }
+    let snap_meta = match (snapshot, &rec.snapshot) {
+        (Some(s), _) => s.clone(),
+        (None, Some(w)) => w.clone(),
+        (None, None) => SnapshotMeta::default(),
+    };
+    let entries: Vec<_> = rec
+        .entries
+        .into_iter()
+        .filter(|e| e.index > snap_meta.index)
+        .collect();
+    if let Some(first) = entries.first() {
+        if first.index != snap_meta.index.next() {
+            return Err(ResumeGap {
+                wal_first: first.index.0,
+                snapshot: snap_meta.index.0,
+            });
+        }
+    }
+    Ok(Some(RecoveredState {
+        hard_state: rec.hard_state,
+        applied: snapshot.map_or(LogIndex(0), |s| s.index),
+        snapshot: snap_meta,
+        entries,
+    }))
+}
