@@ -579,6 +579,7 @@ impl Member {
         }
         if let Some(snap) = rd.apply_snapshot {
             self.sm.install(&snap.data).map_err(|e| e.to_string())?;
+            self.hub.on_restore();
         }
         for e in &rd.committed {
             let digest = entry_digest(&e.payload);

@@ -165,6 +165,15 @@ impl WatchHub {
         }
     }
 
+    /// The store was replaced by a snapshot from the leader: the revisions it skipped
+    /// produced no events, so every watcher catches up from history (or is canceled with
+    /// the compact revision if that history is gone), as etcd's restore does.
+    pub fn on_restore(&mut self) {
+        for w in self.watchers.values_mut() {
+            w.synced = false;
+        }
+    }
+
     /// Refills unsynced watchers from history (those with room in their queue).
     pub fn catch_up(&mut self, store: &KvStore) {
         let current = store.revision();

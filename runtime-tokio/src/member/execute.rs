@@ -40,6 +40,7 @@ impl Core {
             self.sm
                 .install(&snap.data)
                 .map_err(|e| ServerError::Storage(format!("snapshot from the leader: {e}")))?;
+            self.hub.on_restore();
             self.refresh_peers();
             tracing::info!(
                 index = snap.meta.index.0,
