@@ -149,7 +149,13 @@ pub async fn run(spec: MemberSpec, env: MemberEnv) {
     spawn_receivers(&ep, tx);
     let mut m = match Member::open(spec, env.clone(), ep) {
         Ok(m) => m,
-        Err(e) => return env.obs.note(format!("member {id:x} did not start: {e}")),
+        // Whatever a crash left on the disk, a member must come back from it: torn tails
+        // are cut, and everything it acknowledged was synced.
+        Err(e) => {
+            return env.obs.violation(format!(
+                "member {id:x} could not restart from its disk: {e}"
+            ))
+        }
     };
     loop {
         let sleep = m.sleep_duration().min(
