@@ -6,11 +6,11 @@
 //!
 //! Must be created inside a madsim runtime.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use keel_core::raft::ReadMode;
+use keel_core::raft::{ConfChange, ReadMode};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
 use madsim::time::Instant;
@@ -35,6 +35,8 @@ pub struct ClusterConfig {
     pub read_mode: ReadMode,
     /// A planted bug in every member, if any.
     pub bug: Option<Bug>,
+    /// Members started outside the configuration, for membership changes to add.
+    pub spares: usize,
 }
 
 impl Default for ClusterConfig {
@@ -45,6 +47,7 @@ impl Default for ClusterConfig {
             election_ms: 1000,
             read_mode: ReadMode::Safe,
             bug: None,
+            spares: 0,
         }
     }
 }
@@ -60,6 +63,8 @@ pub struct Cluster {
     obs: Observer,
     down: Vec<bool>,
     paused: Vec<bool>,
+    controls: Vec<Arc<Mutex<Vec<ConfChange>>>>,
+    founders: usize,
 }
 
 /// The address of member `i` (0-based).
@@ -75,7 +80,8 @@ impl Cluster {
     pub fn start(cfg: &ClusterConfig) -> Cluster {
         let handle = Handle::current();
         let epoch = Instant::now();
-        let ids: Vec<u64> = (1..=cfg.members as u64).collect();
+        let ids: Vec<u64> = (1..=(cfg.members + cfg.spares) as u64).collect();
+        let founders: BTreeSet<u64> = ids.iter().copied().take(cfg.members).collect();
         let members: BTreeMap<u64, SocketAddr> = ids
             .iter()
             .enumerate()
@@ -91,8 +97,10 @@ impl Cluster {
             clocks: Vec::new(),
             faults: faults.clone(),
             obs: obs.clone(),
-            down: vec![false; cfg.members],
-            paused: vec![false; cfg.members],
+            down: vec![false; ids.len()],
+            paused: vec![false; ids.len()],
+            controls: Vec::new(),
+            founders: cfg.members,
         };
         for (i, id) in ids.iter().enumerate() {
             let spec = MemberSpec {
@@ -103,6 +111,7 @@ impl Cluster {
                 election_ms: cfg.election_ms,
                 read_mode: cfg.read_mode,
                 bug: cfg.bug,
+                founders: founders.clone(),
             };
             let env = MemberEnv {
                 disk: SimDisk::new(),
@@ -110,7 +119,9 @@ impl Cluster {
                 faults: faults.clone(),
                 obs: obs.clone(),
                 epoch,
+                control: Arc::new(Mutex::new(Vec::new())),
             };
+            cluster.controls.push(env.control.clone());
             cluster.disks.push(env.disk.clone());
             cluster.clocks.push(env.clock.clone());
             let node = handle
@@ -251,6 +262,20 @@ impl Cluster {
         c.step(delta_ms);
         c.set_drift(drift_ppm);
         self.obs.trace((9u8, i, delta_ms, drift_ppm));
+    }
+
+    /// Number of founding voters (members `0..founders`); the rest start as spares.
+    pub fn founders(&self) -> usize {
+        self.founders
+    }
+
+    /// Asks member `i` to propose a membership change (only a leader does).
+    pub fn reconfigure(&self, i: usize, change: ConfChange) {
+        self.controls[i]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(change);
+        self.obs.trace((11u8, i, format!("{change:?}")));
     }
 
     /// The madsim node of member `i` (to spawn tasks on it).

@@ -26,8 +26,8 @@ use keel_core::node::{
     decode_command, encode_command, Applied, Command, MemberInfo, Outcome, Proposal, StateMachine,
 };
 use keel_core::raft::{
-    decode_message, encode_message, ConfState, Config, EntryPayload, LogIndex, MemberId,
-    PersistBatch, PlantedBug, RaftNode, ReadCtx, ReadMode, Ready, Role, Time,
+    decode_message, encode_message, ConfChange, ConfState, Config, EntryPayload, LogIndex,
+    MemberId, PersistBatch, PlantedBug, RaftNode, ReadCtx, ReadMode, Ready, Role, Time,
 };
 use keel_core::wal::{resume_state, Record, Wal};
 use madsim::net::Endpoint;
@@ -78,6 +78,9 @@ pub struct MemberSpec {
     pub read_mode: ReadMode,
     /// A planted bug, if any.
     pub bug: Option<Bug>,
+    /// The founding voters; the other members start outside the configuration and join
+    /// when a membership change adds them.
+    pub founders: BTreeSet<u64>,
 }
 
 /// What a member process shares with the scenario: its disk, its clock, the network's
@@ -94,6 +97,9 @@ pub struct MemberEnv {
     pub obs: Observer,
     /// Global time zero of the run.
     pub epoch: Instant,
+    /// Membership changes an operator asked this member to propose (as `etcdctl member
+    /// add/remove/promote` reach the leader).
+    pub control: Arc<Mutex<Vec<ConfChange>>>,
 }
 
 enum Inbox {
@@ -181,6 +187,7 @@ pub async fn run(spec: MemberSpec, env: MemberEnv) {
                 }
             }
         }
+        m.take_control();
         m.flush_reads();
         if let Err(e) = m.drive().await {
             return env.obs.note(format!("member {id:x} stopped: {e}"));
@@ -256,13 +263,17 @@ impl Member {
             Some(Bug::LeaseReadPastBound) => Some(PlantedBug::LeaseReadPastBound),
             _ => None,
         };
-        let founders = spec.members.iter().map(|(id, addr)| MemberInfo {
-            id: *id,
-            name: format!("m{id}"),
-            peer_urls: vec![format!("http://{addr}")],
-            client_urls: vec![format!("http://{addr}")],
-            learner: false,
-        });
+        let founders = spec
+            .members
+            .iter()
+            .filter(|(id, _)| spec.founders.contains(id))
+            .map(|(id, addr)| MemberInfo {
+                id: *id,
+                name: format!("m{id}"),
+                peer_urls: vec![format!("http://{addr}")],
+                client_urls: vec![format!("http://{addr}")],
+                learner: false,
+            });
         let mut sm = StateMachine::new(u64::MAX, 2, founders);
         let global = global_ms(env.epoch);
         let now = env
@@ -275,7 +286,7 @@ impl Member {
             resume_state(rec, snapshot.as_ref().map(|s| &s.meta)).map_err(|e| e.to_string())?;
         let raft = match state {
             None => {
-                let conf = ConfState::with_voters(spec.members.keys().map(|id| MemberId(*id)));
+                let conf = ConfState::with_voters(spec.founders.iter().map(|id| MemberId(*id)));
                 RaftNode::new(cfg, conf, now).map_err(|e| e.to_string())?
             }
             Some(state) => {
@@ -309,6 +320,19 @@ impl Member {
             next_lease_id: (global & ((1 << 40) - 1)) << 8,
             housekeeping_at: Instant::now() + HOUSEKEEPING,
         })
+    }
+
+    /// Proposes the membership changes an operator asked for (the leader only; the
+    /// operator retries elsewhere otherwise).
+    fn take_control(&mut self) {
+        let changes: Vec<ConfChange> =
+            std::mem::take(&mut *self.env.control.lock().unwrap_or_else(|p| p.into_inner()));
+        for cc in changes {
+            let r = self.raft.propose_conf_change(self.now(), cc);
+            self.env
+                .obs
+                .trace((10u8, self.spec.id, format!("{cc:?}"), r.is_ok()));
+        }
     }
 
     fn now(&self) -> Time {
@@ -588,6 +612,10 @@ impl Member {
             self.hub.on_restore();
         }
         for e in &rd.committed {
+            if matches!(e.payload, EntryPayload::ConfChange(_)) {
+                let voters = self.raft.conf().voters.iter().map(|v| v.0).collect();
+                self.env.obs.configuration(e.index.0, voters);
+            }
             let digest = entry_digest(&e.payload);
             self.env.obs.applied(id, e.index.0, e.term.0, digest);
             let applied = self.sm.apply(e, now);

@@ -28,6 +28,10 @@ pub struct Write {
 
 #[derive(Debug)]
 struct State {
+    /// The voters after the newest applied membership change: (log index, voters).
+    configuration: Option<(u64, Vec<u64>)>,
+    /// Membership changes applied (counted once, by the first member to apply each).
+    conf_changes: u64,
     leaders: BTreeMap<u64, u64>,
     applied: BTreeMap<u64, (u64, u64, u64)>,
     violations: Vec<String>,
@@ -45,6 +49,8 @@ pub struct Observer(Arc<Mutex<State>>);
 impl Default for Observer {
     fn default() -> Self {
         Observer(Arc::new(Mutex::new(State {
+            configuration: None,
+            conf_changes: 0,
             leaders: BTreeMap::new(),
             applied: BTreeMap::new(),
             violations: Vec::new(),
@@ -186,6 +192,25 @@ impl Observer {
     pub fn trace_hash(&self) -> (u64, u64) {
         let s = self.state();
         (s.trace.clone().finish(), s.events)
+    }
+
+    /// A member applied a membership change at `index`, leaving these voters.
+    pub fn configuration(&self, index: u64, voters: Vec<u64>) {
+        let mut s = self.state();
+        if s.configuration.as_ref().is_none_or(|(i, _)| *i < index) {
+            s.configuration = Some((index, voters));
+            s.conf_changes += 1;
+        }
+    }
+
+    /// The voters after the newest applied membership change (None: the founders).
+    pub fn voters(&self) -> Option<Vec<u64>> {
+        self.state().configuration.as_ref().map(|(_, v)| v.clone())
+    }
+
+    /// Membership changes applied so far.
+    pub fn conf_changes(&self) -> u64 {
+        self.state().conf_changes
     }
 
     /// The leader of the highest term that had one (0 if none yet).

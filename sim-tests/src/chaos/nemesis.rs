@@ -9,6 +9,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use keel_core::raft::{ConfChange, MemberId};
 use keel_runtime_sim::net::NetFaultRates;
 use keel_runtime_sim::Cluster;
 use madsim::rand::{thread_rng, Rng};
@@ -45,6 +46,9 @@ pub struct FaultMix {
     pub network: bool,
     /// Failing fsyncs and a full disk.
     pub disk: bool,
+    /// Membership changes (a spare added as a learner or a voter, a learner promoted,
+    /// a voter removed) while the other faults go on.
+    pub membership: bool,
     /// Clock faults.
     pub clocks: ClockFaults,
 }
@@ -58,6 +62,7 @@ impl FaultMix {
             pauses: true,
             network: true,
             disk: true,
+            membership: true,
             clocks,
         }
     }
@@ -70,6 +75,7 @@ impl FaultMix {
             pauses: false,
             network: false,
             disk: false,
+            membership: false,
             clocks: ClockFaults::None,
         }
     }
@@ -83,6 +89,7 @@ enum Kind {
     Network,
     Disk,
     Clock,
+    Membership,
 }
 
 /// Member clocks' drifts as the nemesis set them, and the run's start (the global
@@ -131,10 +138,14 @@ pub(crate) async fn run(
     if mix.clocks != ClockFaults::None {
         kinds.push(Kind::Clock);
     }
+    if mix.membership {
+        kinds.push(Kind::Membership);
+    }
     if kinds.is_empty() {
         return;
     }
     let mut disk_faulted = Vec::new();
+    let mut removed = Vec::new();
     let mut clocks = Clocks {
         epoch,
         drift_ppm: vec![0; lock(&cluster).len()],
@@ -145,7 +156,11 @@ pub(crate) async fn run(
         let kind = kinds[thread_rng().gen_range(0..kinds.len())];
         {
             let mut c = lock(&cluster);
-            inject(&mut c, kind, mix.clocks, &mut disk_faulted, &mut clocks);
+            if let Kind::Membership = kind {
+                reconfigure(&c, &mut removed);
+            } else {
+                inject(&mut c, kind, mix.clocks, &mut disk_faulted, &mut clocks);
+            }
         }
         let hold = thread_rng().gen_range(300..4000);
         madsim::time::sleep(Duration::from_millis(hold)).await;
@@ -178,6 +193,39 @@ fn random_members(c: &Cluster, count: usize) -> Vec<usize> {
     all
 }
 
+/// Asks the leader for one membership change: add a member outside the configuration
+/// (as a learner or a voter), promote a learner, or remove a voter while at least four
+/// remain. Removed members never come back (etcd never reuses a removed ID).
+fn reconfigure(c: &Cluster, removed: &mut Vec<u64>) {
+    let ids = c.ids();
+    let voters = c
+        .observer()
+        .voters()
+        .unwrap_or_else(|| ids[..c.founders()].to_vec());
+    let outside: Vec<u64> = ids
+        .iter()
+        .copied()
+        .filter(|id| !voters.contains(id) && !removed.contains(id))
+        .collect();
+    let mut rng = thread_rng();
+    let change = match rng.gen_range(0..3) {
+        0 if !outside.is_empty() => {
+            ConfChange::AddLearner(MemberId(outside[rng.gen_range(0..outside.len())]))
+        }
+        1 if !outside.is_empty() => {
+            ConfChange::AddVoter(MemberId(outside[rng.gen_range(0..outside.len())]))
+        }
+        _ if voters.len() >= 4 => {
+            let id = voters[rng.gen_range(0..voters.len())];
+            removed.push(id);
+            ConfChange::Remove(MemberId(id))
+        }
+        _ => return,
+    };
+    drop(rng);
+    c.reconfigure(leader_index(c), change);
+}
+
 fn inject(
     c: &mut Cluster,
     kind: Kind,
@@ -188,6 +236,8 @@ fn inject(
     let n = c.len();
     let variant = thread_rng().gen_range(0..4);
     match kind {
+        // Asked of the leader by `reconfigure`, not injected.
+        Kind::Membership => {}
         Kind::Partition => match variant {
             0 => c.isolate(leader_index(c)),
             1 => c.isolate(thread_rng().gen_range(0..n)),

@@ -45,6 +45,8 @@ pub struct Scenario {
     pub read_mode: ReadMode,
     /// A planted bug, if any.
     pub bug: Option<Bug>,
+    /// Members started outside the configuration, for membership changes to add.
+    pub spares: usize,
     /// Whether findings of known, open keel bugs are counted in the report instead of
     /// failing the run (none is open: the last one, a leader renewing an expired lease
     /// whose revocation was in flight, is fixed and pinned in the `regressions` test).
@@ -84,6 +86,7 @@ impl Scenario {
                 ReadMode::Safe
             },
             bug: None,
+            spares: 1,
             tolerate_known_bugs: false,
         }
     }
@@ -142,6 +145,8 @@ pub struct Report {
     pub sim_ms: u64,
     /// Highest log index applied.
     pub applied: u64,
+    /// Membership changes applied.
+    pub conf_changes: u64,
     /// Watch sessions checked (opened and resumed).
     pub watch_sessions: usize,
     /// Watch events checked.
@@ -207,6 +212,7 @@ struct Raw {
     trace: (u64, u64),
     sim_ms: u64,
     applied: u64,
+    conf_changes: u64,
     writes: BTreeMap<u64, Write>,
     chains: Vec<WatchChain>,
     leases: BTreeMap<i64, LeaseLog>,
@@ -300,6 +306,7 @@ pub fn run_seed(seed: u64, scenario: &Scenario) -> Report {
         trace_hash: h.finish(),
         sim_ms: raw.sim_ms,
         applied: raw.applied,
+        conf_changes: raw.conf_changes,
         watch_sessions: sessions,
         watch_events,
         leases: (raw.leases.len(), expired),
@@ -314,6 +321,7 @@ async fn simulate(sc: Scenario) -> Raw {
         members: sc.members,
         read_mode: sc.read_mode,
         bug: sc.bug,
+        spares: sc.spares,
         ..ClusterConfig::default()
     });
     let obs = cluster.observer().clone();
@@ -322,7 +330,7 @@ async fn simulate(sc: Scenario) -> Raw {
     let until = epoch + Duration::from_millis(sc.duration_ms);
     let plan = |client: u64| ClientPlan {
         client,
-        members: sc.members,
+        members: sc.members + sc.spares,
         keys: sc.keys,
         until,
         epoch,
@@ -338,7 +346,7 @@ async fn simulate(sc: Scenario) -> Raw {
         let node = handle.create_node().ip(client_ip(100 + w)).build();
         clients.push(node.spawn(watches::watcher_loop(WatchPlan {
             watcher: w,
-            members: sc.members,
+            members: sc.members + sc.spares,
             keys: sc.keys,
             until,
             obs: obs.clone(),
@@ -350,7 +358,7 @@ async fn simulate(sc: Scenario) -> Raw {
         let node = handle.create_node().ip(client_ip(200 + l)).build();
         clients.push(node.spawn(leases::lease_loop(LeasePlan {
             client: l,
-            members: sc.members,
+            members: sc.members + sc.spares,
             until,
             epoch,
             log: leases.clone(),
@@ -391,6 +399,7 @@ async fn simulate(sc: Scenario) -> Raw {
         trace: obs.trace_hash(),
         sim_ms: Instant::now().duration_since(epoch).as_millis() as u64,
         applied: obs.max_applied(),
+        conf_changes: obs.conf_changes(),
     }
 }
 
