@@ -12,3 +12,4 @@
 pub mod chaos;
 pub mod discovery_sim;
 pub mod linearizability;
+pub mod seeds;

@@ -6,41 +6,15 @@
 //! - `KEEL_SIM_SEED`: the run `replay` repeats, printing its whole event log.
 #![cfg(feature = "sim")]
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Instant;
 
 use keel_core::discovery::v2::DiscoveryError;
 use keel_sim_tests::discovery_sim::{run_scenario, run_seed, Faults, Outcome, Report, Scenario};
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use keel_sim_tests::seeds::{env_u64, run_parallel};
 
 /// Runs `seeds` on every core; returns the reports in seed order.
 fn run_many(seeds: Vec<u64>) -> Vec<Report> {
-    let next = AtomicU64::new(0);
-    let reports = Mutex::new(Vec::new());
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                let Some(&seed) = seeds.get(i) else { return };
-                let r = run_seed(seed);
-                if !r.passed() {
-                    eprint!("{r}");
-                }
-                reports.lock().unwrap_or_else(|p| p.into_inner()).push(r);
-            });
-        }
-    });
-    let mut reports = reports.into_inner().unwrap_or_else(|p| p.into_inner());
-    reports.sort_by_key(|r| r.seed);
-    reports
+    run_parallel(&seeds, run_seed, |r| !r.passed())
 }
 
 #[test]
