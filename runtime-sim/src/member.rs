@@ -29,7 +29,7 @@ use keel_core::raft::{
     decode_message, encode_message, ConfChange, ConfState, Config, EntryPayload, LogIndex,
     MemberId, PersistBatch, PlantedBug, RaftNode, ReadCtx, ReadMode, Ready, Role, Time,
 };
-use keel_core::wal::{resume_state, Record, Wal};
+use keel_core::wal::{batch_records, resume_state, Wal};
 use madsim::net::Endpoint;
 use madsim::time::Instant;
 use tokio::sync::mpsc;
@@ -658,18 +658,13 @@ impl Member {
     }
 
     fn persist(&mut self, batch: &PersistBatch) -> Result<(), String> {
-        let mut records = Vec::with_capacity(batch.entries.len() + 2);
-        if let Some(s) = &batch.snapshot {
-            if s.meta.index.0 > 0 {
-                self.env.disk.save_snapshot(s.clone());
-            }
-            records.push(Record::Snapshot(s.meta.clone()));
+        if let Some(s) = batch.snapshot.as_ref().filter(|s| s.meta.index.0 > 0) {
+            // The image must be durable before the WAL says the log restarts after it.
+            self.env.disk.save_snapshot(s.clone());
         }
-        records.extend(batch.entries.iter().cloned().map(Record::Entry));
-        if let Some(hs) = batch.hard_state {
-            records.push(Record::HardState(hs));
-        }
-        self.wal.append(&records).map_err(|e| e.to_string())?;
+        self.wal
+            .append(&batch_records(batch))
+            .map_err(|e| e.to_string())?;
         if batch.must_sync && self.spec.bug != Some(Bug::AckBeforeFsync) {
             self.wal.sync().map_err(|e| e.to_string())?;
         }

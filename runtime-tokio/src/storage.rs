@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 use keel_core::raft::{EntryPayload, LogIndex, PersistBatch, RecoveredState, Snapshot};
 use keel_core::wal::{
-    decode_snapshot_file, encode_snapshot_file, parse_snapshot_file_name, resume_state,
-    snapshot_file_name, Record, Wal, WalOpenError,
+    batch_records, decode_snapshot_file, encode_snapshot_file, parse_snapshot_file_name,
+    resume_state, snapshot_file_name, Wal, WalOpenError,
 };
 
 use crate::wal_files::FileStore;
@@ -189,19 +189,11 @@ impl Storage {
 
     /// Writes a persist batch; syncs when it must. Acknowledge it to raft afterwards.
     pub fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {
-        let mut records = Vec::with_capacity(batch.entries.len() + 2);
-        if let Some(s) = &batch.snapshot {
-            if s.meta.index.0 > 0 {
-                // The image must be durable before the WAL says the log restarts after it.
-                self.write_snapshot_file(s)?;
-            }
-            records.push(Record::Snapshot(s.meta.clone()));
+        if let Some(s) = batch.snapshot.as_ref().filter(|s| s.meta.index.0 > 0) {
+            // The image must be durable before the WAL says the log restarts after it.
+            self.write_snapshot_file(s)?;
         }
-        records.extend(batch.entries.iter().cloned().map(Record::Entry));
-        if let Some(hs) = batch.hard_state {
-            records.push(Record::HardState(hs));
-        }
-        self.wal.append(&records)?;
+        self.wal.append(&batch_records(batch))?;
         if batch.must_sync {
             self.wal.sync()?;
         }

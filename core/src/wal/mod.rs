@@ -16,7 +16,9 @@ mod snapshot_file;
 mod writer;
 
 pub use mem_store::MemStore;
-pub use record::{align8, decode_frame, frame_len, Frame, Record, FRAME_HEADER, MAX_PAYLOAD};
+pub use record::{
+    align8, batch_records, decode_frame, frame_len, Frame, Record, FRAME_HEADER, MAX_PAYLOAD,
+};
 pub use recovery::{recover, Recovered, TornTail, WalEnd, WalError};
 pub use resume::{resume_state, ResumeGap};
 pub use segment::{HeaderError, SegmentHeader, SegmentName, MAGIC, SEGMENT_HEADER, VERSION};

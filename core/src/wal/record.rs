@@ -53,6 +53,20 @@ const T_HARD_STATE: u8 = 2;
 const T_SNAPSHOT: u8 = 3;
 const T_METADATA: u8 = 4;
 
+/// The records a raft persist batch becomes, in the order recovery needs them: the
+/// snapshot marker (the log restarts after it), the entries, then the hard state.
+pub fn batch_records(batch: &crate::raft::PersistBatch) -> Vec<Record> {
+    let mut records = Vec::with_capacity(batch.entries.len() + 2);
+    if let Some(s) = &batch.snapshot {
+        records.push(Record::Snapshot(s.meta.clone()));
+    }
+    records.extend(batch.entries.iter().cloned().map(Record::Entry));
+    if let Some(hs) = batch.hard_state {
+        records.push(Record::HardState(hs));
+    }
+    records
+}
+
 /// Rounds `n` up to a multiple of 8.
 pub fn align8(n: usize) -> usize {
     (n + 7) & !7
