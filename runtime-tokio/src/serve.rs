@@ -80,19 +80,34 @@ pub async fn run_with_tls(
         let server = tonic::transport::Server::builder()
             .accept_http1(true)
             .add_routes(tonic::service::Routes::from(router));
-        servers.push(match l.tls {
-            None => tokio::spawn(server.serve_with_incoming_shutdown(
-                // Without TCP_NODELAY small responses wait for delayed ACKs (~40 ms).
-                TcpIncoming::from(l.tcp).with_nodelay(Some(true)),
-                stopped,
-            )),
-            Some(tls) => {
-                tokio::spawn(server.serve_with_incoming_shutdown(
-                    tls_incoming(l.tcp, tls, stop_rx.clone()),
-                    stopped,
-                ))
+        // As etcd's serveCtx waits on ReadyNotify: the listener is bound (connections
+        // queue) but nothing is answered until this member's attributes are replicated,
+        // so a client never sees a member list that lacks the member it talks to.
+        let mut published = handle.status.clone();
+        let mut stop = stop_rx.clone();
+        let tls_stop = stop_rx.clone();
+        servers.push(tokio::spawn(async move {
+            tokio::select! {
+                r = published.wait_for(|s| s.published) => if r.is_err() { return },
+                _ = stop.wait_for(|s| *s) => return,
             }
-        });
+            let _ = match l.tls {
+                // Without TCP_NODELAY small responses wait for delayed ACKs (~40 ms).
+                None => {
+                    server
+                        .serve_with_incoming_shutdown(
+                            TcpIncoming::from(l.tcp).with_nodelay(Some(true)),
+                            stopped,
+                        )
+                        .await
+                }
+                Some(tls) => {
+                    server
+                        .serve_with_incoming_shutdown(tls_incoming(l.tcp, tls, tls_stop), stopped)
+                        .await
+                }
+            };
+        }));
     }
     // Like etcd, announce readiness once this member's attributes are replicated.
     let mut status = handle.status.clone();
