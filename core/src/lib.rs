@@ -4,6 +4,7 @@
 //! randomness: drivers (`keel-runtime-tokio`, `keel-runtime-sim`) hand in time, messages,
 //! durability acknowledgements and a seed, and execute the outputs.
 
+pub mod auth;
 pub mod discovery;
 pub mod mvcc;
 pub mod node;

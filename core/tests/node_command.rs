@@ -10,6 +10,7 @@ mod hostile;
 
 use bytes::Bytes;
 use hostile::{apply, check, serial, Mutation};
+use keel_core::auth::{AuthCommand, AuthInfo, PermKind, Permission};
 use keel_core::mvcc::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
     SortOrder, SortTarget, TxnRequest,
@@ -148,6 +149,56 @@ fn urls() -> impl Strategy<Value = Vec<String>> {
     prop::collection::vec("\\PC{0,16}", 0..4)
 }
 
+fn names() -> impl Strategy<Value = String> {
+    "\\PC{0,12}"
+}
+
+fn auth_command() -> impl Strategy<Value = AuthCommand> {
+    let kind = prop_oneof![
+        Just(PermKind::Read),
+        Just(PermKind::Write),
+        Just(PermKind::ReadWrite)
+    ];
+    prop_oneof![
+        Just(AuthCommand::Enable),
+        Just(AuthCommand::Disable),
+        (names(), names()).prop_map(|(name, token)| AuthCommand::Authenticate { name, token }),
+        (names(), names(), any::<bool>()).prop_map(|(name, password_hash, no_password)| {
+            AuthCommand::UserAdd {
+                name,
+                password_hash,
+                no_password,
+            }
+        }),
+        names().prop_map(|name| AuthCommand::UserDelete { name }),
+        (names(), names()).prop_map(|(name, password_hash)| AuthCommand::UserChangePassword {
+            name,
+            password_hash
+        }),
+        (names(), names()).prop_map(|(user, role)| AuthCommand::UserGrantRole { user, role }),
+        (names(), names()).prop_map(|(user, role)| AuthCommand::UserRevokeRole { user, role }),
+        names().prop_map(|name| AuthCommand::RoleAdd { name }),
+        names().prop_map(|name| AuthCommand::RoleDelete { name }),
+        (names(), kind, bytes(), bytes()).prop_map(|(name, kind, key, range_end)| {
+            AuthCommand::RoleGrantPermission {
+                name,
+                perm: Permission {
+                    kind,
+                    key,
+                    range_end,
+                },
+            }
+        }),
+        (names(), bytes(), bytes()).prop_map(|(name, key, range_end)| {
+            AuthCommand::RoleRevokePermission {
+                name,
+                key,
+                range_end,
+            }
+        }),
+    ]
+}
+
 fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
         1 => put().prop_map(Command::Put),
@@ -179,15 +230,40 @@ fn command() -> impl Strategy<Value = Command> {
                 learner,
             }
         }),
+        3 => auth_command().prop_map(Command::Auth),
     ]
 }
 
+fn auth_info() -> impl Strategy<Value = Option<AuthInfo>> {
+    prop::option::of(
+        (names(), any::<u64>()).prop_map(|(user, revision)| AuthInfo { user, revision }),
+    )
+}
+
 fn proposal() -> impl Strategy<Value = Proposal> {
-    (any::<u64>(), any::<u64>(), command()).prop_map(|(origin, seq, cmd)| Proposal {
-        origin,
-        seq,
-        cmd,
+    (any::<u64>(), any::<u64>(), auth_info(), command()).prop_map(|(origin, seq, auth, cmd)| {
+        Proposal {
+            origin,
+            seq,
+            auth,
+            cmd,
+        }
     })
+}
+
+/// The version-2 encoding of a version-1 buffer: the version byte, and an empty auth
+/// field after origin and seq. Other buffers are returned as they are.
+fn as_version_2(b: &[u8]) -> Vec<u8> {
+    match b {
+        [1, rest @ ..] if rest.len() >= 16 => {
+            let mut v = vec![2u8];
+            v.extend_from_slice(&rest[..16]);
+            v.push(0);
+            v.extend_from_slice(&rest[16..]);
+            v
+        }
+        _ => b.to_vec(),
+    }
 }
 
 fn mutation() -> impl Strategy<Value = Mutation> {
@@ -214,7 +290,8 @@ fn check_hostile(input: Vec<u8>) -> Result<(), TestCaseError> {
         peak
     );
     if let Ok(p) = out {
-        prop_assert_eq!(&encode_command(&p)[..], &b[..]);
+        // Version 1 is read as the version-2 proposal without auth.
+        prop_assert_eq!(encode_command(&p), as_version_2(&b));
     }
     Ok(())
 }
@@ -248,18 +325,22 @@ fn mutated_proposals_never_panic_and_stay_bounded() {
 #[test]
 fn random_bytes_never_panic_and_stay_bounded() {
     let cases = (
-        0u8..12,
+        0u8..24,
         prop::collection::vec(any::<u8>(), 0..300),
         any::<bool>(),
+        any::<bool>(),
     );
-    check(file!(), 6000, cases, |(kind, rest, raw)| {
-        // Mostly a valid version, origin and seq, and a plausible kind, so the body
-        // parsers are what gets exercised.
+    check(file!(), 6000, cases, |(kind, rest, raw, v1)| {
+        // Mostly a valid version, origin and seq (and for version 2 an empty auth
+        // field), and a plausible kind, so the body parsers are what gets exercised.
         let input = if raw {
             rest
         } else {
-            let mut v = vec![1u8];
+            let mut v = vec![if v1 { 1u8 } else { 2 }];
             v.extend_from_slice(&[0; 16]);
+            if !v1 {
+                v.push(0);
+            }
             v.push(kind);
             v.extend_from_slice(&rest);
             v
@@ -290,6 +371,7 @@ fn txn_proposal(t: TxnRequest) -> Proposal {
     Proposal {
         origin: 1,
         seq: 2,
+        auth: None,
         cmd: Command::Txn(t),
     }
 }
@@ -369,6 +451,7 @@ fn decoding_is_zero_copy() {
     let p = Proposal {
         origin: 7,
         seq: 8,
+        auth: None,
         cmd: Command::Put(PutRequest {
             key: Bytes::from_static(b"key"),
             value: value.clone(),
@@ -396,14 +479,89 @@ fn the_layout_starts_with_version_origin_seq_and_kind() {
     let p = Proposal {
         origin: 0x0102,
         seq: 3,
+        auth: None,
         cmd: Command::LeaseRevoke { id: -1 },
     };
-    let mut want = vec![1u8];
+    let mut want = vec![2u8];
     want.extend_from_slice(&0x0102u64.to_le_bytes());
     want.extend_from_slice(&3u64.to_le_bytes());
+    want.push(0);
     want.push(6);
     want.extend_from_slice(&(-1i64).to_le_bytes());
     assert_eq!(encode_command(&p), want);
+
+    // With who asked: flag, user, auth revision.
+    let p = Proposal {
+        auth: Some(AuthInfo {
+            user: "ab".into(),
+            revision: 9,
+        }),
+        ..p
+    };
+    let mut want = vec![2u8];
+    want.extend_from_slice(&0x0102u64.to_le_bytes());
+    want.extend_from_slice(&3u64.to_le_bytes());
+    want.push(1);
+    want.extend_from_slice(&2u32.to_le_bytes());
+    want.extend_from_slice(b"ab");
+    want.extend_from_slice(&9u64.to_le_bytes());
+    want.push(6);
+    want.extend_from_slice(&(-1i64).to_le_bytes());
+    assert_eq!(encode_command(&p), want);
+
+    // A role permission: kind, then key and range end.
+    let p = Proposal {
+        auth: None,
+        cmd: Command::Auth(AuthCommand::RoleGrantPermission {
+            name: "r".into(),
+            perm: Permission {
+                kind: PermKind::ReadWrite,
+                key: Bytes::from_static(b"k"),
+                range_end: Bytes::from_static(b"\0"),
+            },
+        }),
+        ..p
+    };
+    let mut want = vec![2u8];
+    want.extend_from_slice(&0x0102u64.to_le_bytes());
+    want.extend_from_slice(&3u64.to_le_bytes());
+    want.push(0);
+    want.push(21);
+    want.extend_from_slice(&1u32.to_le_bytes());
+    want.extend_from_slice(b"r");
+    want.push(2);
+    want.extend_from_slice(&1u32.to_le_bytes());
+    want.extend_from_slice(b"k");
+    want.extend_from_slice(&1u32.to_le_bytes());
+    want.push(0);
+    assert_eq!(encode_command(&p), want);
+}
+
+#[test]
+fn version_1_proposals_still_decode_without_auth() {
+    let _g = serial();
+    let mut v = vec![1u8];
+    v.extend_from_slice(&5u64.to_le_bytes());
+    v.extend_from_slice(&6u64.to_le_bytes());
+    v.push(6);
+    v.extend_from_slice(&7i64.to_le_bytes());
+    assert_eq!(
+        decode_command(&Bytes::from(v)),
+        Ok(Proposal {
+            origin: 5,
+            seq: 6,
+            auth: None,
+            cmd: Command::LeaseRevoke { id: 7 },
+        })
+    );
+    // Auth kinds exist in version 1 buffers too (the kind table is shared).
+    let mut v = vec![1u8];
+    v.extend_from_slice(&[0; 16]);
+    v.push(11);
+    assert_eq!(
+        decode_command(&Bytes::from(v)).map(|p| p.cmd),
+        Ok(Command::Auth(AuthCommand::Enable))
+    );
 }
 
 #[test]
@@ -413,15 +571,25 @@ fn typed_errors() {
     let put = encode_command(&Proposal {
         origin: 1,
         seq: 1,
+        auth: None,
         cmd: Command::Put(PutRequest::default()),
     });
 
     assert_eq!(dec(vec![]), Err(CommandDecodeError::Truncated));
     let mut v = put.clone();
-    v[0] = 2;
-    assert_eq!(dec(v), Err(CommandDecodeError::Version(2)));
+    v[0] = 3;
+    assert_eq!(dec(v), Err(CommandDecodeError::Version(3)));
     let mut v = put.clone();
-    v[17] = 200;
+    v[17] = 2;
+    assert_eq!(
+        dec(v),
+        Err(CommandDecodeError::Invalid {
+            what: "auth flag",
+            value: 2
+        })
+    );
+    let mut v = put.clone();
+    v[18] = 200;
     assert_eq!(dec(v), Err(CommandDecodeError::UnknownCommand(200)));
     let mut v = put.clone();
     v.push(0);
@@ -441,6 +609,7 @@ fn typed_errors() {
     let publish = encode_command(&Proposal {
         origin: 1,
         seq: 1,
+        auth: None,
         cmd: Command::PublishMember {
             id: 5,
             name: "a".into(),
@@ -449,11 +618,35 @@ fn typed_errors() {
     });
     // Name bytes sit after the kind, the ID and the name's length.
     let mut v = publish.clone();
-    v[18 + 8 + 4] = 0xFF;
+    v[19 + 8 + 4] = 0xFF;
     assert_eq!(dec(v), Err(CommandDecodeError::NotUtf8));
     // A URL count far beyond the bytes present is refused before reserving.
     let mut v = publish.clone();
     let n = v.len() - 4;
     v[n..].copy_from_slice(&u32::MAX.to_le_bytes());
     assert_eq!(dec(v), Err(CommandDecodeError::Count(u32::MAX)));
+
+    // Permission kinds are 0..=2.
+    let grant = encode_command(&Proposal {
+        origin: 1,
+        seq: 1,
+        auth: None,
+        cmd: Command::Auth(AuthCommand::RoleGrantPermission {
+            name: String::new(),
+            perm: Permission {
+                kind: PermKind::Read,
+                key: Bytes::new(),
+                range_end: Bytes::new(),
+            },
+        }),
+    });
+    let mut v = grant.clone();
+    v[19 + 4] = 3;
+    assert_eq!(
+        dec(v),
+        Err(CommandDecodeError::Invalid {
+            what: "permission kind",
+            value: 3
+        })
+    );
 }

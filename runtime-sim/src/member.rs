@@ -464,6 +464,7 @@ impl Member {
         let data = encode_command(&Proposal {
             origin: self.spec.id,
             seq,
+            auth: None,
             cmd,
         });
         match self.raft.propose(self.now(), data.into()) {

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use keel_core::raft::Time;
 
+pub mod auth;
 pub mod founding;
 pub mod grpc;
 pub mod http;

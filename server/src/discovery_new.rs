@@ -148,6 +148,9 @@ mod tests {
             auto_compaction: Default::default(),
             enable_v2,
             strict_reconfig: true,
+            auth_token: "simple".into(),
+            auth_token_ttl: Duration::from_secs(300),
+            bcrypt_cost: 4,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready) = tokio::sync::oneshot::channel::<()>();

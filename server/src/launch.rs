@@ -5,6 +5,7 @@ use std::ffi::OsString;
 
 use keel_core::discovery::{bootstrap_members, cluster_id};
 use keel_core::node::{AutoCompaction, MemberInfo};
+use keel_runtime_tokio::auth::Tokens;
 use keel_runtime_tokio::member::MemberConfig;
 use keel_runtime_tokio::tls::PeerDialer;
 use keel_runtime_tokio::{founding, serve, Storage};
@@ -31,6 +32,7 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
         tracing::warn!("{w}");
     }
     refuse_unsupported(&cfg)?;
+    check_auth_token(&cfg)?;
     let tls = MemberTls::load(&cfg)?;
     let dialer = tls.dialer()?;
     let client_addrs = cfg.listen_client_addrs().map_err(|e| e.to_string())?;
@@ -145,6 +147,14 @@ fn refuse_unsupported(cfg: &ServerConfig) -> Result<(), String> {
     Ok(())
 }
 
+/// A bad `--auth-token` (unknown type, JWT without usable keys...) stops the start, as in
+/// etcd, before anything is bound. The member parses it again when it starts.
+pub fn check_auth_token(cfg: &ServerConfig) -> Result<(), String> {
+    let ttl = std::time::Duration::from_secs(cfg.auth_token_ttl_secs);
+    Tokens::from_spec(&cfg.auth_token, ttl).map_err(|e| format!("--auth-token: {e}"))?;
+    Ok(())
+}
+
 /// What this process runs: a member, or (discovered cluster full) a client proxy.
 enum Start {
     Member(Box<MemberConfig>),
@@ -210,6 +220,9 @@ async fn member_config(cfg: &ServerConfig, dialer: &PeerDialer) -> Result<Start,
         new_cluster,
         enable_v2: cfg.enable_v2,
         strict_reconfig: cfg.strict_reconfig_check,
+        auth_token: cfg.auth_token.clone(),
+        auth_token_ttl: std::time::Duration::from_secs(cfg.auth_token_ttl_secs),
+        bcrypt_cost: cfg.bcrypt_cost,
         heartbeat_ms: cfg.heartbeat_interval_ms,
         election_ms: cfg.election_timeout_ms,
         snapshot_count: cfg.snapshot_count,

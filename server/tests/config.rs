@@ -381,3 +381,104 @@ fn config_helpers() {
         Some(1024)
     );
 }
+
+#[test]
+fn config_auth_flags_and_env() {
+    let c = parse_args(&[
+        "--auth-token",
+        "jwt,pub-key=/k.pub,priv-key=/k,sign-method=RS256,ttl=10m",
+        "--auth-token-ttl",
+        "60",
+        "--bcrypt-cost",
+        "12",
+    ])
+    .unwrap();
+    assert_eq!(
+        (c.auth_token.as_str(), c.auth_token_ttl_secs, c.bcrypt_cost),
+        (
+            "jwt,pub-key=/k.pub,priv-key=/k,sign-method=RS256,ttl=10m",
+            60,
+            12
+        )
+    );
+    let c = parse_with_env(
+        &[],
+        &[
+            ("ETCD_AUTH_TOKEN", "jwt,priv-key=/s,sign-method=HS256"),
+            ("ETCD_AUTH_TOKEN_TTL", "30"),
+            ("ETCD_BCRYPT_COST", "4"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        (c.auth_token.as_str(), c.auth_token_ttl_secs, c.bcrypt_cost),
+        ("jwt,priv-key=/s,sign-method=HS256", 30, 4)
+    );
+    // etcd's bcrypt range is 4..=31; outside it etcd warns and uses 10.
+    let c = parse_args(&["--bcrypt-cost", "32"]).unwrap();
+    assert_eq!(c.bcrypt_cost, 10);
+    assert_eq!(
+        c.warnings,
+        ["Use default bcrypt-cost 10 instead of the invalid value 32"]
+    );
+    assert_eq!(
+        parse_args(&["--bcrypt-cost", "31"]).unwrap().bcrypt_cost,
+        31
+    );
+    assert_eq!(
+        err(&["--auth-token-ttl", "5m"]),
+        "invalid value \"5m\" for flag --auth-token-ttl: expected a non-negative integer"
+    );
+    assert_eq!(
+        err(&["--bcrypt-cost", "ten"]),
+        "invalid value \"ten\" for flag --bcrypt-cost: expected a non-negative integer"
+    );
+    let e = parse_with_env(&[], &[("ETCD_AUTH_TOKEN_TTL", "-1")]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid value \"-1\" for ETCD_AUTH_TOKEN_TTL: expected a non-negative integer"
+    );
+}
+
+#[test]
+fn config_bad_auth_token_stops_the_start_with_one_line() {
+    let start = |spec: &str| {
+        let cfg = parse_args(&["--auth-token", spec]).unwrap();
+        keel_server::launch::check_auth_token(&cfg)
+    };
+    assert_eq!(start("simple"), Ok(()));
+    assert_eq!(
+        start("jwtt"),
+        Err("--auth-token: auth: invalid auth options: unknown token type \"jwtt\" (expected \"simple\" or \"jwt,...\")".to_owned())
+    );
+    assert_eq!(
+        start("jwt,sign-method=RS256"),
+        Err("--auth-token: auth: missing key data: jwt with RS256 needs priv-key=PATH, or pub-key=PATH to only verify tokens".to_owned())
+    );
+    assert_eq!(
+        start("jwt,sign-method=RS257,priv-key=/k"),
+        Err("--auth-token: auth: invalid auth signature method: unknown sign-method \"RS257\" (expected one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA, HS256, HS384, HS512)".to_owned())
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.key");
+    assert_eq!(
+        start(&format!("jwt,sign-method=RS256,priv-key={}", missing.display())),
+        Err(format!(
+            "--auth-token: auth: invalid auth options: cannot read key file {}: No such file or directory (os error 2)",
+            missing.display()
+        ))
+    );
+    // The whole binary stops with that line before binding anything.
+    let e = keel_server::launch::main(
+        ["keel", "--auth-token", "jwtt", "--log-level", "error"]
+            .iter()
+            .map(Into::into)
+            .collect(),
+    )
+    .unwrap_err();
+    assert!(
+        e.starts_with("--auth-token: auth: invalid auth options"),
+        "{e}"
+    );
+    assert!(!e.contains('\n'));
+}

@@ -5,10 +5,11 @@
 //! fixed-width little-endian, byte strings and text are a u32 length then the bytes.
 //!
 //! ```text
-//! 0       format version (1)
+//! 0       format version (2; version 1 lacks the auth field and is still read)
 //! 1..9    origin u64
 //! 9..17   seq u64
-//! 17      command kind, then its body:
+//! 17      auth u8 (0 none | 1 then user str, auth revision u64)   (version 2 only)
+//! then    command kind, then its body:
 //!   1  Put            put
 //!   2  DeleteRange    delete
 //!   3  Txn            txn
@@ -19,6 +20,19 @@
 //!   8  PublishMember  id u64, name str, n u32, n × client url str
 //!   9  UpdateMember   id u64, n u32, n × peer url str
 //!   10 AddMember      id u64, learner u8 (0|1), n u32, n × peer url str
+//!   11 AuthEnable
+//!   12 AuthDisable
+//!   13 Authenticate   name str, token str
+//!   14 UserAdd        name str, password_hash str, no_password u8 (0|1)
+//!   15 UserDelete     name str
+//!   16 UserChangePassword name str, password_hash str
+//!   17 UserGrantRole  user str, role str
+//!   18 UserRevokeRole user str, role str
+//!   19 RoleAdd        name str
+//!   20 RoleDelete     name str
+//!   21 RoleGrantPermission  name str, kind u8 (0 read, 1 write, 2 readwrite), key bytes,
+//!                     range_end bytes
+//!   22 RoleRevokePermission name str, key bytes, range_end bytes
 //!
 //! put     = key bytes, value bytes, lease i64, flags u8 (1 prev_kv, 2 ignore_value,
 //!           4 ignore_lease)
@@ -39,13 +53,16 @@
 
 use bytes::Bytes;
 
+use crate::auth::{AuthCommand, AuthInfo, PermKind, Permission};
 use crate::mvcc::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp,
     SortOrder, SortTarget, TxnRequest,
 };
 
-/// The only format version this build writes and reads.
-const VERSION: u8 = 1;
+/// The format version this build writes.
+const VERSION: u8 = 2;
+/// The version before proposals carried who asked; still read.
+const VERSION_1: u8 = 1;
 
 const C_PUT: u8 = 1;
 const C_DELETE_RANGE: u8 = 2;
@@ -57,6 +74,18 @@ const C_ALARM: u8 = 7;
 const C_PUBLISH_MEMBER: u8 = 8;
 const C_UPDATE_MEMBER: u8 = 9;
 const C_ADD_MEMBER: u8 = 10;
+const C_AUTH_ENABLE: u8 = 11;
+const C_AUTH_DISABLE: u8 = 12;
+const C_AUTHENTICATE: u8 = 13;
+const C_USER_ADD: u8 = 14;
+const C_USER_DELETE: u8 = 15;
+const C_USER_CHANGE_PASSWORD: u8 = 16;
+const C_USER_GRANT_ROLE: u8 = 17;
+const C_USER_REVOKE_ROLE: u8 = 18;
+const C_ROLE_ADD: u8 = 19;
+const C_ROLE_DELETE: u8 = 20;
+const C_ROLE_GRANT_PERMISSION: u8 = 21;
+const C_ROLE_REVOKE_PERMISSION: u8 = 22;
 
 const OP_RANGE: u8 = 0;
 const OP_PUT: u8 = 1;
@@ -77,6 +106,9 @@ pub struct Proposal {
     pub origin: u64,
     /// The origin's request number, so the origin can route the result to its client.
     pub seq: u64,
+    /// Who asked (the user of the client's token and its auth revision); `None` for an
+    /// unauthenticated request. Checked at apply while auth is enabled.
+    pub auth: Option<AuthInfo>,
     /// What to apply.
     pub cmd: Command,
 }
@@ -146,6 +178,8 @@ pub enum Command {
         /// Added as a learner.
         learner: bool,
     },
+    /// A change to users, roles or permissions, or an Authenticate.
+    Auth(AuthCommand),
 }
 
 impl Command {
@@ -206,8 +240,8 @@ pub enum CommandDecodeError {
         /// The value found.
         value: u8,
     },
-    /// A member name or URL that is not UTF-8.
-    #[error("command: member name or URL is not UTF-8")]
+    /// A member name or URL, or an auth name, password hash or token, that is not UTF-8.
+    #[error("command: a name, URL, hash or token is not UTF-8")]
     NotUtf8,
     /// Transactions nested deeper than [`Command::MAX_TXN_DEPTH`].
     #[error("command: transactions nested deeper than {}", Command::MAX_TXN_DEPTH)]
@@ -223,6 +257,14 @@ pub fn encode_command(p: &Proposal) -> Vec<u8> {
     out.push(VERSION);
     put_u64(&mut out, p.origin);
     put_u64(&mut out, p.seq);
+    match &p.auth {
+        None => out.push(0),
+        Some(a) => {
+            out.push(1);
+            put_bytes(&mut out, a.user.as_bytes());
+            put_u64(&mut out, a.revision);
+        }
+    }
     let o = &mut out;
     match &p.cmd {
         Command::Put(r) => {
@@ -286,8 +328,79 @@ pub fn encode_command(p: &Proposal) -> Vec<u8> {
             o.push(u8::from(*learner));
             put_strs(o, peer_urls);
         }
+        Command::Auth(a) => put_auth(o, a),
     }
     out
+}
+
+fn put_auth(o: &mut Vec<u8>, a: &AuthCommand) {
+    let s = |o: &mut Vec<u8>, v: &str| put_bytes(o, v.as_bytes());
+    match a {
+        AuthCommand::Enable => o.push(C_AUTH_ENABLE),
+        AuthCommand::Disable => o.push(C_AUTH_DISABLE),
+        AuthCommand::Authenticate { name, token } => {
+            o.push(C_AUTHENTICATE);
+            s(o, name);
+            s(o, token);
+        }
+        AuthCommand::UserAdd {
+            name,
+            password_hash,
+            no_password,
+        } => {
+            o.push(C_USER_ADD);
+            s(o, name);
+            s(o, password_hash);
+            o.push(u8::from(*no_password));
+        }
+        AuthCommand::UserDelete { name } => {
+            o.push(C_USER_DELETE);
+            s(o, name);
+        }
+        AuthCommand::UserChangePassword {
+            name,
+            password_hash,
+        } => {
+            o.push(C_USER_CHANGE_PASSWORD);
+            s(o, name);
+            s(o, password_hash);
+        }
+        AuthCommand::UserGrantRole { user, role } => {
+            o.push(C_USER_GRANT_ROLE);
+            s(o, user);
+            s(o, role);
+        }
+        AuthCommand::UserRevokeRole { user, role } => {
+            o.push(C_USER_REVOKE_ROLE);
+            s(o, user);
+            s(o, role);
+        }
+        AuthCommand::RoleAdd { name } => {
+            o.push(C_ROLE_ADD);
+            s(o, name);
+        }
+        AuthCommand::RoleDelete { name } => {
+            o.push(C_ROLE_DELETE);
+            s(o, name);
+        }
+        AuthCommand::RoleGrantPermission { name, perm } => {
+            o.push(C_ROLE_GRANT_PERMISSION);
+            s(o, name);
+            o.push(perm.kind as u8);
+            put_bytes(o, &perm.key);
+            put_bytes(o, &perm.range_end);
+        }
+        AuthCommand::RoleRevokePermission {
+            name,
+            key,
+            range_end,
+        } => {
+            o.push(C_ROLE_REVOKE_PERMISSION);
+            s(o, name);
+            put_bytes(o, key);
+            put_bytes(o, range_end);
+        }
+    }
 }
 
 /// Decodes an entry's data; `b` must hold exactly one proposal.
@@ -300,11 +413,19 @@ pub fn encode_command(p: &Proposal) -> Vec<u8> {
 pub fn decode_command(b: &Bytes) -> Result<Proposal, CommandDecodeError> {
     let mut r = Reader { b, pos: 0, owed: 0 };
     let version = r.u8()?;
-    if version != VERSION {
+    if version != VERSION && version != VERSION_1 {
         return Err(CommandDecodeError::Version(version));
     }
     let origin = r.u64()?;
     let seq = r.u64()?;
+    let auth = match version {
+        VERSION_1 => None,
+        _ if r.bool("auth flag")? => Some(AuthInfo {
+            user: r.string()?,
+            revision: r.u64()?,
+        }),
+        _ => None,
+    };
     let cmd = match r.u8()? {
         C_PUT => Command::Put(r.put()?),
         C_DELETE_RANGE => Command::DeleteRange(r.delete()?),
@@ -341,10 +462,62 @@ pub fn decode_command(b: &Bytes) -> Result<Proposal, CommandDecodeError> {
                 learner,
             }
         }
+        C_AUTH_ENABLE => Command::Auth(AuthCommand::Enable),
+        C_AUTH_DISABLE => Command::Auth(AuthCommand::Disable),
+        C_AUTHENTICATE => Command::Auth(AuthCommand::Authenticate {
+            name: r.string()?,
+            token: r.string()?,
+        }),
+        C_USER_ADD => Command::Auth(AuthCommand::UserAdd {
+            name: r.string()?,
+            password_hash: r.string()?,
+            no_password: r.bool("no_password flag")?,
+        }),
+        C_USER_DELETE => Command::Auth(AuthCommand::UserDelete { name: r.string()? }),
+        C_USER_CHANGE_PASSWORD => Command::Auth(AuthCommand::UserChangePassword {
+            name: r.string()?,
+            password_hash: r.string()?,
+        }),
+        C_USER_GRANT_ROLE => Command::Auth(AuthCommand::UserGrantRole {
+            user: r.string()?,
+            role: r.string()?,
+        }),
+        C_USER_REVOKE_ROLE => Command::Auth(AuthCommand::UserRevokeRole {
+            user: r.string()?,
+            role: r.string()?,
+        }),
+        C_ROLE_ADD => Command::Auth(AuthCommand::RoleAdd { name: r.string()? }),
+        C_ROLE_DELETE => Command::Auth(AuthCommand::RoleDelete { name: r.string()? }),
+        C_ROLE_GRANT_PERMISSION => {
+            let name = r.string()?;
+            let kind = match r.tag("permission kind", 2)? {
+                0 => PermKind::Read,
+                1 => PermKind::Write,
+                _ => PermKind::ReadWrite,
+            };
+            Command::Auth(AuthCommand::RoleGrantPermission {
+                name,
+                perm: Permission {
+                    kind,
+                    key: r.bytes()?,
+                    range_end: r.bytes()?,
+                },
+            })
+        }
+        C_ROLE_REVOKE_PERMISSION => Command::Auth(AuthCommand::RoleRevokePermission {
+            name: r.string()?,
+            key: r.bytes()?,
+            range_end: r.bytes()?,
+        }),
         other => return Err(CommandDecodeError::UnknownCommand(other)),
     };
     match r.remaining() {
-        0 => Ok(Proposal { origin, seq, cmd }),
+        0 => Ok(Proposal {
+            origin,
+            seq,
+            auth,
+            cmd,
+        }),
         n => Err(CommandDecodeError::TrailingBytes(n)),
     }
 }

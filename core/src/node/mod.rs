@@ -1,4 +1,5 @@
-//! One member composed: raft, the applied keyspace and the cluster's membership.
+//! One member composed: raft, the applied keyspace, the auth store and the cluster's
+//! membership.
 //!
 //! [`Command`]s are what clients' writes become in the replicated log; the
 //! [`StateMachine`] applies them identically on every member and answers the proposer.
@@ -7,6 +8,7 @@ mod command;
 mod compactor;
 mod state_machine;
 
+pub use crate::auth::{AuthCommand, AuthError, AuthInfo, AuthOutcome};
 pub use command::{decode_command, encode_command, Command, CommandDecodeError, Proposal};
 pub use compactor::{AutoCompaction, Compactor};
 pub use state_machine::{

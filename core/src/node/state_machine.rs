@@ -1,5 +1,10 @@
 //! What committed entries are applied to on every member: the keyspace with its leases
-//! ([`KvState`]) and the cluster's member table, and their joint snapshot image.
+//! ([`KvState`]), the cluster's member table and the auth store, and their joint snapshot
+//! image.
+//!
+//! While auth is enabled every proposal is checked against the auth store before it runs,
+//! as etcd's `applierV3Auth` does: a refused proposal answers [`Outcome::Denied`] and has
+//! no effect.
 //!
 //! Apply is deterministic: every member applying the same entries reaches the same
 //! state, so answers computed here are the answers the proposing member returns.
@@ -9,8 +14,12 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use super::command::{decode_command, Command, Proposal};
+use crate::auth::{
+    AuthCommand, AuthDecodeError, AuthError, AuthInfo, AuthOutcome, AuthStore, PermKind,
+};
 use crate::mvcc::{
-    DeleteRangeResponse, KvState, LeaseError, MvccError, PutResponse, StateDecodeError, TxnResponse,
+    DeleteRangeResponse, KvState, LeaseError, MvccError, PutRequest, PutResponse, RangeRequest,
+    RequestOp, StateDecodeError, TxnRequest, TxnResponse,
 };
 use crate::raft::{ConfChange, Entry, EntryPayload, Time};
 
@@ -67,6 +76,10 @@ pub enum Outcome {
     Alarm(Vec<(u64, i32)>),
     /// A membership record change.
     Member,
+    /// An auth store change or an Authenticate.
+    Auth(Result<AuthOutcome, AuthError>),
+    /// The proposal was refused by the permission check at apply; it had no effect.
+    Denied(AuthError),
 }
 
 /// An applied entry whose proposer waits for the answer.
@@ -87,6 +100,8 @@ pub struct StateMachine {
     pub kv: KvState,
     /// Members by ID.
     pub members: BTreeMap<u64, MemberInfo>,
+    /// Users, roles and permissions, and whether auth is enabled.
+    pub auth: AuthStore,
     /// Raised alarms other than this state's own NOSPACE: (member, type).
     alarms: BTreeMap<(u64, i32), ()>,
     /// Recently applied proposals, oldest first: a proposal delivered twice (a
@@ -140,6 +155,9 @@ pub enum NodeImageError {
     /// The keyspace image is bad.
     #[error(transparent)]
     State(#[from] StateDecodeError),
+    /// The auth store image is bad.
+    #[error(transparent)]
+    Auth(#[from] AuthDecodeError),
 }
 
 impl StateMachine {
@@ -152,6 +170,7 @@ impl StateMachine {
         StateMachine {
             kv: KvState::new(quota_bytes, min_lease_ttl),
             members: members.into_iter().map(|m| (m.id, m)).collect(),
+            auth: AuthStore::new(),
             alarms: BTreeMap::new(),
             recent: RecentProposals::default(),
             quota_bytes,
@@ -215,7 +234,101 @@ impl StateMachine {
         }
     }
 
+    /// etcd's `applierV3Auth` checks: may `who` run `cmd`? Always Ok while auth is
+    /// disabled. Put: write on the key, read too with `prev_kv`, and write on every key
+    /// already attached to its lease; DeleteRange: write on the range, read too with
+    /// `prev_kv`; Txn: read on every compare and range, write on every put and delete
+    /// (read too for a delete with `prev_kv`), in both branches and nested txns;
+    /// LeaseRevoke: write on every attached key; auth changes: the root role;
+    /// Authenticate, Compact (etcd 3.4 lets any user compact, and the auto-compactor
+    /// proposes without a user), LeaseGrant, alarms and member records: nothing.
+    pub fn authorize(&self, who: Option<&AuthInfo>, cmd: &Command) -> Result<(), AuthError> {
+        if !self.auth.enabled() {
+            return Ok(());
+        }
+        match cmd {
+            Command::Put(r) => self.authorize_put(who, r),
+            Command::DeleteRange(r) => {
+                self.auth
+                    .check(who, &r.key, &r.range_end, PermKind::Write)?;
+                if r.prev_kv {
+                    self.auth.check(who, &r.key, &r.range_end, PermKind::Read)?;
+                }
+                Ok(())
+            }
+            Command::Txn(t) => self.authorize_txn(who, t),
+            Command::LeaseRevoke { id } => self.authorize_lease_keys(who, *id),
+            Command::Auth(AuthCommand::Authenticate { .. }) => Ok(()),
+            Command::Auth(_) => self.auth.check_admin(who),
+            Command::Compact { .. }
+            | Command::LeaseGrant { .. }
+            | Command::Alarm { .. }
+            | Command::PublishMember { .. }
+            | Command::UpdateMember { .. }
+            | Command::AddMember { .. } => Ok(()),
+        }
+    }
+
+    /// May `who` read `r`'s range (etcd's `IsRangePermitted`)? Ok while auth is disabled.
+    pub fn authorize_range(
+        &self,
+        who: Option<&AuthInfo>,
+        r: &RangeRequest,
+    ) -> Result<(), AuthError> {
+        self.auth.check(who, &r.key, &r.range_end, PermKind::Read)
+    }
+
+    fn authorize_put(&self, who: Option<&AuthInfo>, r: &PutRequest) -> Result<(), AuthError> {
+        self.auth.check(who, &r.key, &[], PermKind::Write)?;
+        if r.lease != 0 {
+            // etcd's checkLeasePuts: a user who could not revoke the lease (for a key
+            // attached to it that they may not write) may not attach more keys to it.
+            self.authorize_lease_keys(who, r.lease)?;
+        }
+        if r.prev_kv {
+            self.auth.check(who, &r.key, &[], PermKind::Read)?;
+        }
+        Ok(())
+    }
+
+    fn authorize_lease_keys(&self, who: Option<&AuthInfo>, id: i64) -> Result<(), AuthError> {
+        for key in self.kv.kv.lease_keys(id) {
+            self.auth.check(who, &key, &[], PermKind::Write)?;
+        }
+        Ok(())
+    }
+
+    /// etcd's checkTxnAuth: compares, then both branches (recursing into nested txns,
+    /// whose depth the decoder bounds).
+    fn authorize_txn(&self, who: Option<&AuthInfo>, t: &TxnRequest) -> Result<(), AuthError> {
+        for c in &t.compare {
+            self.auth.check(who, &c.key, &c.range_end, PermKind::Read)?;
+        }
+        for op in t.success.iter().chain(&t.failure) {
+            match op {
+                RequestOp::Range(r) => self.authorize_range(who, r)?,
+                RequestOp::Put(r) => self.auth.check(who, &r.key, &[], PermKind::Write)?,
+                RequestOp::DeleteRange(r) => {
+                    if r.prev_kv {
+                        self.auth.check(who, &r.key, &r.range_end, PermKind::Read)?;
+                    }
+                    self.auth
+                        .check(who, &r.key, &r.range_end, PermKind::Write)?;
+                }
+                RequestOp::Txn(inner) => self.authorize_txn(who, inner)?,
+            }
+        }
+        Ok(())
+    }
+
     fn apply_proposal(&mut self, p: Proposal, now: Time) -> Applied {
+        if let Err(e) = self.authorize(p.auth.as_ref(), &p.cmd) {
+            return Applied {
+                origin: p.origin,
+                seq: p.seq,
+                outcome: Outcome::Denied(e),
+            };
+        }
         let outcome = match p.cmd {
             Command::Put(r) => Outcome::Put(self.kv.put(&r)),
             Command::DeleteRange(r) => Outcome::DeleteRange(self.kv.kv.delete_range(&r)),
@@ -284,6 +397,7 @@ impl StateMachine {
                 m.learner = learner;
                 Outcome::Member
             }
+            Command::Auth(a) => Outcome::Auth(self.auth.apply(&a)),
         };
         Applied {
             origin: p.origin,
@@ -310,6 +424,7 @@ impl StateMachine {
             w.extend_from_slice(&origin.to_le_bytes());
             w.extend_from_slice(&seq.to_le_bytes());
         }
+        self.auth.encode(&mut w);
         let crc = crc32fast::hash(&w);
         w.extend_from_slice(&crc.to_le_bytes());
         Bytes::from(w)
@@ -350,12 +465,20 @@ impl StateMachine {
                 recent.insert(origin, seq);
             }
         }
+        // Images written before the auth store end here.
+        let mut auth = AuthStore::new();
+        if !r.b.is_empty() {
+            let (store, used) = AuthStore::decode(r.b)?;
+            auth = store;
+            r.take(used)?;
+        }
         if !r.b.is_empty() {
             return Err(NodeImageError::Malformed);
         }
         Ok(StateMachine {
             kv,
             members,
+            auth,
             alarms,
             recent,
             quota_bytes,
@@ -494,7 +617,15 @@ mod tests {
         Entry {
             term: Term(1),
             index: LogIndex(index),
-            payload: EntryPayload::Normal(encode_command(&Proposal { origin, seq, cmd }).into()),
+            payload: EntryPayload::Normal(
+                encode_command(&Proposal {
+                    origin,
+                    seq,
+                    auth: None,
+                    cmd,
+                })
+                .into(),
+            ),
         }
     }
 

@@ -4,6 +4,7 @@
 //! follower forwards them to the leader as etcd does. Update is a replicated command any
 //! member proposes.
 
+use super::authz::{auth_status, check};
 use keel_core::discovery::{check_url, member_id};
 use tonic::{Request, Response, Status};
 
@@ -90,6 +91,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         req: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        check(&self.m, &req, |a, who| a.check_admin(who))
+            .await?
+            .map_err(auth_status)?;
         let r = req.into_inner();
         let urls = peer_urls(r.peer_ur_ls.clone())?;
         // etcd: the peer URLs, no cluster token, and the current Unix time.
@@ -123,6 +127,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         req: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        check(&self.m, &req, |a, who| a.check_admin(who))
+            .await?
+            .map_err(auth_status)?;
         let r = req.into_inner();
         let Some(h) = self.change_here(MemberChange::Remove { id: r.id }).await? else {
             return self.leader().await?.member_remove(r).await;
@@ -135,6 +142,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         req: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        check(&self.m, &req, |a, who| a.check_admin(who))
+            .await?
+            .map_err(auth_status)?;
         let r = req.into_inner();
         let change = MemberChange::Update {
             id: r.id,
@@ -157,6 +167,9 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         req: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        check(&self.m, &req, |a, who| a.check_admin(who))
+            .await?
+            .map_err(auth_status)?;
         let r = req.into_inner();
         let Some(h) = self.change_here(MemberChange::Promote { id: r.id }).await? else {
             return self.leader().await?.member_promote(r).await;

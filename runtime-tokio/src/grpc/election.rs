@@ -1,6 +1,7 @@
 //! `v3electionpb.Election`: leader election over leases (campaign, proclaim, observe,
 //! resign), with etcd's recipe.
 
+use super::authz::check_recipe;
 use bytes::Bytes;
 use keel_core::mvcc::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest, RequestOp, TxnRequest,
@@ -74,6 +75,7 @@ impl pb::election_server::Election for ElectionService {
         &self,
         req: Request<pb::CampaignRequest>,
     ) -> Result<Response<pb::CampaignResponse>, Status> {
+        check_recipe(&self.m, &req, dir(&req.get_ref().name)).await?;
         let r = req.into_inner();
         let (key, rev, h) = acquire(&self.m, &dir(&r.name), r.lease, r.value).await?;
         Ok(Response::new(pb::CampaignResponse {
@@ -91,6 +93,8 @@ impl pb::election_server::Election for ElectionService {
         &self,
         req: Request<pb::ProclaimRequest>,
     ) -> Result<Response<pb::ProclaimResponse>, Status> {
+        let name = req.get_ref().leader.as_ref().map(|l| dir(&l.name));
+        check_recipe(&self.m, &req, name.unwrap_or_default()).await?;
         let r = req.into_inner();
         let (key, lease) = r
             .leader
@@ -111,6 +115,7 @@ impl pb::election_server::Election for ElectionService {
         &self,
         req: Request<pb::LeaderRequest>,
     ) -> Result<Response<pb::LeaderResponse>, Status> {
+        check_recipe(&self.m, &req, dir(&req.get_ref().name)).await?;
         let (kv, h) = leader_of(&self.m, &req.into_inner().name).await?;
         let kv = kv.ok_or_else(|| Status::not_found("election: no leader"))?;
         Ok(Response::new(pb::LeaderResponse {
@@ -125,6 +130,7 @@ impl pb::election_server::Election for ElectionService {
         &self,
         req: Request<pb::LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
+        check_recipe(&self.m, &req, dir(&req.get_ref().name)).await?;
         let name = req.into_inner().name;
         let (tx, rx) = mpsc::channel(16);
         let m = self.m.clone();
@@ -164,6 +170,8 @@ impl pb::election_server::Election for ElectionService {
         &self,
         req: Request<pb::ResignRequest>,
     ) -> Result<Response<pb::ResignResponse>, Status> {
+        let name = req.get_ref().leader.as_ref().map(|l| dir(&l.name));
+        check_recipe(&self.m, &req, name.unwrap_or_default()).await?;
         let r = req.into_inner();
         let key = r
             .leader

@@ -3,10 +3,11 @@
 use keel_core::node::{Command, Outcome};
 use tonic::{Request, Response, Status};
 
+use super::authz::{auth_status, caller};
 use super::convert::{
     delete_in, delete_out, put_in, put_out, range_in, range_out, txn_in, txn_out, txn_read_only,
 };
-use super::{header, mismatched, mvcc_status};
+use super::{header, mismatched, mvcc_status, permitted};
 use crate::member::MemberHandle;
 use crate::pb::etcdserverpb as pb;
 
@@ -28,20 +29,28 @@ impl pb::kv_server::Kv for KvService {
         &self,
         req: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
+        let who = caller(&self.m, &req)?;
         let req = req.into_inner();
         let linearizable = !req.serializable;
         let r = range_in(req)?;
         let (res, h) = self
             .m
-            .read(linearizable, move |c| (c.sm.kv.kv.range(&r), c.header()))
+            .read(linearizable, move |c| {
+                let res = match c.sm.authorize_range(who.as_ref(), &r) {
+                    Ok(()) => Ok(c.sm.kv.kv.range(&r).map_err(mvcc_status)),
+                    Err(e) => Err(auth_status(e)),
+                };
+                (res, c.header())
+            })
             .await?;
-        let res = res.map_err(mvcc_status)?;
+        let res = res??;
         Ok(Response::new(range_out(res, header(&self.m, h))))
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        let who = caller(&self.m, &req)?;
         let r = put_in(req.into_inner())?;
-        match self.m.propose(Command::Put(r)).await? {
+        match permitted(self.m.propose_as(Command::Put(r), who).await?)? {
             (Outcome::Put(res), h) => Ok(Response::new(put_out(
                 res.map_err(mvcc_status)?,
                 header(&self.m, h),
@@ -54,8 +63,9 @@ impl pb::kv_server::Kv for KvService {
         &self,
         req: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let who = caller(&self.m, &req)?;
         let r = delete_in(req.into_inner())?;
-        match self.m.propose(Command::DeleteRange(r)).await? {
+        match permitted(self.m.propose_as(Command::DeleteRange(r), who).await?)? {
             (Outcome::DeleteRange(res), h) => Ok(Response::new(delete_out(
                 res.map_err(mvcc_status)?,
                 header(&self.m, h),
@@ -65,19 +75,25 @@ impl pb::kv_server::Kv for KvService {
     }
 
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        let who = caller(&self.m, &req)?;
         let t = txn_in(req.into_inner())?;
         if txn_read_only(&t) {
             // A txn that only reads is served like a linearizable range (as etcd does).
+            let cmd = Command::Txn(t);
             let (res, h) = self
                 .m
-                .read(true, move |c| (c.sm.kv.txn(&t), c.header()))
+                .read(true, move |c| {
+                    let res = match (c.sm.authorize(who.as_ref(), &cmd), &cmd) {
+                        (Err(e), _) => Err(auth_status(e)),
+                        (Ok(()), Command::Txn(t)) => Ok(c.sm.kv.txn(t).map_err(mvcc_status)),
+                        (Ok(()), _) => Err(mismatched()),
+                    };
+                    (res, c.header())
+                })
                 .await?;
-            return Ok(Response::new(txn_out(
-                res.map_err(mvcc_status)?,
-                header(&self.m, h),
-            )));
+            return Ok(Response::new(txn_out(res??, header(&self.m, h))));
         }
-        match self.m.propose(Command::Txn(t)).await? {
+        match permitted(self.m.propose_as(Command::Txn(t), who).await?)? {
             (Outcome::Txn(res), h) => Ok(Response::new(txn_out(
                 res.map_err(mvcc_status)?,
                 header(&self.m, h),
@@ -90,12 +106,13 @@ impl pb::kv_server::Kv for KvService {
         &self,
         req: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
+        let who = caller(&self.m, &req)?;
         let r = req.into_inner();
         let cmd = Command::Compact {
             revision: r.revision,
             physical: r.physical,
         };
-        match self.m.propose(cmd).await? {
+        match permitted(self.m.propose_as(cmd, who).await?)? {
             (Outcome::Compact(res), h) => {
                 res.map_err(mvcc_status)?;
                 Ok(Response::new(pb::CompactionResponse {

@@ -2,6 +2,8 @@
 //! TTLs are the leader's business (only its clock decides expiry): a follower forwards
 //! them to the leader's client URL.
 
+use super::authz::caller;
+use super::permitted;
 use keel_core::mvcc::LeaseError;
 use keel_core::node::{Command, Outcome};
 use tokio::sync::mpsc;
@@ -108,8 +110,9 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         req: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let who = caller(&self.m, &req)?;
         let id = req.into_inner().id;
-        match self.m.propose(Command::LeaseRevoke { id }).await? {
+        match permitted(self.m.propose_as(Command::LeaseRevoke { id }, who).await?)? {
             (Outcome::LeaseRevoke(res), h) => {
                 res.map_err(lease_status)?;
                 Ok(Response::new(pb::LeaseRevokeResponse {

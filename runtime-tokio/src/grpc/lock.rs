@@ -4,8 +4,9 @@ use keel_core::mvcc::DeleteRangeRequest;
 use keel_core::node::{Command, Outcome};
 use tonic::{Request, Response, Status};
 
+use super::authz::{caller, check_recipe};
 use super::recipes::{acquire, dir};
-use super::{header, mismatched, mvcc_status};
+use super::{header, mismatched, mvcc_status, permitted};
 use crate::member::MemberHandle;
 use crate::pb::v3lockpb as pb;
 
@@ -27,6 +28,7 @@ impl pb::lock_server::Lock for LockService {
         &self,
         req: Request<pb::LockRequest>,
     ) -> Result<Response<pb::LockResponse>, Status> {
+        check_recipe(&self.m, &req, dir(&req.get_ref().name)).await?;
         let r = req.into_inner();
         let (key, _, h) = acquire(&self.m, &dir(&r.name), r.lease, Default::default()).await?;
         Ok(Response::new(pb::LockResponse {
@@ -39,12 +41,13 @@ impl pb::lock_server::Lock for LockService {
         &self,
         req: Request<pb::UnlockRequest>,
     ) -> Result<Response<pb::UnlockResponse>, Status> {
+        let who = caller(&self.m, &req)?;
         let key = req.into_inner().key;
         let cmd = Command::DeleteRange(DeleteRangeRequest {
             key,
             ..Default::default()
         });
-        match self.m.propose(cmd).await? {
+        match permitted(self.m.propose_as(cmd, who).await?)? {
             (Outcome::DeleteRange(res), h) => {
                 res.map_err(mvcc_status)?;
                 Ok(Response::new(pb::UnlockResponse {

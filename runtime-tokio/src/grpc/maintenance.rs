@@ -1,6 +1,7 @@
 //! `etcdserverpb.Maintenance`: Status, Alarm, Hash, HashKV, Snapshot, Defragment,
 //! MoveLeader.
 
+use super::authz::{check, maintenance_denied};
 use std::time::Duration;
 
 use keel_core::node::{alarm, Command, Outcome};
@@ -108,8 +109,11 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _req: Request<pb::DefragmentRequest>,
+        req: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        check(&self.m, &req, |a, who| a.check_admin(who))
+            .await?
+            .map_err(maintenance_denied)?;
         // The keyspace lives in memory and frees what compaction releases at once:
         // there is no file to defragment.
         let h = self.m.local(|c: &mut Core| c.header()).await?;
@@ -120,8 +124,11 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
 
     async fn hash(
         &self,
-        _req: Request<pb::HashRequest>,
+        req: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
+        check(&self.m, &req, |a, who| a.check_admin(who))
+            .await?
+            .map_err(maintenance_denied)?;
         let (hash, h) = self
             .m
             .local(|c: &mut Core| (c.sm.kv.hash(), c.header()))
@@ -136,6 +143,9 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         req: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
+        check(&self.m, &req, |a, who| a.check_admin(who))
+            .await?
+            .map_err(maintenance_denied)?;
         let rev = req.into_inner().revision;
         let (res, compact, h) = self
             .m
@@ -159,8 +169,11 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _req: Request<pb::SnapshotRequest>,
+        req: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        check(&self.m, &req, |a, who| a.check_admin(who))
+            .await?
+            .map_err(maintenance_denied)?;
         let (image, h) = self
             .m
             .local(|c: &mut Core| (c.sm.snapshot(), c.header()))
@@ -200,6 +213,9 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         req: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        check(&self.m, &req, |a, who| a.check_admin(who))
+            .await?
+            .map_err(maintenance_denied)?;
         let target = req.into_inner().target_id;
         let started = self
             .m

@@ -2,6 +2,8 @@
 //! asks the member (a proposal or a read) and converts the answer back; errors become
 //! gRPC statuses with etcd's codes and exact messages.
 
+mod auth;
+pub mod authz;
 mod cluster;
 pub mod convert;
 mod election;
@@ -15,11 +17,13 @@ mod recipes;
 mod watch;
 
 use keel_core::mvcc::{LeaseError, MvccError};
+use keel_core::node::Outcome;
 use tonic::{Code, Status};
 
 use crate::member::{Header, MemberHandle, ServerError};
 use crate::pb::etcdserverpb::ResponseHeader;
 
+pub use auth::AuthService;
 pub use cluster::ClusterService;
 pub use election::ElectionService;
 pub use health::HealthService;
@@ -111,6 +115,15 @@ impl From<ServerError> for Status {
     }
 }
 
+/// A proposal's answer, or etcd's auth error when the state machine refused the caller
+/// as it applied the entry.
+pub fn permitted(r: (Outcome, Header)) -> Result<(Outcome, Header), Status> {
+    match r {
+        (Outcome::Denied(e), _) => Err(authz::auth_status(e)),
+        r => Ok(r),
+    }
+}
+
 /// An answer of an unexpected kind: a bug, reported instead of panicking.
 pub fn mismatched() -> Status {
     Status::internal("etcdserver: unexpected apply result")
@@ -119,8 +132,9 @@ pub fn mismatched() -> Status {
 /// Every service of the client API over `m`, as one router.
 pub fn routes(m: &MemberHandle) -> tonic::service::Routes {
     use crate::pb::etcdserverpb::{
-        cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
-        maintenance_server::MaintenanceServer, watch_server::WatchServer,
+        auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
+        lease_server::LeaseServer, maintenance_server::MaintenanceServer,
+        watch_server::WatchServer,
     };
     use crate::pb::grpc_health_v1::health_server::HealthServer;
     use crate::pb::v3electionpb::election_server::ElectionServer;
@@ -139,4 +153,5 @@ pub fn routes(m: &MemberHandle) -> tonic::service::Routes {
     .add_service(LockServer::new(LockService::new(m.clone())))
     .add_service(ElectionServer::new(ElectionService::new(m.clone())))
     .add_service(HealthServer::new(HealthService::new(m.clone())))
+    .add_service(AuthServer::new(AuthService::new(m.clone())))
 }

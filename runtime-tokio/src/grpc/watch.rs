@@ -5,11 +5,13 @@
 
 use std::collections::{HashMap, HashSet};
 
-use keel_core::mvcc::WatchRequest;
+use keel_core::auth::AuthInfo;
+use keel_core::mvcc::{RangeRequest, WatchRequest};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::authz::caller;
 use super::convert::event_out;
 use super::header;
 use crate::member::{watch_channel, Core, Header, MemberHandle, WatchSink};
@@ -40,15 +42,18 @@ impl pb::watch_server::Watch for WatchService {
         &self,
         req: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let who = caller(&self.m, &req)?;
         let inbound = req.into_inner();
         let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
-        tokio::spawn(run_stream(self.m.clone(), inbound, out_tx));
+        tokio::spawn(run_stream(self.m.clone(), who, inbound, out_tx));
         Ok(Response::new(ReceiverStream::new(out_rx)))
     }
 }
 
 struct Stream {
     m: MemberHandle,
+    /// Who opened the stream: each watcher's range must be readable by them.
+    who: Option<AuthInfo>,
     out: Out,
     events: WatchSink,
     /// Member watcher ID → the client's watch ID.
@@ -58,10 +63,16 @@ struct Stream {
     next_client_id: i64,
 }
 
-async fn run_stream(m: MemberHandle, mut inbound: Streaming<pb::WatchRequest>, out: Out) {
+async fn run_stream(
+    m: MemberHandle,
+    who: Option<AuthInfo>,
+    mut inbound: Streaming<pb::WatchRequest>,
+    out: Out,
+) {
     let (ev_tx, mut ev_rx) = watch_channel();
     let mut s = Stream {
         m,
+        who,
         out,
         events: ev_tx,
         ids: HashMap::new(),
@@ -209,17 +220,41 @@ impl Stream {
         };
         let progress_notify = c.progress_notify;
         let sink = self.events.clone();
-        // Registered and answered in one step on the member task, then the created
-        // response goes out before this task reads any event of the new watcher.
+        let who = self.who.clone();
+        // Checked, registered and answered in one step on the member task, then the
+        // created response goes out before this task reads any event of the new watcher.
         let (hub_id, h) = self
             .m
             .local(move |c: &mut Core| {
+                let range = RangeRequest {
+                    key: req.key.clone(),
+                    range_end: req.range_end.clone(),
+                    ..Default::default()
+                };
+                if c.sm.authorize_range(who.as_ref(), &range).is_err() {
+                    return (None, c.header());
+                }
                 let id = c.hub.create(req, &c.sm.kv.kv);
                 c.sinks.insert(id, sink);
-                (id, c.header())
+                (Some(id), c.header())
             })
             .await
             .map_err(|_| ())?;
+        let Some(hub_id) = hub_id else {
+            // etcd's refusal: a created-and-canceled answer naming the gRPC error.
+            return self
+                .send(pb::WatchResponse {
+                    header: self.header(h),
+                    watch_id: -1,
+                    created: true,
+                    canceled: true,
+                    cancel_reason:
+                        "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
+                            .into(),
+                    ..Default::default()
+                })
+                .await;
+        };
         self.ids.insert(hub_id, client_id);
         if progress_notify {
             self.progress.insert(hub_id);

@@ -15,10 +15,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::WatchSink;
 use super::{Header, Input, MemberConfig, MemberHandle, ReadFn, ServerError, Status};
+use crate::auth::{Passwords, Tokens};
 use crate::metrics::Metrics;
 use crate::peer::PeerNet;
 use crate::storage::{Storage, StoragePolicy};
 use crate::MonotonicClock;
+use keel_core::auth::AuthInfo;
 
 /// Events a watcher may hold in the hub before falling back to history.
 const WATCH_QUEUE: usize = 4096;
@@ -73,6 +75,8 @@ pub struct Core {
     pub(super) heard: HashMap<u64, Instant>,
     /// When this member learned it was removed from the cluster.
     pub(super) removed_at: Option<Instant>,
+    /// Auth tokens: every member records the simple tokens Authenticate entries issue.
+    pub(super) tokens: Arc<Tokens>,
 }
 
 /// A member that could not start (one clear line for the operator).
@@ -84,6 +88,9 @@ pub enum StartError {
     /// The data dir's state does not fit.
     #[error("{0}")]
     Recover(String),
+    /// `--auth-token` cannot be used.
+    #[error("{0}")]
+    AuthToken(String),
 }
 
 /// Opens the data dir, builds the core and spawns the member task. Returns the handle,
@@ -106,6 +113,9 @@ pub fn start_with_dialer(
         max_wals: cfg.max_wals.max(1),
         ..StoragePolicy::default()
     };
+    let tokens = Arc::new(
+        Tokens::from_spec(&cfg.auth_token, cfg.auth_token_ttl).map_err(StartError::AuthToken)?,
+    );
     let (storage, rec) = Storage::open(&cfg.data_dir, cfg.cluster_id, cfg.id, policy)?;
     for w in &rec.warnings {
         tracing::warn!("{w}");
@@ -158,6 +168,8 @@ pub fn start_with_dialer(
         max_request_bytes: cfg.max_request_bytes,
         election_ms: cfg.election_ms,
         watch_progress_interval: cfg.watch_progress_interval,
+        tokens: tokens.clone(),
+        passwords: Arc::new(Passwords::new(cfg.bcrypt_cost)),
     };
     let seq0 = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -193,6 +205,7 @@ pub fn start_with_dialer(
         conf_waiting: Vec::new(),
         heard: HashMap::new(),
         removed_at: None,
+        tokens,
         cfg,
     };
     core.refresh_peers();
@@ -264,7 +277,7 @@ impl Core {
                 self.raft.step(now, m)
             }
             Input::Change { change, reply } => self.change_members(change, reply),
-            Input::Propose { cmd, reply } => self.propose(cmd, Some(reply)),
+            Input::Propose { cmd, auth, reply } => self.propose_as(cmd, auth, Some(reply)),
             Input::Stop => {}
             Input::Read { linearizable, f } => {
                 if linearizable {
@@ -293,11 +306,16 @@ impl Core {
     }
 
     pub(super) fn propose(&mut self, cmd: Command, reply: Option<Reply>) {
+        self.propose_as(cmd, None, reply);
+    }
+
+    fn propose_as(&mut self, cmd: Command, auth: Option<AuthInfo>, reply: Option<Reply>) {
         let seq = self.next_seq;
         self.next_seq += 1;
         let data = encode_command(&Proposal {
             origin: self.id,
             seq,
+            auth,
             cmd,
         });
         if data.len() > self.cfg.max_request_bytes {
@@ -353,7 +371,9 @@ impl Core {
         if self.raft.role() == Role::Leader {
             for id in self.sm.kv.lessor.expired(now, 64) {
                 if self.revoking.insert(id) {
-                    self.propose(Command::LeaseRevoke { id }, None);
+                    // As etcd's lessor revokes WithRoot: the member's own authority,
+                    // never a client's, so auth never keeps an expired lease alive.
+                    self.propose_as(Command::LeaseRevoke { id }, Some(AuthInfo::member()), None);
                 }
             }
             let kv = &self.sm.kv.kv;

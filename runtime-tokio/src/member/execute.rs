@@ -4,7 +4,8 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use keel_core::node::Outcome;
+use keel_core::auth::{AuthCommand, AuthOutcome};
+use keel_core::node::{Command, Outcome, Proposal};
 use keel_core::raft::{ConfChange, EntryPayload, Ready, Role, Snapshot, SoftState, Time};
 
 use super::driver::Core;
@@ -94,6 +95,7 @@ impl Core {
             self.metrics.proposals_committed.fetch_add(1, Relaxed);
             let Some(a) = applied else { continue };
             members_changed |= matches!(a.outcome, Outcome::Member);
+            self.note_auth(e, &a.outcome);
             if a.origin == self.id {
                 if let Some(reply) = self.pending.remove(&a.seq) {
                     self.metrics.proposals_pending.fetch_sub(1, Relaxed);
@@ -197,6 +199,45 @@ impl Core {
                     self.hub.cancel(id);
                 }
             }
+        }
+    }
+
+    /// Keeps the token table in step with the auth store on every member (as etcd's
+    /// simple token keeper): an Authenticate issues its token here, so the client may
+    /// use it against any member; a deleted user's tokens, a user's tokens after a
+    /// password change, and every token once auth is disabled go.
+    fn note_auth(&mut self, entry: &keel_core::raft::Entry, outcome: &Outcome) {
+        let Outcome::Auth(Ok(done)) = outcome else {
+            return;
+        };
+        if let AuthOutcome::Authenticated {
+            name,
+            token,
+            revision,
+        } = done
+        {
+            // A JWT (empty here) is signed by the member that answers the client.
+            if !token.is_empty() {
+                if let Err(e) = self.tokens.assign(name, token, *revision) {
+                    tracing::warn!(user = %name, error = %e, "could not issue an auth token");
+                }
+            }
+        } else if let EntryPayload::Normal(data) = &entry.payload {
+            // Auth changes are rare: reading the command again costs nothing that matters.
+            if let Ok(Proposal {
+                cmd:
+                    Command::Auth(
+                        AuthCommand::UserDelete { name }
+                        | AuthCommand::UserChangePassword { name, .. },
+                    ),
+                ..
+            }) = keel_core::node::decode_command(data)
+            {
+                self.tokens.invalidate_user(&name);
+            }
+        }
+        if !self.sm.auth.enabled() {
+            self.tokens.invalidate_all();
         }
     }
 

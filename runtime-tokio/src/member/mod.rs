@@ -27,7 +27,9 @@ pub use errors::ServerError;
 pub use reconfig::MemberChange;
 pub use watch_sink::{watch_channel, WatchOutlet, WatchSink};
 
+use crate::auth::{Passwords, Tokens};
 use crate::metrics::Metrics;
+use keel_core::auth::AuthInfo;
 
 /// How long a client request may wait for raft before "request timed out" (etcd: 5 s
 /// plus two election timeouts for writes; one value is enough here).
@@ -79,6 +81,12 @@ pub struct MemberConfig {
     pub enable_v2: bool,
     /// `--strict-reconfig-check`: refuse membership changes that could lose quorum.
     pub strict_reconfig: bool,
+    /// `--auth-token` as given (`simple`, or `jwt,...`); see [`crate::auth::Tokens::from_spec`].
+    pub auth_token: String,
+    /// `--auth-token-ttl`: the simple-token TTL (0: etcd's 300 s).
+    pub auth_token_ttl: Duration,
+    /// `--bcrypt-cost`.
+    pub bcrypt_cost: u32,
 }
 
 /// The header every response carries.
@@ -94,9 +102,11 @@ pub struct Header {
 pub(crate) enum Input {
     /// A message from a peer.
     Peer(keel_core::raft::Message),
-    /// Propose a command and answer when applied.
+    /// Propose a command on behalf of `auth` (checked when applied) and answer when
+    /// applied.
     Propose {
         cmd: Command,
+        auth: Option<AuthInfo>,
         reply: oneshot::Sender<Result<(Outcome, Header), ServerError>>,
     },
     /// Change the cluster's membership and answer when applied.
@@ -145,14 +155,28 @@ pub struct MemberHandle {
     pub election_ms: u64,
     /// Period of watch progress notifications.
     pub watch_progress_interval: Duration,
+    /// Auth tokens (`--auth-token`): issued by Authenticate, resolved for every request.
+    pub tokens: Arc<Tokens>,
+    /// bcrypt hashing and verification (`--bcrypt-cost`), off the member task.
+    pub passwords: Arc<Passwords>,
 }
 
 impl MemberHandle {
     /// Proposes a write and waits for its outcome.
     pub async fn propose(&self, cmd: Command) -> Result<(Outcome, Header), ServerError> {
+        self.propose_as(cmd, None).await
+    }
+
+    /// Proposes a write on behalf of `auth` and waits for its outcome; with auth enabled
+    /// the state machine checks its permissions when applying it (etcd's applierV3Auth).
+    pub async fn propose_as(
+        &self,
+        cmd: Command,
+        auth: Option<AuthInfo>,
+    ) -> Result<(Outcome, Header), ServerError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Input::Propose { cmd, reply })
+            .send(Input::Propose { cmd, auth, reply })
             .await
             .map_err(|_| ServerError::Stopped)?;
         match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {

@@ -22,14 +22,37 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client connection whose TLS handshake completed.
 pub struct TlsConn {
     inner: TlsStream<TcpStream>,
+    common_name: Option<String>,
+}
+
+/// What a request on a TLS connection knows of its client (a request extension).
+#[derive(Clone, Debug)]
+pub struct ClientConnInfo {
+    /// The TCP connection.
+    pub tcp: TcpConnectInfo,
+    /// The common name of the client certificate the handshake verified, if any: with
+    /// auth enabled it names the user, as in etcd.
+    pub common_name: Option<String>,
 }
 
 impl Connected for TlsConn {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ClientConnInfo;
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.inner.get_ref().0.connect_info()
+    fn connect_info(&self) -> ClientConnInfo {
+        ClientConnInfo {
+            tcp: self.inner.get_ref().0.connect_info(),
+            common_name: self.common_name.clone(),
+        }
     }
+}
+
+/// The first common name in the subject of the client's leaf certificate. Only
+/// certificates the verifier accepted get here (rustls fails the handshake otherwise).
+fn client_common_name(tls: &TlsStream<TcpStream>) -> Option<String> {
+    let leaf = tls.get_ref().1.peer_certificates()?.first()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
 }
 
 impl AsyncRead for TlsConn {
@@ -103,7 +126,8 @@ pub fn tls_incoming(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(inner)) => {
-                        let _ = tx.send(Ok(TlsConn { inner })).await;
+                        let common_name = client_common_name(&inner);
+                        let _ = tx.send(Ok(TlsConn { inner, common_name })).await;
                     }
                     Ok(Err(e)) => {
                         tracing::warn!(remote_addr = %remote, error = %e, "rejected connection")

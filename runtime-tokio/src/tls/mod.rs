@@ -22,7 +22,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
 
 pub use dial::{PeerDialer, PeerIo};
-pub use incoming::{tls_incoming, TlsConn};
+pub use incoming::{tls_incoming, ClientConnInfo, TlsConn};
 pub use names::url_host;
 
 use reload::{ReloadingClientVerifier, ReloadingIdentity};
