@@ -11,6 +11,7 @@ use keel_core::raft::Time;
 
 pub mod auth;
 pub mod founding;
+pub mod go_duration;
 pub mod grpc;
 pub mod http;
 pub mod member;

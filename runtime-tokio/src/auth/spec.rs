@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::go_duration::parse as parse_go_duration;
+
 /// etcd's `ErrInvalidAuthOpts`.
 pub(crate) const INVALID_OPTS: &str = "auth: invalid auth options";
 /// etcd's `ErrInvalidAuthMethod`.
@@ -100,68 +102,6 @@ fn jwt_options(opts: &HashMap<&str, &str>) -> Result<JwtOptions, String> {
     })
 }
 
-/// Go's `time.ParseDuration` for non-negative values ("5m", "1h30m", "1.5h", "0"), with
-/// Go's error texts.
-pub(crate) fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    let invalid = || format!("time: invalid duration {s:?}");
-    let mut rest = s.strip_prefix('+').unwrap_or(s);
-    if rest == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if rest.is_empty() || rest.starts_with('-') {
-        return Err(invalid());
-    }
-    let mut total_ns: u128 = 0;
-    while !rest.is_empty() {
-        let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let (int_part, after) = rest.split_at(int_len);
-        let (frac_part, after) = match after.strip_prefix('.') {
-            Some(f) => f.split_at(f.bytes().take_while(u8::is_ascii_digit).count()),
-            None => ("", after),
-        };
-        if int_part.is_empty() && frac_part.is_empty() {
-            return Err(invalid());
-        }
-        let unit_len = after
-            .bytes()
-            .take_while(|b| !b.is_ascii_digit() && *b != b'.')
-            .count();
-        let (unit, after) = after.split_at(unit_len);
-        let unit_ns: u128 = match unit {
-            "" => return Err(format!("time: missing unit in duration {s:?}")),
-            "ns" => 1,
-            "us" | "µs" | "μs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            other => return Err(format!("time: unknown unit {other:?} in duration {s:?}")),
-        };
-        let int: u128 = if int_part.is_empty() {
-            0
-        } else {
-            int_part.parse().map_err(|_| invalid())?
-        };
-        let frac_digits = &frac_part[..frac_part.len().min(18)];
-        let frac: u128 = if frac_digits.is_empty() {
-            0
-        } else {
-            frac_digits.parse().map_err(|_| invalid())?
-        };
-        let scale = 10u128.pow(u32::try_from(frac_digits.len()).map_err(|_| invalid())?);
-        total_ns = int
-            .checked_mul(unit_ns)
-            .and_then(|n| n.checked_add(frac * unit_ns / scale))
-            .and_then(|n| total_ns.checked_add(n))
-            .filter(|n| *n <= u128::from(u64::MAX))
-            .ok_or_else(invalid)?;
-        rest = after;
-    }
-    Ok(Duration::from_nanos(
-        u64::try_from(total_ns).map_err(|_| invalid())?,
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,14 +162,5 @@ mod tests {
             err("jwt,sign-method=RS256,ttl=0s"),
             "auth: invalid auth options: jwt ttl \"0s\" must be positive"
         );
-    }
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(parse_go_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_go_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_go_duration("0"), Ok(Duration::ZERO));
-        assert!(parse_go_duration("5").is_err());
-        assert!(parse_go_duration("-1s").is_err());
     }
 }
