@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{plan, wait_leader, Running};
+use common::{get, plan, put, wait_leader};
 use keel_runtime_tokio::pb::authpb;
 use keel_runtime_tokio::pb::etcdserverpb as pb;
 use pb::auth_client::AuthClient;
@@ -32,21 +32,6 @@ fn with<T>(token: &str, r: T) -> Request<T> {
     req.metadata_mut()
         .insert("token", token.parse().expect("token metadata"));
     req
-}
-
-fn put(k: &str, v: &str) -> pb::PutRequest {
-    pb::PutRequest {
-        key: Bytes::copy_from_slice(k.as_bytes()),
-        value: Bytes::copy_from_slice(v.as_bytes()),
-        ..Default::default()
-    }
-}
-
-fn get(k: &str) -> pb::RangeRequest {
-    pb::RangeRequest {
-        key: Bytes::copy_from_slice(k.as_bytes()),
-        ..Default::default()
-    }
 }
 
 fn prefix(k: &str) -> pb::RangeRequest {
@@ -132,11 +117,7 @@ async fn set_up(url: &str) {
 async fn permissions_are_checked_on_every_kind_of_request_with_etcds_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut p = plan(3).await;
-    let mut ms: Vec<Running> = Vec::new();
-    for i in 0..3 {
-        ms.push(p.start(i, dir.path()).await);
-    }
-    let urls: Vec<String> = ms.iter().map(|m| m.client_url.clone()).collect();
+    let (mut ms, urls) = p.start_all(dir.path(), |_| {}).await;
     wait_leader(&urls).await;
     let url = &urls[0];
 
@@ -422,11 +403,7 @@ async fn permissions_are_checked_on_every_kind_of_request_with_etcds_errors() {
 async fn auth_survives_a_leader_change_and_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut p = plan(3).await;
-    let mut ms: Vec<Running> = Vec::new();
-    for i in 0..3 {
-        ms.push(p.start(i, dir.path()).await);
-    }
-    let urls: Vec<String> = ms.iter().map(|m| m.client_url.clone()).collect();
+    let (mut ms, urls) = p.start_all(dir.path(), |_| {}).await;
     let leader = wait_leader(&urls).await;
     set_up(&urls[0]).await;
 
@@ -498,15 +475,9 @@ async fn jwt_tokens_carry_their_revision_and_go_stale_on_any_auth_change() {
     std::fs::write(&key_path, key.serialize_pem()).expect("write key");
     let spec = format!("jwt,priv-key={},sign-method=ES256", key_path.display());
     let mut p = plan(3).await;
-    let mut ms: Vec<Running> = Vec::new();
-    for i in 0..3 {
-        let spec = spec.clone();
-        ms.push(
-            p.start_with(i, dir.path(), move |c| c.auth_token = spec)
-                .await,
-        );
-    }
-    let urls: Vec<String> = ms.iter().map(|m| m.client_url.clone()).collect();
+    let (mut ms, urls) = p
+        .start_all(dir.path(), |c| c.auth_token = spec.clone())
+        .await;
     wait_leader(&urls).await;
     set_up(&urls[0]).await;
     let alice = login(&urls[0], "alice", "apw").await.expect("login");

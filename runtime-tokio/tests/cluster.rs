@@ -7,26 +7,11 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{plan, wait_leader};
+use common::{get, plan, put, wait_leader};
 use keel_runtime_tokio::pb::etcdserverpb as pb;
 use pb::lease_client::LeaseClient;
 use pb::watch_client::WatchClient;
 use tokio_stream::StreamExt;
-
-fn put(k: &str, v: &str) -> pb::PutRequest {
-    pb::PutRequest {
-        key: Bytes::copy_from_slice(k.as_bytes()),
-        value: Bytes::copy_from_slice(v.as_bytes()),
-        ..Default::default()
-    }
-}
-
-fn get(k: &str) -> pb::RangeRequest {
-    pb::RangeRequest {
-        key: Bytes::copy_from_slice(k.as_bytes()),
-        ..Default::default()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_member_answers_like_etcd() {
@@ -176,11 +161,7 @@ async fn single_member_answers_like_etcd() {
 async fn three_members_forward_read_linearizably_and_survive_leader_loss() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut p = plan(3).await;
-    let mut ms = Vec::new();
-    for i in 0..3 {
-        ms.push(p.start(i, dir.path()).await);
-    }
-    let urls: Vec<String> = ms.iter().map(|m| m.client_url.clone()).collect();
+    let (mut ms, urls) = p.start_all(dir.path(), |_| {}).await;
     let leader = wait_leader(&urls).await;
     // Every member takes writes (followers forward) and reads its own writes.
     let mut n = 0;
@@ -294,11 +275,7 @@ async fn a_member_far_behind_catches_up_from_a_streamed_snapshot() {
         c.snapshot_count = 50;
         c.log_tail = 10;
     };
-    let mut ms = Vec::new();
-    for i in 0..3 {
-        ms.push(p.start_with(i, dir.path(), small).await);
-    }
-    let urls: Vec<String> = ms.iter().map(|m| m.client_url.clone()).collect();
+    let (mut ms, urls) = p.start_all(dir.path(), small).await;
     let leader = wait_leader(&urls).await;
     let lagging = (0..3).find(|i| ms[*i].id != leader).expect("a follower");
     ms[lagging].stop().await;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{config, plan, Plan};
+use common::{config, plan, put, Plan};
 use keel_runtime_tokio::pb::etcdserverpb as pb;
 use keel_runtime_tokio::peer::fetch_members_with;
 use keel_runtime_tokio::serve::{self, Listener};
@@ -216,14 +216,6 @@ async fn wait_leader(channels: &[Channel]) -> u64 {
             "no leader within 15 s"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn put(k: &str, v: &str) -> pb::PutRequest {
-    pb::PutRequest {
-        key: Bytes::copy_from_slice(k.as_bytes()),
-        value: Bytes::copy_from_slice(v.as_bytes()),
-        ..Default::default()
     }
 }
 

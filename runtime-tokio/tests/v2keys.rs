@@ -827,11 +827,7 @@ async fn the_api_is_off_without_enable_v2() {
 async fn every_member_of_a_cluster_serves_the_same_tree() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut p = plan(3).await;
-    let mut ms = Vec::new();
-    for i in 0..3 {
-        ms.push(p.start_with(i, tmp.path(), |c| c.enable_v2 = true).await);
-    }
-    let urls: Vec<String> = ms.iter().map(|m| m.client_url.clone()).collect();
+    let (mut ms, urls) = p.start_all(tmp.path(), |c| c.enable_v2 = true).await;
     let leader = wait_leader(&urls).await;
     let li = ms
         .iter()

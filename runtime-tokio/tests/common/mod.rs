@@ -4,11 +4,13 @@
 use std::path::Path;
 use std::time::Duration;
 
+use bytes::Bytes;
 use keel_core::node::MemberInfo;
 use keel_runtime_tokio::member::{MemberConfig, MemberHandle};
 use keel_runtime_tokio::pb::etcdserverpb::kv_client::KvClient;
 use keel_runtime_tokio::pb::etcdserverpb::maintenance_client::MaintenanceClient;
 use keel_runtime_tokio::pb::etcdserverpb::StatusRequest;
+use keel_runtime_tokio::pb::etcdserverpb::{PutRequest, RangeRequest};
 use keel_runtime_tokio::serve;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -161,15 +163,8 @@ impl Plan {
     ) -> Running {
         let mut cfg = config(self, i, dir);
         edit(&mut cfg);
+        let (client, peer) = self.take_listeners(i).await;
         let m = &self.members[i];
-        let client = match self.client[i].take() {
-            Some(l) => l,
-            None => rebind(&m.client_urls[0]).await,
-        };
-        let peer = match self.peer[i].take() {
-            Some(l) => l,
-            None => rebind(&m.peer_urls[0]).await,
-        };
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(serve::run(
             cfg,
@@ -190,6 +185,21 @@ impl Plan {
 }
 
 impl Plan {
+    /// Starts every planned member, each with its configuration edited by `edit`;
+    /// returns them and their client URLs.
+    pub async fn start_all(
+        &mut self,
+        dir: &Path,
+        edit: impl Fn(&mut MemberConfig),
+    ) -> (Vec<Running>, Vec<String>) {
+        let mut ms = Vec::new();
+        for i in 0..self.members.len() {
+            ms.push(self.start_with(i, dir, &edit).await);
+        }
+        let urls = ms.iter().map(|m| m.client_url.clone()).collect();
+        (ms, urls)
+    }
+
     /// Member `i`'s planned listeners (rebound after a stop), for tests that start
     /// members themselves.
     pub async fn take_listeners(&mut self, i: usize) -> (TcpListener, TcpListener) {
@@ -235,5 +245,22 @@ pub async fn wait_leader(urls: &[String]) -> u64 {
             "no leader within 15 s"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A put of `k` = `v`.
+pub fn put(k: &str, v: &str) -> PutRequest {
+    PutRequest {
+        key: Bytes::copy_from_slice(k.as_bytes()),
+        value: Bytes::copy_from_slice(v.as_bytes()),
+        ..Default::default()
+    }
+}
+
+/// A linearizable get of `k`.
+pub fn get(k: &str) -> RangeRequest {
+    RangeRequest {
+        key: Bytes::copy_from_slice(k.as_bytes()),
+        ..Default::default()
     }
 }
