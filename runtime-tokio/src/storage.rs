@@ -191,7 +191,11 @@ impl Storage {
     pub fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {
         if let Some(s) = batch.snapshot.as_ref().filter(|s| s.meta.index.0 > 0) {
             // The image must be durable before the WAL says the log restarts after it.
-            self.write_snapshot_file(s)?;
+            let name = SnapshotWriter {
+                dir: self.snap_dir.clone(),
+            }
+            .write(s)?;
+            self.record_snapshot(s.meta.term.0, s.meta.index.0, name)?;
         }
         self.wal.append(&batch_records(batch))?;
         if batch.must_sync {
@@ -211,9 +215,35 @@ impl Storage {
 
     /// Saves a state-machine snapshot and releases history behind the previous one.
     pub fn save_snapshot(&mut self, snap: &Snapshot) -> Result<(), StorageError> {
-        self.write_snapshot_file(snap)?;
+        let name = self.snapshot_writer().write(snap)?;
+        self.snapshot_saved(snap.meta.term.0, snap.meta.index.0, name)
+    }
+
+    /// What writes a snapshot file, apart from the storage: a snapshot of a large
+    /// keyspace takes seconds to write and sync, which must not stall the member (it
+    /// would miss heartbeats and lose its leadership). The caller finishes with
+    /// [`Storage::snapshot_saved`] once the file is durable.
+    pub fn snapshot_writer(&mut self) -> SnapshotWriter {
         self.applied_since_snapshot = 0;
-        // Release WAL behind the previous snapshot: the newest may yet prove corrupt.
+        SnapshotWriter {
+            dir: self.snap_dir.clone(),
+        }
+    }
+
+    /// Records a durable snapshot file: drops the oldest beyond `--max-snapshots` and
+    /// releases WAL behind the previous snapshot (the newest may yet prove corrupt).
+    pub fn snapshot_saved(
+        &mut self,
+        term: u64,
+        index: u64,
+        name: String,
+    ) -> Result<(), StorageError> {
+        if self.snapshots.iter().any(|(_, i, _)| *i > index) {
+            // Overtaken while it was written (a newer image came from the leader).
+            let p = self.snap_dir.join(name);
+            return fs::remove_file(&p).map_err(io_err(&p));
+        }
+        self.record_snapshot(term, index, name)?;
         if self.snapshots.len() >= 2 {
             let prev = self.snapshots[self.snapshots.len() - 2].1;
             self.wal.release(LogIndex(prev), self.policy.max_wals)?;
@@ -221,23 +251,9 @@ impl Storage {
         Ok(())
     }
 
-    fn write_snapshot_file(&mut self, snap: &Snapshot) -> Result<(), StorageError> {
-        let name = snapshot_file_name(&snap.meta);
-        let path = self.snap_dir.join(&name);
-        let tmp = self.snap_dir.join(format!("{name}.tmp"));
-        let bytes = encode_snapshot_file(snap);
-        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
-        f.write_all(&bytes).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-        drop(f);
-        fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        File::open(&self.snap_dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(&self.snap_dir))?;
-        self.snapshots
-            .retain(|(_, i, n)| *i < snap.meta.index.0 && *n != name);
-        self.snapshots
-            .push((snap.meta.term.0, snap.meta.index.0, name));
+    fn record_snapshot(&mut self, term: u64, index: u64, name: String) -> Result<(), StorageError> {
+        self.snapshots.retain(|(_, i, n)| *i < index && *n != name);
+        self.snapshots.push((term, index, name));
         while self.snapshots.len() > self.policy.max_snapshots.max(1) {
             let (_, _, old) = self.snapshots.remove(0);
             let p = self.snap_dir.join(old);
@@ -249,6 +265,32 @@ impl Storage {
     /// Snapshot files present, oldest first (for tests and tools).
     pub fn snapshot_files(&self) -> Vec<String> {
         self.snapshots.iter().map(|(_, _, n)| n.clone()).collect()
+    }
+}
+
+/// Writes one snapshot file atomically (temp file, fsync, rename, directory fsync); runs
+/// on a blocking thread.
+#[derive(Debug)]
+pub struct SnapshotWriter {
+    dir: PathBuf,
+}
+
+impl SnapshotWriter {
+    /// Writes the file; returns its name.
+    pub fn write(self, snap: &Snapshot) -> Result<String, StorageError> {
+        let name = snapshot_file_name(&snap.meta);
+        let path = self.dir.join(&name);
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let bytes = encode_snapshot_file(snap);
+        let mut f = File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(&bytes).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        drop(f);
+        fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&self.dir))?;
+        Ok(name)
     }
 }
 

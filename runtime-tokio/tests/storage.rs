@@ -137,3 +137,32 @@ fn restarts_snapshots_purges_and_falls_back() {
     m.lead();
     assert_eq!(m.applied, 151);
 }
+
+/// A snapshot written off the member task can finish after a newer one was recorded (an
+/// image installed from the leader meanwhile): it is dropped, not listed as the newest.
+#[test]
+fn a_snapshot_overtaken_while_written_is_dropped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut m, _) = Member::open(dir.path());
+    m.lead();
+    m.propose(5);
+    let data = Bytes::copy_from_slice(&m.applied.to_be_bytes());
+    let meta = m.node.compact(Time(0), data.clone());
+    let old = m.storage.snapshot_writer();
+    let (term, index) = (meta.term.0, meta.index.0);
+    let name = old.write(&Snapshot { meta, data }).expect("written");
+    assert!(files(dir.path(), "snap").contains(&name));
+    // Enough entries for the synchronous path to save a newer snapshot.
+    m.propose(POLICY.snapshot_count as usize + 5);
+    let newest = m.storage.snapshot_files();
+    assert!(!newest.is_empty());
+    m.storage
+        .snapshot_saved(term, index, name.clone())
+        .expect("recorded");
+    assert_eq!(m.storage.snapshot_files(), newest);
+    assert!(!files(dir.path(), "snap").contains(&name));
+    drop(m);
+    let (m, warnings) = Member::open(dir.path());
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(m.applied, 5 + POLICY.snapshot_count + 5);
+}

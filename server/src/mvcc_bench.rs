@@ -33,23 +33,38 @@ fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-fn key(i: u64) -> Bytes {
-    // 8-byte keys spread over the key space, as etcd's benchmark makes them.
-    Bytes::copy_from_slice(&i.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes())
+/// Requests' keys, as the server sees them: slices of one received buffer (a gRPC frame
+/// decodes into `Bytes` slices of itself), not an allocation each.
+struct Keys(Bytes);
+
+impl Keys {
+    fn new(n: u64) -> Keys {
+        // 8-byte keys spread over the key space, as etcd's benchmark makes them.
+        let all: Vec<u8> = (0..n)
+            .flat_map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes())
+            .collect();
+        Keys(all.into())
+    }
+
+    fn key(&self, i: u64) -> Bytes {
+        let at = i as usize * 8;
+        self.0.slice(at..at + 8)
+    }
 }
 
 /// Loads `keys` keys, then measures reads and ranges. `live_heap` reads the allocator's
 /// count of live heap bytes (the binary owns the global allocator).
 pub fn run(keys: u64, value_size: usize, reads: u64, live_heap: fn() -> usize) -> MvccResult {
     let mut store = KvStore::new();
-    let value = vec![0x76u8; value_size];
+    let names = Keys::new(keys);
+    let value = Bytes::from(vec![0x76u8; value_size]);
     let rss0 = rss_bytes();
     let heap0 = live_heap();
     let start = Instant::now();
     for i in 0..keys {
         let r = PutRequest {
-            key: key(i),
-            value: Bytes::copy_from_slice(&value),
+            key: names.key(i),
+            value: value.clone(),
             ..PutRequest::default()
         };
         let _ = store.put(&r);
@@ -65,7 +80,7 @@ pub fn run(keys: u64, value_size: usize, reads: u64, live_heap: fn() -> usize) -
     let mut found = 0u64;
     for i in 0..reads {
         let r = RangeRequest {
-            key: key(i.wrapping_mul(7919) % keys.max(1)),
+            key: names.key(i.wrapping_mul(7919) % keys.max(1)),
             ..RangeRequest::default()
         };
         found += store.range(&r).map_or(0, |r| r.kvs.len() as u64);

@@ -5,6 +5,8 @@
 //! revision carries the value written at it, so "key K at revision R" is one search in
 //! one key's history.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use smallvec::SmallVec;
 
@@ -47,15 +49,222 @@ pub(crate) struct Visible<'a> {
     pub lease: i64,
 }
 
-/// Every generation of one key, oldest first. The last generation is the live one (it
-/// may be empty after a delete).
+/// Every generation of one key, oldest first, for keys that are not [`Single`]. The
+/// last generation is the live one (it may be empty after a delete).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct KeyIndex {
-    /// Inline for the common single-generation key, as `versions` is.
+pub(crate) struct History {
     pub generations: SmallVec<[Generation; 1]>,
 }
 
+/// The most common history by far: a key written once, or compacted down to its one
+/// live version. It is stored without the generation and version vectors, with the two
+/// sub-revisions packed beside each other, so the index entry stays small (memory per
+/// key and index cache footprint both follow from its size).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Single {
+    created_main: i64,
+    modified_main: i64,
+    created_sub: u32,
+    modified_sub: u32,
+    puts: i64,
+    lease: i64,
+    value: Bytes,
+}
+
+impl Single {
+    /// None when a sub-revision does not fit the packed form (only a transaction of
+    /// more than four billion changes could produce one).
+    fn new(
+        created: Revision,
+        modified: Revision,
+        puts: i64,
+        value: Bytes,
+        lease: i64,
+    ) -> Option<Single> {
+        Some(Single {
+            created_main: created.main,
+            modified_main: modified.main,
+            created_sub: u32::try_from(created.sub).ok()?,
+            modified_sub: u32::try_from(modified.sub).ok()?,
+            puts,
+            lease,
+            value,
+        })
+    }
+
+    fn created(&self) -> Revision {
+        Revision {
+            main: self.created_main,
+            sub: i64::from(self.created_sub),
+        }
+    }
+
+    fn modified(&self) -> Revision {
+        Revision {
+            main: self.modified_main,
+            sub: i64::from(self.modified_sub),
+        }
+    }
+
+    fn visible(&self) -> Visible<'_> {
+        Visible {
+            create: self.created(),
+            modified: self.modified(),
+            version: self.puts,
+            value: &self.value,
+            lease: self.lease,
+        }
+    }
+
+    fn generation(&self) -> Generation {
+        Generation {
+            versions: smallvec::smallvec![Version {
+                rev: self.modified(),
+                value: self.value.clone(),
+                lease: self.lease,
+            }],
+            puts: self.puts,
+            created: self.created(),
+            tombstone: None,
+        }
+    }
+}
+
+/// The history of one key in the index. (Two variants only: `Bytes` offers a niche for
+/// one more, so the enum is no larger than [`Single`].)
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum KeyIndex {
+    /// One live version in one generation.
+    Single(Single),
+    /// Anything else: several versions or generations, or a tombstone.
+    History(Box<History>),
+}
+
+impl Default for KeyIndex {
+    fn default() -> Self {
+        KeyIndex::History(Box::default())
+    }
+}
+
 impl KeyIndex {
+    /// A key's first put.
+    pub fn new(rev: Revision, value: Bytes, lease: i64) -> KeyIndex {
+        match u32::try_from(rev.sub) {
+            Ok(sub) => KeyIndex::Single(Single {
+                created_main: rev.main,
+                modified_main: rev.main,
+                created_sub: sub,
+                modified_sub: sub,
+                puts: 1,
+                lease,
+                value,
+            }),
+            Err(_) => {
+                let mut h = Box::<History>::default();
+                h.put(rev, value, lease);
+                KeyIndex::History(h)
+            }
+        }
+    }
+
+    /// Builds the compact form of a history (as decoded from a snapshot).
+    pub fn from_generations(generations: SmallVec<[Generation; 1]>) -> KeyIndex {
+        KeyIndex::from_history(History { generations })
+    }
+
+    fn from_history(h: History) -> KeyIndex {
+        if let [g] = h.generations.as_slice() {
+            if let ([v], None) = (g.versions.as_slice(), g.tombstone) {
+                if let Some(s) = Single::new(g.created, v.rev, g.puts, v.value.clone(), v.lease) {
+                    return KeyIndex::Single(s);
+                }
+            }
+        }
+        KeyIndex::History(Box::new(h))
+    }
+
+    /// The generations, oldest first (an owned copy for the compact forms; for the
+    /// slow paths that walk whole histories: snapshots, hashes, watch catch-up).
+    pub fn generations(&self) -> Cow<'_, [Generation]> {
+        match self {
+            KeyIndex::Single(s) => Cow::Owned(vec![s.generation()]),
+            KeyIndex::History(h) => Cow::Borrowed(&h.generations),
+        }
+    }
+
+    fn into_history(self) -> Box<History> {
+        match self {
+            KeyIndex::History(h) => h,
+            other => Box::new(History {
+                generations: other.generations().into_owned().into_iter().collect(),
+            }),
+        }
+    }
+
+    /// Records a put at `rev`.
+    pub fn put(&mut self, rev: Revision, value: Bytes, lease: i64) {
+        match self {
+            KeyIndex::History(h) => h.put(rev, value, lease),
+            KeyIndex::Single(_) => {
+                let mut h = std::mem::take(self).into_history();
+                h.put(rev, value, lease);
+                *self = KeyIndex::History(h);
+            }
+        }
+    }
+
+    /// Records a delete at `rev`; false if the key is not live.
+    pub fn tombstone(&mut self, rev: Revision) -> bool {
+        match self {
+            KeyIndex::History(h) => h.tombstone(rev),
+            KeyIndex::Single(_) => {
+                let mut h = std::mem::take(self).into_history();
+                let done = h.tombstone(rev);
+                *self = KeyIndex::History(h);
+                done
+            }
+        }
+    }
+
+    /// The key as of revision `at` (main revision: every sub-revision of `at` counts).
+    pub fn get(&self, at: i64) -> Option<Visible<'_>> {
+        match self {
+            KeyIndex::Single(s) => (s.modified_main <= at).then(|| s.visible()),
+            KeyIndex::History(h) => h.get(at),
+        }
+    }
+
+    /// The live version, if the key exists now.
+    pub fn latest(&self) -> Option<Visible<'_>> {
+        match self {
+            KeyIndex::Single(s) => Some(s.visible()),
+            KeyIndex::History(h) => h.latest(),
+        }
+    }
+
+    /// Approximate bytes this history holds (for the backend quota).
+    pub fn bytes(&self, key_len: usize) -> u64 {
+        match self {
+            KeyIndex::Single(s) => (key_len + s.value.len() + 32) as u64,
+            KeyIndex::History(h) => h.bytes(key_len),
+        }
+    }
+
+    /// Frees history no read at or above `at` can see; true if nothing is left. A
+    /// history left with one live version returns to the compact form.
+    pub fn compact(&mut self, at: i64) -> bool {
+        let KeyIndex::History(h) = self else {
+            return false;
+        };
+        if h.compact(at) {
+            return true;
+        }
+        *self = KeyIndex::from_history(std::mem::take(h));
+        false
+    }
+}
+
+impl History {
     /// Records a put at `rev`.
     pub fn put(&mut self, rev: Revision, value: Bytes, lease: i64) {
         if self
@@ -155,5 +364,61 @@ impl KeyIndex {
             !g.versions.is_empty() || g.tombstone.is_some()
         });
         self.generations.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rev(main: i64, sub: i64) -> Revision {
+        Revision { main, sub }
+    }
+
+    #[test]
+    fn an_index_entry_stays_small() {
+        // The memory budget per key (key + value + 100 bytes) and the index's cache
+        // footprint both rest on this.
+        assert!(std::mem::size_of::<KeyIndex>() <= 72);
+    }
+
+    #[test]
+    fn a_single_version_grows_into_a_history_and_compacts_back() {
+        let mut ki = KeyIndex::new(rev(2, 1), Bytes::from_static(b"a"), 0);
+        assert!(matches!(ki, KeyIndex::Single(_)));
+        ki.put(rev(3, 0), Bytes::from_static(b"b"), 7);
+        assert!(matches!(ki, KeyIndex::History(_)));
+        let at2 = ki.get(2).map(|v| (v.modified, v.version, v.value.clone()));
+        assert_eq!(at2, Some((rev(2, 1), 1, Bytes::from_static(b"a"))));
+        assert!(!ki.compact(3));
+        let KeyIndex::Single(s) = &ki else {
+            panic!("one live version left: {ki:?}");
+        };
+        let v = s.visible();
+        assert_eq!(
+            (v.create, v.modified, v.version, v.lease),
+            (rev(2, 1), rev(3, 0), 2, 7)
+        );
+        assert!(ki.get(2).is_none());
+    }
+
+    #[test]
+    fn a_deleted_single_is_freed_by_compaction() {
+        let mut ki = KeyIndex::new(rev(2, 0), Bytes::from_static(b"a"), 0);
+        assert!(ki.tombstone(rev(4, 0)));
+        assert!(!ki.tombstone(rev(5, 0)));
+        assert!(ki.latest().is_none());
+        assert_eq!(ki.get(3).map(|v| v.version), Some(1));
+        assert!(!ki.compact(3));
+        assert!(ki.compact(4));
+    }
+
+    #[test]
+    fn sub_revisions_beyond_the_packed_form_keep_a_full_history() {
+        let big = rev(9, i64::from(u32::MAX) + 1);
+        let ki = KeyIndex::new(big, Bytes::from_static(b"x"), 0);
+        assert!(matches!(ki, KeyIndex::History(_)));
+        assert_eq!(ki.latest().map(|v| v.modified), Some(big));
+        assert_eq!(ki.generations().len(), 1);
     }
 }

@@ -20,6 +20,7 @@ mod lease;
 mod state;
 mod store;
 mod types;
+mod value_slab;
 mod watch;
 
 pub use lease::{LeaseError, Lessor, MAX_LEASE_TTL};

@@ -10,6 +10,7 @@ use super::store::KvStore;
 use super::types::{
     MvccError, PutRequest, PutResponse, RequestOp, Revision, TxnRequest, TxnResponse,
 };
+use super::value_slab::ValueSlab;
 
 const MAGIC: &[u8; 8] = b"KEELSM01";
 
@@ -116,8 +117,9 @@ impl KvState {
         put_u64(w, keys.len() as u64);
         for (key, ki) in keys {
             put_bytes(w, key);
-            put_u64(w, ki.generations.len() as u64);
-            for g in &ki.generations {
+            let generations = ki.generations();
+            put_u64(w, generations.len() as u64);
+            for g in generations.iter() {
                 put_i64(w, g.puts);
                 put_rev(w, g.created);
                 match g.tombstone {
@@ -168,10 +170,11 @@ impl KvState {
         }
         let nkeys = r.count(16)?;
         let mut keys = Vec::with_capacity(nkeys);
+        let mut values = ValueSlab::default();
         for _ in 0..nkeys {
             let key = r.bytes()?;
             let ngen = r.count(33)?;
-            let mut ki = KeyIndex::default();
+            let mut generations = smallvec::SmallVec::new();
             for _ in 0..ngen {
                 let puts = r.i64()?;
                 let created = r.rev()?;
@@ -188,7 +191,7 @@ impl KvState {
                 for _ in 0..nv {
                     let rev = r.rev()?;
                     let lease = r.i64()?;
-                    let value = r.bytes()?;
+                    let value = values.store(r.slice()?);
                     if !rev_ok(rev) {
                         return Err(StateDecodeError::Malformed(r.at));
                     }
@@ -197,14 +200,14 @@ impl KvState {
                 if puts < versions.len() as i64 || puts > i64::MAX / 2 {
                     return Err(StateDecodeError::Malformed(r.at));
                 }
-                ki.generations.push(Generation {
+                generations.push(Generation {
                     versions,
                     puts,
                     created,
                     tombstone,
                 });
             }
-            keys.push((key, ki));
+            keys.push((key, KeyIndex::from_generations(generations)));
         }
         let nleases = r.count(16)?;
         let mut leases = Vec::with_capacity(nleases);
@@ -311,7 +314,10 @@ impl Reader<'_> {
         Ok(n as usize)
     }
     fn bytes(&mut self) -> Result<Bytes, StateDecodeError> {
+        Ok(Bytes::copy_from_slice(self.slice()?))
+    }
+    fn slice(&mut self) -> Result<&[u8], StateDecodeError> {
         let n = self.count(1)?;
-        Ok(Bytes::copy_from_slice(self.take(n)?))
+        self.take(n)
     }
 }

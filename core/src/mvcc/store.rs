@@ -1,6 +1,7 @@
 //! The revisioned keyspace: range, put, delete-range, txn and compaction with etcd's
 //! semantics (etcd's `mvcc` and `etcdserver/apply.go` are the anchors).
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
@@ -12,6 +13,7 @@ use super::types::{
     EventKind, KeyValue, MvccError, PutRequest, PutResponse, RangeRequest, RangeResponse,
     RequestOp, ResponseOp, Revision, SortOrder, SortTarget, TxnRequest, TxnResponse,
 };
+use super::value_slab::ValueSlab;
 
 /// etcd's default `--max-txn-ops`.
 pub const DEFAULT_MAX_TXN_OPS: usize = 128;
@@ -33,6 +35,8 @@ pub struct KvStore {
     events: Vec<Event>,
     /// Approximate bytes of all history held (for `--quota-backend-bytes`).
     size: u64,
+    /// Where written values are kept.
+    values: ValueSlab,
 }
 
 impl Default for KvStore {
@@ -79,6 +83,7 @@ impl KvStore {
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
             events: Vec::new(),
             size: 0,
+            values: ValueSlab::default(),
         }
     }
 
@@ -97,7 +102,7 @@ impl KvStore {
         }
         for (k, ki) in self.index.range::<[u8], _>(bounds(key, range_end)) {
             let k = Bytes::copy_from_slice(k);
-            for g in &ki.generations {
+            for g in ki.generations().iter() {
                 let mut prev: Option<KeyValue> = None;
                 let skipped = g.versions.len() as i64;
                 for (i, v) in g.versions.iter().enumerate() {
@@ -512,7 +517,7 @@ impl KvStore {
         let rev = self.check_read_rev(rev, self.current)?;
         let mut h = crc32fast::Hasher::new();
         for (key, ki) in &self.index {
-            for g in &ki.generations {
+            for g in ki.generations().iter() {
                 if g.tombstone.is_some_and(|t| t.main <= self.compacted) {
                     continue;
                 }
@@ -568,24 +573,30 @@ impl WriteTxn<'_> {
         let rev = self.next_rev();
         // One index lookup: the entry is created or found, read for the previous
         // version, and written, before the lease and size bookkeeping.
-        let ki = self
-            .store
-            .index
-            .entry(IndexKey::from_slice(&r.key))
-            .or_default();
-        let prev = ki.latest().map(|v| to_kv(r.key.clone(), &v));
-        // A request's value is usually a slice of a larger buffer (a gRPC frame, a raft
-        // append carrying many entries): stored as is, it would keep that whole buffer
-        // alive. The store keeps its own copy.
-        let value = match (&prev, r.ignore_value) {
-            (Some(p), true) => p.value.clone(),
-            _ => Bytes::copy_from_slice(&r.value),
+        let (prev, value, lease) = match self.store.index.entry(IndexKey::from_slice(&r.key)) {
+            Entry::Vacant(e) => {
+                // A request's value is usually a slice of a larger buffer (a gRPC frame,
+                // a raft append carrying many entries): stored as is, it would keep that
+                // whole buffer alive. The store keeps its own copy.
+                let value = self.store.values.store(&r.value);
+                e.insert(KeyIndex::new(rev, value.clone(), r.lease));
+                (None, value, r.lease)
+            }
+            Entry::Occupied(mut e) => {
+                let ki = e.get_mut();
+                let prev = ki.latest().map(|v| to_kv(r.key.clone(), &v));
+                let value = match (&prev, r.ignore_value) {
+                    (Some(p), true) => p.value.clone(),
+                    _ => self.store.values.store(&r.value),
+                };
+                let lease = match (&prev, r.ignore_lease) {
+                    (Some(p), true) => p.lease,
+                    _ => r.lease,
+                };
+                ki.put(rev, value.clone(), lease);
+                (prev, value, lease)
+            }
         };
-        let lease = match (&prev, r.ignore_lease) {
-            (Some(p), true) => p.lease,
-            _ => r.lease,
-        };
-        ki.put(rev, value.clone(), lease);
         if let Some(p) = &prev {
             if p.lease != 0 && p.lease != lease {
                 if let Some(keys) = self.store.leases.get_mut(&p.lease) {

@@ -77,6 +77,13 @@ pub struct Core {
     pub(super) removed_at: Option<Instant>,
     /// Auth tokens: every member records the simple tokens Authenticate entries issue.
     pub(super) tokens: Arc<Tokens>,
+    /// The member's own inbox, for work finished off its task (weak: the task must
+    /// still end when every handle is dropped).
+    pub(super) inbox: mpsc::WeakSender<Input>,
+    /// A snapshot file is being written.
+    pub(super) snapshot_writing: bool,
+    /// A storage failure reported from off the task; fatal at the next round.
+    pub(super) failure: Option<String>,
 }
 
 /// A member that could not start (one clear line for the operator).
@@ -159,6 +166,7 @@ pub fn start_with_dialer(
     let metrics = Arc::new(Metrics::default());
     let (status_tx, status_rx) = watch::channel(Status::default());
     let (tx, rx) = mpsc::channel(65536);
+    let inbox = tx.downgrade();
     let handle = MemberHandle {
         tx,
         id: cfg.id,
@@ -206,6 +214,9 @@ pub fn start_with_dialer(
         heard: HashMap::new(),
         removed_at: None,
         tokens,
+        inbox,
+        snapshot_writing: false,
+        failure: None,
         cfg,
     };
     core.refresh_peers();
@@ -279,6 +290,11 @@ impl Core {
             Input::Change { change, reply } => self.change_members(change, reply),
             Input::Propose { cmd, auth, reply } => self.propose_as(cmd, auth, Some(reply)),
             Input::Stop => {}
+            Input::SnapshotSaved {
+                term,
+                index,
+                result,
+            } => self.snapshot_saved(term, index, result),
             Input::Read { linearizable, f } => {
                 if linearizable {
                     self.reads_new.push(f);
@@ -436,6 +452,9 @@ impl Core {
 
     /// Executes everything raft has ready until it has nothing more.
     fn drive(&mut self) -> Result<(), ServerError> {
+        if let Some(e) = self.failure.take() {
+            return Err(ServerError::Storage(e));
+        }
         loop {
             let rd = self.raft.ready();
             if let Some(t) = rd.wake_at {

@@ -110,15 +110,44 @@ impl Core {
             self.publish();
         }
         self.metrics.apply.observe(t.elapsed());
-        if self.storage.note_applied(entries) {
-            let data = self.sm.snapshot();
-            let meta = self.raft.compact(now, data.clone());
-            self.storage
-                .save_snapshot(&Snapshot { meta, data })
-                .map_err(|e| ServerError::Storage(e.to_string()))?;
-            tracing::info!(index = self.sm.applied(), "snapshot taken");
+        if self.storage.note_applied(entries) && !self.snapshot_writing {
+            self.start_snapshot(now);
         }
         Ok(())
+    }
+
+    /// Takes a snapshot of the applied state and writes it on a blocking thread: the
+    /// image is taken here (it must match the applied index), the file written and
+    /// synced off the task, and the WAL behind it released once that is done.
+    fn start_snapshot(&mut self, now: Time) {
+        let data = self.sm.snapshot();
+        let meta = self.raft.compact(now, data.clone());
+        let writer = self.storage.snapshot_writer();
+        let inbox = self.inbox.clone();
+        self.snapshot_writing = true;
+        tokio::task::spawn_blocking(move || {
+            let snap = Snapshot { meta, data };
+            let result = writer.write(&snap).map_err(|e| e.to_string());
+            if let Some(tx) = inbox.upgrade() {
+                let _ = tx.blocking_send(super::Input::SnapshotSaved {
+                    term: snap.meta.term.0,
+                    index: snap.meta.index.0,
+                    result,
+                });
+            }
+        });
+    }
+
+    pub(super) fn snapshot_saved(&mut self, term: u64, index: u64, result: Result<String, String>) {
+        self.snapshot_writing = false;
+        match result.and_then(|name| {
+            self.storage
+                .snapshot_saved(term, index, name)
+                .map_err(|e| e.to_string())
+        }) {
+            Ok(()) => tracing::info!(index, "snapshot taken"),
+            Err(e) => self.failure = Some(e),
+        }
     }
 
     fn on_soft_state(&mut self, ss: SoftState, now: Time) {

@@ -118,6 +118,12 @@ pub(crate) enum Input {
     Stop,
     /// Run on the member's state (serializable) or after a ReadIndex (linearizable).
     Read { linearizable: bool, f: ReadFn },
+    /// A snapshot file written off the member task (its name), or why it failed.
+    SnapshotSaved {
+        term: u64,
+        index: u64,
+        result: Result<String, String>,
+    },
 }
 
 /// A read to run on the member task; the argument is `Err` if it can't be served.
