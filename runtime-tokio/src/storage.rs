@@ -191,10 +191,7 @@ impl Storage {
     pub fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {
         if let Some(s) = batch.snapshot.as_ref().filter(|s| s.meta.index.0 > 0) {
             // The image must be durable before the WAL says the log restarts after it.
-            let name = SnapshotWriter {
-                dir: self.snap_dir.clone(),
-            }
-            .write(s)?;
+            let name = self.writer().write(s)?;
             self.record_snapshot(s.meta.term.0, s.meta.index.0, name)?;
         }
         self.wal.append(&batch_records(batch))?;
@@ -225,6 +222,10 @@ impl Storage {
     /// [`Storage::snapshot_saved`] once the file is durable.
     pub fn snapshot_writer(&mut self) -> SnapshotWriter {
         self.applied_since_snapshot = 0;
+        self.writer()
+    }
+
+    fn writer(&self) -> SnapshotWriter {
         SnapshotWriter {
             dir: self.snap_dir.clone(),
         }

@@ -72,26 +72,6 @@ pub(crate) struct Single {
 }
 
 impl Single {
-    /// None when a sub-revision does not fit the packed form (only a transaction of
-    /// more than four billion changes could produce one).
-    fn new(
-        created: Revision,
-        modified: Revision,
-        puts: i64,
-        value: Bytes,
-        lease: i64,
-    ) -> Option<Single> {
-        Some(Single {
-            created_main: created.main,
-            modified_main: modified.main,
-            created_sub: u32::try_from(created.sub).ok()?,
-            modified_sub: u32::try_from(modified.sub).ok()?,
-            puts,
-            lease,
-            value,
-        })
-    }
-
     fn created(&self) -> Revision {
         Revision {
             main: self.created_main,
@@ -140,31 +120,12 @@ pub(crate) enum KeyIndex {
     History(Box<History>),
 }
 
-impl Default for KeyIndex {
-    fn default() -> Self {
-        KeyIndex::History(Box::default())
-    }
-}
-
 impl KeyIndex {
     /// A key's first put.
     pub fn new(rev: Revision, value: Bytes, lease: i64) -> KeyIndex {
-        match u32::try_from(rev.sub) {
-            Ok(sub) => KeyIndex::Single(Single {
-                created_main: rev.main,
-                modified_main: rev.main,
-                created_sub: sub,
-                modified_sub: sub,
-                puts: 1,
-                lease,
-                value,
-            }),
-            Err(_) => {
-                let mut h = Box::<History>::default();
-                h.put(rev, value, lease);
-                KeyIndex::History(h)
-            }
-        }
+        let mut h = History::default();
+        h.put(rev, value, lease);
+        KeyIndex::from_history(h)
     }
 
     /// Builds the compact form of a history (as decoded from a snapshot).
@@ -172,11 +133,23 @@ impl KeyIndex {
         KeyIndex::from_history(History { generations })
     }
 
-    fn from_history(h: History) -> KeyIndex {
-        if let [g] = h.generations.as_slice() {
-            if let ([v], None) = (g.versions.as_slice(), g.tombstone) {
-                if let Some(s) = Single::new(g.created, v.rev, g.puts, v.value.clone(), v.lease) {
-                    return KeyIndex::Single(s);
+    /// The packed form when the history is one live version whose sub-revisions fit
+    /// (only a transaction of more than four billion changes makes one that does not).
+    fn from_history(mut h: History) -> KeyIndex {
+        if let [g] = h.generations.as_mut_slice() {
+            if let ([v], None) = (g.versions.as_mut_slice(), g.tombstone) {
+                if let (Ok(created_sub), Ok(modified_sub)) =
+                    (u32::try_from(g.created.sub), u32::try_from(v.rev.sub))
+                {
+                    return KeyIndex::Single(Single {
+                        created_main: g.created.main,
+                        modified_main: v.rev.main,
+                        created_sub,
+                        modified_sub,
+                        puts: g.puts,
+                        lease: v.lease,
+                        value: std::mem::take(&mut v.value),
+                    });
                 }
             }
         }
@@ -192,37 +165,28 @@ impl KeyIndex {
         }
     }
 
-    fn into_history(self) -> Box<History> {
-        match self {
-            KeyIndex::History(h) => h,
-            other => Box::new(History {
-                generations: other.generations().into_owned().into_iter().collect(),
-            }),
+    /// Unpacks a [`Single`] before a change it cannot hold.
+    fn unpack(&mut self) {
+        if let KeyIndex::Single(s) = self {
+            let generations = smallvec::smallvec![s.generation()];
+            *self = KeyIndex::History(Box::new(History { generations }));
         }
     }
 
     /// Records a put at `rev`.
     pub fn put(&mut self, rev: Revision, value: Bytes, lease: i64) {
-        match self {
-            KeyIndex::History(h) => h.put(rev, value, lease),
-            KeyIndex::Single(_) => {
-                let mut h = std::mem::take(self).into_history();
-                h.put(rev, value, lease);
-                *self = KeyIndex::History(h);
-            }
+        self.unpack();
+        if let KeyIndex::History(h) = self {
+            h.put(rev, value, lease);
         }
     }
 
     /// Records a delete at `rev`; false if the key is not live.
     pub fn tombstone(&mut self, rev: Revision) -> bool {
+        self.unpack();
         match self {
             KeyIndex::History(h) => h.tombstone(rev),
-            KeyIndex::Single(_) => {
-                let mut h = std::mem::take(self).into_history();
-                let done = h.tombstone(rev);
-                *self = KeyIndex::History(h);
-                done
-            }
+            KeyIndex::Single(_) => false,
         }
     }
 
@@ -259,7 +223,11 @@ impl KeyIndex {
         if h.compact(at) {
             return true;
         }
-        *self = KeyIndex::from_history(std::mem::take(h));
+        let one_live = matches!(h.generations.as_slice(),
+            [g] if g.versions.len() == 1 && g.tombstone.is_none());
+        if one_live {
+            *self = KeyIndex::from_history(std::mem::take(h));
+        }
         false
     }
 }
