@@ -46,15 +46,6 @@ wait_up() {
     done
 }
 
-# run CMD...: stdout and stderr merged, without the client library's JSON retry
-# warnings ({"level":"warn",...} lines, which name random client IDs); sets $out and $rc.
-run() {
-    set +e
-    "$@" >"$work/out" 2>&1
-    rc=$?
-    set -e
-    out=$(grep -av '^{"level":' "$work/out" || true)
-}
 # expect WHAT RC OUTPUT CMD...: CMD exits with RC and prints exactly OUTPUT.
 expect() {
     local what=$1 want_rc=$2 want=$3
@@ -111,6 +102,16 @@ else:  # field N FILE: string field N of the framed response in FILE
         i += n
 PY
 # grpc URL METHOD TOKEN FIELDS...: prints "grpc-status N: MESSAGE"; the response in $work/resp.
+# seed_users ETCDCTL...: root, alice with the role reader (read on /pub/), and /pub/a.
+seed_users() {
+    local c
+    for c in "user add root:rootpw" "user add alice:apw" "role add reader" \
+        "role grant-permission reader read /pub/ --prefix=true" "user grant-role alice reader" "put /pub/a va"; do
+        run "$@" $c
+        [ "$rc" = 0 ] || fail "$c: $out"
+    done
+}
+
 grpc() {
     local url=$1 method=$2 token=$3
     shift 3
@@ -360,11 +361,7 @@ E="etcdctl --endpoints=$EP --dial-timeout=2s --command-timeout=5s"
 R="$E --user root:rootpw"
 A="$E --user alice:apw"
 wait_up $E endpoint health
-for c in "user add root:rootpw" "user add alice:apw" "role add reader" \
-    "role grant-permission reader read /pub/ --prefix=true" "user grant-role alice reader" "put /pub/a va"; do
-    run $E $c
-    [ "$rc" = 0 ] || fail "$c: $out"
-done
+seed_users $E
 expect "jwt: auth enable" 0 "Authentication Enabled" $E auth enable
 expect "jwt: root put" 0 OK $R put secret s
 expect "jwt: root get" 0 $'secret\ns' $R get secret
@@ -408,19 +405,6 @@ expect "jwt: root's claims signed by another key: Unauthenticated" 0 "grpc-statu
 stop
 
 echo "== client certificate CN as the user name: --client-cert-auth, https://127.0.0.1:21579"
-pki="$work/pki"
-mkdir -p "$pki"
-ca() {
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-        -subj "/CN=$1" -keyout "$pki/$1.key" -out "$pki/$1.crt" 2>/dev/null
-}
-cert() { # CA NAME SANS: CN=NAME
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$2" \
-        -keyout "$pki/$2.key" -out "$pki/$2.csr" 2>/dev/null
-    printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$3" >"$pki/$2.ext"
-    openssl x509 -req -in "$pki/$2.csr" -CA "$pki/$1.crt" -CAkey "$pki/$1.key" -CAcreateserial \
-        -days 2 -extfile "$pki/$2.ext" -out "$pki/$2.crt" 2>/dev/null
-}
 ca ca
 cert ca server "IP:127.0.0.1,DNS:localhost"
 cert ca alice "DNS:alice"
@@ -434,11 +418,7 @@ CA="$T --cert $pki/alice.crt --key $pki/alice.key"
 CR="$T --cert $pki/root.crt --key $pki/root.key"
 CM="$T --cert $pki/mallory.crt --key $pki/mallory.key"
 wait_up $CR endpoint health
-for c in "user add root:rootpw" "user add alice:apw" "role add reader" \
-    "role grant-permission reader read /pub/ --prefix=true" "user grant-role alice reader" "put /pub/a va"; do
-    run $CR $c
-    [ "$rc" = 0 ] || fail "$c: $out"
-done
+seed_users $CR
 expect "tls: auth enable" 0 "Authentication Enabled" $CR auth enable
 expect "tls: CN=alice get /pub/a --prefix without --user" 0 $'/pub/a\nva' $CA get /pub/a --prefix
 expect "tls: CN=alice put secret denied" 1 "$DENIED" $CA put secret v

@@ -32,8 +32,6 @@ fi
 source "$here/lib.sh"
 started=$SECONDS
 
-pki="$work/pki"
-mkdir -p "$pki"
 top=$PWD
 cd "$pki"
 # cfssl logs to stderr; keep it for diagnosis, out of the way of cfssljson's stdin.
@@ -172,14 +170,6 @@ until $E --endpoints="$EPS" endpoint health >/dev/null 2>&1; do
     [ $SECONDS -lt $deadline ] || fail "the TLS cluster never became healthy: $($E --endpoints="$EPS" endpoint health 2>&1 | grep -v '^{"level"')"
     sleep 0.2
 done
-# run CMD...: stdout and stderr merged, without the client library's JSON log lines; sets $out and $rc.
-run() {
-    set +e
-    "$@" >"$work/out" 2>&1
-    rc=$?
-    set -e
-    out=$(grep -av '^{"level":' "$work/out" || true)
-}
 run $E --endpoints="$EPS" endpoint health
 health=$(echo "$out" | sed 's/took = .*/took = T/' | sort)
 [ "$rc" = 0 ] && [ "$health" = "https://127.0.0.1:20379 is healthy: successfully committed proposal: took = T

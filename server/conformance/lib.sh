@@ -44,3 +44,30 @@ start_keel() {
     eval "pid_$name=$!"
 }
 
+
+# run CMD...: stdout and stderr merged, without the client library's JSON log lines
+# ({"level":"warn",...}, which name random client IDs); sets $out and $rc.
+run() {
+    set +e
+    "$@" >"$work/out" 2>&1
+    rc=$?
+    set -e
+    out=$(grep -av '^{"level":' "$work/out" || true)
+}
+
+# Test certificates (openssl, P-256), in $work/pki.
+pki="$work/pki"
+mkdir -p "$pki"
+# ca NAME: a self-signed CA.
+ca() {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj "/CN=$1" -keyout "$pki/$1.key" -out "$pki/$1.crt" 2>/dev/null
+}
+# cert CA NAME SANS: a certificate with CN=NAME signed by CA, for servers and clients alike.
+cert() {
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$2" \
+        -keyout "$pki/$2.key" -out "$pki/$2.csr" 2>/dev/null
+    printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$3" >"$pki/$2.ext"
+    openssl x509 -req -in "$pki/$2.csr" -CA "$pki/$1.crt" -CAkey "$pki/$1.key" -CAcreateserial \
+        -days 2 -extfile "$pki/$2.ext" -out "$pki/$2.crt" 2>/dev/null
+}

@@ -11,21 +11,6 @@ here="$(cd "$(dirname "$0")" && pwd)"
 KEEL="${1:-$here/../../target/release/keel}"
 source "$here/lib.sh"
 
-pki="$work/pki"
-mkdir -p "$pki"
-# ca NAME: a self-signed CA.
-ca() {
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-        -subj "/CN=$1" -keyout "$pki/$1.key" -out "$pki/$1.crt" 2>/dev/null
-}
-# cert CA NAME SANS: a certificate signed by CA for servers and clients alike.
-cert() {
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$2" \
-        -keyout "$pki/$2.key" -out "$pki/$2.csr" 2>/dev/null
-    printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$3" >"$pki/$2.ext"
-    openssl x509 -req -in "$pki/$2.csr" -CA "$pki/$1.crt" -CAkey "$pki/$1.key" -CAcreateserial \
-        -days 2 -extfile "$pki/$2.ext" -out "$pki/$2.crt" 2>/dev/null
-}
 ca ca
 ca other-ca
 cert ca server "IP:127.0.0.1,DNS:localhost"
