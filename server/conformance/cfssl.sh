@@ -199,7 +199,7 @@ refused() { # WHAT CMD...
     shift
     run "$@"
     [ "$rc" != 0 ] || fail "$what: exit 0: $out"
-    if echo "$out" | grep -Eq 'is healthy|^OK$|started'; then fail "$what: $out"; fi
+    if echo "$out" | matches -E 'is healthy|^OK$|started'; then fail "$what: $out"; fi
 }
 N="etcdctl --dial-timeout=2s --command-timeout=3s --endpoints=https://127.0.0.1:20379 --cacert $pki/ca.pem"
 refused "endpoint health without a client certificate" $N endpoint health

@@ -71,3 +71,8 @@ cert() {
     openssl x509 -req -in "$pki/$2.csr" -CA "$pki/$1.crt" -CAkey "$pki/$1.key" -CAcreateserial \
         -days 2 -extfile "$pki/$2.ext" -out "$pki/$2.crt" 2>/dev/null
 }
+
+# matches GREP-ARGS...: grep that reads all of its input. `cmd | grep -q` exits at the
+# first match, and a cmd still writing (etcdctl prints a table line by line) then dies
+# of SIGPIPE, which `set -o pipefail` turns into a failed check at random.
+matches() { grep "$@" >/dev/null; }

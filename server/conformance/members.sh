@@ -54,21 +54,21 @@ member_id() { # name
 
 # 3 → 4: a voter.
 $E member add k4 --peer-urls=http://127.0.0.1:29380 >"$work/k4.env"
-head -1 "$work/k4.env" | grep -Eq "^Member +[0-9a-f]{1,16} added to cluster +$cluster_hex\$" ||
+head -1 "$work/k4.env" | matches -E "^Member +[0-9a-f]{1,16} added to cluster +$cluster_hex\$" ||
     fail "member add output: $(cat "$work/k4.env")"
 grep -qx 'ETCD_NAME="k4"' "$work/k4.env" || fail "ETCD_NAME: $(cat "$work/k4.env")"
 grep -qx "ETCD_INITIAL_CLUSTER=\"k1=http://127.0.0.1:26380,k2=http://127.0.0.1:27380,k3=http://127.0.0.1:28380,k4=http://127.0.0.1:29380\"" "$work/k4.env" ||
     grep -q '^ETCD_INITIAL_CLUSTER=".*k4=http://127.0.0.1:29380' "$work/k4.env" || fail "ETCD_INITIAL_CLUSTER: $(cat "$work/k4.env")"
 grep -qx 'ETCD_INITIAL_ADVERTISE_PEER_URLS="http://127.0.0.1:29380"' "$work/k4.env" || fail "advertise: $(cat "$work/k4.env")"
 grep -qx 'ETCD_INITIAL_CLUSTER_STATE="existing"' "$work/k4.env" || fail "state: $(cat "$work/k4.env")"
-$E member list | grep -Eq "^[0-9a-f]{1,16}, unstarted, , http://127.0.0.1:29380, , false\$" ||
+$E member list | matches -E "^[0-9a-f]{1,16}, unstarted, , http://127.0.0.1:29380, , false\$" ||
     fail "unstarted member in member list: $($E member list)"
 ok "member add k4: etcd's output and an unstarted member in the list"
 start_joiner k4 29379 29380
 wait_healthy 127.0.0.1:29379
 [ "$(etcdctl --endpoints=127.0.0.1:29379 get before --print-value-only --consistency=s)" = value ] ||
     fail "k4 did not catch up"
-$E member list | grep -Eq "^[0-9a-f]{1,16}, started, k4, http://127.0.0.1:29380, http://127.0.0.1:29379, false\$" ||
+$E member list | matches -E "^[0-9a-f]{1,16}, started, k4, http://127.0.0.1:29380, http://127.0.0.1:29379, false\$" ||
     fail "k4 started: $($E member list)"
 ok "k4 started with --initial-cluster-state existing, caught up and published itself"
 
@@ -77,7 +77,7 @@ $E member add k5 --learner --peer-urls=http://127.0.0.1:30380 >"$work/k5.env"
 grep -qx 'ETCD_INITIAL_CLUSTER_STATE="existing"' "$work/k5.env" || fail "learner add: $(cat "$work/k5.env")"
 k5=$(head -1 "$work/k5.env" | awk '{print $2}')
 out=$($E member promote "$k5" 2>&1) && fail "promoted a learner that never ran: $out"
-echo "$out" | grep -q "can only promote a learner member which is in sync with leader" || fail "promote error: $out"
+echo "$out" | matches "can only promote a learner member which is in sync with leader" || fail "promote error: $out"
 ok "promoting a learner that has not caught up: etcd's error"
 start_joiner k5 30379 30380
 wait_healthy 127.0.0.1:30379
@@ -85,15 +85,15 @@ for _ in $(seq 1 100); do
     out=$($E member promote "$k5" 2>&1) && break
     sleep 0.2
 done
-echo "$out" | grep -Eq "^Member +$k5 promoted in cluster +$cluster_hex\$" || fail "promote: $out"
+echo "$out" | matches -E "^Member +$k5 promoted in cluster +$cluster_hex\$" || fail "promote: $out"
 [ "$($E member list | grep -c ', false$')" = 5 ] || fail "5 voters: $($E member list)"
 ok "learner k5 started, promoted: 5 voters"
 
 # member update: a second peer URL for k2.
 k2=$(member_id k2)
 $E member update "$k2" --peer-urls=http://127.0.0.1:27380,http://127.0.0.1:27381 |
-    grep -Eq "^Member +$k2 updated in cluster +$cluster_hex\$" || fail "member update"
-$E member list | grep -q "^$k2, started, k2, http://127.0.0.1:27380,http://127.0.0.1:27381, " ||
+    matches -E "^Member +$k2 updated in cluster +$cluster_hex\$" || fail "member update"
+$E member list | matches "^$k2, started, k2, http://127.0.0.1:27380,http://127.0.0.1:27381, " ||
     fail "updated peer URLs: $($E member list)"
 ok "member update"
 
@@ -105,14 +105,14 @@ for s in json.load(sys.stdin):
     if st["header"]["member_id"] == st["leader"]:
         print(format(st["leader"], "x")); break')
 lname=$($E member list | awk -F', ' -v id="$leader" '$1 == id { print $3 }')
-$E member remove "$leader" | grep -Eq "^Member +$leader removed from cluster +$cluster_hex\$" || fail "remove leader"
+$E member remove "$leader" | matches -E "^Member +$leader removed from cluster +$cluster_hex\$" || fail "remove leader"
 eval "lpid=\$pid_$lname"
 for _ in $(seq 1 100); do kill -0 "$lpid" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$lpid" 2>/dev/null && fail "the removed leader $lname is still running"
 wait "$lpid" && fail "the removed leader exited 0"
 grep -q "permanently removed from the cluster" "$work/$lname.log" || fail "removed member's log: $(tail -3 "$work/$lname.log")"
 ok "member remove of the leader $lname: a new leader takes over, $lname stops"
-$E member remove "$k5" | grep -q "removed from cluster" || fail "remove k5"
+$E member remove "$k5" | matches "removed from cluster" || fail "remove k5"
 for _ in $(seq 1 100); do kill -0 "$pid_k5" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$pid_k5" 2>/dev/null && fail "removed k5 still running"
 [ "$($E member list | wc -l)" = 3 ] || fail "3 members: $($E member list)"

@@ -36,13 +36,13 @@ fi
 ok "etcdctl session identical to etcd's ($(grep -c '^###' "$work/keel.out") steps, $(wc -l <"$work/keel.out") lines)"
 
 E="etcdctl --endpoints=127.0.0.1:32379"
-$E member list -w table | grep -q "| started | default | http://127.0.0.1:32380 | http://127.0.0.1:32379 |" ||
+$E member list -w table | matches "| started | default | http://127.0.0.1:32380 | http://127.0.0.1:32379 |" ||
     fail "member list -w table: $($E member list -w table)"
 ok "member list -w table"
-$E endpoint status -w table | grep -Eq "127.0.0.1:32379 \| [0-9a-f]+ \| +3\.5\.0 \|.*\| +true \| +false \|" ||
+$E endpoint status -w table | matches -E "127.0.0.1:32379 \| [0-9a-f]+ \| +3\.5\.0 \|.*\| +true \| +false \|" ||
     fail "endpoint status -w table: $($E endpoint status -w table)"
 ok "endpoint status -w table"
-$E snapshot save "$work/snap.db" | grep -q "Snapshot saved at $work/snap.db" || fail "snapshot save"
+$E snapshot save "$work/snap.db" | matches "Snapshot saved at $work/snap.db" || fail "snapshot save"
 size=$(stat -c %s "$work/snap.db")
 [ $((size % 512)) -eq 32 ] || fail "snapshot size $size: not page-aligned data plus a SHA-256"
 ok "snapshot save ($size bytes, trailing SHA-256 verified by size)"
@@ -52,8 +52,8 @@ b = open(sys.argv[1], "rb").read()
 assert hashlib.sha256(b[:-32]).digest() == b[-32:]
 PY
 ok "snapshot SHA-256 matches"
-curl -fsS http://127.0.0.1:32379/health | grep -q '"health":"true"' || fail "/health"
-curl -fsS http://127.0.0.1:32379/version | grep -q '"etcdserver"' || fail "/version"
+curl -fsS http://127.0.0.1:32379/health | matches '"health":"true"' || fail "/health"
+curl -fsS http://127.0.0.1:32379/version | matches '"etcdserver"' || fail "/version"
 curl -fsS http://127.0.0.1:32379/metrics >"$work/metrics"
 grep -q '^etcd_server_has_leader 1' "$work/metrics" || fail "/metrics: has_leader"
 grep -q 'grpc_server_handled_total{grpc_code="OK",grpc_method="Put",grpc_service="etcdserverpb.KV"' "$work/metrics" ||
@@ -118,10 +118,10 @@ follower_port() {
 fp=$(follower_port)
 EF="etcdctl --endpoints=127.0.0.1:$fp"
 lid=$($EF lease grant 30 | awk '{print $2}')
-$EF lease keep-alive --once "$lid" | grep -q "keepalived with TTL(30)" || fail "keep-alive via a follower"
-$EF lease timetolive "$lid" | grep -Eq "granted with TTL\(30s\), remaining\((29|30)s\)" ||
+$EF lease keep-alive --once "$lid" | matches "keepalived with TTL(30)" || fail "keep-alive via a follower"
+$EF lease timetolive "$lid" | matches -E "granted with TTL\(30s\), remaining\((29|30)s\)" ||
     fail "timetolive via a follower: $($EF lease timetolive "$lid")"
-$EF lease revoke "$lid" | grep -q revoked || fail "revoke via a follower"
+$EF lease revoke "$lid" | matches revoked || fail "revoke via a follower"
 ok "leases through a follower (keepalive and TTL answered by the leader)"
 
 lp=$(leader_port)
@@ -130,7 +130,7 @@ target=$(etcdctl --endpoints=$EPS endpoint status -w json | python3 -c '
 import json, sys
 ss = json.load(sys.stdin)
 print([format(s["Status"]["header"]["member_id"], "x") for s in ss if s["Status"]["header"]["member_id"] != s["Status"]["leader"]][0])')
-etcdctl --endpoints=127.0.0.1:$lp move-leader "$target" | grep -q "Leadership transferred" || fail "move-leader"
+etcdctl --endpoints=127.0.0.1:$lp move-leader "$target" | matches "Leadership transferred" || fail "move-leader"
 ok "move-leader to $target"
 
 # A client writes in a loop while the leader is killed; every acknowledged write must
@@ -203,7 +203,7 @@ out=$("$KEEL" --name k2 --data-dir "$work/k2" --listen-client-urls http://127.0.
 rc=$?
 set -e
 [ $rc -ne 0 ] || fail "keel started on a corrupted WAL"
-echo "$out" | tail -1 | grep -q "$seg" || fail "the error does not name the segment $seg: $(echo "$out" | tail -1)"
+echo "$out" | tail -1 | matches "$seg" || fail "the error does not name the segment $seg: $(echo "$out" | tail -1)"
 ok "corrupted WAL record: refuses to start, naming the file ($(echo "$out" | tail -1 | cut -c1-120))"
 
 echo "$passed passed, 0 failed"

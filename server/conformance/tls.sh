@@ -42,14 +42,14 @@ out=$("$KEEL" --name bad --data-dir "$work/bad" \
     --cert-file "$pki/elsewhere.crt" --key-file "$pki/elsewhere.key" \
     --listen-peer-urls http://127.0.0.1:23580 --initial-advertise-peer-urls http://127.0.0.1:23580 \
     --initial-cluster bad=http://127.0.0.1:23580 2>&1) && fail "a certificate for the wrong host was accepted"
-echo "$out" | grep -q "certificate is valid for elsewhere.example, not 127.0.0.1" ||
+echo "$out" | matches "certificate is valid for elsewhere.example, not 127.0.0.1" ||
     fail "wrong-host refusal: $out"
 ok "start refused for a certificate not covering the advertised host"
 out=$("$KEEL" --name bad --data-dir "$work/bad" \
     --listen-client-urls https://127.0.0.1:23579 --advertise-client-urls https://127.0.0.1:23579 \
     --listen-peer-urls http://127.0.0.1:23580 --initial-advertise-peer-urls http://127.0.0.1:23580 \
     --initial-cluster bad=http://127.0.0.1:23580 2>&1) && fail "https without certificates was accepted"
-echo "$out" | grep -q "TLS key/cert (--cert-file, --key-file) must be provided for client url https://127.0.0.1:23579 with HTTPS scheme" ||
+echo "$out" | matches "TLS key/cert (--cert-file, --key-file) must be provided for client url https://127.0.0.1:23579 with HTTPS scheme" ||
     fail "https without certificates: $out"
 ok "start refused for https without certificates"
 
@@ -69,12 +69,12 @@ members=$($E --endpoints="$EPS" member list)
 [ "$(echo "$members" | grep -c ', started, t[123], https://127.0.0.1:2[345]380, https://127.0.0.1:2[345]379, false')" = 3 ] ||
     fail "member list: $members"
 ok "member list shows https peer and client URLs"
-$E --endpoints=https://127.0.0.1:23379 put tls-key tls-value | grep -qx OK || fail "put over TLS"
+$E --endpoints=https://127.0.0.1:23379 put tls-key tls-value | matches -x OK || fail "put over TLS"
 [ "$($E --endpoints=https://127.0.0.1:25379 get tls-key --print-value-only)" = tls-value ] ||
     fail "get over TLS from another member"
 ok "put on one member, linearizable get from another"
 curl -fsS --cacert "$pki/ca.crt" --cert "$pki/client.crt" --key "$pki/client.key" \
-    https://127.0.0.1:24379/health | grep -q '"health":"true"' || fail "/health over TLS"
+    https://127.0.0.1:24379/health | matches '"health":"true"' || fail "/health over TLS"
 ok "/health over TLS with curl"
 
 # Refusals: no client certificate, a certificate from another CA, a client that does
