@@ -12,11 +12,6 @@ use smallvec::SmallVec;
 
 use super::types::Revision;
 
-/// A key as the index stores it: keys up to 24 bytes (most real keys' common case is
-/// short) live inside the tree node, so comparisons during a lookup touch no other
-/// cache line and the key costs no allocation or reference count.
-pub(crate) type IndexKey = SmallVec<[u8; 24]>;
-
 /// One version of a key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Version {

@@ -16,6 +16,7 @@
 //! when those exist.
 
 mod key_index;
+pub mod keytree;
 mod lease;
 mod state;
 mod store;

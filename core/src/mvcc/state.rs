@@ -113,10 +113,9 @@ impl KvState {
     fn encode_replicated(&self, w: &mut impl Sink) {
         put_i64(w, self.kv.revision());
         put_i64(w, self.kv.compacted_revision());
-        let keys = self.kv.export();
-        put_u64(w, keys.len() as u64);
-        for (key, ki) in keys {
-            put_bytes(w, key);
+        put_u64(w, self.kv.keys_held() as u64);
+        for (key, ki) in self.kv.export() {
+            put_bytes(w, &key);
             let generations = ki.generations();
             put_u64(w, generations.len() as u64);
             for g in generations.iter() {

@@ -1,13 +1,13 @@
 //! The revisioned keyspace: range, put, delete-range, txn and compaction with etcd's
 //! semantics (etcd's `mvcc` and `etcdserver/apply.go` are the anchors).
 
-use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use bytes::Bytes;
 
-use super::key_index::{IndexKey, KeyIndex, Visible};
+use super::key_index::{KeyIndex, Visible};
+use super::keytree::{Key, KeyTree};
 use super::types::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, Event,
     EventKind, KeyValue, MvccError, PutRequest, PutResponse, RangeRequest, RangeResponse,
@@ -21,13 +21,13 @@ pub const DEFAULT_MAX_TXN_OPS: usize = 128;
 /// The keyspace of one member.
 #[derive(Clone, Debug)]
 pub struct KvStore {
-    index: BTreeMap<IndexKey, KeyIndex>,
+    index: KeyTree<KeyIndex>,
     /// Current main revision (etcd starts at 1).
     current: i64,
     /// Revisions at or below this were compacted (-1: never).
     compacted: i64,
     /// Keys whose history below `compacted` is still to be freed, from this key on.
-    compact_cursor: Option<IndexKey>,
+    compact_cursor: Option<Key>,
     /// Granted leases and the keys attached to each.
     leases: BTreeMap<i64, BTreeSet<Bytes>>,
     max_txn_ops: usize,
@@ -75,7 +75,7 @@ impl KvStore {
     /// An empty keyspace at revision 1.
     pub fn new() -> KvStore {
         KvStore {
-            index: BTreeMap::new(),
+            index: KeyTree::new(),
             current: 1,
             compacted: -1,
             compact_cursor: None,
@@ -100,8 +100,9 @@ impl KvStore {
         if empty_range(key, range_end) {
             return out;
         }
-        for (k, ki) in self.index.range::<[u8], _>(bounds(key, range_end)) {
-            let k = Bytes::copy_from_slice(k);
+        let (lo, hi) = bounds(key, range_end);
+        for (k, ki) in self.index.range(lo, hi) {
+            let k = Bytes::copy_from_slice(&k);
             for g in ki.generations().iter() {
                 let mut prev: Option<KeyValue> = None;
                 let skipped = g.versions.len() as i64;
@@ -143,8 +144,8 @@ impl KvStore {
     }
 
     /// Every key's history, in key order (for snapshots).
-    pub(crate) fn export(&self) -> Vec<(&IndexKey, &KeyIndex)> {
-        self.index.iter().collect()
+    pub(crate) fn export(&self) -> impl Iterator<Item = (Key, &KeyIndex)> {
+        self.index.iter()
     }
 
     /// Rebuilds a store from exported histories; lease attachments follow from each
@@ -168,7 +169,7 @@ impl KvStore {
                     s.leases.entry(v.lease).or_default().insert(k.clone());
                 }
             }
-            s.index.insert(IndexKey::from_slice(&k), ki);
+            s.index.insert(&k, ki);
         }
         s
     }
@@ -277,11 +278,12 @@ impl KvStore {
                 }
             }
         } else if !empty_range(&r.key, &r.range_end) {
-            for (key, ki) in self.index.range::<[u8], _>(bounds(&r.key, &r.range_end)) {
+            let (lo, hi) = bounds(&r.key, &r.range_end);
+            for (key, ki) in self.index.range(lo, hi) {
                 if let Some(v) = ki.get(at) {
                     count += 1;
                     if !r.count_only && kvs.len() < fetch {
-                        kvs.push(to_kv(Bytes::copy_from_slice(key), &v));
+                        kvs.push(to_kv(Bytes::copy_from_slice(&key), &v));
                     }
                 }
             }
@@ -465,7 +467,7 @@ impl KvStore {
             return Err(MvccError::FutureRevision);
         }
         self.compacted = rev;
-        self.compact_cursor = Some(IndexKey::new());
+        self.compact_cursor = Some(Key::default());
         Ok(())
     }
 
@@ -475,22 +477,22 @@ impl KvStore {
         let Some(from) = self.compact_cursor.take() else {
             return true;
         };
-        let keys: Vec<IndexKey> = self
+        let keys: Vec<Key> = self
             .index
-            .range(from..)
+            .range(Bound::Included(&from), Bound::Unbounded)
             .take(max_keys.saturating_add(1))
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| k)
             .collect();
         let at = self.compacted;
         for k in keys.iter().take(max_keys) {
-            let Some(ki) = self.index.get_mut(k.as_slice()) else {
+            let Some(ki) = self.index.get_mut(k) else {
                 continue;
             };
             let before = ki.bytes(k.len());
             let empty = ki.compact(at);
             self.size -= before - ki.bytes(k.len());
             if empty {
-                self.index.remove(k.as_slice());
+                self.index.remove(k);
             }
         }
         if keys.len() > max_keys {
@@ -526,14 +528,14 @@ impl KvStore {
                     if v.rev.main > rev || (i + 1 < kept) {
                         continue;
                     }
-                    h.update(key);
+                    h.update(&key);
                     h.update(&v.rev.main.to_be_bytes());
                     h.update(&v.rev.sub.to_be_bytes());
                     h.update(&v.value);
                     h.update(&v.lease.to_be_bytes());
                 }
                 if let Some(t) = g.tombstone.filter(|t| t.main <= rev) {
-                    h.update(key);
+                    h.update(&key);
                     h.update(&t.main.to_be_bytes());
                     h.update(&t.sub.to_be_bytes());
                 }
@@ -573,21 +575,23 @@ impl WriteTxn<'_> {
         let rev = self.next_rev();
         // One index lookup: the entry is created or found, read for the previous
         // version, and written, before the lease and size bookkeeping.
-        let (prev, value, lease) = match self.store.index.entry(IndexKey::from_slice(&r.key)) {
-            Entry::Vacant(e) => {
-                // A request's value is usually a slice of a larger buffer (a gRPC frame,
-                // a raft append carrying many entries): stored as is, it would keep that
-                // whole buffer alive. The store keeps its own copy.
-                let value = self.store.values.store(&r.value);
-                e.insert(KeyIndex::new(rev, value.clone(), r.lease));
-                (None, value, r.lease)
-            }
-            Entry::Occupied(mut e) => {
-                let ki = e.get_mut();
+        let store = &mut *self.store;
+        let mut created = None;
+        let ki = store.index.get_or_insert_with(&r.key, || {
+            // A request's value is usually a slice of a larger buffer (a gRPC frame, a
+            // raft append carrying many entries): stored as is, it would keep that whole
+            // buffer alive. The store keeps its own copy.
+            let value = store.values.store(&r.value);
+            created = Some(value.clone());
+            KeyIndex::new(rev, value, r.lease)
+        });
+        let (prev, value, lease) = match created {
+            Some(value) => (None, value, r.lease),
+            None => {
                 let prev = ki.latest().map(|v| to_kv(r.key.clone(), &v));
                 let value = match (&prev, r.ignore_value) {
                     (Some(p), true) => p.value.clone(),
-                    _ => self.store.values.store(&r.value),
+                    _ => store.values.store(&r.value),
                 };
                 let lease = match (&prev, r.ignore_lease) {
                     (Some(p), true) => p.lease,
@@ -636,11 +640,12 @@ impl WriteTxn<'_> {
         if empty_range(key, range_end) {
             return resp;
         }
+        let (lo, hi) = bounds(key, range_end);
         let live: Vec<KeyValue> = self
             .store
             .index
-            .range::<[u8], _>(bounds(key, range_end))
-            .filter_map(|(k, ki)| ki.latest().map(|v| to_kv(Bytes::copy_from_slice(k), &v)))
+            .range(lo, hi)
+            .filter_map(|(k, ki)| ki.latest().map(|v| to_kv(Bytes::copy_from_slice(&k), &v)))
             .collect();
         for kv in live {
             let rev = self.next_rev();
