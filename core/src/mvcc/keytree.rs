@@ -2245,6 +2245,15 @@ mod tests {
         assert_eq!(collect(t.iter()), want);
     }
 
+    /// The production-sized and the tiny-node tree both hold their invariants and the
+    /// model's entries.
+    fn check_both(t: &Prod<u32>, u: &Tiny<u32>, m: &BTreeMap<Vec<u8>, u32>) {
+        t.check();
+        u.check();
+        assert_same(t, m);
+        assert_same(u, m);
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Insert(Vec<u8>, u32),
@@ -2625,10 +2634,7 @@ mod tests {
             u.insert(&k, i);
             m.insert(k, i);
         }
-        t.check();
-        u.check();
-        assert_same(&t, &m);
-        assert_same(&u, &m);
+        check_both(&t, &u, &m);
         for (k, v) in &m {
             assert_eq!(t.get(k), Some(v));
             assert_eq!(u.get(k), Some(v));
@@ -2665,19 +2671,13 @@ mod tests {
             u.insert(&k, i);
             m.insert(k, i);
         }
-        t.check();
-        u.check();
-        assert_same(&t, &m);
-        assert_same(&u, &m);
+        check_both(&t, &u, &m);
         let keys: Vec<_> = m.keys().cloned().collect();
         for k in keys.iter().step_by(2) {
             assert_eq!(u.remove(k), m.get(k).copied());
             assert_eq!(t.remove(k), m.remove(k));
         }
-        t.check();
-        u.check();
-        assert_same(&t, &m);
-        assert_same(&u, &m);
+        check_both(&t, &u, &m);
     }
 
     #[test]
