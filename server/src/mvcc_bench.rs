@@ -66,14 +66,22 @@ impl Keys {
     }
 }
 
-/// Loads `keys` keys, then measures reads and ranges. `live_heap` reads the allocator's
-/// count of live heap bytes (the binary owns the global allocator).
-pub fn run(keys: u64, value_size: usize, reads: u64, live_heap: fn() -> usize) -> MvccResult {
+/// A count of live heap bytes, kept by the binary's global allocator.
+pub struct HeapCounter {
+    /// Starts counting from zero.
+    pub start: fn(),
+    /// Stops counting; returns the bytes allocated since `start` that are still live.
+    pub stop: fn() -> usize,
+}
+
+/// Loads `keys` keys, then measures reads and ranges. The heap is counted only while
+/// the keys load, so reads run on the bare allocator, as in the server.
+pub fn run(keys: u64, value_size: usize, reads: u64, heap_counter: HeapCounter) -> MvccResult {
     let mut store = KvStore::new();
     let names = Keys::new(keys);
     let value = Bytes::from(vec![0x76u8; value_size]);
     let rss0 = rss_bytes();
-    let heap0 = live_heap();
+    (heap_counter.start)();
     let start = Instant::now();
     for i in 0..keys {
         let r = PutRequest {
@@ -89,7 +97,7 @@ pub fn run(keys: u64, value_size: usize, reads: u64, live_heap: fn() -> usize) -
     drop(store.take_events());
     let puts = keys as f64 / start.elapsed().as_secs_f64();
     let rss = rss_bytes().saturating_sub(rss0) as f64 / keys.max(1) as f64;
-    let heap = live_heap().saturating_sub(heap0) as f64 / keys.max(1) as f64;
+    let heap = (heap_counter.stop)() as f64 / keys.max(1) as f64;
     let start = Instant::now();
     let mut found = 0u64;
     let mut frame = Keys(Bytes::new());

@@ -7,7 +7,7 @@
 use std::alloc::{GlobalAlloc, Layout};
 
 use mimalloc::MiMalloc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 use keel_runtime_tokio::WriteMode;
@@ -19,18 +19,29 @@ use keel_server::wal_bench::{self, WalBench};
 /// apart from allocator slack and pages the allocator keeps. Underneath is mimalloc,
 /// the allocator the `keel` server is to run on: glibc's malloc spent over a quarter of
 /// the put benchmark consolidating and unlinking free chunks.
+///
+/// Counting is off unless a measurement is running: one shared counter updated by every
+/// allocation of every thread would bounce its cache line between the cores for the
+/// whole of `bench put` at 1000 clients, taking CPU from the servers under test.
 struct Counting;
 
-static LIVE: AtomicUsize = AtomicUsize::new(0);
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+fn count(delta: isize) {
+    if COUNTING.load(Ordering::Relaxed) {
+        LIVE.fetch_add(delta, Ordering::Relaxed);
+    }
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        count(layout.size() as isize);
         // SAFETY: forwarding the caller's layout to the underlying allocator.
         unsafe { MiMalloc.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        count(-(layout.size() as isize));
         // SAFETY: `ptr` was allocated by `MiMalloc` with this layout.
         unsafe { MiMalloc.dealloc(ptr, layout) }
     }
@@ -38,8 +49,7 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: the caller's contract for `realloc`, forwarded unchanged.
         let p = unsafe { MiMalloc.realloc(ptr, layout, new_size) };
         if !p.is_null() {
-            LIVE.fetch_add(new_size, Ordering::Relaxed);
-            LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+            count(new_size as isize - layout.size() as isize);
         }
         p
     }
@@ -48,8 +58,17 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn live_heap_bytes() -> usize {
-    LIVE.load(Ordering::Relaxed)
+/// Starts counting live heap bytes from zero.
+fn start_counting() {
+    LIVE.store(0, Ordering::Relaxed);
+    COUNTING.store(true, Ordering::Relaxed);
+}
+
+/// Stops counting; the bytes allocated since [`start_counting`] and still live (frees of
+/// older memory can make the raw count dip, never below zero here).
+fn stop_counting() -> usize {
+    COUNTING.store(false, Ordering::Relaxed);
+    LIVE.load(Ordering::Relaxed).max(0) as usize
 }
 
 #[derive(Parser)]
@@ -324,7 +343,15 @@ fn main() {
             },
         ),
         Command::Bench(Bench::Mvcc(a)) => {
-            let r = keel_server::mvcc_bench::run(a.keys, a.val_size, a.reads, live_heap_bytes);
+            let r = keel_server::mvcc_bench::run(
+                a.keys,
+                a.val_size,
+                a.reads,
+                keel_server::mvcc_bench::HeapCounter {
+                    start: start_counting,
+                    stop: stop_counting,
+                },
+            );
             println!(
                 "mvcc: {} keys, 8-byte keys, {}-byte values, one thread",
                 a.keys, a.val_size
