@@ -17,11 +17,17 @@ pub struct Listener {
     pub tcp: TcpListener,
     /// TLS to serve on it; None for http.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// A verified client certificate's common name is the user (`--client-cert-auth`).
+    pub cert_names_user: bool,
 }
 
 impl From<TcpListener> for Listener {
     fn from(tcp: TcpListener) -> Listener {
-        Listener { tcp, tls: None }
+        Listener {
+            tcp,
+            tls: None,
+            cert_names_user: false,
+        }
     }
 }
 
@@ -103,7 +109,10 @@ pub async fn run_with_tls(
                 }
                 Some(tls) => {
                     server
-                        .serve_with_incoming_shutdown(tls_incoming(l.tcp, tls, tls_stop), stopped)
+                        .serve_with_incoming_shutdown(
+                            tls_incoming(l.tcp, tls, l.cert_names_user, tls_stop),
+                            stopped,
+                        )
                         .await
                 }
             };

@@ -16,7 +16,7 @@ use common::{config, plan, put, Plan};
 use keel_runtime_tokio::pb::etcdserverpb as pb;
 use keel_runtime_tokio::peer::fetch_members_with;
 use keel_runtime_tokio::serve::{self, Listener};
-use keel_runtime_tokio::tls::{PeerDialer, Side, SideTls, TlsError, TlsFlags, TlsPolicy};
+use keel_runtime_tokio::tls::{PeerDialer, PeerIo, Side, SideTls, TlsError, TlsFlags, TlsPolicy};
 use pb::kv_client::KvClient;
 use pb::maintenance_client::MaintenanceClient;
 use rcgen::{
@@ -163,10 +163,12 @@ async fn start(
         vec![Listener {
             tcp: c,
             tls: client_tls,
+            cert_names_user: client.is_some_and(SideTls::certificate_names_user),
         }],
         vec![Listener {
             tcp: l,
             tls: peer_tls,
+            cert_names_user: false,
         }],
         dialer,
         async move {
@@ -490,6 +492,151 @@ async fn a_peer_with_a_foreign_ca_cannot_take_part() {
     );
     for m in [m0, m1, m2] {
         m.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_ca_alone_requires_client_certificates_on_both_listeners() {
+    // etcd 3.4's TLSInfo.ServerConfig requires and verifies client certificates when
+    // the trusted CA is set, whether or not --client-cert-auth is.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("keel test CA");
+    let server = ca.issue(&["127.0.0.1"], false);
+    let client = ca.issue(&["client"], false);
+    let ca_only = |name: &str| TlsFlags {
+        client_cert_auth: false,
+        ..files(dir.path(), name, &server, Some(&ca))
+    };
+    let client_tls = load(Side::Client, &ca_only("client"));
+    let peer_tls = load(Side::Peer, &ca_only("peer"));
+    assert!(
+        !client_tls.certificate_names_user(),
+        "no --client-cert-auth"
+    );
+    let mut p = https_plan(1, true, true).await;
+    let m = start(&mut p, 0, dir.path(), Some(&client_tls), Some(&peer_tls)).await;
+
+    let good = tls_channel(&m.client_url, &ca, Some(&client));
+    wait_leader(std::slice::from_ref(&good)).await;
+    KvClient::new(good)
+        .put(put("ca", "only"))
+        .await
+        .expect("a client with a certificate from the CA");
+    for url in [&m.client_url, &m.peer_url] {
+        let e = handshake(url, &ca, None)
+            .await
+            .expect_err("a client without a certificate was admitted");
+        assert!(e.contains("CertificateRequired"), "{url}: {e}");
+    }
+    // Members dial each other with their peer certificate: admitted.
+    fetch_members_with(
+        std::slice::from_ref(&m.peer_url),
+        Duration::from_secs(2),
+        &peer_tls.dialer().expect("dialer"),
+    )
+    .await
+    .expect("a peer with a certificate from the CA");
+    m.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialer_refuses_a_certificate_that_does_not_name_the_host_it_dialed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("cluster CA");
+    // The member's peer certificate names localhost only, not 127.0.0.1.
+    let served = load(
+        Side::Peer,
+        &files(dir.path(), "served", &ca.issue(&["localhost"], false), None),
+    );
+    let dialing = load(
+        Side::Peer,
+        &files(
+            dir.path(),
+            "dialing",
+            &ca.issue(&["127.0.0.1"], false),
+            Some(&ca),
+        ),
+    );
+    let mut p = https_plan(1, false, true).await;
+    let m = start(&mut p, 0, dir.path(), None, Some(&served)).await;
+    common::wait_leader(std::slice::from_ref(&m.client_url)).await;
+    let dialer = dialing.dialer().expect("dialer");
+    let e = dialer
+        .connect(&m.peer_url)
+        .await
+        .err()
+        .expect("a certificate for another host was accepted");
+    assert!(e.to_string().contains("not valid for name"), "{e}");
+    // The same certificate, dialed by the name it carries, is accepted.
+    let by_name = m.peer_url.replace("127.0.0.1", "localhost");
+    dialer
+        .connect(&by_name)
+        .await
+        .map(drop)
+        .expect("the host the certificate names");
+    m.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_auto_tls_serves_a_generated_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let auto = TlsFlags {
+        auto_tls: true,
+        ..TlsFlags::default()
+    };
+    let client_tls = load(Side::Client, &auto);
+    let mut p = https_plan(1, true, false).await;
+    let m = start(&mut p, 0, dir.path(), Some(&client_tls), None).await;
+    // TLS, not plain HTTP/2, on the client URL.
+    let plain = common::channel(&m.client_url.replace("https://", "http://")).await;
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        KvClient::new(plain).range(get("k", true)),
+    )
+    .await;
+    assert!(!matches!(r, Ok(Ok(_))), "plaintext was served: {r:?}");
+    // A client that skips verification (etcdctl --insecure-skip-tls-verify; here
+    // keel's own dialer with auto TLS, which trusts anything) puts and gets.
+    let skip = load(Side::Peer, &auto).dialer().expect("dialer");
+    let url = m.client_url.clone();
+    let channel = tonic::transport::Endpoint::from_static("http://auto-tls.invalid")
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .connect_with_connector_lazy(SkipVerifyConnector { dialer: skip, url });
+    wait_leader(std::slice::from_ref(&channel)).await;
+    let mut kv = KvClient::new(channel);
+    kv.put(put("auto", "client tls")).await.expect("put");
+    let r = kv
+        .range(get("auto", false))
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(&r.kvs[0].value[..], b"client tls");
+    m.stop().await;
+}
+
+/// Connects gRPC channels over `dialer` to `url`, whatever URI the channel names.
+#[derive(Clone)]
+struct SkipVerifyConnector {
+    dialer: PeerDialer,
+    url: String,
+}
+
+impl tonic::codegen::Service<tonic::codegen::http::Uri> for SkipVerifyConnector {
+    type Response = hyper_util::rt::TokioIo<Box<dyn PeerIo>>;
+    type Error = std::io::Error;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: tonic::codegen::http::Uri) -> Self::Future {
+        let (dialer, url) = (self.dialer.clone(), self.url.clone());
+        Box::pin(async move { dialer.connect(&url).await.map(hyper_util::rt::TokioIo::new) })
     }
 }
 

@@ -140,13 +140,13 @@ fn listeners(
     Ok(tcp
         .into_iter()
         .zip(urls)
-        .map(|(tcp, url)| Listener {
-            tcp,
-            tls: if url.starts_with("https://") {
-                config.clone()
-            } else {
-                None
-            },
+        .map(|(tcp, url)| {
+            let https = url.starts_with("https://");
+            Listener {
+                tcp,
+                tls: if https { config.clone() } else { None },
+                cert_names_user: https && side.is_some_and(SideTls::certificate_names_user),
+            }
         })
         .collect())
 }

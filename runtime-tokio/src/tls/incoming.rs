@@ -97,9 +97,11 @@ impl AsyncWrite for TlsConn {
 
 /// Accepts on `listener` until `stop` turns true, yielding the connections whose TLS
 /// handshake succeeds; failed handshakes are logged as etcd does ("rejected connection").
+/// With `names_users` a client certificate's common name is handed on as its user.
 pub fn tls_incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
+    names_users: bool,
     mut stop: watch::Receiver<bool>,
 ) -> ReceiverStream<std::io::Result<TlsConn>> {
     let (tx, rx) = mpsc::channel(64);
@@ -126,7 +128,7 @@ pub fn tls_incoming(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(inner)) => {
-                        let common_name = client_common_name(&inner);
+                        let common_name = names_users.then(|| client_common_name(&inner)).flatten();
                         let _ = tx.send(Ok(TlsConn { inner, common_name })).await;
                     }
                     Ok(Err(e)) => {

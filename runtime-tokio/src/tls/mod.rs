@@ -36,7 +36,9 @@ pub struct TlsFlags {
     pub key_file: Option<PathBuf>,
     /// CA certificates that verify the other end's certificate, PEM.
     pub trusted_ca_file: Option<PathBuf>,
-    /// Refuse connections without a certificate signed by the trusted CA.
+    /// Take a client certificate's common name as the user (auth). A certificate signed
+    /// by the trusted CA is required whenever `trusted_ca_file` is given, with or without
+    /// this flag, as etcd 3.4 does.
     pub client_cert_auth: bool,
     /// Generate a self-signed certificate at start (ignored when files are given).
     pub auto_tls: bool,
@@ -107,6 +109,8 @@ pub struct SideTls {
     side: Side,
     identity: Arc<ReloadingIdentity>,
     client_auth: Option<Arc<ReloadingClientVerifier>>,
+    /// `--client-cert-auth`: a verified certificate's common name names the user.
+    names_users: bool,
     trust: Trust,
     provider: Arc<CryptoProvider>,
     versions: Vec<&'static SupportedProtocolVersion>,
@@ -146,8 +150,11 @@ impl SideTls {
                 }
             }
             let identity = ReloadingIdentity::from_files(side, cert, key, provider.clone())?;
+            // etcd 3.4's TLSInfo.ServerConfig: `if TrustedCAFile != "" || ClientCertAuth`
+            // the listener requires and verifies client certificates, so a trusted CA
+            // alone already turns them on.
             let client_auth = match (&flags.trusted_ca_file, flags.client_cert_auth) {
-                (Some(ca), true) => Some(Arc::new(ReloadingClientVerifier::new(
+                (Some(ca), _) => Some(Arc::new(ReloadingClientVerifier::new(
                     side,
                     ca,
                     provider.clone(),
@@ -159,7 +166,7 @@ impl SideTls {
                         side.flag("trusted-ca-file")
                     )))
                 }
-                (_, false) => None,
+                (None, false) => None,
             };
             let roots = match &flags.trusted_ca_file {
                 Some(ca) => files::load_roots(&side.flag("trusted-ca-file"), ca)?,
@@ -171,6 +178,7 @@ impl SideTls {
                 side,
                 identity: Arc::new(identity),
                 client_auth,
+                names_users: flags.client_cert_auth,
                 trust: Trust::Roots(Arc::new(roots)),
                 provider,
                 versions,
@@ -188,6 +196,7 @@ impl SideTls {
                 side,
                 identity: Arc::new(ReloadingIdentity::fixed(key)),
                 client_auth: None,
+                names_users: false,
                 trust: Trust::Anything,
                 provider,
                 versions,
@@ -211,6 +220,12 @@ impl SideTls {
                 self.identity.cert_path().unwrap_or_default().display()
             ))
         })
+    }
+
+    /// Whether a verified client certificate's common name is the user (etcd's
+    /// `AuthInfoFromTLS`, only with `--client-cert-auth`, not with a trusted CA alone).
+    pub fn certificate_names_user(&self) -> bool {
+        self.names_users && self.client_auth.is_some()
     }
 
     /// The listener configuration; `alpn` lists the protocols offered (gRPC needs `h2`).
