@@ -549,15 +549,27 @@ fn permission_checks_at_apply() {
         Outcome::Denied(E::PermissionDenied)
     );
     assert_eq!(m.sm.auth.role("x"), None);
+    // A simple token names its entry's index (etcd's "%s.%d"); a JWT's (empty) does not.
+    let index = m.index + 1;
+    let Outcome::Auth(Ok(AuthOutcome::Authenticated { token, .. })) = m.auth(
+        None,
+        C::Authenticate {
+            name: s("u"),
+            token: s("t"),
+        },
+    ) else {
+        panic!("authenticated");
+    };
+    assert_eq!(token, format!("t.{index}"));
     assert!(matches!(
         m.auth(
             None,
             C::Authenticate {
                 name: s("u"),
-                token: s("t")
-            }
+                token: s(""),
+            },
         ),
-        Outcome::Auth(Ok(AuthOutcome::Authenticated { .. }))
+        Outcome::Auth(Ok(AuthOutcome::Authenticated { token, .. })) if token.is_empty()
     ));
 
     // Leases: attaching a key to a lease holding a key the user may not write, or

@@ -1,8 +1,10 @@
 //! etcd's auth API through gRPC on in-process members: users, roles and permissions,
-//! enabling auth, tokens (issued by one member, honoured by all; stale after any auth
-//! change; expired after their TTL), permission checks on each kind of request with
-//! etcd's codes and texts, auth state across a leader change and a restart, and a
-//! brute force of wrong passwords.
+//! enabling auth, tokens (etcd's `<prefix>.<index>` simple tokens, malformed ones
+//! refused; issued by one member, honoured by all, by a lagging follower once it applied
+//! the login, and across a leader change; stale after any auth change; expired after
+//! their TTL), permission checks on each kind of request (KV, watch, lease, lock,
+//! election, maintenance, AuthStatus) with etcd's codes and texts, auth state across a
+//! restart, and a brute force of wrong passwords.
 
 mod common;
 
@@ -10,8 +12,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{get, plan, put, wait_leader};
+use keel_runtime_tokio::member::MemberHandle;
 use keel_runtime_tokio::pb::authpb;
 use keel_runtime_tokio::pb::etcdserverpb as pb;
+use keel_runtime_tokio::pb::{v3electionpb, v3lockpb};
 use pb::auth_client::AuthClient;
 use pb::kv_client::KvClient;
 use pb::lease_client::LeaseClient;
@@ -19,6 +23,8 @@ use pb::maintenance_client::MaintenanceClient;
 use pb::watch_client::WatchClient;
 use tokio_stream::StreamExt;
 use tonic::{Code, Request};
+use v3electionpb::election_client::ElectionClient;
+use v3lockpb::lock_client::LockClient;
 
 const USER_EMPTY: &str = "etcdserver: user name is empty";
 const DENIED: &str = "etcdserver: permission denied";
@@ -47,6 +53,16 @@ fn prefix(k: &str) -> pb::RangeRequest {
 fn assert_status<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, msg: &str) {
     let e = r.expect_err(msg);
     assert_eq!((e.code(), e.message()), (code, msg), "{e:?}");
+}
+
+/// etcd's simple token: 16 letters, a dot, the raft index of the Authenticate entry.
+fn assert_simple_token(token: &str) {
+    let (prefix, index) = token.split_once('.').expect("a dot");
+    assert!(
+        prefix.len() == 16 && prefix.bytes().all(|b| b.is_ascii_alphabetic()),
+        "{token}"
+    );
+    assert!(index.parse::<u64>().is_ok_and(|i| i > 0), "{token}");
 }
 
 async fn auth(url: &str) -> AuthClient<tonic::transport::Channel> {
@@ -128,13 +144,6 @@ async fn permissions_are_checked_on_every_kind_of_request_with_etcds_errors() {
         "etcdserver: authentication is not enabled",
     );
     set_up(url).await;
-    let status = auth(url)
-        .await
-        .auth_status(pb::AuthStatusRequest {})
-        .await
-        .expect("status")
-        .into_inner();
-    assert!(status.enabled);
 
     // No token; a wrong password; a forged token.
     let mut kv = KvClient::new(common::channel(url).await);
@@ -166,6 +175,21 @@ async fn permissions_are_checked_on_every_kind_of_request_with_etcds_errors() {
 
     let root = login(url, "root", "rootpw").await.expect("root login");
     let alice = login(url, "alice", "apw").await.expect("alice login");
+    assert_simple_token(&root);
+    assert_simple_token(&alice);
+    // etcd's isValidSimpleToken: one dot, a number after it.
+    for malformed in [
+        "abcdefghijklmnop",
+        "abc.x",
+        "abc.1.2",
+        &format!("{alice}0.1"),
+    ] {
+        assert_status(
+            kv.range(with(malformed, get("/pub/a"))).await,
+            Code::Unauthenticated,
+            INVALID_TOKEN,
+        );
+    }
     kv.put(with(&root, put("/pub/a", "1")))
         .await
         .expect("root writes");
@@ -312,6 +336,28 @@ async fn permissions_are_checked_on_every_kind_of_request_with_etcds_errors() {
     mt.hash_kv(with(&root, pb::HashKvRequest { revision: 0 }))
         .await
         .expect("root hashes");
+    assert_status(
+        mt.hash(with(&alice, pb::HashRequest {})).await,
+        Code::Unknown,
+        "auth: permission denied",
+    );
+    mt.hash(with(&root, pb::HashRequest {}))
+        .await
+        .expect("root hashes");
+    // etcd 3.4 lets anyone ask (etcd 3.6 checks it): keel refuses non-root, with the
+    // text of 3.4's other root-only maintenance calls, before looking at the target.
+    assert_status(
+        mt.move_leader(with(&alice, pb::MoveLeaderRequest { target_id: 1 }))
+            .await,
+        Code::Unknown,
+        "auth: permission denied",
+    );
+    assert_status(
+        mt.move_leader(pb::MoveLeaderRequest { target_id: 1 }).await,
+        Code::Unknown,
+        "auth: user name is empty",
+    );
+    recipes_need_write_permission_on_their_prefix(url, &alice).await;
     let mut a = auth(url).await;
     assert_status(
         a.user_add(with(
@@ -337,6 +383,24 @@ async fn permissions_are_checked_on_every_kind_of_request_with_etcds_errors() {
         Code::InvalidArgument,
         "etcdserver: invalid auth management",
     );
+    // AuthStatus is root's too (etcd 3.5, which added it, lists it in
+    // needAdminPermission).
+    assert_status(
+        a.auth_status(pb::AuthStatusRequest {}).await,
+        Code::InvalidArgument,
+        USER_EMPTY,
+    );
+    assert_status(
+        a.auth_status(with(&alice, pb::AuthStatusRequest {})).await,
+        Code::PermissionDenied,
+        DENIED,
+    );
+    let status = a
+        .auth_status(with(&root, pb::AuthStatusRequest {}))
+        .await
+        .expect("root reads the auth status")
+        .into_inner();
+    assert!(status.enabled && status.auth_revision > 0, "{status:?}");
     let own = a
         .user_get(with(
             &alice,
@@ -399,6 +463,74 @@ async fn permissions_are_checked_on_every_kind_of_request_with_etcds_errors() {
     }
 }
 
+/// etcd's v3lock and v3election run their recipes as the caller (KV requests carrying
+/// its token): a name under a prefix the caller may only read is refused with the KV
+/// permission error; under one it may read and write, the recipe runs.
+async fn recipes_need_write_permission_on_their_prefix(url: &str, alice: &str) {
+    let ch = common::channel(url).await;
+    let mut lock = LockClient::new(ch.clone());
+    let mut election = ElectionClient::new(ch.clone());
+    let lease = LeaseClient::new(ch)
+        .lease_grant(with(alice, pb::LeaseGrantRequest { ttl: 60, id: 0 }))
+        .await
+        .expect("lease")
+        .into_inner()
+        .id;
+    let lock_req = |name: &str| v3lockpb::LockRequest {
+        name: Bytes::copy_from_slice(name.as_bytes()),
+        lease,
+    };
+    let campaign = |name: &str| v3electionpb::CampaignRequest {
+        name: Bytes::copy_from_slice(name.as_bytes()),
+        lease,
+        value: "me".into(),
+    };
+    assert_status(
+        lock.lock(with(alice, lock_req("/pub/l"))).await,
+        Code::PermissionDenied,
+        DENIED,
+    );
+    assert_status(
+        election.campaign(with(alice, campaign("/pub/e"))).await,
+        Code::PermissionDenied,
+        DENIED,
+    );
+    assert_status(
+        lock.lock(lock_req("/pub/alice/l")).await,
+        Code::InvalidArgument,
+        USER_EMPTY,
+    );
+    let held = lock
+        .lock(with(alice, lock_req("/pub/alice/l")))
+        .await
+        .expect("alice locks under her prefix")
+        .into_inner()
+        .key;
+    assert!(held.starts_with(b"/pub/alice/l/"), "{held:?}");
+    lock.unlock(with(alice, v3lockpb::UnlockRequest { key: held }))
+        .await
+        .expect("unlock");
+    let won = election
+        .campaign(with(alice, campaign("/pub/alice/e")))
+        .await
+        .expect("alice campaigns under her prefix")
+        .into_inner()
+        .leader
+        .expect("leader key");
+    assert!(won.key.starts_with(b"/pub/alice/e/"), "{won:?}");
+    let leader = election
+        .leader(with(
+            alice,
+            v3electionpb::LeaderRequest {
+                name: "/pub/alice/e".into(),
+            },
+        ))
+        .await
+        .expect("leader")
+        .into_inner();
+    assert_eq!(leader.kv.map(|kv| kv.value), Some(Bytes::from("me")));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_survives_a_leader_change_and_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -406,9 +538,13 @@ async fn auth_survives_a_leader_change_and_a_restart() {
     let (mut ms, urls) = p.start_all(dir.path(), |_| {}).await;
     let leader = wait_leader(&urls).await;
     set_up(&urls[0]).await;
+    // Issued through the leader, recorded by every member as the entry applied.
+    let gone = ms.iter().position(|m| m.id == leader).expect("leader");
+    let before = login(&urls[gone], "alice", "apw")
+        .await
+        .expect("login before the change");
 
     // The leader goes; the others elect a new one with the same auth state.
-    let gone = ms.iter().position(|m| m.id == leader).expect("leader");
     ms[gone].stop().await;
     let rest: Vec<String> = (0..3)
         .filter(|i| *i != gone)
@@ -418,6 +554,13 @@ async fn auth_survives_a_leader_change_and_a_restart() {
     while wait_leader(&rest).await == leader {
         assert!(Instant::now() < deadline, "no new leader");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The token from before the change still works on the members that remain.
+    for u in &rest {
+        let mut kv = KvClient::new(common::channel(u).await);
+        kv.range(with(&before, get("/pub/a")))
+            .await
+            .expect("a token issued before the leader change");
     }
     let alice = login(&rest[0], "alice", "apw")
         .await
@@ -462,6 +605,62 @@ async fn auth_survives_a_leader_change_and_a_restart() {
         Code::PermissionDenied,
         DENIED,
     );
+    for m in &mut ms {
+        m.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_follower_behind_the_login_waits_to_apply_it_instead_of_refusing_the_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut p = plan(3).await;
+    let (handles_tx, handles) = std::sync::mpsc::channel::<MemberHandle>();
+    let mut ms = Vec::new();
+    for i in 0..3 {
+        let tx = handles_tx.clone();
+        let on_ready = move |h: &MemberHandle| {
+            let _ = tx.send(h.clone());
+        };
+        ms.push(p.start_with_ready(i, dir.path(), |_| {}, on_ready).await);
+    }
+    let urls: Vec<String> = ms.iter().map(|m| m.client_url.clone()).collect();
+    let leader = wait_leader(&urls).await;
+    set_up(&urls[0]).await;
+    let lagging = (0..3)
+        .map(|_| {
+            handles
+                .recv_timeout(Duration::from_secs(10))
+                .expect("handle")
+        })
+        .find(|h| h.id != leader)
+        .expect("a follower");
+    let at = ms.iter().position(|m| m.id == lagging.id).expect("member");
+    let login_at = ms.iter().position(|m| m.id == leader).expect("leader");
+
+    // The follower's task stalls (as under a slow disk) while the others commit the
+    // login; the token reaches it before it applied the Authenticate entry.
+    let (stalled_tx, stalled) = tokio::sync::oneshot::channel();
+    let stall = tokio::spawn(async move {
+        lagging
+            .local(move |_| {
+                let _ = stalled_tx.send(());
+                std::thread::sleep(Duration::from_millis(1500));
+            })
+            .await
+    });
+    stalled.await.expect("the follower stalls");
+    let alice = login(&urls[login_at], "alice", "apw")
+        .await
+        .expect("login while a follower stalls");
+    assert!(
+        !stall.is_finished(),
+        "the follower caught up before the test"
+    );
+    let mut kv = KvClient::new(common::channel(&urls[at]).await);
+    kv.range(with(&alice, get("/pub/a")))
+        .await
+        .expect("the lagging follower honours the fresh token");
+    stall.await.expect("stall").expect("member");
     for m in &mut ms {
         m.stop().await;
     }

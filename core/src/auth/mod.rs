@@ -108,7 +108,8 @@ pub enum AuthCommand {
     /// AuthDisable.
     Disable,
     /// Authenticate: the password was already checked by the proposer against
-    /// [`AuthStore::password_hash`]; the token is chosen by the proposer (may be empty).
+    /// [`AuthStore::password_hash`]; the proposer chooses the token's random prefix
+    /// (empty for JWT), the state machine appends the entry's index.
     Authenticate {
         /// User name.
         name: String,
@@ -187,7 +188,8 @@ pub enum AuthOutcome {
     Authenticated {
         /// User name.
         name: String,
-        /// The proposer's token.
+        /// The token to hand out: the proposer's simple-token prefix and, after a dot,
+        /// the index of the Authenticate entry (etcd's `"%s.%d"`); empty for JWT.
         token: String,
         /// Auth revision the token is valid from.
         revision: u64,

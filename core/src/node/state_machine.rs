@@ -160,6 +160,25 @@ pub enum NodeImageError {
     Auth(#[from] AuthDecodeError),
 }
 
+/// etcd's simple token is the proposer's random prefix and the raft index of its
+/// Authenticate entry (`"%s.%d"`): a member asked with it before applying that entry
+/// knows what to wait for. An empty token (JWT, signed by the answering member) stays
+/// empty.
+fn index_token(o: AuthOutcome, index: u64) -> AuthOutcome {
+    match o {
+        AuthOutcome::Authenticated {
+            name,
+            token,
+            revision,
+        } if !token.is_empty() => AuthOutcome::Authenticated {
+            name,
+            token: format!("{token}.{index}"),
+            revision,
+        },
+        o => o,
+    }
+}
+
 impl StateMachine {
     /// An empty state whose member table holds the founding members.
     pub fn new(
@@ -397,7 +416,10 @@ impl StateMachine {
                 m.learner = learner;
                 Outcome::Member
             }
-            Command::Auth(a) => Outcome::Auth(self.auth.apply(&a)),
+            Command::Auth(a) => {
+                let index = self.kv.applied;
+                Outcome::Auth(self.auth.apply(&a).map(|o| index_token(o, index)))
+            }
         };
         Applied {
             origin: p.origin,

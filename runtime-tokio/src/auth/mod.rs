@@ -76,10 +76,10 @@ impl Tokens {
         Ok(Tokens { kind })
     }
 
-    /// The token to carry in an Authenticate proposal: 16 random ASCII letters for simple
-    /// tokens (etcd's prefix; keel appends no raft index), empty for JWT and the no-op
-    /// provider. Empty too if the OS has no randomness to give, which makes the
-    /// following [`Tokens::assign`] fail rather than hand out a guessable token.
+    /// The token prefix to carry in an Authenticate proposal: 16 random ASCII letters for
+    /// simple tokens (etcd's prefix; applying the entry appends `.` and its raft index),
+    /// empty for JWT and the no-op provider. Empty too if the OS has no randomness to
+    /// give, which makes Authenticate fail rather than hand out a guessable token.
     pub fn new_simple_token(&self) -> String {
         match &self.kind {
             Kind::Simple(_) => simple::random_token(),
@@ -125,6 +125,17 @@ impl Tokens {
         Some(info)
     }
 
+    /// The raft index a simple token names (etcd's `isValidSimpleToken`: exactly one dot,
+    /// a number after it): the member must have applied that Authenticate entry before
+    /// the token can be known here. `None` for a malformed simple token and for JWT, whose
+    /// [`Tokens::info`] never depends on this member's progress.
+    pub fn simple_token_index(&self, token: &str) -> Option<u64> {
+        match &self.kind {
+            Kind::Simple(_) => simple::index_of(token),
+            Kind::Jwt(_) | Kind::Nop => None,
+        }
+    }
+
     /// Forgets every simple token of user `name` (etcd does this when the user is
     /// deleted or its password changes). JWTs can't be recalled: they stay valid until
     /// `exp`, and the auth revision check rejects them.
@@ -164,6 +175,8 @@ mod tests {
         let info = t.info_at_revision(&token, 9).expect("known token");
         assert_eq!(info.revision, 9);
         assert_eq!(t.info("nope"), None);
+        assert_eq!(t.simple_token_index("abc.42"), Some(42));
+        assert_eq!(t.simple_token_index(&token), None, "no index");
         t.invalidate_all();
         assert_eq!(t.info(&token), None);
     }
@@ -183,5 +196,6 @@ mod tests {
             Err("auth: authentication failed, invalid user ID or password".to_owned())
         );
         assert_eq!(t.info("x"), None);
+        assert_eq!(t.simple_token_index("abc.42"), None);
     }
 }

@@ -41,6 +41,17 @@ pub(crate) fn random_token() -> String {
     out
 }
 
+/// The raft index after the single dot of a simple token, as etcd's
+/// `isValidSimpleToken` splits it; `None` when the token has no dot, more than one, or
+/// no number after it.
+pub(crate) fn index_of(token: &str) -> Option<u64> {
+    let (_, index) = token.split_once('.')?;
+    if index.contains('.') {
+        return None;
+    }
+    index.parse().ok()
+}
+
 pub(crate) struct SimpleTokens {
     ttl: Duration,
     cap: usize,
@@ -258,6 +269,17 @@ mod tests {
         let late = t0 + Duration::from_secs(20);
         assert!(s.info_at("t19999", late).is_some());
         assert!(s.info_at("t0", late).is_none());
+    }
+
+    #[test]
+    fn the_index_is_the_number_after_the_only_dot() {
+        assert_eq!(index_of("AbcDefGhiJklMnoP.17"), Some(17));
+        assert_eq!(index_of(".0"), Some(0));
+        for bad in [
+            "", "abc", "abc.", "abc.x1", "abc.1.2", "a.b.3", "abc.-1", "abc. 1",
+        ] {
+            assert_eq!(index_of(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

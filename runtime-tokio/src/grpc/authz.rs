@@ -4,11 +4,13 @@
 //! to "may they" come from the replicated auth store: reads check it on the member task
 //! before reading, writes when their entry is applied.
 
+use std::future::Future;
+
 use keel_core::auth::{AuthError, AuthInfo, AuthStore, PermKind};
 use tonic::{Code, Request, Status};
 
 use super::recipes::prefix_end;
-use crate::member::{Core, MemberHandle};
+use crate::member::{Core, MemberHandle, REQUEST_TIMEOUT};
 use crate::tls::ClientConnInfo;
 
 /// "The auth store's revision now": a certificate's user and a simple token's user are
@@ -18,25 +20,72 @@ use crate::tls::ClientConnInfo;
 /// revision it was issued at.
 pub const CURRENT_REVISION: u64 = u64::MAX;
 
-/// The caller of `req`: None when it sent no token and no verified certificate.
-pub fn caller<T>(m: &MemberHandle, req: &Request<T>) -> Result<Option<AuthInfo>, Status> {
+/// The caller of `req`: None when it sent no token and no verified certificate. A known
+/// token or a certificate resolves at once; only a simple token this member does not know
+/// yet waits (see [`resolve_late`]), so the returned future never borrows `req`.
+pub fn caller<'m, T>(
+    m: &'m MemberHandle,
+    req: &Request<T>,
+) -> impl Future<Output = Result<Option<AuthInfo>, Status>> + Send + 'm {
+    let now = resolve_now(m, req);
+    async move {
+        match now {
+            Ok(who) => who,
+            Err(late) => resolve_late(m, late).await.map(Some),
+        }
+    }
+}
+
+/// A simple token this member has not recorded, with the index its Authenticate entry
+/// has in the log.
+struct Late {
+    token: String,
+    index: u64,
+}
+
+/// The caller as this member can tell right now: `Err` for a well-formed simple token it
+/// does not know yet.
+fn resolve_now<T>(
+    m: &MemberHandle,
+    req: &Request<T>,
+) -> Result<Result<Option<AuthInfo>, Status>, Late> {
     let md = req.metadata();
     let token = md.get("token").or_else(|| md.get("authorization"));
     if let Some(token) = token {
         let token = token.to_str().unwrap_or_default();
-        return match m.tokens.info_at_revision(token, CURRENT_REVISION) {
-            Some(info) => Ok(Some(info)),
-            None => Err(auth_status(AuthError::InvalidAuthToken)),
+        if let Some(info) = m.tokens.info_at_revision(token, CURRENT_REVISION) {
+            return Ok(Ok(Some(info)));
+        }
+        return match m.tokens.simple_token_index(token) {
+            Some(index) => Err(Late {
+                token: token.to_owned(),
+                index,
+            }),
+            None => Ok(Err(auth_status(AuthError::InvalidAuthToken))),
         };
     }
     let cn = req
         .extensions()
         .get::<ClientConnInfo>()
         .and_then(|c| c.common_name.clone());
-    Ok(cn.map(|user| AuthInfo {
+    Ok(Ok(cn.map(|user| AuthInfo {
         user,
         revision: CURRENT_REVISION,
-    }))
+    })))
+}
+
+/// etcd's `isValidSimpleToken`: a member asked with a simple token before it applied the
+/// token's Authenticate entry (a follower a little behind the leader that answered the
+/// login) waits to apply it, then looks again. The wait ends with the request (tonic
+/// drops the future at the client's deadline) or after [`REQUEST_TIMEOUT`]; then, or if
+/// the token is still unknown, it is invalid.
+async fn resolve_late(m: &MemberHandle, late: Late) -> Result<AuthInfo, Status> {
+    if m.wait_applied(late.index, REQUEST_TIMEOUT).await {
+        if let Some(info) = m.tokens.info_at_revision(&late.token, CURRENT_REVISION) {
+            return Ok(info);
+        }
+    }
+    Err(auth_status(AuthError::InvalidAuthToken))
 }
 
 /// An auth error as etcd's gRPC status.
@@ -64,23 +113,28 @@ pub async fn check<T, F>(
 where
     F: FnOnce(&AuthStore, Option<&AuthInfo>) -> Result<(), AuthError> + Send + 'static,
 {
-    let who = caller(m, req)?;
+    let who = caller(m, req).await?;
     Ok(m.local(move |c: &mut Core| f(&c.sm.auth, who.as_ref()))
         .await?)
 }
 
 /// The lock and election recipes read and write keys under `dir`: their caller must be
 /// allowed both on that whole prefix, as etcd's recipes run with the caller's token.
+/// Returns the caller, on whose behalf the recipe then proposes its writes (the state
+/// machine checks them again when it applies them).
 pub async fn check_recipe<T>(
     m: &MemberHandle,
     req: &Request<T>,
     dir: Vec<u8>,
-) -> Result<(), Status> {
-    check(m, req, move |a, who| {
-        let end = prefix_end(&dir);
-        a.check(who, &dir, &end, PermKind::Read)?;
-        a.check(who, &dir, &end, PermKind::Write)
+) -> Result<Option<AuthInfo>, Status> {
+    let who = caller(m, req).await?;
+    let asking = who.clone();
+    m.local(move |c: &mut Core| {
+        let (a, end) = (&c.sm.auth, prefix_end(&dir));
+        a.check(asking.as_ref(), &dir, &end, PermKind::Read)?;
+        a.check(asking.as_ref(), &dir, &end, PermKind::Write)
     })
     .await?
-    .map_err(auth_status)
+    .map_err(auth_status)?;
+    Ok(who)
 }

@@ -13,10 +13,11 @@ use tonic::{Request, Response, Status};
 
 use super::convert::kv_out;
 use super::recipes::{acquire, dir, neighbour, wait_written};
-use super::{header, mismatched, mvcc_status};
+use super::{header, mismatched, mvcc_status, permitted};
 use crate::member::{Header, MemberHandle};
 use crate::pb::etcdserverpb::ResponseHeader;
 use crate::pb::v3electionpb as pb;
+use keel_core::auth::AuthInfo;
 
 /// The Election service.
 pub struct ElectionService {
@@ -34,9 +35,10 @@ fn not_leader() -> Status {
     Status::failed_precondition("election: not leader")
 }
 
-/// Runs `op` if the leader key still has the create revision it was won with.
+/// Runs `op` (as `who`) if the leader key still has the create revision it was won with.
 async fn if_leader(
     m: &MemberHandle,
+    who: Option<AuthInfo>,
     leader: Option<pb::LeaderKey>,
     op: RequestOp,
 ) -> Result<Option<ResponseHeader>, Status> {
@@ -51,7 +53,7 @@ async fn if_leader(
         success: vec![op],
         failure: vec![],
     };
-    match m.propose(Command::Txn(txn)).await? {
+    match permitted(m.propose_as(Command::Txn(txn), who).await?)? {
         (Outcome::Txn(res), h) => {
             if !res.map_err(mvcc_status)?.succeeded {
                 return Err(not_leader());
@@ -75,9 +77,9 @@ impl pb::election_server::Election for ElectionService {
         &self,
         req: Request<pb::CampaignRequest>,
     ) -> Result<Response<pb::CampaignResponse>, Status> {
-        check_recipe(&self.m, &req, dir(&req.get_ref().name)).await?;
+        let who = check_recipe(&self.m, &req, dir(&req.get_ref().name)).await?;
         let r = req.into_inner();
-        let (key, rev, h) = acquire(&self.m, &dir(&r.name), r.lease, r.value).await?;
+        let (key, rev, h) = acquire(&self.m, who, &dir(&r.name), r.lease, r.value).await?;
         Ok(Response::new(pb::CampaignResponse {
             header: header(&self.m, h),
             leader: Some(pb::LeaderKey {
@@ -94,7 +96,7 @@ impl pb::election_server::Election for ElectionService {
         req: Request<pb::ProclaimRequest>,
     ) -> Result<Response<pb::ProclaimResponse>, Status> {
         let name = req.get_ref().leader.as_ref().map(|l| dir(&l.name));
-        check_recipe(&self.m, &req, name.unwrap_or_default()).await?;
+        let who = check_recipe(&self.m, &req, name.unwrap_or_default()).await?;
         let r = req.into_inner();
         let (key, lease) = r
             .leader
@@ -107,7 +109,7 @@ impl pb::election_server::Election for ElectionService {
             lease,
             ..Default::default()
         });
-        let header = if_leader(&self.m, r.leader, put).await?;
+        let header = if_leader(&self.m, who, r.leader, put).await?;
         Ok(Response::new(pb::ProclaimResponse { header }))
     }
 
@@ -171,7 +173,7 @@ impl pb::election_server::Election for ElectionService {
         req: Request<pb::ResignRequest>,
     ) -> Result<Response<pb::ResignResponse>, Status> {
         let name = req.get_ref().leader.as_ref().map(|l| dir(&l.name));
-        check_recipe(&self.m, &req, name.unwrap_or_default()).await?;
+        let who = check_recipe(&self.m, &req, name.unwrap_or_default()).await?;
         let r = req.into_inner();
         let key = r
             .leader
@@ -182,7 +184,7 @@ impl pb::election_server::Election for ElectionService {
             key,
             ..Default::default()
         });
-        let header = if_leader(&self.m, r.leader, del).await?;
+        let header = if_leader(&self.m, who, r.leader, del).await?;
         Ok(Response::new(pb::ResignResponse { header }))
     }
 }

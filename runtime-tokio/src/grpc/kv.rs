@@ -29,7 +29,7 @@ impl pb::kv_server::Kv for KvService {
         &self,
         req: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
-        let who = caller(&self.m, &req)?;
+        let who = caller(&self.m, &req).await?;
         let req = req.into_inner();
         let linearizable = !req.serializable;
         let r = range_in(req)?;
@@ -48,7 +48,7 @@ impl pb::kv_server::Kv for KvService {
     }
 
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
-        let who = caller(&self.m, &req)?;
+        let who = caller(&self.m, &req).await?;
         let r = put_in(req.into_inner())?;
         match permitted(self.m.propose_as(Command::Put(r), who).await?)? {
             (Outcome::Put(res), h) => Ok(Response::new(put_out(
@@ -63,7 +63,7 @@ impl pb::kv_server::Kv for KvService {
         &self,
         req: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        let who = caller(&self.m, &req)?;
+        let who = caller(&self.m, &req).await?;
         let r = delete_in(req.into_inner())?;
         match permitted(self.m.propose_as(Command::DeleteRange(r), who).await?)? {
             (Outcome::DeleteRange(res), h) => Ok(Response::new(delete_out(
@@ -75,7 +75,7 @@ impl pb::kv_server::Kv for KvService {
     }
 
     async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
-        let who = caller(&self.m, &req)?;
+        let who = caller(&self.m, &req).await?;
         let t = txn_in(req.into_inner())?;
         if txn_read_only(&t) {
             // A txn that only reads is served like a linearizable range (as etcd does).
@@ -106,7 +106,7 @@ impl pb::kv_server::Kv for KvService {
         &self,
         req: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
-        let who = caller(&self.m, &req)?;
+        let who = caller(&self.m, &req).await?;
         let r = req.into_inner();
         let cmd = Command::Compact {
             revision: r.revision,

@@ -110,7 +110,7 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         req: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
-        let who = caller(&self.m, &req)?;
+        let who = caller(&self.m, &req).await?;
         let id = req.into_inner().id;
         match permitted(self.m.propose_as(Command::LeaseRevoke { id }, who).await?)? {
             (Outcome::LeaseRevoke(res), h) => {

@@ -28,9 +28,9 @@ impl pb::lock_server::Lock for LockService {
         &self,
         req: Request<pb::LockRequest>,
     ) -> Result<Response<pb::LockResponse>, Status> {
-        check_recipe(&self.m, &req, dir(&req.get_ref().name)).await?;
+        let who = check_recipe(&self.m, &req, dir(&req.get_ref().name)).await?;
         let r = req.into_inner();
-        let (key, _, h) = acquire(&self.m, &dir(&r.name), r.lease, Default::default()).await?;
+        let (key, _, h) = acquire(&self.m, who, &dir(&r.name), r.lease, Default::default()).await?;
         Ok(Response::new(pb::LockResponse {
             header: header(&self.m, h),
             key,
@@ -41,7 +41,7 @@ impl pb::lock_server::Lock for LockService {
         &self,
         req: Request<pb::UnlockRequest>,
     ) -> Result<Response<pb::UnlockResponse>, Status> {
-        let who = caller(&self.m, &req)?;
+        let who = caller(&self.m, &req).await?;
         let key = req.into_inner().key;
         let cmd = Command::DeleteRange(DeleteRangeRequest {
             key,

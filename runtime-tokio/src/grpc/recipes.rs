@@ -3,6 +3,7 @@
 //! for the deletion of the key just ahead of it.
 
 use bytes::Bytes;
+use keel_core::auth::AuthInfo;
 use keel_core::mvcc::{
     Compare, CompareResult, CompareTarget, KeyValue, PutRequest, RangeRequest, RequestOp,
     ResponseOp, SortOrder, SortTarget, TxnRequest, WatchRequest,
@@ -10,7 +11,7 @@ use keel_core::mvcc::{
 use keel_core::node::{Command, Outcome};
 use tonic::Status;
 
-use super::{mismatched, mvcc_status};
+use super::{mismatched, mvcc_status, permitted};
 use crate::member::{watch_channel, Core, Header, MemberHandle};
 
 /// The end of the range of keys starting with `prefix`.
@@ -36,6 +37,7 @@ pub fn dir(name: &[u8]) -> Vec<u8> {
 /// Creates `key` with `value` under `lease` unless it exists; returns its create revision.
 pub async fn create_key(
     m: &MemberHandle,
+    who: Option<AuthInfo>,
     key: Bytes,
     value: Bytes,
     lease: i64,
@@ -58,7 +60,7 @@ pub async fn create_key(
             ..Default::default()
         })],
     };
-    match m.propose(Command::Txn(txn)).await? {
+    match permitted(m.propose_as(Command::Txn(txn), who).await?)? {
         (Outcome::Txn(res), h) => {
             let res = res.map_err(mvcc_status)?;
             if res.succeeded {
@@ -165,9 +167,11 @@ async fn wait_event(m: &MemberHandle, req: WatchRequest) -> Result<(), Status> {
     Ok(())
 }
 
-/// Creates this contender's key and waits until it is the oldest under `prefix`.
+/// Creates this contender's key (as `who`) and waits until it is the oldest under
+/// `prefix`.
 pub async fn acquire(
     m: &MemberHandle,
+    who: Option<AuthInfo>,
     prefix: &[u8],
     lease: i64,
     value: Bytes,
@@ -175,7 +179,7 @@ pub async fn acquire(
     let mut key = prefix.to_vec();
     key.extend_from_slice(format!("{lease:x}").as_bytes());
     let key = Bytes::from(key);
-    let (rev, _) = create_key(m, key.clone(), value, lease).await?;
+    let (rev, _) = create_key(m, who, key.clone(), value, lease).await?;
     loop {
         let (ahead, h) = neighbour(m, prefix, rev).await?;
         match ahead {

@@ -42,7 +42,7 @@ impl pb::watch_server::Watch for WatchService {
         &self,
         req: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let who = caller(&self.m, &req)?;
+        let who = caller(&self.m, &req).await?;
         let inbound = req.into_inner();
         let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
         tokio::spawn(run_stream(self.m.clone(), who, inbound, out_tx));

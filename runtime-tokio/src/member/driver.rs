@@ -60,6 +60,9 @@ pub struct Core {
     pub(super) reads_new: Vec<ReadFn>,
     /// Confirmed reads waiting for the state to reach their index.
     pub(super) reads_by_index: Vec<(LogIndex, ReadFn)>,
+    /// Callers waiting for this member to apply an index (simple tokens name the
+    /// index of their Authenticate entry).
+    pub(super) index_waits: Vec<(u64, oneshot::Sender<()>)>,
     pub(super) revoking: HashSet<i64>,
     pub(super) published: bool,
     pub(super) last_leader: u64,
@@ -204,6 +207,7 @@ pub fn start_with_dialer(
         reads_by_ctx: HashMap::new(),
         reads_new: Vec::new(),
         reads_by_index: Vec::new(),
+        index_waits: Vec::new(),
         revoking: HashSet::new(),
         published: false,
         last_leader: 0,
@@ -300,6 +304,13 @@ impl Core {
                     self.reads_new.push(f);
                 } else {
                     f(Ok(self));
+                }
+            }
+            Input::WaitApplied { index, reply } => {
+                if self.sm.applied() >= index {
+                    let _ = reply.send(());
+                } else {
+                    self.index_waits.push((index, reply));
                 }
             }
         }

@@ -67,6 +67,7 @@ impl Core {
             self.raft.compact(now, data);
         }
         self.serve_reads();
+        self.serve_index_waits();
         self.flush_watches();
         Ok(())
     }
@@ -200,6 +201,23 @@ impl Core {
         self.reads_by_index = rest;
         for (_, f) in ready {
             f(Ok(self));
+        }
+    }
+
+    /// Answers the callers waiting for an index this member has now applied, and drops
+    /// those that gave up (a forged token can name an index far ahead: its waiter must
+    /// not outlive the request).
+    fn serve_index_waits(&mut self) {
+        if self.index_waits.is_empty() {
+            return;
+        }
+        let applied = self.sm.applied();
+        for (index, reply) in std::mem::take(&mut self.index_waits) {
+            if index <= applied {
+                let _ = reply.send(());
+            } else if !reply.is_closed() {
+                self.index_waits.push((index, reply));
+            }
         }
     }
 

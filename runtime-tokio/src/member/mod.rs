@@ -118,6 +118,11 @@ pub(crate) enum Input {
     Stop,
     /// Run on the member's state (serializable) or after a ReadIndex (linearizable).
     Read { linearizable: bool, f: ReadFn },
+    /// Answer once this member has applied `index` (dropped unanswered at stop).
+    WaitApplied {
+        index: u64,
+        reply: oneshot::Sender<()>,
+    },
     /// A snapshot file written off the member task (its name), or why it failed.
     SnapshotSaved {
         term: u64,
@@ -226,6 +231,21 @@ impl MemberHandle {
             Ok(Err(_)) => Err(ServerError::Stopped),
             Err(_) => Err(ServerError::Timeout),
         }
+    }
+
+    /// Waits until this member has applied log index `index`, at most `limit`; false if
+    /// it did not get there in time (or stopped).
+    pub async fn wait_applied(&self, index: u64, limit: Duration) -> bool {
+        let (reply, rx) = oneshot::channel();
+        if self
+            .tx
+            .send(Input::WaitApplied { index, reply })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        matches!(tokio::time::timeout(limit, rx).await, Ok(Ok(())))
     }
 
     /// Hands a peer's raft message to the member; false once the member has stopped.
