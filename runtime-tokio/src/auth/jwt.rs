@@ -1,6 +1,7 @@
 //! etcd's JWT tokens: `{"username", "revision", "exp"}` signed with the key and method of
-//! `--auth-token jwt,...` (RS*, PS*, ES256, ES384, EdDSA with PEM keys; HS* with the
-//! `priv-key` file's bytes as the shared secret).
+//! `--auth-token jwt,...` (RS*, PS*, ES256, ES384, ES512, EdDSA with PEM keys; HS* with
+//! the `priv-key` file's bytes as the shared secret). ES512 has its own signer
+//! (`es512.rs`); the rest go through jsonwebtoken.
 //!
 //! As in etcd, `priv-key` alone signs and verifies, `pub-key` alone only verifies (a
 //! member that can't sign fails Authenticate), and both must be halves of one key pair.
@@ -20,11 +21,11 @@ use rustls_pki_types::PrivateKeyDer;
 use super::spec::{
     JwtOptions, INVALID_METHOD, INVALID_OPTS, KEY_MISMATCH, MISSING_KEY, VERIFY_ONLY,
 };
-use super::AuthInfo;
+use super::{es512, AuthInfo};
 
 /// The sign methods keel takes, as etcd spells them.
 const METHODS: &str =
-    "RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA, HS256, HS384, HS512";
+    "RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA, HS256, HS384, HS512";
 
 #[derive(Clone, Copy)]
 enum Family {
@@ -50,7 +51,13 @@ impl Curve {
     }
 }
 
-fn method(name: &str) -> Result<(Algorithm, Family), String> {
+/// A sign method: one of jsonwebtoken's, or ES512.
+enum Method {
+    Lib(Algorithm, Family),
+    Es512,
+}
+
+fn method(name: &str) -> Result<Method, String> {
     let m = match name {
         "RS256" => (Algorithm::RS256, Family::Rsa),
         "RS384" => (Algorithm::RS384, Family::Rsa),
@@ -70,49 +77,55 @@ fn method(name: &str) -> Result<(Algorithm, Family), String> {
         "HS256" => (Algorithm::HS256, Family::Hmac),
         "HS384" => (Algorithm::HS384, Family::Hmac),
         "HS512" => (Algorithm::HS512, Family::Hmac),
-        "ES512" => {
-            return Err(format!(
-                "{INVALID_METHOD}: ES512 (P-521) is not supported by keel; use ES256 or ES384"
-            ))
-        }
+        "ES512" => return Ok(Method::Es512),
         other => {
             return Err(format!(
                 "{INVALID_METHOD}: unknown sign-method {other:?} (expected one of {METHODS})"
             ))
         }
     };
-    Ok(m)
+    Ok(Method::Lib(m.0, m.1))
 }
 
 pub(crate) struct JwtTokens {
-    alg: Algorithm,
     ttl: Duration,
-    /// `None`: verify-only (only `pub-key` given).
-    signing: Option<EncodingKey>,
-    verifying: DecodingKey,
-    validation: Validation,
+    keys: MethodKeys,
+}
+
+/// The keys of one method; a `None` signing key means verify-only (only `pub-key` given).
+enum MethodKeys {
+    Lib {
+        alg: Algorithm,
+        signing: Option<EncodingKey>,
+        verifying: DecodingKey,
+        validation: Validation,
+    },
+    P521 {
+        signing: Option<p521::ecdsa::SigningKey>,
+        verifying: p521::ecdsa::VerifyingKey,
+    },
 }
 
 impl JwtTokens {
     /// Reads and checks the keys named by the options.
     pub(crate) fn load(opts: &JwtOptions) -> Result<JwtTokens, String> {
-        let (alg, family) = method(&opts.sign_method)?;
+        let method_name = &opts.sign_method;
         let private = opts.priv_key.as_deref().map(read).transpose()?;
         let public = opts.pub_key.as_deref().map(read).transpose()?;
-        let (signing, verifying) = match family {
-            Family::Hmac => {
+        let keys = match method(method_name)? {
+            Method::Lib(alg, Family::Hmac) => {
                 let Some((_, secret)) = private.filter(|(_, s)| !s.is_empty()) else {
                     return Err(format!(
-                        "{MISSING_KEY}: jwt with {} needs priv-key=PATH holding the shared secret",
-                        opts.sign_method
+                        "{MISSING_KEY}: jwt with {method_name} needs priv-key=PATH holding the shared secret"
                     ));
                 };
-                (
+                lib_keys(
+                    alg,
                     Some(EncodingKey::from_secret(&secret)),
                     DecodingKey::from_secret(&secret),
                 )
             }
-            _ => {
+            Method::Lib(alg, family) => {
                 let signing = private
                     .as_ref()
                     .map(|(path, pem)| private_key(family, path, pem))
@@ -121,33 +134,43 @@ impl JwtTokens {
                     .as_ref()
                     .map(|(path, pem)| public_key(family, path, pem))
                     .transpose()?;
-                match (signing, from_pub) {
-                    (None, None) => {
-                        return Err(format!(
-                            "{MISSING_KEY}: jwt with {} needs priv-key=PATH, or pub-key=PATH to only verify tokens",
-                            opts.sign_method
-                        ))
+                let (signing, verifying) = one_pair(method_name, signing, from_pub, |enc, dec| {
+                    check_pair(alg, enc, dec)
+                })?;
+                lib_keys(alg, signing, verifying)
+            }
+            Method::Es512 => {
+                let signing = private
+                    .as_ref()
+                    .map(|(path, pem)| {
+                        let key = es512::signing_key(pem).map_err(|e| {
+                            format!("{INVALID_OPTS}: priv-key {path} is not a P-521 EC private key in PEM ({e})")
+                        })?;
+                        let derived = *key.verifying_key();
+                        Ok::<_, String>((key, derived))
+                    })
+                    .transpose()?;
+                let from_pub = public
+                    .as_ref()
+                    .map(|(path, pem)| {
+                        es512::verifying_key(pem).map_err(|e| {
+                            format!("{INVALID_OPTS}: pub-key {path} is not a P-521 EC public key in PEM ({e})")
+                        })
+                    })
+                    .transpose()?;
+                let (signing, verifying) = one_pair(method_name, signing, from_pub, |sk, vk| {
+                    if es512::is_pair(sk, vk) {
+                        Ok(())
+                    } else {
+                        Err(KEY_MISMATCH.to_owned())
                     }
-                    (None, Some(verifying)) => (None, verifying),
-                    (Some((enc, derived)), None) => (Some(enc), derived),
-                    (Some((enc, _)), Some(verifying)) => {
-                        check_pair(alg, &enc, &verifying)?;
-                        (Some(enc), verifying)
-                    }
-                }
+                })?;
+                MethodKeys::P521 { signing, verifying }
             }
         };
-        let mut validation = Validation::new(alg);
-        // golang-jwt, which etcd uses, allows no clock skew on `exp`.
-        validation.leeway = 0;
-        validation.validate_exp = true;
-        validation.set_required_spec_claims(&["exp"]);
         Ok(JwtTokens {
-            alg,
             ttl: opts.ttl,
-            signing,
-            verifying,
-            validation,
+            keys,
         })
     }
 
@@ -160,33 +183,84 @@ impl JwtTokens {
 
     /// A token for `name` at `revision` expiring at `exp` (Unix seconds).
     pub(crate) fn sign(&self, name: &str, revision: u64, exp: u64) -> Result<String, String> {
-        let key = self
-            .signing
-            .as_ref()
-            .ok_or_else(|| VERIFY_ONLY.to_owned())?;
         let claims = serde_json::json!({
             "username": name,
             "revision": revision,
             "exp": exp,
         });
-        jsonwebtoken::encode(&Header::new(self.alg), &claims, key)
-            .map_err(|e| format!("auth: failed to sign a JWT token: {e}"))
+        match &self.keys {
+            MethodKeys::Lib { alg, signing, .. } => {
+                let key = signing.as_ref().ok_or_else(|| VERIFY_ONLY.to_owned())?;
+                jsonwebtoken::encode(&Header::new(*alg), &claims, key)
+                    .map_err(|e| format!("auth: failed to sign a JWT token: {e}"))
+            }
+            MethodKeys::P521 { signing, .. } => {
+                let key = signing.as_ref().ok_or_else(|| VERIFY_ONLY.to_owned())?;
+                Ok(es512::sign(key, &claims))
+            }
+        }
     }
 
     pub(crate) fn info(&self, token: &str) -> Option<AuthInfo> {
-        let data =
-            jsonwebtoken::decode::<serde_json::Value>(token, &self.verifying, &self.validation)
-                .map_err(|e| tracing::debug!(error = %e, "rejected a JWT token"))
-                .ok()?;
-        let user = data.claims.get("username")?.as_str()?.to_owned();
+        let claims = match &self.keys {
+            MethodKeys::Lib {
+                verifying,
+                validation,
+                ..
+            } => {
+                jsonwebtoken::decode::<serde_json::Value>(token, verifying, validation)
+                    .map_err(|e| tracing::debug!(error = %e, "rejected a JWT token"))
+                    .ok()?
+                    .claims
+            }
+            MethodKeys::P521 { verifying, .. } => es512::verify(verifying, token)?,
+        };
+        let user = claims.get("username")?.as_str()?.to_owned();
         // Go decodes JSON numbers as float64; take either spelling.
-        let rev = data.claims.get("revision")?;
+        let rev = claims.get("revision")?;
         let revision = rev.as_u64().or_else(|| {
             rev.as_f64()
                 .filter(|f| *f >= 0.0 && f.fract() == 0.0 && *f < u64::MAX as f64)
                 .map(|f| f as u64)
         })?;
         Some(AuthInfo { user, revision })
+    }
+}
+
+/// jsonwebtoken's keys for `alg`, checked as golang-jwt (which etcd uses) checks tokens.
+fn lib_keys(alg: Algorithm, signing: Option<EncodingKey>, verifying: DecodingKey) -> MethodKeys {
+    let mut validation = Validation::new(alg);
+    // golang-jwt allows no clock skew on `exp`.
+    validation.leeway = 0;
+    validation.validate_exp = true;
+    validation.set_required_spec_claims(&["exp"]);
+    MethodKeys::Lib {
+        alg,
+        signing,
+        verifying,
+        validation,
+    }
+}
+
+/// The signing key (if `priv-key` was given) and the verifying key: `pub-key`'s if given,
+/// which must then be the public half of `priv-key` (`check`), else the one derived from
+/// `priv-key`.
+fn one_pair<S, V>(
+    method_name: &str,
+    signing: Option<(S, V)>,
+    from_pub: Option<V>,
+    check: impl FnOnce(&S, &V) -> Result<(), String>,
+) -> Result<(Option<S>, V), String> {
+    match (signing, from_pub) {
+        (None, None) => Err(format!(
+            "{MISSING_KEY}: jwt with {method_name} needs priv-key=PATH, or pub-key=PATH to only verify tokens"
+        )),
+        (None, Some(verifying)) => Ok((None, verifying)),
+        (Some((signing, derived)), None) => Ok((Some(signing), derived)),
+        (Some((signing, _)), Some(verifying)) => {
+            check(&signing, &verifying)?;
+            Ok((Some(signing), verifying))
+        }
     }
 }
 
@@ -532,6 +606,9 @@ mod tests {
         let Kind::Jwt(j) = tokens(&spec("ES256", None, Some(&k.ec))).kind else {
             panic!("jwt expected");
         };
+        let MethodKeys::Lib { signing, .. } = &j.keys else {
+            panic!("jsonwebtoken keys expected");
+        };
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .expect("clock")
@@ -546,7 +623,7 @@ mod tests {
         let no_user = jsonwebtoken::encode(
             &Header::new(Algorithm::ES256),
             &serde_json::json!({"revision": 1, "exp": now + 60}),
-            j.signing.as_ref().expect("key"),
+            signing.as_ref().expect("key"),
         )
         .expect("encode");
         assert!(j.info(&no_user).is_none());
@@ -554,7 +631,7 @@ mod tests {
         let float_rev = jsonwebtoken::encode(
             &Header::new(Algorithm::ES256),
             &serde_json::json!({"username": "a", "revision": 5.0, "exp": now + 60}),
-            j.signing.as_ref().expect("key"),
+            signing.as_ref().expect("key"),
         )
         .expect("encode");
         assert_eq!(j.info(&float_rev).map(|i| i.revision), Some(5));
@@ -567,8 +644,16 @@ mod tests {
         let Kind::Jwt(j) = &t.kind else {
             panic!("jwt expected");
         };
+        let MethodKeys::Lib {
+            verifying,
+            validation,
+            ..
+        } = &j.keys
+        else {
+            panic!("jsonwebtoken keys expected");
+        };
         let token = t.assign("a", "", 1).expect("sign");
-        let data = jsonwebtoken::decode::<serde_json::Value>(&token, &j.verifying, &j.validation)
+        let data = jsonwebtoken::decode::<serde_json::Value>(&token, verifying, validation)
             .expect("decode");
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -597,9 +682,21 @@ mod tests {
             err(spec("XS256", None, Some(&k.rsa_pkcs8))),
             format!("auth: invalid auth signature method: unknown sign-method \"XS256\" (expected one of {METHODS})")
         );
+        let e = err(spec("ES512", None, Some(&k.ec)));
+        assert!(e.contains("is not a P-521 EC private key in PEM"), "{e}");
+        let e = err(spec("ES512", Some(&k.ec_pub), None));
+        assert!(e.contains("is not a P-521 EC public key in PEM"), "{e}");
         assert_eq!(
-            err(spec("ES512", None, Some(&k.ec))),
-            "auth: invalid auth signature method: ES512 (P-521) is not supported by keel; use ES256 or ES384"
+            err(spec("ES512", None, None)),
+            "auth: missing key data: jwt with ES512 needs priv-key=PATH, or pub-key=PATH to only verify tokens"
+        );
+        assert_eq!(
+            err(spec(
+                "ES512",
+                Some(&es512("other-public.pem")),
+                Some(&es512("sec1.key"))
+            )),
+            "auth: public and private keys don't match"
         );
         let missing = k.dir.join("missing.key");
         assert_eq!(
@@ -641,5 +738,87 @@ mod tests {
         }
     }
 
+    /// A file of `testdata/es512` (P-521 keys made by openssl; see its README).
+    fn es512(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/es512")
+            .join(name)
+    }
+
+    #[test]
+    fn es512_round_trips_with_every_key_format() {
+        let (sec1, pkcs8) = (es512("sec1.key"), es512("pkcs8.key"));
+        let (public, cert) = (es512("public.pem"), es512("cert.pem"));
+        round_trip(&tokens(&spec("ES512", Some(&public), Some(&sec1))));
+        round_trip(&tokens(&spec("ES512", Some(&cert), Some(&pkcs8))));
+        round_trip(&tokens(&spec("ES512", None, Some(&sec1))));
+        // Verify-only members, from the public key or the certificate.
+        let token = tokens(&spec("ES512", None, Some(&pkcs8)))
+            .assign("dave", "", 9)
+            .expect("sign");
+        for verifier in [&public, &cert] {
+            let t = tokens(&spec("ES512", Some(verifier), None));
+            let info = t.info(&token).expect("verified");
+            assert_eq!((info.user.as_str(), info.revision), ("dave", 9));
+            assert_eq!(
+                t.assign("dave", "", 9),
+                Err("auth: token signing attempted with verify-only key".to_owned())
+            );
+        }
+    }
+
+    #[test]
+    fn es512_accepts_what_etcd_signs() {
+        // Signed by etcd 3.4.23 with sec1.key (see testdata/es512/README.md).
+        let token = std::fs::read_to_string(es512("etcd-3.4.23-root.jwt")).expect("token");
+        let t = tokens(&spec("ES512", Some(&es512("public.pem")), None));
+        let info = t.info(token.trim()).expect("etcd's token verifies");
+        assert_eq!((info.user.as_str(), info.revision), ("root", 4));
+        let other = tokens(&spec("ES512", Some(&es512("other-public.pem")), None));
+        assert!(other.info(token.trim()).is_none());
+    }
+
+    #[test]
+    fn es512_rejects_forged_expired_and_other_method_tokens() {
+        let ours = tokens(&spec("ES512", None, Some(&es512("sec1.key"))));
+        let Kind::Jwt(j) = &ours.kind else {
+            panic!("jwt expected");
+        };
+        let theirs = tokens(&spec("ES512", None, Some(&es512("other.key"))));
+        assert!(ours
+            .info(&theirs.assign("root", "", 1).expect("sign"))
+            .is_none());
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
+        assert!(j.info(&j.sign("a", 1, now - 1).expect("sign")).is_none());
+        assert!(j.info(&j.sign("a", 1, now + 60).expect("sign")).is_some());
+        // A valid token with its claims swapped for root's keeps no valid signature.
+        let good = j.sign("alice", 1, now + 60).expect("sign");
+        let parts: Vec<&str> = good.split('.').collect();
+        let root = serde_json::json!({"username": "root", "revision": 1, "exp": now + 60});
+        let swapped = format!(
+            "{}.{}.{}",
+            parts[0],
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(root.to_string()),
+            parts[2]
+        );
+        assert!(j.info(&swapped).is_none());
+        // HS512 keyed with the public key's PEM: refused for its method.
+        let pub_pem = std::fs::read(es512("public.pem")).expect("read");
+        let forged = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS512),
+            &root,
+            &EncodingKey::from_secret(&pub_pem),
+        )
+        .expect("encode");
+        assert!(j.info(&forged).is_none());
+        for junk in ["", "a.b", "a.b.c.d", "...", &format!("{good}.x")] {
+            assert!(j.info(junk).is_none(), "{junk:?}");
+        }
+    }
+
     use crate::auth::Kind;
+    use base64::Engine;
 }

@@ -11,6 +11,7 @@
 //! The replicated part of auth (users, roles, permissions, the auth revision) lives in
 //! `keel_core::auth`; everything here is per-member and in memory.
 
+mod es512;
 mod jwt;
 mod password;
 mod simple;
