@@ -23,6 +23,9 @@ const MAX_PASSWORD_BYTES: usize = 72;
 pub struct Passwords {
     cost: u32,
     verifying: Arc<Semaphore>,
+    /// Checks of this instance running at once (tests look at the peak).
+    #[cfg(test)]
+    gauge: Arc<tests::Gauge>,
 }
 
 impl Passwords {
@@ -36,6 +39,8 @@ impl Passwords {
         Passwords {
             cost,
             verifying: Arc::new(Semaphore::new(MAX_CONCURRENT_VERIFIES)),
+            #[cfg(test)]
+            gauge: Arc::default(),
         }
     }
 
@@ -69,8 +74,14 @@ impl Passwords {
         };
         // The slot is held by the blocking task itself, so a caller that gives up
         // (client gone) doesn't let more checks run than the cap.
+        #[cfg(test)]
+        let gauge = Arc::clone(&self.gauge);
         tokio::task::spawn_blocking(move || {
+            #[cfg(test)]
+            let running = gauge.enter();
             let ok = bcrypt::verify(password.as_bytes(), &hash).unwrap_or(false);
+            #[cfg(test)]
+            drop(running);
             drop(permit);
             ok
         })
@@ -82,6 +93,31 @@ impl Passwords {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// bcrypt checks running now, and the most seen at once.
+    #[derive(Debug, Default)]
+    pub(super) struct Gauge {
+        running: AtomicUsize,
+        peak: AtomicUsize,
+    }
+
+    /// One running check, counted while alive.
+    pub(super) struct Running<'g>(&'g Gauge);
+
+    impl Gauge {
+        pub(super) fn enter(&self) -> Running<'_> {
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.peak.fetch_max(now, Ordering::SeqCst);
+            Running(self)
+        }
+    }
+
+    impl Drop for Running<'_> {
+        fn drop(&mut self) {
+            self.0.running.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 
     #[tokio::test]
     async fn hash_then_verify() {
@@ -147,5 +183,27 @@ mod tests {
             assert!(t.await.expect("task"));
         }
         assert_eq!(p.verifying.available_permits(), MAX_CONCURRENT_VERIFIES);
+    }
+
+    /// A flood of wrong passwords takes at most the cap's worth of blocking threads, however
+    /// many the pool would give (it has 512): the rest wait in line.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn checks_never_run_beyond_the_cap() {
+        // Cost 8 (about 15 ms a check) so that checks overlap whenever the cap allows.
+        let p = Arc::new(Passwords::new(8));
+        let h = p.hash("pw".into()).await.expect("hash");
+        let flood: Vec<_> = (0..12)
+            .map(|_| {
+                let (p, h) = (Arc::clone(&p), h.clone());
+                tokio::spawn(async move { p.verify("wrong".into(), h).await })
+            })
+            .collect();
+        for t in flood {
+            assert!(!t.await.expect("task"));
+        }
+        // Without the cap the peak is 12 (one blocking thread each); with it, usually
+        // exactly 2, but a loaded machine may finish one check before the next starts.
+        let peak = p.gauge.peak.load(Ordering::SeqCst);
+        assert!((1..=MAX_CONCURRENT_VERIFIES).contains(&peak), "peak {peak}");
     }
 }
