@@ -153,10 +153,18 @@ pub async fn run(spec: MemberSpec, env: MemberEnv) {
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
     spawn_receivers(&ep, tx);
+    let disk_errors = env.disk.errors();
     let mut m = match Member::open(spec, env.clone(), ep) {
         Ok(m) => m,
-        // Whatever a crash left on the disk, a member must come back from it: torn tails
-        // are cut, and everything it acknowledged was synced.
+        // A disk still failing (a crash came while a disk fault was held) stops the
+        // member at its start as it would stop it running: etcd exits on the error too.
+        Err(e) if env.disk.errors() > disk_errors => {
+            return env
+                .obs
+                .note(format!("member {id:x} could not start: disk error: {e}"));
+        }
+        // Whatever a crash left on a healthy disk, a member must come back from it: torn
+        // tails are cut, and everything it acknowledged was synced.
         Err(e) => {
             return env.obs.violation(format!(
                 "member {id:x} could not restart from its disk: {e}"
