@@ -595,14 +595,6 @@ impl Member {
             if is_leader {
                 self.env.obs.leader(id, ss.term.0);
             }
-            // Only the leader tracks lease expiry; a new leader gives every lease a fresh
-            // TTL plus an election timeout (as runtime-tokio's driver).
-            let lessor = &mut self.sm.kv.lessor;
-            if is_leader && !lessor.is_primary() {
-                lessor.promote(now, self.spec.election_ms);
-            } else if !is_leader && lessor.is_primary() {
-                lessor.demote();
-            }
         }
         for m in rd.messages {
             let Some(to) = self.spec.members.get(&m.to.0).copied() else {
@@ -646,6 +638,11 @@ impl Member {
                 self.reply(to, req, reply);
             }
         }
+        // Only the leader's lessor tracks expiry and renews, from when it has applied an
+        // entry of its own term (see `StateMachine::track_leadership`).
+        let leading = (self.raft.role() == Role::Leader).then(|| self.raft.term().0);
+        self.sm
+            .track_leadership(leading, now, self.spec.election_ms);
         for rs in rd.read_states {
             if let Some(reads) = self.reads_by_ctx.remove(&rs.ctx.0) {
                 self.reads_by_index
