@@ -37,6 +37,9 @@ pub struct ClusterConfig {
     pub bug: Option<Bug>,
     /// Members started outside the configuration, for membership changes to add.
     pub spares: usize,
+    /// Member `i`'s clock starts `clock_offsets_ms[i]` ahead of global time (0 for a
+    /// member past the end): real clocks never agree exactly.
+    pub clock_offsets_ms: Vec<i64>,
 }
 
 impl Default for ClusterConfig {
@@ -48,6 +51,7 @@ impl Default for ClusterConfig {
             read_mode: ReadMode::Safe,
             bug: None,
             spares: 0,
+            clock_offsets_ms: Vec::new(),
         }
     }
 }
@@ -115,7 +119,10 @@ impl Cluster {
             };
             let env = MemberEnv {
                 disk: SimDisk::new(),
-                clock: Arc::new(Mutex::new(SkewedClock::new(0, 0))),
+                clock: Arc::new(Mutex::new(SkewedClock::new(
+                    cfg.clock_offsets_ms.get(i).copied().unwrap_or(0),
+                    0,
+                ))),
                 faults: faults.clone(),
                 obs: obs.clone(),
                 epoch,

@@ -31,6 +31,8 @@ struct DiskState {
     /// The newest state-machine snapshot, written atomically (temp file and rename).
     snapshot: Option<Snapshot>,
     crashes: u64,
+    /// Errors the disk returned (every one injected: a failed sync or a full disk).
+    errors: u64,
 }
 
 /// A member's disk, shared between the scenario (which injects faults and crashes it)
@@ -86,6 +88,11 @@ impl SimDisk {
         self.state().snapshot.clone()
     }
 
+    /// Errors this disk has returned (failed syncs, a full disk).
+    pub fn errors(&self) -> u64 {
+        self.state().errors
+    }
+
     /// Times this disk crashed.
     pub fn crashes(&self) -> u64 {
         self.state().crashes
@@ -106,6 +113,7 @@ impl SegmentStore for SimDisk {
     fn create(&mut self, name: SegmentName, size: u64) -> Result<(), DiskError> {
         let mut s = self.state();
         if s.capacity.is_some_and(|c| s.used + size > c) {
+            s.errors += 1;
             return Err(DiskError::Full);
         }
         s.used += size;
@@ -122,6 +130,7 @@ impl SegmentStore for SimDisk {
         let mut s = self.state();
         if s.failing_syncs > 0 {
             s.failing_syncs -= 1;
+            s.errors += 1;
             return Err(DiskError::SyncFailed);
         }
         let _ = s.store.sync(name);

@@ -153,10 +153,18 @@ pub async fn run(spec: MemberSpec, env: MemberEnv) {
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
     spawn_receivers(&ep, tx);
+    let disk_errors = env.disk.errors();
     let mut m = match Member::open(spec, env.clone(), ep) {
         Ok(m) => m,
-        // Whatever a crash left on the disk, a member must come back from it: torn tails
-        // are cut, and everything it acknowledged was synced.
+        // A disk still failing (a crash came while a disk fault was held) stops the
+        // member at its start as it would stop it running: etcd exits on the error too.
+        Err(e) if env.disk.errors() > disk_errors => {
+            return env
+                .obs
+                .note(format!("member {id:x} could not start: disk error: {e}"));
+        }
+        // Whatever a crash left on a healthy disk, a member must come back from it: torn
+        // tails are cut, and everything it acknowledged was synced.
         Err(e) => {
             return env.obs.violation(format!(
                 "member {id:x} could not restart from its disk: {e}"
@@ -587,14 +595,6 @@ impl Member {
             if is_leader {
                 self.env.obs.leader(id, ss.term.0);
             }
-            // Only the leader tracks lease expiry; a new leader gives every lease a fresh
-            // TTL plus an election timeout (as runtime-tokio's driver).
-            let lessor = &mut self.sm.kv.lessor;
-            if is_leader && !lessor.is_primary() {
-                lessor.promote(now, self.spec.election_ms);
-            } else if !is_leader && lessor.is_primary() {
-                lessor.demote();
-            }
         }
         for m in rd.messages {
             let Some(to) = self.spec.members.get(&m.to.0).copied() else {
@@ -638,6 +638,11 @@ impl Member {
                 self.reply(to, req, reply);
             }
         }
+        // Only the leader's lessor tracks expiry and renews, from when it has applied an
+        // entry of its own term (see `StateMachine::track_leadership`).
+        let leading = (self.raft.role() == Role::Leader).then(|| self.raft.term().0);
+        self.sm
+            .track_leadership(leading, now, self.spec.election_ms);
         for rs in rd.read_states {
             if let Some(reads) = self.reads_by_ctx.remove(&rs.ctx.0) {
                 self.reads_by_index

@@ -9,12 +9,22 @@
 use std::time::Instant;
 
 use keel_core::discovery::v2::DiscoveryError;
-use keel_sim_tests::discovery_sim::{run_scenario, run_seed, Faults, Outcome, Report, Scenario};
-use keel_sim_tests::seeds::{env_u64, run_parallel};
+use keel_sim_tests::discovery_sim::{
+    replay_command, run_scenario, run_seed, Faults, Outcome, Report, Scenario,
+};
+use keel_sim_tests::seeds::{env_u64, run_parallel, SeedRun};
 
-/// Runs `seeds` on every core; returns the reports in seed order.
+/// Runs `seeds` on every core; returns the reports in seed order. A failing seed, a
+/// panicking one or a hung one prints its replay command and fails the test.
 fn run_many(seeds: Vec<u64>) -> Vec<Report> {
-    run_parallel(&seeds, run_seed, |r| !r.passed())
+    run_parallel(
+        &seeds,
+        SeedRun {
+            run: run_seed,
+            failed: |r: &Report| !r.passed(),
+            replay: replay_command,
+        },
+    )
 }
 
 #[test]

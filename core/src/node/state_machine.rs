@@ -107,6 +107,10 @@ pub struct StateMachine {
     /// Recently applied proposals, oldest first: a proposal delivered twice (a
     /// duplicated forward) is applied once.
     recent: RecentProposals,
+    /// Term of the last applied entry (not part of the image: the next entry sets it).
+    applied_term: u64,
+    /// The term whose leader this member's lessor is primary for, if it is.
+    lease_term: Option<u64>,
     quota_bytes: u64,
     min_lease_ttl: i64,
 }
@@ -192,6 +196,8 @@ impl StateMachine {
             auth: AuthStore::new(),
             alarms: BTreeMap::new(),
             recent: RecentProposals::default(),
+            applied_term: 0,
+            lease_term: None,
             quota_bytes,
             min_lease_ttl,
         }
@@ -200,6 +206,29 @@ impl StateMachine {
     /// Index of the last applied entry.
     pub fn applied(&self) -> u64 {
         self.kv.applied
+    }
+
+    /// Makes the lessor follow leadership, as etcd's does; call after applying, with
+    /// `leading` the term this member leads in (None if it does not lead). Only a leader's
+    /// lessor tracks expiry and renews leases, and it becomes primary (every lease gets a
+    /// fresh TTL plus `extend_ms`, for the election) only once it has applied an entry of
+    /// its own term, which implies it has applied every entry earlier leaders committed:
+    /// until then it may miss the revocation of a lease an earlier leader committed, and
+    /// renewing that lease tells its client it lives a TTL more just before its
+    /// keys are deleted (found by the simulator, seed 1065). etcd promotes its lessor
+    /// when the leader applies its term's empty entry, for the same reason. A new term
+    /// demotes first: a lessor primary for an earlier term is stale too.
+    pub fn track_leadership(&mut self, leading: Option<u64>, now: Time, extend_ms: u64) {
+        if self.lease_term.is_some() && self.lease_term != leading {
+            self.kv.lessor.demote();
+            self.lease_term = None;
+        }
+        if let Some(term) = leading {
+            if self.lease_term.is_none() && self.applied_term == term {
+                self.kv.lessor.promote(now, extend_ms);
+                self.lease_term = Some(term);
+            }
+        }
     }
 
     /// Alarms raised, as `AlarmList` reports them. NOSPACE is reported against
@@ -218,6 +247,7 @@ impl StateMachine {
     /// one in the log) is skipped on every member alike, so states stay identical.
     pub fn apply(&mut self, entry: &Entry, now: Time) -> Option<Applied> {
         self.kv.applied = entry.index.0;
+        self.applied_term = entry.term.0;
         match &entry.payload {
             EntryPayload::Empty => None,
             EntryPayload::ConfChange(cc) => {
@@ -503,6 +533,8 @@ impl StateMachine {
             auth,
             alarms,
             recent,
+            applied_term: 0,
+            lease_term: None,
             quota_bytes,
             min_lease_ttl,
         })
@@ -629,6 +661,75 @@ mod tests {
     use crate::mvcc::PutRequest;
     use crate::node::encode_command;
     use crate::raft::{LogIndex, Term};
+
+    fn command_entry(index: u64, term: u64, seq: u64, cmd: Command) -> Entry {
+        Entry {
+            term: Term(term),
+            index: LogIndex(index),
+            payload: EntryPayload::Normal(
+                encode_command(&Proposal {
+                    origin: 1,
+                    seq,
+                    auth: None,
+                    cmd,
+                })
+                .into(),
+            ),
+        }
+    }
+
+    #[test]
+    fn a_new_leader_renews_leases_only_after_applying_an_entry_of_its_term() {
+        // Found by the simulator (seed 1065): a member elected in term 4 had the term-2
+        // revocation of a lease in its log, committed by the old leader but not yet known
+        // committed here; its lessor, promoted on election, renewed the lease (the client
+        // was told 2 s more) and the revocation was applied 83 ms later.
+        use crate::mvcc::LeaseError;
+        let mut sm = StateMachine::new(u64::MAX, 1, []);
+        let grant = Command::LeaseGrant { id: 7, ttl: 2 };
+        sm.apply(&command_entry(1, 2, 1, grant), Time(0));
+        sm.track_leadership(Some(4), Time(5_000), 1_000);
+        assert_eq!(
+            sm.kv.lessor.renew(7, Time(5_000)),
+            Err(LeaseError::NotPrimary),
+            "entries of earlier terms may be unapplied: no renewal yet"
+        );
+        sm.apply(
+            &command_entry(2, 2, 2, Command::LeaseRevoke { id: 7 }),
+            Time(5_100),
+        );
+        sm.track_leadership(Some(4), Time(5_100), 1_000);
+        assert_eq!(
+            sm.kv.lessor.renew(7, Time(5_100)),
+            Err(LeaseError::NotPrimary)
+        );
+        let empty = Entry {
+            term: Term(4),
+            index: LogIndex(3),
+            payload: EntryPayload::Empty,
+        };
+        sm.apply(&empty, Time(5_200));
+        sm.track_leadership(Some(4), Time(5_200), 1_000);
+        assert_eq!(
+            sm.kv.lessor.renew(7, Time(5_200)),
+            Err(LeaseError::NotFound),
+            "primary now, and the lease is gone"
+        );
+        sm.apply(
+            &command_entry(4, 4, 3, Command::LeaseGrant { id: 8, ttl: 2 }),
+            Time(5_300),
+        );
+        assert_eq!(sm.kv.lessor.renew(8, Time(5_300)), Ok(2));
+        // Leading again in a later term (no step down seen in between): demoted until
+        // that term's entry is applied.
+        sm.track_leadership(Some(6), Time(6_000), 1_000);
+        assert_eq!(
+            sm.kv.lessor.renew(8, Time(6_000)),
+            Err(LeaseError::NotPrimary)
+        );
+        sm.track_leadership(None, Time(6_000), 1_000);
+        assert!(!sm.kv.lessor.is_primary());
+    }
 
     fn put_entry(index: u64, origin: u64, seq: u64) -> Entry {
         let cmd = Command::Put(PutRequest {

@@ -51,17 +51,33 @@ async fn renew_local(
     }
 }
 
+/// Tries (50 ms apart) of a leader whose lessor is not primary yet: 5 s, etcd's
+/// request timeout.
+const LEADER_NOT_READY_RETRIES: u32 = 100;
+
 async fn keepalive_one(
     m: &MemberHandle,
     link: &LeaderLink,
     id: i64,
 ) -> Result<pb::LeaseKeepAliveResponse, Status> {
-    if let Some((ttl, h)) = renew_local(m, id).await? {
-        return Ok(pb::LeaseKeepAliveResponse {
-            header: header(m, h),
-            id,
-            ttl,
-        });
+    // A new leader's lessor is not primary until it has applied an entry of its term
+    // (`StateMachine::track_leadership`); forwarding would reach this member again, so it
+    // retries here for a while, as etcd's leader does.
+    for _ in 0..LEADER_NOT_READY_RETRIES {
+        if let Some((ttl, h)) = renew_local(m, id).await? {
+            return Ok(pb::LeaseKeepAliveResponse {
+                header: header(m, h),
+                id,
+                ttl,
+            });
+        }
+        if !m.status.borrow().is_leader {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    if m.status.borrow().is_leader {
+        return Err(ServerError::Timeout.into());
     }
     let mut client = LeaseClient::new(link.channel(m).await?);
     let (tx, rx) = mpsc::channel(1);

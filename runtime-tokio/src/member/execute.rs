@@ -18,7 +18,7 @@ impl Core {
     pub(super) fn execute(&mut self, rd: Ready) -> Result<(), ServerError> {
         let now = self.clock.now();
         if let Some(ss) = rd.soft_state {
-            self.on_soft_state(ss, now);
+            self.on_soft_state(ss);
         }
         for m in rd.messages {
             self.net.send(m);
@@ -51,6 +51,10 @@ impl Core {
         if !rd.committed.is_empty() {
             self.apply(&rd.committed, now)?;
         }
+        // Only the leader's lessor tracks expiry and renews, from when it has applied an
+        // entry of its own term (see `StateMachine::track_leadership`).
+        let leading = (self.raft.role() == Role::Leader).then(|| self.raft.term().0);
+        self.sm.track_leadership(leading, now, self.cfg.election_ms);
         for rs in rd.read_states {
             if let Some(reads) = self.reads_by_ctx.remove(&rs.ctx.0) {
                 self.reads_by_index
@@ -151,7 +155,7 @@ impl Core {
         }
     }
 
-    fn on_soft_state(&mut self, ss: SoftState, now: Time) {
+    fn on_soft_state(&mut self, ss: SoftState) {
         let leader = ss.leader.0;
         let is_leader = ss.role == Role::Leader;
         self.metrics.term.store(ss.term.0, Relaxed);
@@ -171,14 +175,6 @@ impl Core {
                 tracing::warn!(term = ss.term.0, "no leader");
             }
             self.last_leader = leader;
-        }
-        // Only the leader tracks lease expiry; a new leader gives every lease a fresh TTL
-        // plus an election timeout so no lease expires because of the election.
-        let lessor = &mut self.sm.kv.lessor;
-        if is_leader && !lessor.is_primary() {
-            lessor.promote(now, self.cfg.election_ms);
-        } else if !is_leader && lessor.is_primary() {
-            lessor.demote();
         }
         self.status.send_modify(|s| {
             s.leader = leader;

@@ -15,6 +15,6 @@ mod workload;
 pub use leases::{check_leases, LeaseLog};
 pub use nemesis::{ClockFaults, FaultMix};
 pub use revisions::check_revisions_follow_real_time;
-pub use run::{run_seed, Report, Scenario};
+pub use run::{replay_command, run_seed, Report, Scenario};
 pub use watches::{check_watches, WatchChain, WatchSession};
 pub use workload::{Key, KvHistory, Value};

@@ -17,4 +17,6 @@ pub mod run;
 pub mod service;
 
 pub use check::{check, Check, Facts, MemberFacts, Outcome, Problem, Registration};
-pub use run::{run_scenario, run_seed, Faults, MemberPlan, Report, Scenario, DISCOVERY_URL};
+pub use run::{
+    replay_command, run_scenario, run_seed, Faults, MemberPlan, Report, Scenario, DISCOVERY_URL,
+};

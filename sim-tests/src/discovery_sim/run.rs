@@ -254,10 +254,7 @@ impl Report {
 
     /// The command that replays this run.
     pub fn replay_command(&self) -> String {
-        format!(
-            "KEEL_SIM_SEED={} cargo test --features sim --test discovery_chaos -- replay --nocapture",
-            self.seed
-        )
+        replay_command(self.seed)
     }
 
     /// Members whose outcome satisfies `pred`.
@@ -291,6 +288,13 @@ impl fmt::Display for Report {
         }
         Ok(())
     }
+}
+
+/// The command that replays `seed` (also for a seed that panicked and left no report).
+pub fn replay_command(seed: u64) -> String {
+    format!(
+        "KEEL_SIM_SEED={seed} cargo test --features sim --test discovery_chaos -- replay --nocapture"
+    )
 }
 
 /// Runs the scenario of `seed` and checks it.
