@@ -457,7 +457,7 @@ fn config_bad_auth_token_stops_the_start_with_one_line() {
     );
     assert_eq!(
         start("jwt,sign-method=RS257,priv-key=/k"),
-        Err("--auth-token: auth: invalid auth signature method: unknown sign-method \"RS257\" (expected one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA, HS256, HS384, HS512)".to_owned())
+        Err("--auth-token: auth: invalid auth signature method: unknown sign-method \"RS257\" (expected one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA, HS256, HS384, HS512)".to_owned())
     );
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.key");

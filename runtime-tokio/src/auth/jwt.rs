@@ -110,9 +110,11 @@ impl JwtTokens {
     /// Reads and checks the keys named by the options.
     pub(crate) fn load(opts: &JwtOptions) -> Result<JwtTokens, String> {
         let method_name = &opts.sign_method;
+        // The method first: an unknown one is the error, whatever the key files hold.
+        let method = method(method_name)?;
         let private = opts.priv_key.as_deref().map(read).transpose()?;
         let public = opts.pub_key.as_deref().map(read).transpose()?;
-        let keys = match method(method_name)? {
+        let keys = match method {
             Method::Lib(alg, Family::Hmac) => {
                 let Some((_, secret)) = private.filter(|(_, s)| !s.is_empty()) else {
                     return Err(format!(
