@@ -13,3 +13,9 @@ pub mod chaos;
 pub mod discovery_sim;
 pub mod linearizability;
 pub mod seeds;
+
+/// Locks `m`, taking over a lock a panicking thread left poisoned: the state is still
+/// what the checks need to see, and the panic itself is reported.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

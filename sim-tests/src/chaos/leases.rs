@@ -23,7 +23,7 @@ use madsim::net::Endpoint;
 use madsim::rand::{thread_rng, Rng};
 use madsim::time::Instant;
 
-use super::workload::lock;
+use crate::lock;
 
 /// How long a lease client waits for an answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(1500);

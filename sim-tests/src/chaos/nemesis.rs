@@ -17,7 +17,7 @@ use keel_runtime_sim::Cluster;
 use madsim::rand::{thread_rng, Rng};
 use madsim::time::Instant;
 
-use super::workload::lock;
+use crate::lock;
 
 /// Which clock faults a run may see.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

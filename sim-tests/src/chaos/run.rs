@@ -18,9 +18,10 @@ use super::leases::{self, check_leases, LeaseLog, LeasePlan, SharedLeases};
 use super::nemesis::{self, ClockFaults, FaultMix};
 use super::revisions::check_revisions_follow_real_time;
 use super::watches::{self, check_watches, WatchChain, WatchPlan};
-use super::workload::{self, client_ip, lock, ClientPlan, KvHistory, SharedRecorder};
+use super::workload::{self, client_ip, ClientPlan, KvHistory, SharedRecorder};
 use crate::linearizability::models::etcd_kv::{EtcdKv, KvInput};
 use crate::linearizability::{check_with, CheckOptions, Recorder, Verdict};
+use crate::lock;
 
 /// What a run simulates.
 #[derive(Clone, Debug)]

@@ -26,7 +26,7 @@ use madsim::net::Endpoint;
 use madsim::rand::{thread_rng, Rng};
 use madsim::time::Instant;
 
-use super::workload::lock;
+use crate::lock;
 
 /// A stream with nothing (not even a progress notification, sent every 500 ms) for this
 /// long is given up and resumed elsewhere.

@@ -16,6 +16,7 @@ use madsim::time::Instant;
 
 use crate::linearizability::models::etcd_kv::{Compare, KeyValue, KvInput, KvOutput, WriteOp};
 use crate::linearizability::{History, Recorder};
+use crate::lock;
 
 /// Keys are small numbers (`k0`, `k1`, ... on the wire).
 pub type Key = u8;
@@ -186,8 +187,4 @@ pub(crate) async fn call(
     };
     let _ = rec.ok(call, output, at);
     true
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
