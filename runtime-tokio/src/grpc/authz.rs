@@ -114,6 +114,18 @@ where
     F: FnOnce(&AuthStore, Option<&AuthInfo>) -> Result<(), AuthError> + Send + 'static,
 {
     let who = caller(m, req).await?;
+    check_as(m, who, f).await
+}
+
+/// [`check`] for a caller already resolved.
+async fn check_as<F>(
+    m: &MemberHandle,
+    who: Option<AuthInfo>,
+    f: F,
+) -> Result<Result<(), AuthError>, Status>
+where
+    F: FnOnce(&AuthStore, Option<&AuthInfo>) -> Result<(), AuthError> + Send + 'static,
+{
     Ok(m.local(move |c: &mut Core| f(&c.sm.auth, who.as_ref()))
         .await?)
 }
@@ -128,11 +140,10 @@ pub async fn check_recipe<T>(
     dir: Vec<u8>,
 ) -> Result<Option<AuthInfo>, Status> {
     let who = caller(m, req).await?;
-    let asking = who.clone();
-    m.local(move |c: &mut Core| {
-        let (a, end) = (&c.sm.auth, prefix_end(&dir));
-        a.check(asking.as_ref(), &dir, &end, PermKind::Read)?;
-        a.check(asking.as_ref(), &dir, &end, PermKind::Write)
+    check_as(m, who.clone(), move |a, who| {
+        let end = prefix_end(&dir);
+        a.check(who, &dir, &end, PermKind::Read)?;
+        a.check(who, &dir, &end, PermKind::Write)
     })
     .await?
     .map_err(auth_status)?;
