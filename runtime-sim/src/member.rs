@@ -414,15 +414,7 @@ impl Member {
                 // leader's (a follower there forwards to the leader; here the client
                 // tries another member).
                 let reply = match self.sm.kv.lessor.renew(id, self.now()) {
-                    Ok(ttl) => {
-                        if self.revoking.contains(&id) {
-                            // What runtime-tokio does too: renewed, though this member
-                            // has proposed the lease's revocation (etcd's lessor refuses
-                            // to renew an expired lease and waits for the revocation).
-                            self.env.obs.renewed_while_revoking(self.spec.id, id);
-                        }
-                        Reply::LeaseKeepAlive { ttl }
-                    }
+                    Ok(ttl) => Reply::LeaseKeepAlive { ttl },
                     Err(LeaseError::NotFound) => Reply::LeaseKeepAlive { ttl: 0 },
                     Err(e) => Reply::Refused(e.to_string()),
                 };

@@ -7,7 +7,7 @@
 //! authoritative history the watch and lease checks compare clients' views with.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -39,7 +39,6 @@ struct State {
     events: u64,
     notes: Vec<String>,
     writes: BTreeMap<u64, Write>,
-    renewed_while_revoking: BTreeSet<i64>,
 }
 
 /// Shared event sink of one simulated run.
@@ -59,7 +58,6 @@ impl Default for Observer {
             events: 0,
             notes: Vec::new(),
             writes: BTreeMap::new(),
-            renewed_while_revoking: BTreeSet::new(),
         })))
     }
 }
@@ -150,20 +148,6 @@ impl Observer {
     /// The highest revision any member applied (1 before the first write).
     pub fn max_revision(&self) -> u64 {
         self.state().writes.keys().next_back().copied().unwrap_or(1)
-    }
-
-    /// `member`, the leader, renewed `lease` on a keepalive after it had proposed the
-    /// lease's revocation (the revocation may still take effect right after).
-    pub fn renewed_while_revoking(&self, member: u64, lease: i64) {
-        let mut s = self.state();
-        (11u8, member, lease).hash(&mut s.trace);
-        s.renewed_while_revoking.insert(lease);
-    }
-
-    /// Leases renewed while their revocation was in flight (see
-    /// [`Observer::renewed_while_revoking`]).
-    pub fn leases_renewed_while_revoking(&self) -> BTreeSet<i64> {
-        self.state().renewed_while_revoking.clone()
     }
 
     /// Something worth printing with a failure (a member stopped on a disk error).

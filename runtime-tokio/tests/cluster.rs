@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{get, plan, put, wait_leader};
+use keel_runtime_tokio::member::Core;
 use keel_runtime_tokio::pb::etcdserverpb as pb;
 use pb::lease_client::LeaseClient;
 use pb::watch_client::WatchClient;
@@ -370,6 +371,55 @@ async fn an_expired_lease_is_revoked_by_the_leader_with_its_keys() {
         .expect("ttl")
         .into_inner();
     assert_eq!(ttl.ttl, -1, "etcd reports an expired lease with TTL -1");
+    m.stop().await;
+}
+
+/// A leader whose lessor is not primary yet (it has not applied an entry of its own term)
+/// holds a keepalive and retries it, rather than forwarding it to the leader, itself,
+/// or refusing it; once the lessor is primary the keepalive is answered with the TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keepalive_waits_for_a_new_leaders_lessor_to_become_primary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut p = plan(1).await;
+    let (mut m, h) = p.start_with_handle(0, dir.path(), |_| {}).await;
+    wait_leader(&[m.client_url.clone()]).await;
+    let mut lease = LeaseClient::new(common::channel(&m.client_url).await);
+    let g = lease
+        .lease_grant(pb::LeaseGrantRequest { ttl: 30, id: 0 })
+        .await
+        .expect("grant")
+        .into_inner();
+    // The window right after an election, held open: the lessor stands down (as a new
+    // leader's is until its first entry applies) and nothing promotes it again.
+    h.local(|c: &mut Core| c.sm.kv.lessor.demote())
+        .await
+        .expect("member");
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(pb::LeaseKeepAliveRequest { id: g.id })
+        .await
+        .expect("queue");
+    let mut stream = lease
+        .lease_keep_alive(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("keepalive stream")
+        .into_inner();
+    let asked = tokio::time::Instant::now();
+    let held = tokio::time::timeout(Duration::from_millis(400), stream.next()).await;
+    assert!(held.is_err(), "answered while not primary: {held:?}");
+    h.local(|c: &mut Core| {
+        let now = c.clock.now();
+        c.sm.kv.lessor.promote(now, 0);
+    })
+    .await
+    .expect("member");
+    let r = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("answered once primary")
+        .expect("a response")
+        .expect("renewed");
+    assert_eq!((r.id, r.ttl), (g.id, 30));
+    assert!(asked.elapsed() >= Duration::from_millis(400));
+    drop(tx);
     m.stop().await;
 }
 

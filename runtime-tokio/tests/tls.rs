@@ -199,28 +199,6 @@ fn tls_channel(url: &str, ca: &Ca, identity: Option<&Pair>) -> Channel {
         .connect_lazy()
 }
 
-/// Waits (bounded) until some member behind `channels` reports a leader.
-async fn wait_leader(channels: &[Channel]) -> u64 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        for c in channels {
-            if let Ok(r) = MaintenanceClient::new(c.clone())
-                .status(pb::StatusRequest {})
-                .await
-            {
-                if r.get_ref().leader != 0 {
-                    return r.get_ref().leader;
-                }
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no leader within 15 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn get(k: &str, serializable: bool) -> pb::RangeRequest {
     pb::RangeRequest {
         key: Bytes::copy_from_slice(k.as_bytes()),
@@ -294,7 +272,7 @@ async fn client_cert_auth_refuses_bad_clients_at_the_handshake() {
     let m = start(&mut p, 0, dir.path(), Some(&tls), None).await;
 
     let good_channel = tls_channel(&m.client_url, &ca, Some(&good));
-    wait_leader(std::slice::from_ref(&good_channel)).await;
+    common::wait_leader_on(std::slice::from_ref(&good_channel)).await;
     handshake(&m.client_url, &ca, Some(&good))
         .await
         .expect("a certificate from the trusted CA is admitted");
@@ -382,7 +360,7 @@ async fn three_members_form_a_cluster_with_tls_on_both_listeners() {
         .iter()
         .map(|m| tls_channel(&m.client_url, &ca, Some(&client)))
         .collect();
-    wait_leader(&channels).await;
+    common::wait_leader_on(&channels).await;
     KvClient::new(channels[0].clone())
         .put(put("over", "tls"))
         .await
@@ -517,7 +495,7 @@ async fn a_trusted_ca_alone_requires_client_certificates_on_both_listeners() {
     let m = start(&mut p, 0, dir.path(), Some(&client_tls), Some(&peer_tls)).await;
 
     let good = tls_channel(&m.client_url, &ca, Some(&client));
-    wait_leader(std::slice::from_ref(&good)).await;
+    common::wait_leader_on(std::slice::from_ref(&good)).await;
     KvClient::new(good)
         .put(put("ca", "only"))
         .await
@@ -603,7 +581,7 @@ async fn client_auto_tls_serves_a_generated_certificate() {
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5))
         .connect_with_connector_lazy(SkipVerifyConnector { dialer: skip, url });
-    wait_leader(std::slice::from_ref(&channel)).await;
+    common::wait_leader_on(std::slice::from_ref(&channel)).await;
     let mut kv = KvClient::new(channel);
     kv.put(put("auto", "client tls")).await.expect("put");
     let r = kv

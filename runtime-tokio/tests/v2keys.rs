@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::HeaderMap;
 use hyper_util::rt::TokioIo;
-use keel_runtime_tokio::member::{Core, MemberHandle};
+use keel_runtime_tokio::member::Core;
 use keel_runtime_tokio::pb::etcdserverpb as pb;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -759,21 +759,9 @@ async fn keys_survive_a_restart() {
 async fn long_polls_end_with_their_client_and_with_the_member() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut p = plan(1).await;
-    let (tx, rx) = tokio::sync::oneshot::channel::<MemberHandle>();
-    let mut m = p
-        .start_with_ready(
-            0,
-            tmp.path(),
-            |c| c.enable_v2 = true,
-            move |h| {
-                let _ = tx.send(h.clone());
-            },
-        )
+    let (mut m, handle) = p
+        .start_with_handle(0, tmp.path(), |c| c.enable_v2 = true)
         .await;
-    let handle = tokio::time::timeout(Duration::from_secs(15), rx)
-        .await
-        .expect("member serves")
-        .expect("handle");
     let u = m.client_url.clone();
     let watchers = || {
         let h = handle.clone();

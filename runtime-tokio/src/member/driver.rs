@@ -307,11 +307,8 @@ impl Core {
                 }
             }
             Input::WaitApplied { index, reply } => {
-                if self.sm.applied() >= index {
-                    let _ = reply.send(());
-                } else {
-                    self.index_waits.push((index, reply));
-                }
+                self.index_waits.push((index, reply));
+                self.serve_index_waits();
             }
         }
     }

@@ -203,7 +203,7 @@ impl Core {
     /// Answers the callers waiting for an index this member has now applied, and drops
     /// those that gave up (a forged token can name an index far ahead: its waiter must
     /// not outlive the request).
-    fn serve_index_waits(&mut self) {
+    pub(super) fn serve_index_waits(&mut self) {
         if self.index_waits.is_empty() {
             return;
         }

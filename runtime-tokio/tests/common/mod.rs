@@ -185,6 +185,27 @@ impl Plan {
 }
 
 impl Plan {
+    /// Starts member `i` like [`Plan::start`] and returns it with its handle, once it
+    /// serves (for tests that look inside the member).
+    pub async fn start_with_handle(
+        &mut self,
+        i: usize,
+        dir: &Path,
+        edit: impl FnOnce(&mut MemberConfig),
+    ) -> (Running, MemberHandle) {
+        let (tx, rx) = oneshot::channel::<MemberHandle>();
+        let m = self
+            .start_with_ready(i, dir, edit, move |h| {
+                let _ = tx.send(h.clone());
+            })
+            .await;
+        let handle = tokio::time::timeout(Duration::from_secs(15), rx)
+            .await
+            .expect("member serves")
+            .expect("handle");
+        (m, handle)
+    }
+
     /// Starts every planned member, each with its configuration edited by `edit`;
     /// returns them and their client URLs.
     pub async fn start_all(
@@ -227,22 +248,39 @@ async fn rebind(url: &str) -> TcpListener {
     panic!("could not rebind {addr}");
 }
 
-/// Waits until some member reports a leader; returns the leader's ID.
+/// Waits until every listed member reports the same leader; returns its ID.
+/// Waiting for all of them, not the first, keeps a request sent next to any
+/// one of them from meeting "no leader" while it still waits for a heartbeat.
 pub async fn wait_leader(urls: &[String]) -> u64 {
+    let mut channels = Vec::with_capacity(urls.len());
+    for u in urls {
+        channels.push(channel(u).await);
+    }
+    wait_leader_on(&channels).await
+}
+
+/// [`wait_leader`] over channels already made (for TLS or a custom connector).
+pub async fn wait_leader_on(channels: &[Channel]) -> u64 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        for u in urls {
-            let mut c = MaintenanceClient::new(channel(u).await);
-            if let Ok(r) = c.status(StatusRequest {}).await {
-                let leader = r.into_inner().leader;
-                if leader != 0 {
-                    return leader;
-                }
+        let mut seen = Vec::with_capacity(channels.len());
+        for c in channels {
+            match MaintenanceClient::new(c.clone())
+                .status(StatusRequest {})
+                .await
+            {
+                Ok(r) if r.get_ref().leader != 0 => seen.push(r.into_inner().leader),
+                _ => break,
+            }
+        }
+        if seen.len() == channels.len() && seen.windows(2).all(|w| w[0] == w[1]) {
+            if let Some(&leader) = seen.first() {
+                return leader;
             }
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no leader within 15 s"
+            "no leader agreed on within 15 s"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

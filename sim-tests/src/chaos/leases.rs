@@ -10,7 +10,7 @@
 //! the conservative end, the member renewed at or after it). The workload never
 //! revokes a lease itself, so every revocation is an expiry.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -215,17 +215,11 @@ pub(crate) async fn lease_loop(plan: LeasePlan) {
 /// time the leader's clock may run: the leader measures the TTL with its own clock (as
 /// etcd's does, with no margin), so a clock `d` fast legitimately ends a lease after
 /// `TTL / (1 + d)`; the check then asks for `TTL * (1 - d)`.
-///
-/// An early expiry of a lease in `known_race` (leases a leader renewed after proposing
-/// their revocation: an open keel bug, see [`super::Scenario::tolerate_known_bugs`]) is
-/// returned in the list of tolerated findings instead of failing the check.
 pub fn check_leases(
     writes: &BTreeMap<u64, Write>,
     leases: &BTreeMap<i64, LeaseLog>,
     allowance_ppm: u64,
-    known_race: &BTreeSet<i64>,
-) -> Result<Vec<String>, String> {
-    let mut tolerated = Vec::new();
+) -> Result<(), String> {
     for (rev, w) in writes {
         let Some(id) = w.revoked_lease else { continue };
         let Some(l) = leases.get(&id) else { continue };
@@ -245,7 +239,7 @@ pub fn check_leases(
             } else {
                 format!("{} ms after", (w.at_ns - last) / 1_000_000)
             };
-            let problem = format!(
+            return Err(format!(
                 "lease expired early: lease {id:x} of client {} (TTL {} s) was revoked at \
                  revision {rev} (keys {keys:?} deleted, first applied by member {:x} at \
                  {:.3} s), {when} the client sent the keepalive or grant that succeeded at \
@@ -259,27 +253,16 @@ pub fn check_leases(
                     .iter()
                     .map(|n| n / 1_000_000)
                     .collect::<Vec<_>>()
-            );
-            if known_race.contains(&id) {
-                tolerated.push(format!(
-                    "{problem}; the leader renewed it after proposing its revocation"
-                ));
-            } else {
-                return Err(problem);
-            }
+            ));
         }
     }
-    Ok(tolerated)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use keel_core::mvcc::{Event, EventKind, KeyValue, Revision};
-
-    fn none() -> BTreeSet<i64> {
-        BTreeSet::new()
-    }
 
     fn revoke(at_ms: u64) -> BTreeMap<u64, Write> {
         let del = Event {
@@ -317,35 +300,22 @@ mod tests {
 
     #[test]
     fn expiry_after_the_ttl_passes() {
-        assert_eq!(
-            check_leases(&revoke(3_000), &lease(&[0, 1_000]), 0, &none()),
-            Ok(vec![])
-        );
-        assert_eq!(
-            check_leases(&revoke(9_000), &lease(&[0, 1_000]), 0, &none()),
-            Ok(vec![])
-        );
+        assert_eq!(check_leases(&revoke(3_000), &lease(&[0, 1_000]), 0), Ok(()));
+        assert_eq!(check_leases(&revoke(9_000), &lease(&[0, 1_000]), 0), Ok(()));
     }
 
     #[test]
     fn an_early_expiry_is_caught() {
-        let e = check_leases(&revoke(2_999), &lease(&[0, 1_000]), 0, &none()).unwrap_err();
+        let e = check_leases(&revoke(2_999), &lease(&[0, 1_000]), 0).unwrap_err();
         assert!(e.contains("expired early"), "{e}");
         // A keepalive that succeeded after the revocation was applied counts too.
-        assert!(check_leases(&revoke(5_000), &lease(&[0, 6_000]), 0, &none()).is_err());
-        // The known race is reported as such, not as a failure.
-        let known = BTreeSet::from([7]);
-        let r = check_leases(&revoke(2_999), &lease(&[0, 1_000]), 0, &known);
-        assert!(r.is_ok_and(|t| t.len() == 1));
+        assert!(check_leases(&revoke(5_000), &lease(&[0, 6_000]), 0).is_err());
     }
 
     #[test]
     fn the_allowance_is_for_a_fast_clock_only() {
         // 2 s at 4% fast: 80 ms early is allowed, 81 ms is not.
-        assert_eq!(
-            check_leases(&revoke(1_920), &lease(&[0]), 40_000, &none()),
-            Ok(vec![])
-        );
-        assert!(check_leases(&revoke(1_919), &lease(&[0]), 40_000, &none()).is_err());
+        assert_eq!(check_leases(&revoke(1_920), &lease(&[0]), 40_000), Ok(()));
+        assert!(check_leases(&revoke(1_919), &lease(&[0]), 40_000).is_err());
     }
 }

@@ -48,10 +48,6 @@ pub struct Scenario {
     pub bug: Option<Bug>,
     /// Members started outside the configuration, for membership changes to add.
     pub spares: usize,
-    /// Whether findings of known, open keel bugs are counted in the report instead of
-    /// failing the run (none is open: the last one, a leader renewing an expired lease
-    /// whose revocation was in flight, is fixed and pinned in the `regressions` test).
-    pub tolerate_known_bugs: bool,
 }
 
 /// The checker's budget for one run's history.
@@ -95,7 +91,6 @@ impl Scenario {
             },
             bug: None,
             spares: 1,
-            tolerate_known_bugs: false,
         }
     }
 
@@ -152,9 +147,6 @@ pub struct Report {
     pub watch_events: usize,
     /// Leases granted to clients, and revoked by expiry.
     pub leases: (usize, usize),
-    /// Findings of known, open keel bugs, tolerated (see
-    /// [`Scenario::tolerate_known_bugs`]).
-    pub known_bugs: Vec<String>,
 }
 
 impl Report {
@@ -199,9 +191,6 @@ impl std::fmt::Display for Report {
         for p in &self.problems {
             writeln!(f, "  PROBLEM: {p}")?;
         }
-        for b in &self.known_bugs {
-            writeln!(f, "  known bug (tolerated): {b}")?;
-        }
         if !self.passed() {
             writeln!(f, "  replay: {}", self.replay_command())?;
         }
@@ -220,7 +209,6 @@ struct Raw {
     writes: BTreeMap<u64, Write>,
     chains: Vec<WatchChain>,
     leases: BTreeMap<i64, LeaseLog>,
-    renewed_while_revoking: std::collections::BTreeSet<i64>,
 }
 
 impl Scenario {
@@ -273,16 +261,9 @@ pub fn run_seed(seed: u64, scenario: &Scenario) -> Report {
     if let Err(e) = check_watches(&raw.writes, &raw.chains) {
         problems.push(e);
     }
-    let mut known_bugs = Vec::new();
     if let Some(allowance) = scenario.lease_clock_allowance_ppm() {
-        let race = if scenario.tolerate_known_bugs {
-            raw.renewed_while_revoking.clone()
-        } else {
-            Default::default()
-        };
-        match check_leases(&raw.writes, &raw.leases, allowance, &race) {
-            Ok(t) => known_bugs = t,
-            Err(e) => problems.push(e),
+        if let Err(e) = check_leases(&raw.writes, &raw.leases, allowance) {
+            problems.push(e);
         }
     }
     let sessions = raw.chains.iter().map(|c| c.sessions.len()).sum();
@@ -324,7 +305,6 @@ pub fn run_seed(seed: u64, scenario: &Scenario) -> Report {
         watch_sessions: sessions,
         watch_events,
         leases: (raw.leases.len(), expired),
-        known_bugs,
     }
 }
 
@@ -405,7 +385,6 @@ async fn simulate(sc: Scenario) -> Raw {
     let leases = std::mem::take(&mut *lock(&leases));
     Raw {
         writes: obs.writes(),
-        renewed_while_revoking: obs.leases_renewed_while_revoking(),
         chains,
         leases,
         history,
