@@ -2,7 +2,9 @@
 //! start revisions, slow consumers and compactions, each watcher's concatenated events
 //! equal the store's history filtered to its range, filters and start revision — in
 //! order, with no gap and no duplicate, and with correct previous key-values. A watcher
-//! whose next revision was compacted is canceled with the compact revision.
+//! whose next revision was compacted is canceled with the compact revision. Watchers
+//! may start in the future, and a snapshot restore may send every watcher back to
+//! history at any point.
 
 use std::collections::BTreeMap;
 
@@ -26,6 +28,9 @@ enum Op {
     },
     Take,
     CatchUp,
+    /// The store was replaced by a snapshot (here: of itself, as when the image holds
+    /// nothing new): every watcher catches up from history.
+    Restore,
     Compact(u8),
 }
 
@@ -41,6 +46,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(key, end, start, no_put, no_delete, prev_kv)| Op::Watch { key, end, start, no_put, no_delete, prev_kv }),
         3 => Just(Op::Take),
         3 => Just(Op::CatchUp),
+        1 => Just(Op::Restore),
         1 => any::<u8>().prop_map(Op::Compact),
     ]
 }
@@ -100,7 +106,9 @@ proptest! {
                     store.delete_range(&DeleteRangeRequest { key: key(*k), range_end: range_end(*k, *e), prev_kv: false }).expect("delete");
                 }
                 Op::Watch { key: k, end, start, no_put, no_delete, prev_kv } => {
-                    let start_revision = i64::from(*start) % (store.revision() + 2);
+                    // Up to a few revisions in the future, as a watch resumed on a
+                    // member that lags behind the one it was on.
+                    let start_revision = i64::from(*start) % (store.revision() + 5);
                     let req = WatchRequest {
                         key: key(*k),
                         range_end: range_end(*k, *end),
@@ -116,6 +124,7 @@ proptest! {
                 }
                 Op::Take => drain(&mut hub, &store, &mut got, &mut canceled),
                 Op::CatchUp => hub.catch_up(&store),
+                Op::Restore => hub.on_restore(),
                 Op::Compact(r) => {
                     let rev = i64::from(*r) % (store.revision() + 1);
                     if store.compact(rev).is_ok() {

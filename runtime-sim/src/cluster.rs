@@ -40,6 +40,8 @@ pub struct ClusterConfig {
     /// Member `i`'s clock starts `clock_offsets_ms[i]` ahead of global time (0 for a
     /// member past the end): real clocks never agree exactly.
     pub clock_offsets_ms: Vec<i64>,
+    /// Applied entries between a member's own snapshots (None: never on its own).
+    pub snapshot_every: Option<u64>,
 }
 
 impl Default for ClusterConfig {
@@ -52,6 +54,7 @@ impl Default for ClusterConfig {
             bug: None,
             spares: 0,
             clock_offsets_ms: Vec::new(),
+            snapshot_every: None,
         }
     }
 }
@@ -116,6 +119,7 @@ impl Cluster {
                 read_mode: cfg.read_mode,
                 bug: cfg.bug,
                 founders: founders.clone(),
+                snapshot_every: cfg.snapshot_every,
             };
             let env = MemberEnv {
                 disk: SimDisk::new(),

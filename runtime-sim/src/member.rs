@@ -27,9 +27,9 @@ use keel_core::node::{
 };
 use keel_core::raft::{
     decode_message, encode_message, ConfChange, ConfState, Config, EntryPayload, LogIndex,
-    MemberId, PersistBatch, PlantedBug, RaftNode, ReadCtx, ReadMode, Ready, Role, Time,
+    MemberId, PersistBatch, PlantedBug, RaftNode, ReadCtx, ReadMode, Ready, Role, Snapshot, Time,
 };
-use keel_core::wal::{batch_records, resume_state, Wal};
+use keel_core::wal::{batch_records, missing_snapshot_marker, resume_state, Record, Wal};
 use madsim::net::Endpoint;
 use madsim::time::Instant;
 use tokio::sync::mpsc;
@@ -42,6 +42,10 @@ use crate::observer::Observer;
 
 /// WAL segment size in the simulation: small, so segments roll often.
 const SEGMENT_SIZE: u64 = 256 << 10;
+
+/// Entries kept behind a snapshot (raft's `compaction_tail`) when the member snapshots
+/// on its own: short, so that lagging or restarted followers need a snapshot.
+const COMPACTION_TAIL: u64 = 20;
 
 /// Period of the housekeeping pass (lease expiry, watch progress), as `runtime-tokio`'s.
 const HOUSEKEEPING: Duration = Duration::from_millis(500);
@@ -81,6 +85,10 @@ pub struct MemberSpec {
     /// The founding voters; the other members start outside the configuration and join
     /// when a membership change adds them.
     pub founders: BTreeSet<u64>,
+    /// Applied entries between the member's own snapshots (a small `--snapshot-count`),
+    /// which compact its log so that followers are caught up by snapshot transfer and
+    /// install; None: never on its own (a snapshot is made only when a follower asks).
+    pub snapshot_every: Option<u64>,
 }
 
 /// What a member process shares with the scenario: its disk, its clock, the network's
@@ -142,6 +150,8 @@ struct Member {
     revoking: BTreeSet<i64>,
     next_lease_id: u64,
     housekeeping_at: Instant,
+    /// Entries applied since the last snapshot this member took or installed.
+    applied_since_snapshot: u64,
 }
 
 /// Runs one member process until it stops (storage error, removal) or is killed.
@@ -258,13 +268,23 @@ fn revoked_lease(e: &keel_core::raft::Entry, applied: &Option<Applied>) -> Optio
 impl Member {
     /// Recovers the member from its disk, as `runtime-tokio`'s storage does.
     fn open(spec: MemberSpec, env: MemberEnv, ep: Arc<Endpoint>) -> Result<Member, String> {
-        let (wal, rec) = Wal::open(env.disk.clone(), spec.cluster_id, spec.id, SEGMENT_SIZE)
+        let (mut wal, rec) = Wal::open(env.disk.clone(), spec.cluster_id, spec.id, SEGMENT_SIZE)
             .map_err(|e| e.to_string())?;
         let snapshot = env.disk.snapshot();
+        // As `runtime-tokio`'s storage: an image whose WAL marker a crash cut off.
+        if let Some(m) = missing_snapshot_marker(&rec, snapshot.as_ref().map(|s| &s.meta)) {
+            wal.append(&[Record::Snapshot(m.meta.clone())])
+                .and_then(|()| wal.sync())
+                .map_err(|e| e.to_string())?;
+            env.obs.note(format!("member {:x}: {m}", spec.id));
+        }
         let mut cfg = Config::new(MemberId(spec.id));
         cfg.heartbeat_interval_ms = spec.heartbeat_ms;
         cfg.election_timeout_ms = spec.election_ms;
         cfg.read_mode = spec.read_mode;
+        if spec.snapshot_every.is_some() {
+            cfg.compaction_tail = COMPACTION_TAIL;
+        }
         cfg.seed = madsim::rand::random();
         cfg.planted_bug = match spec.bug {
             Some(Bug::CommitWithoutQuorum) => Some(PlantedBug::CommitWithoutQuorum),
@@ -327,6 +347,7 @@ impl Member {
             // As etcd's ID generator: a counter from the start time in ms, shifted.
             next_lease_id: (global & ((1 << 40) - 1)) << 8,
             housekeeping_at: Instant::now() + HOUSEKEEPING,
+            applied_since_snapshot: 0,
         })
     }
 
@@ -603,7 +624,9 @@ impl Member {
         if let Some(snap) = rd.apply_snapshot {
             self.sm.install(&snap.data).map_err(|e| e.to_string())?;
             self.hub.on_restore();
+            self.applied_since_snapshot = 0;
         }
+        self.applied_since_snapshot += rd.committed.len() as u64;
         for e in &rd.committed {
             if matches!(e.payload, EntryPayload::ConfChange(_)) {
                 let voters = self.raft.conf().voters.iter().map(|v| v.0).collect();
@@ -649,10 +672,26 @@ impl Member {
         if rd.want_snapshot {
             let data = self.sm.snapshot();
             self.raft.compact(now, data);
+        } else if self
+            .spec
+            .snapshot_every
+            .is_some_and(|n| self.applied_since_snapshot >= n)
+        {
+            self.take_snapshot(now);
         }
         self.serve_reads();
         self.flush_watches();
         Ok(())
+    }
+
+    /// As `runtime-tokio`'s snapshot: the image of the applied state is stored durably,
+    /// then raft's log behind it is compacted. The WAL is kept whole (a restart replays
+    /// it from the snapshot on), so the sim's disk only grows; runs are short.
+    fn take_snapshot(&mut self, now: Time) {
+        self.applied_since_snapshot = 0;
+        let data = self.sm.snapshot();
+        let meta = self.raft.compact(now, data.clone());
+        self.env.disk.save_snapshot(Snapshot { meta, data });
     }
 
     fn persist(&mut self, batch: &PersistBatch) -> Result<(), String> {

@@ -9,7 +9,9 @@
 //!   behind the *previous* snapshot (keeping `max_wals` of those), so a corrupt newest
 //!   snapshot can always fall back to the previous one plus the WAL.
 //! - [`Storage::open`] recovers: newest valid snapshot (falling back, with a warning, past
-//!   corrupt ones), then the WAL, cutting a torn tail with a warning.
+//!   corrupt ones), then the WAL, cutting a torn tail with a warning. A snapshot image
+//!   newer than the whole WAL (cut off before its marker was written) gets its marker
+//!   first, with a warning (see `keel_core::wal::MissingMarker`).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -17,8 +19,8 @@ use std::path::{Path, PathBuf};
 
 use keel_core::raft::{EntryPayload, LogIndex, PersistBatch, RecoveredState, Snapshot};
 use keel_core::wal::{
-    batch_records, decode_snapshot_file, encode_snapshot_file, parse_snapshot_file_name,
-    resume_state, snapshot_file_name, Wal, WalOpenError,
+    batch_records, decode_snapshot_file, encode_snapshot_file, missing_snapshot_marker,
+    parse_snapshot_file_name, resume_state, snapshot_file_name, Record, Wal, WalOpenError,
 };
 
 use crate::wal_files::FileStore;
@@ -160,16 +162,22 @@ impl Storage {
             snapshots.retain(|(_, i, _)| *i <= keep);
         }
         let store = FileStore::open(&wal_dir).map_err(io_err(&wal_dir))?;
-        let (wal, rec) = Wal::open(store, cluster_id, member_id, policy.segment_size)?;
+        let (mut wal, rec) = Wal::open(store, cluster_id, member_id, policy.segment_size)?;
         if let Some(t) = &rec.torn {
             warnings.push(t.to_string());
         }
+        let marker = missing_snapshot_marker(&rec, snapshot.as_ref().map(|s| &s.meta));
         let state = resume_state(rec, snapshot.as_ref().map(|s| &s.meta)).map_err(|g| {
             StorageError::Gap {
                 wal_first: g.wal_first,
                 snapshot: g.snapshot,
             }
         })?;
+        if let Some(m) = marker {
+            wal.append(&[Record::Snapshot(m.meta.clone())])?;
+            wal.sync()?;
+            warnings.push(m.to_string());
+        }
         let storage = Storage {
             wal,
             snap_dir,

@@ -4,7 +4,10 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use keel_core::raft::{ConfState, Config, EntryPayload, MemberId, RaftNode, Role, Snapshot, Time};
+use keel_core::raft::{
+    ConfState, Config, EntryPayload, LogIndex, MemberId, RaftNode, Role, Snapshot, SnapshotMeta,
+    Time,
+};
 use keel_runtime_tokio::{Storage, StoragePolicy};
 
 const POLICY: StoragePolicy = StoragePolicy {
@@ -165,4 +168,48 @@ fn a_snapshot_overtaken_while_written_is_dropped() {
     let (m, warnings) = Member::open(dir.path());
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(m.applied, 5 + POLICY.snapshot_count + 5);
+}
+
+/// A snapshot from the leader is saved as an image first and its WAL marker after. A
+/// crash (or a failed sync) in between leaves an image newer than everything the WAL
+/// holds: the member resumes from the image, and the WAL gains the missing marker before
+/// anything else is appended, so the entries that follow do not leave a gap that the next
+/// restart refuses ("entry index ... does not follow ...", found by the simulator).
+#[test]
+fn a_snapshot_image_whose_wal_marker_was_lost_is_resumed_and_marked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut m, _) = Member::open(dir.path());
+    m.lead();
+    m.propose(5);
+    let (last, term) = (m.node.last_index(), m.node.term());
+    let image = SnapshotMeta {
+        index: LogIndex(last.0 + 100),
+        term,
+        conf: ConfState::with_voters([MemberId(1)]),
+    };
+    let data = Bytes::copy_from_slice(&1000u64.to_be_bytes());
+    m.storage
+        .snapshot_writer()
+        .write(&Snapshot { meta: image, data })
+        .expect("image written");
+    drop(m);
+
+    let (mut m, warnings) = Member::open(dir.path());
+    assert_eq!(m.applied, 1000, "resumed from the image");
+    assert_eq!(
+        warnings,
+        vec![format!(
+            "the WAL ends at index {} without the marker of snapshot {}; marker added",
+            last.0,
+            last.0 + 100
+        )]
+    );
+    m.lead();
+    m.propose(3);
+    assert_eq!(m.applied, 1003);
+    drop(m);
+
+    let (m, warnings) = Member::open(dir.path());
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(m.applied, 1003, "the entries after the image are replayed");
 }

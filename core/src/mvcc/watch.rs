@@ -182,6 +182,14 @@ impl WatchHub {
             if w.synced || w.canceled_at.is_some() || w.queue.len() >= self.max_queue {
                 continue;
             }
+            if w.next_rev > current {
+                // Waiting for a revision the store has not reached (a watch started in
+                // the future, or resumed on a member behind the one it was on): history
+                // holds nothing for it yet, and live events take it from `next_rev` on.
+                // Catching up "to current" would move it back and repeat revisions.
+                w.synced = true;
+                continue;
+            }
             if w.next_rev <= compacted {
                 w.canceled_at = Some(compacted);
                 continue;

@@ -6,6 +6,44 @@ use crate::raft::{LogIndex, RecoveredState, SnapshotMeta};
 
 use super::recovery::Recovered;
 
+/// A snapshot image newer than everything the WAL holds, whose WAL marker was lost.
+///
+/// A snapshot from the leader is stored as an image first and its WAL marker after (the
+/// marker must never name an image that does not exist). A crash or a failed sync in
+/// between leaves the image newer than the WAL. Resuming from the image is right, but
+/// entries appended next would follow the WAL's old tail: a gap the next recovery
+/// refuses. Appended (and synced) before anything else, `meta` as a marker makes the WAL
+/// say what the interrupted batch would have: the log restarts after the snapshot.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("the WAL ends at index {wal_last} without the marker of snapshot {}; marker added", .meta.index.0)]
+pub struct MissingMarker {
+    /// The marker to append.
+    pub meta: SnapshotMeta,
+    /// The WAL's last index (entry or marker).
+    pub wal_last: u64,
+}
+
+/// The marker the WAL must gain before anything else is appended, if any. Call before
+/// [`resume_state`] (which takes the recovered records).
+pub fn missing_snapshot_marker(
+    rec: &Recovered,
+    snapshot: Option<&SnapshotMeta>,
+) -> Option<MissingMarker> {
+    let s = snapshot?;
+    let wal_last = rec
+        .entries
+        .last()
+        .map(|e| e.index)
+        .into_iter()
+        .chain(rec.snapshot.as_ref().map(|w| w.index))
+        .max()
+        .unwrap_or(LogIndex(0));
+    (wal_last < s.index).then(|| MissingMarker {
+        meta: s.clone(),
+        wal_last: wal_last.0,
+    })
+}
+
 /// The WAL and the snapshot do not fit together: entries in between exist nowhere.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
 #[error("storage: the WAL resumes at index {wal_first} but the newest usable snapshot ends at {snapshot}: entries in between are lost")]

@@ -48,6 +48,8 @@ pub struct Scenario {
     pub bug: Option<Bug>,
     /// Members started outside the configuration, for membership changes to add.
     pub spares: usize,
+    /// Applied entries between a member's own snapshots (None: never on its own).
+    pub snapshot_every: Option<u64>,
 }
 
 /// The checker's budget for one run's history.
@@ -91,7 +93,19 @@ impl Scenario {
             },
             bug: None,
             spares: 1,
+            snapshot_every: None,
         }
+    }
+
+    /// The standard mix with members snapshotting every 100 applied entries and keeping
+    /// 20 behind: lagging and restarted followers are caught up by snapshot transfer and
+    /// install, under the same faults (crashes between the image and its WAL marker,
+    /// watchers sent back to history by an install).
+    pub fn snapshots(seed: u64) -> Scenario {
+        let mut s = Scenario::standard(seed);
+        s.name = "snapshots".into();
+        s.snapshot_every = Some(100);
+        s
     }
 
     /// The standard cluster and clients with no faults at all.
@@ -317,6 +331,7 @@ async fn simulate(sc: Scenario) -> Raw {
         bug: sc.bug,
         spares: sc.spares,
         clock_offsets_ms: nemesis::start_offsets(&sc.mix, sc.members + sc.spares),
+        snapshot_every: sc.snapshot_every,
         ..ClusterConfig::default()
     });
     let obs = cluster.observer().clone();
