@@ -29,7 +29,7 @@ use keel_core::raft::{
     decode_message, encode_message, ConfChange, ConfState, Config, EntryPayload, LogIndex,
     MemberId, PersistBatch, PlantedBug, RaftNode, ReadCtx, ReadMode, Ready, Role, Snapshot, Time,
 };
-use keel_core::wal::{batch_records, missing_snapshot_marker, resume_state, Record, Wal};
+use keel_core::wal::{add_missing_snapshot_marker, batch_records, resume_state, Wal};
 use madsim::net::Endpoint;
 use madsim::time::Instant;
 use tokio::sync::mpsc;
@@ -272,10 +272,10 @@ impl Member {
             .map_err(|e| e.to_string())?;
         let snapshot = env.disk.snapshot();
         // As `runtime-tokio`'s storage: an image whose WAL marker a crash cut off.
-        if let Some(m) = missing_snapshot_marker(&rec, snapshot.as_ref().map(|s| &s.meta)) {
-            wal.append(&[Record::Snapshot(m.meta.clone())])
-                .and_then(|()| wal.sync())
-                .map_err(|e| e.to_string())?;
+        if let Some(m) =
+            add_missing_snapshot_marker(&mut wal, &rec, snapshot.as_ref().map(|s| &s.meta))
+                .map_err(|e| e.to_string())?
+        {
             env.obs.note(format!("member {:x}: {m}", spec.id));
         }
         let mut cfg = Config::new(MemberId(spec.id));
@@ -684,9 +684,9 @@ impl Member {
         Ok(())
     }
 
-    /// As `runtime-tokio`'s snapshot: the image of the applied state is stored durably,
-    /// then raft's log behind it is compacted. The WAL is kept whole (a restart replays
-    /// it from the snapshot on), so the sim's disk only grows; runs are short.
+    /// As `runtime-tokio`'s snapshot: raft's log is compacted behind the applied state
+    /// and the image stored durably. The WAL is kept whole (a restart replays it from
+    /// the snapshot on), so the sim's disk only grows; runs are short.
     fn take_snapshot(&mut self, now: Time) {
         self.applied_since_snapshot = 0;
         let data = self.sm.snapshot();

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 
 use keel_core::raft::{EntryPayload, LogIndex, PersistBatch, RecoveredState, Snapshot};
 use keel_core::wal::{
-    batch_records, decode_snapshot_file, encode_snapshot_file, missing_snapshot_marker,
-    parse_snapshot_file_name, resume_state, snapshot_file_name, Record, Wal, WalOpenError,
+    add_missing_snapshot_marker, batch_records, decode_snapshot_file, encode_snapshot_file,
+    parse_snapshot_file_name, resume_state, snapshot_file_name, Wal, WalOpenError,
 };
 
 use crate::wal_files::FileStore;
@@ -166,18 +166,17 @@ impl Storage {
         if let Some(t) = &rec.torn {
             warnings.push(t.to_string());
         }
-        let marker = missing_snapshot_marker(&rec, snapshot.as_ref().map(|s| &s.meta));
+        if let Some(m) =
+            add_missing_snapshot_marker(&mut wal, &rec, snapshot.as_ref().map(|s| &s.meta))?
+        {
+            warnings.push(m.to_string());
+        }
         let state = resume_state(rec, snapshot.as_ref().map(|s| &s.meta)).map_err(|g| {
             StorageError::Gap {
                 wal_first: g.wal_first,
                 snapshot: g.snapshot,
             }
         })?;
-        if let Some(m) = marker {
-            wal.append(&[Record::Snapshot(m.meta.clone())])?;
-            wal.sync()?;
-            warnings.push(m.to_string());
-        }
         let storage = Storage {
             wal,
             snap_dir,

@@ -225,7 +225,7 @@ fn regressions() {
     // A follower was cut off (a failed fsync) after storing a leader's snapshot image and
     // before its WAL marker; it resumed from the image, appended the entries after it to
     // the WAL's old tail, and could not restart again: "entry index 145 ... does not
-    // follow 79" (fixed by `keel_core::wal::missing_snapshot_marker`: the marker is
+    // follow 79" (fixed by `keel_core::wal::add_missing_snapshot_marker`: the marker is
     // written at open). With the fix reverted, seed 70 of 1-200 fails.
     pinned_with_snapshots(&[70]);
     // A watch resumed on a lagging member starts in the future; a snapshot install sent

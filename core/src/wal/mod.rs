@@ -20,7 +20,7 @@ pub use record::{
     align8, batch_records, decode_frame, frame_len, Frame, Record, FRAME_HEADER, MAX_PAYLOAD,
 };
 pub use recovery::{recover, Recovered, TornTail, WalEnd, WalError};
-pub use resume::{missing_snapshot_marker, resume_state, MissingMarker, ResumeGap};
+pub use resume::{add_missing_snapshot_marker, resume_state, MissingMarker, ResumeGap};
 pub use segment::{HeaderError, SegmentHeader, SegmentName, MAGIC, SEGMENT_HEADER, VERSION};
 pub use snapshot_file::{
     decode_snapshot_file, encode_snapshot_file, parse_snapshot_file_name, snapshot_file_name,

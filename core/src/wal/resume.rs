@@ -4,7 +4,9 @@
 
 use crate::raft::{LogIndex, RecoveredState, SnapshotMeta};
 
+use super::record::Record;
 use super::recovery::Recovered;
+use super::writer::{SegmentStore, Wal, WalOpenError};
 
 /// A snapshot image newer than everything the WAL holds, whose WAL marker was lost.
 ///
@@ -23,13 +25,17 @@ pub struct MissingMarker {
     pub wal_last: u64,
 }
 
-/// The marker the WAL must gain before anything else is appended, if any. Call before
-/// [`resume_state`] (which takes the recovered records).
-pub fn missing_snapshot_marker(
+/// Appends (and syncs) the marker the WAL must gain before anything else, if any: both
+/// runtimes call this right after opening the WAL, before [`resume_state`] takes the
+/// recovered records. Returns what was added, for the runtime's warning.
+pub fn add_missing_snapshot_marker<S: SegmentStore>(
+    wal: &mut Wal<S>,
     rec: &Recovered,
     snapshot: Option<&SnapshotMeta>,
-) -> Option<MissingMarker> {
-    let s = snapshot?;
+) -> Result<Option<MissingMarker>, WalOpenError<S::Error>> {
+    let Some(s) = snapshot else {
+        return Ok(None);
+    };
     let wal_last = rec
         .entries
         .last()
@@ -38,10 +44,15 @@ pub fn missing_snapshot_marker(
         .chain(rec.snapshot.as_ref().map(|w| w.index))
         .max()
         .unwrap_or(LogIndex(0));
-    (wal_last < s.index).then(|| MissingMarker {
+    if wal_last >= s.index {
+        return Ok(None);
+    }
+    wal.append(&[Record::Snapshot(s.clone())])?;
+    wal.sync()?;
+    Ok(Some(MissingMarker {
         meta: s.clone(),
         wal_last: wal_last.0,
-    })
+    }))
 }
 
 /// The WAL and the snapshot do not fit together: entries in between exist nowhere.

@@ -263,20 +263,25 @@ pub async fn wait_leader(urls: &[String]) -> u64 {
 pub async fn wait_leader_on(channels: &[Channel]) -> u64 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let mut seen = Vec::with_capacity(channels.len());
+        // The leader every member asked so far names; None once one names none or
+        // another.
+        let mut agreed = None;
         for c in channels {
-            match MaintenanceClient::new(c.clone())
+            let leader = match MaintenanceClient::new(c.clone())
                 .status(StatusRequest {})
                 .await
             {
-                Ok(r) if r.get_ref().leader != 0 => seen.push(r.into_inner().leader),
-                _ => break,
+                Ok(r) => r.into_inner().leader,
+                Err(_) => 0,
+            };
+            if leader == 0 || agreed.is_some_and(|l| l != leader) {
+                agreed = None;
+                break;
             }
+            agreed = Some(leader);
         }
-        if seen.len() == channels.len() && seen.windows(2).all(|w| w[0] == w[1]) {
-            if let Some(&leader) = seen.first() {
-                return leader;
-            }
+        if let Some(leader) = agreed {
+            return leader;
         }
         assert!(
             tokio::time::Instant::now() < deadline,

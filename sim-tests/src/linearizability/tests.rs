@@ -206,11 +206,11 @@ where
     };
     *output = impossible;
     let outcome = check(model, &history);
-    // A corrupted read must never be accepted. Some generated histories (a dozen or more
-    // overlapping operations of unknown fate on one key, for append-kv) have more orders
-    // than the search budget covers; the checker then says Unknown, which is no verdict
-    // to compare, so the case is set aside (seen once in many CI runs of 256 cases).
-    prop_assert_ne!(outcome.verdict(), Verdict::Linearizable);
+    // Some generated histories (a dozen or more overlapping operations of unknown fate
+    // on one key, for append-kv) have more orders than the search budget covers; the
+    // checker then says Unknown, which is no verdict to compare, so the case is set
+    // aside (seen once in many CI runs of 256 cases). Any other verdict must be
+    // NotLinearizable: a corrupted read judged Linearizable still fails.
     prop_assume!(outcome.verdict() != Verdict::Unknown);
     prop_assert_eq!(
         outcome.verdict(),
