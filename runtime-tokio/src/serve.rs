@@ -68,6 +68,7 @@ pub async fn run_with_tls(
         ));
     }
     let mut servers = Vec::new();
+    let interceptor = grpc::interceptor::Interceptor::new(&handle);
     for l in client {
         let mut router = grpc::routes(&handle)
             .into_axum_router()
@@ -76,8 +77,8 @@ pub async fn run_with_tls(
             router = router.merge(v2keys::router(handle.clone(), stop_rx.clone()));
         }
         let router = router.layer(axum::middleware::from_fn_with_state(
-            handle.metrics.clone(),
-            http::count_grpc,
+            interceptor.clone(),
+            grpc::interceptor::intercept,
         ));
         let mut stop = stop_rx.clone();
         let stopped = async move {

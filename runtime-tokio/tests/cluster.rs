@@ -498,6 +498,20 @@ async fn open_watch(
     tokio::sync::mpsc::Sender<pb::WatchRequest>,
     tonic::Streaming<pb::WatchResponse>,
 ) {
+    open_watch_with(url, creates, false).await.expect("watch")
+}
+
+type WatchStream = (
+    tokio::sync::mpsc::Sender<pb::WatchRequest>,
+    tonic::Streaming<pb::WatchResponse>,
+);
+
+/// [`open_watch`], with clientv3's `WithRequireLeader` metadata when `require_leader`.
+async fn open_watch_with(
+    url: &str,
+    creates: Vec<pb::WatchCreateRequest>,
+    require_leader: bool,
+) -> Result<WatchStream, tonic::Status> {
     let mut w = WatchClient::new(common::channel(url).await);
     let (tx, rx) = tokio::sync::mpsc::channel(creates.len().max(1));
     for c in creates {
@@ -507,10 +521,150 @@ async fn open_watch(
         .await
         .expect("send");
     }
-    let stream = w
-        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+    let req = with_leader_required(
+        tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
+        require_leader,
+    );
+    let stream = w.watch(req).await?.into_inner();
+    Ok((tx, stream))
+}
+
+/// `req` with clientv3's `WithRequireLeader` metadata when `require` (none otherwise).
+fn with_leader_required<T>(mut req: tonic::Request<T>, require: bool) -> tonic::Request<T> {
+    if require {
+        req.metadata_mut().insert(
+            "hasleader",
+            tonic::metadata::MetadataValue::from_static("true"),
+        );
+    }
+    req
+}
+
+fn assert_no_leader<T: std::fmt::Debug>(r: Result<T, tonic::Status>, what: &str) {
+    let e = r.expect_err(what);
+    assert_eq!(
+        (e.code(), e.message()),
+        (tonic::Code::Unavailable, "etcdserver: no leader"),
+        "{what}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_leader_calls_wait_for_one_unless_the_client_requires_a_leader() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut p = plan(3).await;
+    let (mut ms, urls) = p.start_all(dir.path(), |_| {}).await;
+    wait_leader(&urls).await;
+    let lone = &urls[0];
+    let mut kv = ms[0].kv().await;
+    kv.put(put("a", "1")).await.expect("put");
+    let create = pb::WatchCreateRequest {
+        key: Bytes::from_static(b"a"),
+        ..Default::default()
+    };
+    let (_keep1, mut required) = open_watch_with(lone, vec![create.clone()], true)
         .await
-        .expect("watch")
+        .expect("watch with a leader");
+    let (_keep2, mut plain) = open_watch(lone, vec![create.clone()]).await;
+    assert!(next_response(&mut required).await.created);
+    assert!(next_response(&mut plain).await.created);
+
+    // Member 0 alone: no quorum, so no leader once its election timeout passes.
+    ms[1].stop().await;
+    ms[2].stop().await;
+    let mut maintenance =
+        pb::maintenance_client::MaintenanceClient::new(common::channel(lone).await);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while maintenance
+        .status(pb::StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
+        .leader
+        != 0
+    {
+        assert!(tokio::time::Instant::now() < deadline, "leader not lost");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Calls that require a leader fail at once, as etcd's interceptor has them.
+    let quick = Duration::from_secs(2);
+    let put_now = kv.put(with_leader_required(
+        tonic::Request::new(put("a", "x")),
+        true,
+    ));
+    let r = tokio::time::timeout(quick, put_now)
+        .await
+        .expect("answered at once");
+    assert_no_leader(r, "a put that requires a leader");
+    let get_now = kv.range(with_leader_required(tonic::Request::new(get("a")), true));
+    let r = tokio::time::timeout(quick, get_now)
+        .await
+        .expect("answered at once");
+    assert_no_leader(r, "a read that requires a leader");
+    assert_no_leader(
+        open_watch_with(lone, vec![create.clone()], true).await,
+        "a new watch that requires a leader",
+    );
+    // Serializable reads need no leader.
+    let local = pb::RangeRequest {
+        serializable: true,
+        ..get("a")
+    };
+    let r = kv.range(local).await.expect("serializable read");
+    assert_eq!(r.into_inner().kvs[0].value, Bytes::from_static(b"1"));
+
+    // Without the metadata, a put and a linearizable read wait for a leader.
+    let mut kv2 = ms[0].kv().await;
+    let waiting_put = tokio::spawn(async move { kv2.put(put("a", "2")).await });
+    let mut kv3 = ms[0].kv().await;
+    let waiting_get = tokio::spawn(async move { kv3.range(get("a")).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting_put.is_finished() && !waiting_get.is_finished(),
+        "calls without the metadata wait for a leader instead of failing"
+    );
+
+    // The stream that requires a leader is ended after three election timeouts (etcd's
+    // monitorLeader); the other stays open.
+    let end = tokio::time::timeout(Duration::from_secs(10), required.next())
+        .await
+        .expect("the required-leader watch ends");
+    assert_no_leader(
+        end.expect("an error, not a plain end"),
+        "an open required-leader watch",
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), plain.next())
+            .await
+            .is_err(),
+        "a watch without the metadata stays open"
+    );
+
+    // A leader again: the waiting calls complete, in order (the put before the read
+    // could, but need not, be seen by it; the put itself is applied once).
+    ms[1] = p.start(1, dir.path()).await;
+    let put_done = tokio::time::timeout(Duration::from_secs(10), waiting_put)
+        .await
+        .expect("the waiting put is answered");
+    put_done.expect("task").expect("the waiting put succeeds");
+    let got = tokio::time::timeout(Duration::from_secs(10), waiting_get)
+        .await
+        .expect("the waiting read is answered")
+        .expect("task")
+        .expect("the waiting read succeeds")
         .into_inner();
-    (tx, stream)
+    assert_eq!(got.count, 1);
+    let r = kv.range(get("a")).await.expect("get").into_inner();
+    assert_eq!(r.kvs[0].value, Bytes::from_static(b"2"));
+    assert_eq!(r.kvs[0].version, 2, "the waiting put applied once");
+    // The plain watch saw the put.
+    let ev = next_response(&mut plain).await;
+    assert_eq!(
+        ev.events[0].kv.as_ref().expect("kv").value,
+        Bytes::from_static(b"2")
+    );
+    for m in &mut ms {
+        m.stop().await;
+    }
 }

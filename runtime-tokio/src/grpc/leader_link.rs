@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use tonic::transport::Channel;
 use tonic::Status;
 
-use crate::member::{Core, MemberHandle, ServerError};
+use crate::member::{Core, MemberHandle, ServerError, REQUEST_TIMEOUT};
 
 /// A follower's connection to the leader's client URL, for requests only the leader can
 /// answer; kept while the leader stays the same, so forwarded keepalives share it.
@@ -17,7 +17,7 @@ pub(crate) struct LeaderLink {
 
 impl LeaderLink {
     pub(crate) async fn channel(&self, m: &MemberHandle) -> Result<Channel, Status> {
-        let leader = m.status.borrow().leader;
+        let leader = known_leader(m).await?;
         if let Ok(c) = self.cached.lock() {
             if let Some((_, ch)) = c.as_ref().filter(|(id, _)| *id == leader) {
                 return Ok(ch.clone());
@@ -28,6 +28,20 @@ impl LeaderLink {
             *c = Some((leader, ch.clone()));
         }
         Ok(ch)
+    }
+}
+
+/// The leader; during an election, the one elected, waiting for it up to the request
+/// timeout as etcd's `waitLeader` does.
+async fn known_leader(m: &MemberHandle) -> Result<u64, Status> {
+    let mut status = m.status.clone();
+    let known = tokio::time::timeout(REQUEST_TIMEOUT, status.wait_for(|s| s.leader != 0))
+        .await
+        .map(|r| r.map(|s| s.leader));
+    match known {
+        Ok(Ok(leader)) => Ok(leader),
+        Ok(Err(_)) => Err(ServerError::Stopped.into()),
+        Err(_) => Err(ServerError::Timeout.into()),
     }
 }
 

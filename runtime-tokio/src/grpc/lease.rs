@@ -149,7 +149,15 @@ impl pb::lease_server::Lease for LeaseService {
         let (tx, rx) = mpsc::channel(16);
         let (m, link) = (self.m.clone(), self.link.clone());
         tokio::spawn(async move {
-            while let Ok(Some(r)) = inbound.message().await {
+            loop {
+                let r = tokio::select! {
+                    // The response was ended without us (see `grpc::interceptor`).
+                    _ = tx.closed() => return,
+                    r = inbound.message() => match r {
+                        Ok(Some(r)) => r,
+                        _ => return,
+                    },
+                };
                 let resp = keepalive_one(&m, &link, r.id).await;
                 let failed = resp.is_err();
                 if tx.send(resp).await.is_err() || failed {

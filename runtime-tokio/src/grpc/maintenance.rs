@@ -78,11 +78,16 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             .m
             .local(|c: &mut Core| {
                 let size = c.sm.kv.kv.size_bytes() as i64;
-                let errors =
-                    c.sm.alarms(c.id)
-                        .into_iter()
-                        .map(|(m, a)| format!("memberID:{m} alarm:{} ", alarm::name(a)))
-                        .collect();
+                // As etcd: "no leader" first, then the alarms.
+                let no_leader = (c.raft.leader().0 == 0).then(|| ServerError::NoLeader.to_string());
+                let errors = no_leader
+                    .into_iter()
+                    .chain(
+                        c.sm.alarms(c.id)
+                            .into_iter()
+                            .map(|(m, a)| format!("memberID:{m} alarm:{} ", alarm::name(a))),
+                    )
+                    .collect();
                 let header = c.header();
                 (
                     header,

@@ -8,6 +8,7 @@ mod cluster;
 pub mod convert;
 mod election;
 mod health;
+pub mod interceptor;
 mod kv;
 mod leader_link;
 mod lease;

@@ -83,8 +83,12 @@ async fn run_stream(
         s.m.watch_progress_interval
             .max(std::time::Duration::from_millis(10));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let out = s.out.clone();
     loop {
         tokio::select! {
+            // The response was ended without us (the leader monitor, see
+            // `grpc::interceptor`): nobody reads this stream any more.
+            _ = out.closed() => break,
             _ = ticker.tick(), if !s.progress.is_empty() => {
                 if s.notify_progress().await.is_err() {
                     break;

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use keel_core::mvcc::WatchHub;
 use keel_core::node::{encode_command, Command, Compactor, Outcome, Proposal, StateMachine};
 use keel_core::raft::{
@@ -13,6 +14,7 @@ use keel_core::raft::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::leaderless::{Leaderless, WaitingProposal};
 use super::WatchSink;
 use super::{Header, Input, MemberConfig, MemberHandle, ReadFn, ServerError, Status};
 use crate::auth::{Passwords, Tokens};
@@ -58,6 +60,8 @@ pub struct Core {
     pub(super) reads_by_ctx: HashMap<u64, Vec<ReadFn>>,
     /// Reads of this round, not yet sent to raft.
     pub(super) reads_new: Vec<ReadFn>,
+    /// Proposals and reads waiting for a leader to be known.
+    pub(super) leaderless: Leaderless,
     /// Confirmed reads waiting for the state to reach their index.
     pub(super) reads_by_index: Vec<(LogIndex, ReadFn)>,
     /// Callers waiting for this member to apply an index (simple tokens name the
@@ -206,6 +210,7 @@ pub fn start_with_dialer(
         next_read: 1,
         reads_by_ctx: HashMap::new(),
         reads_new: Vec::new(),
+        leaderless: Leaderless::default(),
         reads_by_index: Vec::new(),
         index_waits: Vec::new(),
         revoking: HashSet::new(),
@@ -260,7 +265,11 @@ async fn run(mut core: Core, mut rx: mpsc::Receiver<Input>, fatal: mpsc::Unbound
             _ = lease_check.tick() => core.housekeeping(),
         }
         core.flush_reads();
-        if let Err(e) = core.drive() {
+        let mut driven = core.drive();
+        if driven.is_ok() && core.resume_leaderless() {
+            driven = core.drive();
+        }
+        if let Err(e) = driven {
             let _ = fatal.send(e.to_string());
             break;
         }
@@ -348,24 +357,68 @@ impl Core {
             }
             return;
         }
-        match self.raft.propose(self.clock.now(), data.into()) {
-            Ok(_) => {
-                if let Some(r) = reply {
-                    self.metrics.proposals_pending.fetch_add(1, Relaxed);
-                    self.pending.insert(seq, r);
-                }
-            }
-            Err(e) => {
-                self.metrics.proposals_failed.fetch_add(1, Relaxed);
-                if let Some(r) = reply {
-                    let _ = r.send(Err(propose_error(e)));
+        let data = Bytes::from(data);
+        match reply {
+            Some(reply) => self.submit(Instant::now(), seq, data, reply),
+            None => {
+                if self.raft.propose(self.clock.now(), data).is_err() {
+                    self.metrics.proposals_failed.fetch_add(1, Relaxed);
                 }
             }
         }
     }
 
+    /// Proposes a client's request; without a known leader it waits for one.
+    fn submit(&mut self, since: Instant, seq: u64, data: Bytes, reply: Reply) {
+        if !self.raft.leader().is_some() && !self.raft.is_removed() {
+            let waiting = WaitingProposal {
+                since,
+                seq,
+                data,
+                reply,
+            };
+            if let Err(p) = self.leaderless.wait_propose(waiting) {
+                self.metrics.proposals_failed.fetch_add(1, Relaxed);
+                let _ = p.reply.send(Err(ServerError::NoLeader));
+            }
+            return;
+        }
+        match self.raft.propose(self.clock.now(), data) {
+            Ok(_) => {
+                self.metrics.proposals_pending.fetch_add(1, Relaxed);
+                self.pending.insert(seq, reply);
+            }
+            Err(e) => {
+                self.metrics.proposals_failed.fetch_add(1, Relaxed);
+                let _ = reply.send(Err(propose_error(e)));
+            }
+        }
+    }
+
+    /// Once a leader is known, submits what waited for one; true if anything did.
+    fn resume_leaderless(&mut self) -> bool {
+        if self.leaderless.is_empty() || !self.raft.leader().is_some() {
+            return false;
+        }
+        let (proposals, reads) = self.leaderless.take();
+        for p in proposals {
+            self.submit(p.since, p.seq, p.data, p.reply);
+        }
+        // Reads that meet no leader again wait again, counted from the oldest's arrival.
+        if let Some(since) = reads.first().map(|(t, _)| *t) {
+            self.reads_new.extend(reads.into_iter().map(|(_, f)| f));
+            self.flush_reads_since(since);
+        }
+        true
+    }
+
     /// Sends this round's linearizable reads to raft under one context.
     fn flush_reads(&mut self) {
+        self.flush_reads_since(Instant::now());
+    }
+
+    /// [`Self::flush_reads`] for reads that have waited since `since`.
+    fn flush_reads_since(&mut self, since: Instant) {
         if self.reads_new.is_empty() {
             return;
         }
@@ -376,13 +429,14 @@ impl Core {
             Ok(()) => {
                 self.reads_by_ctx.insert(ctx, reads);
             }
-            Err(e) => {
-                let err = match e {
-                    ReadError::NoLeader => ServerError::NoLeader,
-                    ReadError::Removed => ServerError::Removed,
-                };
+            Err(ReadError::NoLeader) => {
+                for f in self.leaderless.wait_reads(since, reads) {
+                    f(Err(ServerError::NoLeader));
+                }
+            }
+            Err(ReadError::Removed) => {
                 for f in reads {
-                    f(Err(err.clone()));
+                    f(Err(ServerError::Removed));
                 }
             }
         }
@@ -391,6 +445,7 @@ impl Core {
     /// Periodic work: expire leases (leader), publish this member's attributes.
     fn housekeeping(&mut self) {
         let now = self.clock.now();
+        self.leaderless.expire(Instant::now());
         self.forget_revoked();
         if self.raft.role() == Role::Leader {
             for id in self.sm.kv.lessor.expired(now, 64) {

@@ -12,6 +12,7 @@
 mod driver;
 mod errors;
 mod execute;
+mod leaderless;
 mod reconfig;
 mod watch_sink;
 

@@ -1,0 +1,219 @@
+//! What etcd's v3rpc interceptors do around every gRPC call: count it for `/metrics`, and
+//! honour the client's "require leader" metadata (`hasleader: true`, set by clientv3's
+//! `WithRequireLeader`; etcdctl watch and Kubernetes' watches use it).
+//!
+//! With that metadata:
+//! - a call to a member that knows no leader fails at once with "etcdserver: no leader"
+//!   (without it, a call that needs the leader waits for one, see
+//!   `member::leaderless`);
+//! - a stream (Watch, LeaseKeepAlive, Snapshot, Observe) already open is ended with that
+//!   error once the member has gone [`NO_LEADER_PERIODS`] election timeouts without a
+//!   leader (etcd's `monitorLeader`), so a watcher stuck on a member cut off from the
+//!   quorum learns it and reconnects elsewhere instead of waiting silently forever.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap};
+use axum::middleware::Next;
+use axum::response::Response;
+use bytes::Bytes;
+use http_body::Frame;
+use tokio::sync::watch;
+use tonic::Status;
+
+use crate::member::{MemberHandle, ServerError};
+use crate::metrics::Metrics;
+
+/// Election timeouts in a row without a leader after which required-leader streams end
+/// (etcd's `maxNoLeaderCnt`): reconnecting a stream costs more than refusing a call, so
+/// streams are given longer.
+pub const NO_LEADER_PERIODS: u32 = 3;
+
+/// The calls that stream their answers: only these are ended on a lasting loss.
+const STREAMS: [&str; 4] = [
+    "/etcdserverpb.Watch/Watch",
+    "/etcdserverpb.Lease/LeaseKeepAlive",
+    "/etcdserverpb.Maintenance/Snapshot",
+    "/v3electionpb.Election/Observe",
+];
+
+/// The interceptors' view of one member.
+pub struct Interceptor {
+    metrics: Arc<Metrics>,
+    status: watch::Receiver<crate::member::Status>,
+    /// Changes each time required-leader streams are to be ended.
+    leader_lost: watch::Receiver<u64>,
+}
+
+impl Interceptor {
+    /// Interceptors for member `m`; starts its leader monitor, which stops with the member.
+    pub fn new(m: &MemberHandle) -> Arc<Interceptor> {
+        let (lost_tx, leader_lost) = watch::channel(0);
+        let election = Duration::from_millis(m.election_ms.max(1));
+        tokio::spawn(monitor_leader(m.status.clone(), election, lost_tx));
+        Arc::new(Interceptor {
+            metrics: m.metrics.clone(),
+            status: m.status.clone(),
+            leader_lost,
+        })
+    }
+}
+
+/// Ends required-leader streams while the member has gone [`NO_LEADER_PERIODS`] election
+/// timeouts without a leader (again every timeout until one is known), as etcd does.
+async fn monitor_leader(
+    status: watch::Receiver<crate::member::Status>,
+    election: Duration,
+    lost: watch::Sender<u64>,
+) {
+    let mut without = 0u32;
+    loop {
+        tokio::time::sleep(election).await;
+        // The member has stopped (its status sender is gone).
+        if status.has_changed().is_err() {
+            return;
+        }
+        if status.borrow().leader == 0 {
+            without = without.saturating_add(1);
+        } else {
+            without = 0;
+        }
+        if without >= NO_LEADER_PERIODS {
+            lost.send_modify(|n| *n += 1);
+        }
+    }
+}
+
+/// The axum middleware: the leader check, then the call, counted by method and code.
+pub async fn intercept(State(i): State<Arc<Interceptor>>, req: Request, next: Next) -> Response {
+    let is_grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if !is_grpc {
+        return next.run(req).await;
+    }
+    // A Uri clone shares its bytes: no allocation per request.
+    let uri = req.uri().clone();
+    let require_leader = req
+        .headers()
+        .get("hasleader")
+        .is_some_and(|v| v.as_bytes() == b"true");
+    let resp = if require_leader && i.status.borrow().leader == 0 {
+        no_leader().into_http::<Body>()
+    } else if require_leader && STREAMS.contains(&uri.path()) {
+        let mut lost = i.leader_lost.clone();
+        lost.mark_unchanged();
+        next.run(req)
+            .await
+            .map(|body| Body::new(EndOnLeaderLoss::new(body, lost)))
+    } else {
+        next.run(req).await
+    };
+    // A status sent in the headers (an error before any message) is read there;
+    // otherwise the call counts as OK (a streaming call's final status travels in
+    // trailers, after this layer has returned).
+    let code = resp
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .unwrap_or(0);
+    i.metrics.grpc_request(uri.path(), grpc_code_name(code));
+    resp
+}
+
+fn no_leader() -> Status {
+    ServerError::NoLeader.into()
+}
+
+/// A stream's response body that ends with "etcdserver: no leader" (in its trailers, as
+/// a gRPC status) when the leader monitor says so. Dropping the inner body closes the
+/// service's channel, which ends the stream's task and its watchers.
+struct EndOnLeaderLoss {
+    inner: Body,
+    lost: Pin<Box<dyn Future<Output = ()> + Send>>,
+    ended: bool,
+}
+
+impl EndOnLeaderLoss {
+    fn new(inner: Body, mut lost: watch::Receiver<u64>) -> EndOnLeaderLoss {
+        let lost = Box::pin(async move {
+            if lost.changed().await.is_err() {
+                // The monitor is gone with its member: nothing will end this stream.
+                std::future::pending::<()>().await;
+            }
+        });
+        EndOnLeaderLoss {
+            inner,
+            lost,
+            ended: false,
+        }
+    }
+}
+
+impl http_body::Body for EndOnLeaderLoss {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if this.lost.as_mut().poll(cx).is_ready() {
+            this.ended = true;
+            this.inner = Body::empty();
+            let mut trailers = HeaderMap::new();
+            // The status is a fixed text: adding it cannot fail.
+            let _ = no_leader().add_header(&mut trailers);
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
+        let frame = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(None | Some(Err(_))) = &frame {
+            this.ended = true;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+}
+
+/// The code names grpc-go's Prometheus interceptors use.
+fn grpc_code_name(code: i32) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "Canceled",
+        "Unknown",
+        "InvalidArgument",
+        "DeadlineExceeded",
+        "NotFound",
+        "AlreadyExists",
+        "PermissionDenied",
+        "ResourceExhausted",
+        "FailedPrecondition",
+        "Aborted",
+        "OutOfRange",
+        "Unimplemented",
+        "Internal",
+        "Unavailable",
+        "DataLoss",
+        "Unauthenticated",
+    ];
+    usize::try_from(code)
+        .ok()
+        .and_then(|i| NAMES.get(i))
+        .copied()
+        .unwrap_or("Unknown")
+}
