@@ -614,17 +614,6 @@ async fn without_a_leader_calls_wait_for_one_unless_the_client_requires_a_leader
     let r = kv.range(local).await.expect("serializable read");
     assert_eq!(r.into_inner().kvs[0].value, Bytes::from_static(b"1"));
 
-    // Without the metadata, a put and a linearizable read wait for a leader.
-    let mut kv2 = ms[0].kv().await;
-    let waiting_put = tokio::spawn(async move { kv2.put(put("a", "2")).await });
-    let mut kv3 = ms[0].kv().await;
-    let waiting_get = tokio::spawn(async move { kv3.range(get("a")).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        !waiting_put.is_finished() && !waiting_get.is_finished(),
-        "calls without the metadata wait for a leader instead of failing"
-    );
-
     // The stream that requires a leader is ended after three election timeouts (etcd's
     // monitorLeader); the other stays open.
     let end = tokio::time::timeout(Duration::from_secs(10), required.next())
@@ -641,8 +630,18 @@ async fn without_a_leader_calls_wait_for_one_unless_the_client_requires_a_leader
         "a watch without the metadata stays open"
     );
 
-    // A leader again: the waiting calls complete, in order (the put before the read
-    // could, but need not, be seen by it; the put itself is applied once).
+    // Without the metadata, a put and a linearizable read wait for a leader.
+    let mut kv2 = ms[0].kv().await;
+    let waiting_put = tokio::spawn(async move { kv2.put(put("a", "2")).await });
+    let mut kv3 = ms[0].kv().await;
+    let waiting_get = tokio::spawn(async move { kv3.range(get("a")).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting_put.is_finished() && !waiting_get.is_finished(),
+        "calls without the metadata wait for a leader instead of failing"
+    );
+
+    // A leader again: both waiting calls complete, and the put is applied once.
     ms[1] = p.start(1, dir.path()).await;
     let put_done = tokio::time::timeout(Duration::from_secs(10), waiting_put)
         .await

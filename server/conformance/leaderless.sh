@@ -40,11 +40,12 @@ within() {
 
 # bg NAME CMD...: runs CMD in the background, its output in $work/NAME.out and, once it
 # ends, its exit code in $work/NAME.rc (a finished child stays a zombie until waited
-# for, so `kill -0` cannot tell that it ended).
+# for, so `kill -0` cannot tell that it ended). At most 60 s: the cleanup at exit kills
+# the subshell, not CMD, so a failed run must not leave CMD behind for long.
 bg() {
     local name=$1
     shift
-    ( set +e; "$@" >"$work/$name.out" 2>&1; echo $? >"$work/$name.rc" ) &
+    ( set +e; timeout 60 "$@" >"$work/$name.out" 2>&1; echo $? >"$work/$name.rc" ) &
     pids+=($!)
 }
 
@@ -120,7 +121,7 @@ leaderless() {
     ok "$sys: a put waiting for a leader succeeds once a peer is back (applied once)"
 
     local p1="pid_${n}1" p2n="pid_${n}2"
-    kill -9 "${!p1}" "${!p2n}"
+    kill -9 "${!p1}" "${!p2n}" 2>/dev/null || true
 }
 
 [ "${ONLY:-}" = keel ] || leaderless etcd e 20

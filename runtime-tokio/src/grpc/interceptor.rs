@@ -6,10 +6,13 @@
 //! - a call to a member that knows no leader fails at once with "etcdserver: no leader"
 //!   (without it, a call that needs the leader waits for one, see
 //!   `member::leaderless`);
-//! - a stream (Watch, LeaseKeepAlive, Snapshot, Observe) already open is ended with that
-//!   error once the member has gone [`NO_LEADER_PERIODS`] election timeouts without a
-//!   leader (etcd's `monitorLeader`), so a watcher stuck on a member cut off from the
-//!   quorum learns it and reconnects elsewhere instead of waiting silently forever.
+//! - a stream (Watch, LeaseKeepAlive, Snapshot, Observe, health Watch) already open is
+//!   ended with that error once the member has gone [`NO_LEADER_PERIODS`] election
+//!   timeouts without a leader (etcd's `monitorLeader`), so a watcher stuck on a member
+//!   cut off from the quorum learns it and reconnects elsewhere instead of waiting
+//!   silently forever. The end is delivered when hyper next polls the body: a stream
+//!   whose client stopped reading (its flow-control window full) is not polled, and ends
+//!   only when the client goes.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -36,8 +39,9 @@ use crate::metrics::Metrics;
 pub const NO_LEADER_PERIODS: u32 = 3;
 
 /// The calls that stream their answers: only these are ended on a lasting loss.
-const STREAMS: [&str; 4] = [
+const STREAMS: [&str; 5] = [
     "/etcdserverpb.Watch/Watch",
+    "/grpc.health.v1.Health/Watch",
     "/etcdserverpb.Lease/LeaseKeepAlive",
     "/etcdserverpb.Maintenance/Snapshot",
     "/v3electionpb.Election/Observe",
@@ -185,8 +189,21 @@ impl http_body::Body for EndOnLeaderLoss {
         frame
     }
 
+    // Forwarded, not just `ended`: an error answered in the headers has an empty body
+    // that says so, and hyper then ends the HTTP/2 stream with those headers. Were this
+    // wrapper to hide it, hyper would send the headers open and then an empty DATA frame
+    // ending the stream, and grpc-go reads a status only from headers that end the
+    // stream: clients would see "server closed the stream without sending trailers".
     fn is_end_stream(&self) -> bool {
-        self.ended
+        self.ended || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        if self.ended {
+            http_body::SizeHint::with_exact(0)
+        } else {
+            self.inner.size_hint()
+        }
     }
 }
 
@@ -216,4 +233,48 @@ fn grpc_code_name(code: i32) -> &'static str {
         .and_then(|i| NAMES.get(i))
         .copied()
         .unwrap_or("Unknown")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::Body as _;
+    use http_body_util::BodyExt;
+
+    #[test]
+    fn an_error_answered_in_the_headers_still_ends_the_stream_with_them() {
+        // tonic answers a call that fails before its first message with an empty body;
+        // hyper ends the HTTP/2 stream with the headers only if the body says it is done.
+        let (_tx, rx) = watch::channel(0);
+        assert!(EndOnLeaderLoss::new(Body::empty(), rx).is_end_stream());
+    }
+
+    #[tokio::test]
+    async fn a_lasting_leader_loss_ends_the_stream_with_the_no_leader_status() {
+        let (lost, rx) = watch::channel(0u64);
+        let (tx, chunks) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+        let inner = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(chunks));
+        let mut body = EndOnLeaderLoss::new(inner, rx);
+        tx.send(Ok(Bytes::from_static(b"event")))
+            .await
+            .expect("send");
+        let frame = body.frame().await.expect("a frame").expect("ok");
+        assert_eq!(frame.into_data().ok(), Some(Bytes::from_static(b"event")));
+        assert!(!body.is_end_stream());
+
+        lost.send_modify(|n| *n += 1);
+        let frame = body.frame().await.expect("a frame").expect("ok");
+        let trailers = frame.into_trailers().expect("trailers");
+        let status = Status::from_header_map(&trailers).expect("a gRPC status");
+        assert_eq!(
+            (status.code(), status.message()),
+            (tonic::Code::Unavailable, "etcdserver: no leader")
+        );
+        assert!(body.is_end_stream());
+        assert!(body.frame().await.is_none(), "nothing after the trailers");
+        assert!(
+            tx.is_closed(),
+            "the service's stream is dropped with its body"
+        );
+    }
 }

@@ -370,6 +370,11 @@ impl Core {
 
     /// Proposes a client's request; without a known leader it waits for one.
     fn submit(&mut self, since: Instant, seq: u64, data: Bytes, reply: Reply) {
+        // Raft's timers run first, at the instant of the proposal: a due election timeout
+        // ends the leader's term here, so the proposal waits, rather than in `propose`,
+        // which would refuse it with "no leader".
+        let now = self.clock.now();
+        self.raft.tick(now);
         if !self.raft.leader().is_some() && !self.raft.is_removed() {
             let waiting = WaitingProposal {
                 since,
@@ -383,7 +388,7 @@ impl Core {
             }
             return;
         }
-        match self.raft.propose(self.clock.now(), data) {
+        match self.raft.propose(now, data) {
             Ok(_) => {
                 self.metrics.proposals_pending.fetch_add(1, Relaxed);
                 self.pending.insert(seq, reply);
@@ -404,41 +409,51 @@ impl Core {
         for p in proposals {
             self.submit(p.since, p.seq, p.data, p.reply);
         }
-        // Reads that meet no leader again wait again, counted from the oldest's arrival.
-        if let Some(since) = reads.first().map(|(t, _)| *t) {
-            self.reads_new.extend(reads.into_iter().map(|(_, f)| f));
-            self.flush_reads_since(since);
+        if !reads.is_empty() {
+            let (since, reads): (Vec<Instant>, Vec<ReadFn>) = reads.into_iter().unzip();
+            if let Err(reads) = self.read_index(reads) {
+                // No leader again: they wait on, each from its own arrival.
+                self.wait_for_leader(since.into_iter().zip(reads));
+            }
         }
         true
     }
 
     /// Sends this round's linearizable reads to raft under one context.
     fn flush_reads(&mut self) {
-        self.flush_reads_since(Instant::now());
-    }
-
-    /// [`Self::flush_reads`] for reads that have waited since `since`.
-    fn flush_reads_since(&mut self, since: Instant) {
         if self.reads_new.is_empty() {
             return;
         }
+        let reads = std::mem::take(&mut self.reads_new);
+        if let Err(reads) = self.read_index(reads) {
+            let now = Instant::now();
+            self.wait_for_leader(reads.into_iter().map(|f| (now, f)));
+        }
+    }
+
+    /// Asks raft to confirm `reads` under one context; hands them back if no leader is
+    /// known (a removed member fails them).
+    fn read_index(&mut self, reads: Vec<ReadFn>) -> Result<(), Vec<ReadFn>> {
         let ctx = self.next_read;
         self.next_read += 1;
-        let reads = std::mem::take(&mut self.reads_new);
         match self.raft.read_index(self.clock.now(), ReadCtx(ctx)) {
             Ok(()) => {
                 self.reads_by_ctx.insert(ctx, reads);
             }
-            Err(ReadError::NoLeader) => {
-                for f in self.leaderless.wait_reads(since, reads) {
-                    f(Err(ServerError::NoLeader));
-                }
-            }
+            Err(ReadError::NoLeader) => return Err(reads),
             Err(ReadError::Removed) => {
                 for f in reads {
                     f(Err(ServerError::Removed));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Keeps reads until a leader is known; past the limit they fail with "no leader".
+    fn wait_for_leader(&mut self, reads: impl IntoIterator<Item = (Instant, ReadFn)>) {
+        for f in self.leaderless.wait_reads(reads) {
+            f(Err(ServerError::NoLeader));
         }
     }
 

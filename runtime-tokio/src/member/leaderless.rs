@@ -8,9 +8,10 @@
 //! `grpc::interceptor`).
 //!
 //! Waiting requests are bounded twice: by time (at [`REQUEST_TIMEOUT`] they are answered
-//! "request timed out", as the caller's own timer would) and by number (past
-//! [`MAX_WAITING`] a request gets "no leader" at once, so a client flood during a long
-//! outage cannot grow memory without bound).
+//! "request timed out", as the caller's own timer would) and by size (past
+//! [`MAX_WAITING`] requests or [`MAX_WAITING_BYTES`] of proposals a request gets "no
+//! leader" at once, so a client flood during a long outage cannot grow memory without
+//! bound).
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -22,6 +23,9 @@ use super::{ReadFn, ServerError, REQUEST_TIMEOUT};
 
 /// Requests that may wait for a leader at once (proposals and reads together).
 pub(super) const MAX_WAITING: usize = 10_000;
+/// Bytes of proposals that may wait at once (a proposal may be `--max-request-bytes`,
+/// 1.5 MiB by default, so the count alone would allow 15 GB).
+pub(super) const MAX_WAITING_BYTES: usize = 64 << 20;
 
 /// A proposal encoded and numbered, waiting for a leader.
 pub(super) struct WaitingProposal {
@@ -36,27 +40,35 @@ pub(super) struct WaitingProposal {
 pub(super) struct Leaderless {
     proposals: VecDeque<WaitingProposal>,
     reads: VecDeque<(Instant, ReadFn)>,
+    /// Bytes of the waiting proposals.
+    bytes: usize,
 }
 
 impl Leaderless {
-    fn full(&self) -> bool {
+    fn full(&self, more_bytes: usize) -> bool {
         self.proposals.len() + self.reads.len() >= MAX_WAITING
+            || self.bytes + more_bytes > MAX_WAITING_BYTES
     }
 
-    /// Keeps `p` until a leader is known; hands it back when too many wait already.
+    /// Keeps `p` until a leader is known; hands it back when too much waits already.
     pub(super) fn wait_propose(&mut self, p: WaitingProposal) -> Result<(), WaitingProposal> {
-        if self.full() {
+        if self.full(p.data.len()) {
             return Err(p);
         }
+        self.bytes += p.data.len();
         self.proposals.push_back(p);
         Ok(())
     }
 
-    /// Keeps the reads until a leader is known; returns those that do not fit.
-    pub(super) fn wait_reads(&mut self, since: Instant, reads: Vec<ReadFn>) -> Vec<ReadFn> {
+    /// Keeps the reads (each with its arrival) until a leader is known; returns those
+    /// that do not fit.
+    pub(super) fn wait_reads(
+        &mut self,
+        reads: impl IntoIterator<Item = (Instant, ReadFn)>,
+    ) -> Vec<ReadFn> {
         let mut rest = Vec::new();
-        for f in reads {
-            if self.full() {
+        for (since, f) in reads {
+            if self.full(0) {
                 rest.push(f);
             } else {
                 self.reads.push_back((since, f));
@@ -80,10 +92,12 @@ impl Leaderless {
             }
         }
         let proposals = std::mem::take(&mut self.proposals);
+        self.bytes = 0;
         for p in proposals {
             if old(p.since) {
                 let _ = p.reply.send(Err(ServerError::Timeout));
             } else if !p.reply.is_closed() {
+                self.bytes += p.data.len();
                 self.proposals.push_back(p);
             }
         }
@@ -92,6 +106,7 @@ impl Leaderless {
     /// Everything waiting, oldest first, to submit now that a leader is known.
     /// Proposals whose caller is gone are dropped here too.
     pub(super) fn take(&mut self) -> (Vec<WaitingProposal>, Vec<(Instant, ReadFn)>) {
+        self.bytes = 0;
         let proposals = self
             .proposals
             .drain(..)
@@ -134,12 +149,10 @@ mod tests {
         }
         drop(abandoned_rx);
         let (read_tx, mut read_rx) = oneshot::channel();
-        let rest = w.wait_reads(
-            t0,
-            vec![Box::new(move |r: Result<&mut Core, ServerError>| {
-                let _ = read_tx.send(r.err());
-            })],
-        );
+        let read: ReadFn = Box::new(move |r: Result<&mut Core, ServerError>| {
+            let _ = read_tx.send(r.err());
+        });
+        let rest = w.wait_reads([(t0, read)]);
         assert!(rest.is_empty());
 
         w.expire(t0 + REQUEST_TIMEOUT);
@@ -166,9 +179,36 @@ mod tests {
             assert!(w.wait_propose(p).is_ok());
         }
         let read = |_: Result<&mut Core, ServerError>| {};
-        let rest = w.wait_reads(t0, vec![Box::new(read), Box::new(read)]);
+        let reads: [(Instant, ReadFn); 2] = [(t0, Box::new(read)), (t0, Box::new(read))];
+        let rest = w.wait_reads(reads);
         assert_eq!(rest.len(), 1, "one read fits, the other is handed back");
         let (p, _rx) = proposal(t0);
         assert!(w.wait_propose(p).is_err());
+    }
+
+    #[test]
+    fn proposals_are_bounded_by_bytes_too() {
+        let t0 = Instant::now();
+        let mut w = Leaderless::default();
+        let big = |rxs: &mut Vec<ReplyRx>| {
+            let (mut p, rx) = proposal(t0);
+            p.data = Bytes::from(vec![0u8; MAX_WAITING_BYTES / 4]);
+            rxs.push(rx);
+            p
+        };
+        let mut rxs = Vec::new();
+        for _ in 0..4 {
+            assert!(w.wait_propose(big(&mut rxs)).is_ok());
+        }
+        assert!(w.wait_propose(big(&mut rxs)).is_err(), "the fifth quarter");
+        let read = |_: Result<&mut Core, ServerError>| {};
+        let reads: [(Instant, ReadFn); 1] = [(t0, Box::new(read))];
+        assert!(
+            w.wait_reads(reads).is_empty(),
+            "reads are not held back by bytes"
+        );
+        // Once they are taken (a leader is known), the room is back.
+        assert_eq!(w.take().0.len(), 4);
+        assert!(w.wait_propose(big(&mut rxs)).is_ok());
     }
 }
