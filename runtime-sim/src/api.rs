@@ -79,6 +79,11 @@ pub enum ClientOp {
         /// Include previous key-values in events.
         prev_kv: bool,
     },
+    /// Compacts the keyspace's history at or below `revision` (etcd's Compact).
+    Compact {
+        /// The revision.
+        revision: i64,
+    },
     /// Cancels the watch opened by this client's request `id`.
     CancelWatch {
         /// The ID of the [`ClientOp::Watch`] request.
@@ -139,6 +144,11 @@ pub enum Reply {
     LeaseKeepAlive {
         /// The TTL the lease lives from now, in seconds; 0 if the lease is not found.
         ttl: i64,
+    },
+    /// A compaction was applied.
+    Compact {
+        /// Header revision.
+        revision: u64,
     },
     /// The watch exists (message 0 of the stream).
     WatchCreated {

@@ -426,6 +426,10 @@ impl Member {
                 })],
                 failure: vec![],
             }),
+            ClientOp::Compact { revision } => Command::Compact {
+                revision,
+                physical: false,
+            },
             ClientOp::LeaseGrant { ttl } => {
                 let id = self.new_lease_id();
                 Command::LeaseGrant { id, ttl }
@@ -511,8 +515,9 @@ impl Member {
 
     /// Periodic work, as `runtime-tokio`'s housekeeping: the leader proposes the
     /// revocation of expired leases; every watcher that is up to date hears how far the
-    /// store is (a progress notification).
+    /// store is (a progress notification); a compaction frees history in slices.
     fn housekeeping(&mut self) {
+        self.sm.kv.kv.run_compaction(10_000);
         let now = self.now();
         let lessor = &self.sm.kv.lessor;
         self.revoking.retain(|id| lessor.contains(*id));
@@ -726,6 +731,8 @@ impl Member {
             },
             Outcome::LeaseGrant(Ok((id, ttl))) => Reply::LeaseGrant { id, ttl, revision },
             Outcome::LeaseGrant(Err(e)) => Reply::Refused(e.to_string()),
+            Outcome::Compact(Ok(())) => Reply::Compact { revision },
+            Outcome::Compact(Err(e)) => Reply::Refused(e.to_string()),
             Outcome::Put(Err(e)) | Outcome::DeleteRange(Err(e)) | Outcome::Txn(Err(e)) => {
                 Reply::Refused(e.to_string())
             }

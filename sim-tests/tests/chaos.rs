@@ -2,9 +2,9 @@
 //!
 //! Every failure prints its seed and the command that replays it. Environment:
 //! - `KEEL_SIM_SEEDS` (default 200) and `KEEL_SIM_FIRST_SEED` (default 1): the seeds
-//!   `many_seeds_of_the_standard_mix` and `many_seeds_with_snapshots` run; a soak is
-//!   `KEEL_SIM_SEEDS=5000`.
-//! - `KEEL_SIM_SEED` and `KEEL_SIM_SCENARIO` (`standard`, `snapshots`, `calm` or a planted bug's
+//!   `many_seeds_of_the_standard_mix`, `many_seeds_with_snapshots` and
+//!   `many_seeds_with_compactions` run; a soak is `KEEL_SIM_SEEDS=5000`.
+//! - `KEEL_SIM_SEED` and `KEEL_SIM_SCENARIO` (`standard`, `snapshots`, `compactions`, `calm` or a planted bug's
 //!   name, see [`SCENARIOS`]; any other name fails): the run `replay` repeats.
 #![cfg(feature = "sim")]
 
@@ -39,7 +39,22 @@ fn many_seeds_with_snapshots() {
     many_seeds(Scenario::snapshots);
 }
 
-fn many_seeds(scenario: fn(u64) -> Scenario) {
+/// The snapshots mix again with a client compacting the keyspace all along; the runs
+/// must actually compact, and cancel watchers for compacted history, or they would
+/// prove nothing about compaction.
+#[test]
+fn many_seeds_with_compactions() {
+    let reports = many_seeds(Scenario::compactions);
+    let compacted: usize = reports.iter().map(|r| r.compactions.0).sum();
+    let canceled: usize = reports.iter().map(|r| r.compactions.1).sum();
+    assert!(
+        compacted >= reports.len() && canceled > 0,
+        "{compacted} compactions and {canceled} canceled watches over {} runs",
+        reports.len()
+    );
+}
+
+fn many_seeds(scenario: fn(u64) -> Scenario) -> Vec<Report> {
     let first = env_u64("KEEL_SIM_FIRST_SEED", 1);
     let count = env_u64("KEEL_SIM_SEEDS", 200);
     let started = Instant::now();
@@ -52,11 +67,12 @@ fn many_seeds(scenario: fn(u64) -> Scenario) {
     let leases: usize = reports.iter().map(|r| r.leases.0).sum();
     let expired: usize = reports.iter().map(|r| r.leases.1).sum();
     let conf_changes: u64 = reports.iter().map(|r| r.conf_changes).sum();
+    let compactions: usize = reports.iter().map(|r| r.compactions.0).sum();
     println!(
         "{}: {count} seeds in {wall:.1} s wall ({:.0} seeds/min): {sim:.0} s simulated \
          ({:.0}x real time over all cores), {ops} client operations, {events} watch events \
          in {sessions} watch sessions, {leases} leases ({expired} expired) checked, \
-         {conf_changes} membership changes",
+         {conf_changes} membership changes, {compactions} compactions",
         scenario(first).name,
         count as f64 / wall * 60.0,
         sim / wall
@@ -68,12 +84,14 @@ fn many_seeds(scenario: fn(u64) -> Scenario) {
         failed.len(),
         failed.iter().map(|r| r.to_string()).collect::<String>()
     );
+    reports
 }
 
 /// The scenarios `KEEL_SIM_SCENARIO` may name.
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 7] = [
     "standard",
     "snapshots",
+    "compactions",
     "calm",
     "AckBeforeFsync",
     "CommitWithoutQuorum",
@@ -86,6 +104,7 @@ fn scenario_named(name: &str, seed: u64) -> Result<Scenario, String> {
     Ok(match name {
         "standard" => Scenario::standard(seed),
         "snapshots" => Scenario::snapshots(seed),
+        "compactions" => Scenario::compactions(seed),
         "calm" => Scenario::calm(seed),
         "AckBeforeFsync" => Scenario::with_bug(seed, Bug::AckBeforeFsync),
         "CommitWithoutQuorum" => Scenario::with_bug(seed, Bug::CommitWithoutQuorum),
@@ -107,7 +126,7 @@ fn every_scenario_name_is_known_and_others_are_refused() {
     }
     let err = scenario_named("strict", 3).expect_err("not a scenario");
     assert!(
-        err.contains("standard, snapshots, calm, AckBeforeFsync"),
+        err.contains("standard, snapshots, compactions, calm, AckBeforeFsync"),
         "{err}"
     );
 }

@@ -1,10 +1,11 @@
 //! Chaos runs: a simulated cluster under a random fault schedule, random clients
-//! (key-value, watch and lease clients), and every check on what happened.
+//! (key-value, watch, lease and compaction clients), and every check on what happened.
 //!
 //! One run is a function of its seed and [`Scenario`]: madsim's executor, network and
 //! random numbers are seeded, member clocks are derived from the simulation's, so the
 //! same seed replays the same run event for event (the observer's trace hash proves it).
 
+mod compactor;
 mod leases;
 mod nemesis;
 mod revisions;

@@ -4,6 +4,7 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use madsim::net::Endpoint;
 use madsim::runtime::{Handle, Runtime};
 use madsim::time::Instant;
 
+use super::compactor::{self, CompactPlan};
 use super::leases::{self, check_leases, LeaseLog, LeasePlan, SharedLeases};
 use super::nemesis::{self, ClockFaults, FaultMix};
 use super::revisions::check_revisions_follow_real_time;
@@ -50,6 +52,8 @@ pub struct Scenario {
     pub spares: usize,
     /// Applied entries between a member's own snapshots (None: never on its own).
     pub snapshot_every: Option<u64>,
+    /// Mean pause between a compaction client's compactions (None: no such client).
+    pub compact_every: Option<Duration>,
 }
 
 /// The checker's budget for one run's history.
@@ -94,6 +98,7 @@ impl Scenario {
             bug: None,
             spares: 1,
             snapshot_every: None,
+            compact_every: None,
         }
     }
 
@@ -105,6 +110,17 @@ impl Scenario {
         let mut s = Scenario::standard(seed);
         s.name = "snapshots".into();
         s.snapshot_every = Some(100);
+        s
+    }
+
+    /// The snapshots mix with a client compacting the keyspace about every 500 ms, a
+    /// few revisions below the current one: watchers that resume into compacted
+    /// history are canceled, snapshots carry a compacted keyspace, and every key's
+    /// latest value must survive it all.
+    pub fn compactions(seed: u64) -> Scenario {
+        let mut s = Scenario::snapshots(seed);
+        s.name = "compactions".into();
+        s.compact_every = Some(Duration::from_millis(500));
         s
     }
 
@@ -161,6 +177,8 @@ pub struct Report {
     pub watch_events: usize,
     /// Leases granted to clients, and revoked by expiry.
     pub leases: (usize, usize),
+    /// Compactions acknowledged, and watch sessions canceled for compacted history.
+    pub compactions: (usize, usize),
 }
 
 impl Report {
@@ -223,6 +241,7 @@ struct Raw {
     writes: BTreeMap<u64, Write>,
     chains: Vec<WatchChain>,
     leases: BTreeMap<i64, LeaseLog>,
+    compactions: usize,
 }
 
 impl Scenario {
@@ -319,6 +338,14 @@ pub fn run_seed(seed: u64, scenario: &Scenario) -> Report {
         watch_sessions: sessions,
         watch_events,
         leases: (raw.leases.len(), expired),
+        compactions: (
+            raw.compactions,
+            raw.chains
+                .iter()
+                .flat_map(|c| &c.sessions)
+                .filter(|s| s.canceled.is_some())
+                .count(),
+        ),
     }
 }
 
@@ -374,6 +401,16 @@ async fn simulate(sc: Scenario) -> Raw {
             log: leases.clone(),
         })));
     }
+    let compactions = Arc::new(AtomicUsize::new(0));
+    if let Some(every) = sc.compact_every {
+        let node = handle.create_node().ip(client_ip(250)).build();
+        clients.push(node.spawn(compactor::compactor_loop(CompactPlan {
+            members: sc.members + sc.spares,
+            until,
+            every,
+            done: compactions.clone(),
+        })));
+    }
     let faults = madsim::task::spawn(nemesis::run(cluster.clone(), sc.mix.clone(), epoch, until));
     let _ = faults.await;
     for c in clients {
@@ -409,6 +446,7 @@ async fn simulate(sc: Scenario) -> Raw {
         sim_ms: Instant::now().duration_since(epoch).as_millis() as u64,
         applied: obs.max_applied(),
         conf_changes: obs.conf_changes(),
+        compactions: compactions.load(Ordering::Relaxed),
     }
 }
 

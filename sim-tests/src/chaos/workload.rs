@@ -169,6 +169,7 @@ pub(crate) async fn call(
         Some(
             Reply::LeaseGrant { .. }
             | Reply::LeaseKeepAlive { .. }
+            | Reply::Compact { .. }
             | Reply::WatchCreated { .. }
             | Reply::Watch { .. },
         ) => {
