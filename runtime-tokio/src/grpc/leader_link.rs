@@ -45,11 +45,8 @@ async fn known_leader(m: &MemberHandle) -> Result<u64, Status> {
     }
 }
 
-/// A channel to `leader`'s client URL.
+/// A channel to `leader`'s client URL (`leader` is a known one, never 0).
 async fn leader_channel(m: &MemberHandle, leader: u64) -> Result<Channel, Status> {
-    if leader == 0 {
-        return Err(ServerError::NoLeader.into());
-    }
     let urls = m
         .local(move |c: &mut Core| c.sm.members.get(&leader).map(|x| x.client_urls.clone()))
         .await?

@@ -413,7 +413,7 @@ impl Core {
             let (since, reads): (Vec<Instant>, Vec<ReadFn>) = reads.into_iter().unzip();
             if let Err(reads) = self.read_index(reads) {
                 // No leader again: they wait on, each from its own arrival.
-                self.wait_for_leader(since.into_iter().zip(reads));
+                self.reads_wait_for_leader(since.into_iter().zip(reads));
             }
         }
         true
@@ -427,7 +427,7 @@ impl Core {
         let reads = std::mem::take(&mut self.reads_new);
         if let Err(reads) = self.read_index(reads) {
             let now = Instant::now();
-            self.wait_for_leader(reads.into_iter().map(|f| (now, f)));
+            self.reads_wait_for_leader(reads.into_iter().map(|f| (now, f)));
         }
     }
 
@@ -451,7 +451,7 @@ impl Core {
     }
 
     /// Keeps reads until a leader is known; past the limit they fail with "no leader".
-    fn wait_for_leader(&mut self, reads: impl IntoIterator<Item = (Instant, ReadFn)>) {
+    fn reads_wait_for_leader(&mut self, reads: impl IntoIterator<Item = (Instant, ReadFn)>) {
         for f in self.leaderless.wait_reads(reads) {
             f(Err(ServerError::NoLeader));
         }

@@ -5,20 +5,16 @@
 //! for compacted history with the compact revision (the watch check), and survive
 //! snapshots and restarts like any other entry.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use keel_runtime_sim::api::{ClientOp, Reply, Request, CLIENT_TAG};
-use keel_runtime_sim::cluster::member_addr;
-use madsim::net::Endpoint;
+use keel_runtime_sim::api::{ClientOp, Reply};
 use madsim::rand::{thread_rng, Rng};
 use madsim::time::Instant;
 
-/// How long the compactor waits for an answer.
-const REQUEST_TIMEOUT: Duration = Duration::from_millis(1500);
+use super::workload::Caller;
 
 /// Revisions kept below the revision the compactor learned, at most.
 const KEEP_AT_MOST: u64 = 20;
@@ -34,39 +30,20 @@ pub(crate) struct CompactPlan {
     pub done: Arc<AtomicUsize>,
 }
 
-/// Sends `op` to `member` and waits for its answer.
-async fn ask(ep: &Endpoint, member: usize, id: u64, op: ClientOp) -> Option<Reply> {
-    ep.send_to_raw(
-        member_addr(member),
-        CLIENT_TAG,
-        Box::new(Request { id, op }),
-    )
-    .await
-    .ok()?;
-    let (payload, _) = madsim::time::timeout(REQUEST_TIMEOUT, ep.recv_from_raw(id))
-        .await
-        .ok()?
-        .ok()?;
-    payload.downcast::<Reply>().ok().map(|r| *r)
-}
-
 /// The compaction loop until `until`.
 pub(crate) async fn compactor_loop(plan: CompactPlan) {
-    let Ok(ep) = Endpoint::bind(SocketAddr::from(([0, 0, 0, 0], 0))).await else {
+    let Some(mut caller) = Caller::bind().await else {
         return;
     };
-    // Tags 0 and 1 are the members' own.
-    let mut id = 2;
     while Instant::now() < plan.until {
         let mean = plan.every.as_millis() as u64;
         let pause = thread_rng().gen_range(mean / 2..=mean * 3 / 2);
         madsim::time::sleep(Duration::from_millis(pause)).await;
         let member = thread_rng().gen_range(0..plan.members);
-        id += 1;
         let get = ClientOp::Get {
             key: Bytes::from_static(b"k0"),
         };
-        let Some(Reply::Get { revision, .. }) = ask(&ep, member, id, get).await else {
+        let Some(Reply::Get { revision, .. }) = caller.call(member, get).await else {
             continue;
         };
         let below = thread_rng().gen_range(0..=KEEP_AT_MOST);
@@ -74,11 +51,10 @@ pub(crate) async fn compactor_loop(plan: CompactPlan) {
             continue;
         };
         let member = thread_rng().gen_range(0..plan.members);
-        id += 1;
         let compact = ClientOp::Compact {
             revision: revision as i64,
         };
-        if let Some(Reply::Compact { .. }) = ask(&ep, member, id, compact).await {
+        if let Some(Reply::Compact { .. }) = caller.call(member, compact).await {
             plan.done.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -11,22 +11,17 @@
 //! revokes a lease itself, so every revocation is an expiry.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use keel_runtime_sim::api::{ClientOp, Reply, Request, CLIENT_TAG};
-use keel_runtime_sim::cluster::member_addr;
+use keel_runtime_sim::api::{ClientOp, Reply};
 use keel_runtime_sim::observer::Write;
-use madsim::net::Endpoint;
 use madsim::rand::{thread_rng, Rng};
 use madsim::time::Instant;
 
+use super::workload::Caller;
 use crate::lock;
-
-/// How long a lease client waits for an answer.
-const REQUEST_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// What a client knows of one lease it was granted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,31 +57,6 @@ struct Active {
     abandon_at: Instant,
 }
 
-struct Caller {
-    ep: Endpoint,
-    next_id: u64,
-}
-
-impl Caller {
-    /// Sends `op` to `member` and waits for the answer (None: no answer in time).
-    async fn call(&mut self, member: usize, op: ClientOp) -> Option<Reply> {
-        self.next_id += 1;
-        let id = self.next_id;
-        self.ep
-            .send_to_raw(
-                member_addr(member),
-                CLIENT_TAG,
-                Box::new(Request { id, op }),
-            )
-            .await
-            .ok()?;
-        match madsim::time::timeout(REQUEST_TIMEOUT, self.ep.recv_from_raw(id)).await {
-            Ok(Ok((payload, _))) => payload.downcast::<Reply>().ok().map(|r| *r),
-            _ => None,
-        }
-    }
-}
-
 fn ns_since(epoch: Instant) -> u64 {
     Instant::now().duration_since(epoch).as_nanos() as u64
 }
@@ -104,11 +74,9 @@ fn keepalive_gap(ttl_ms: u64) -> Duration {
 
 /// One lease client's loop until `until`.
 pub(crate) async fn lease_loop(plan: LeasePlan) {
-    let Ok(ep) = Endpoint::bind(SocketAddr::from(([0, 0, 0, 0], 0))).await else {
+    let Some(mut caller) = Caller::bind().await else {
         return;
     };
-    // Tags 0 and 1 are the members' own.
-    let mut caller = Caller { ep, next_id: 1 };
     let mut active: Vec<Active> = Vec::new();
     let mut leader_hint = 0;
     let mut granted = 0u64;

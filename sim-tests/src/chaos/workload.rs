@@ -41,6 +41,41 @@ pub(crate) struct ClientPlan {
     pub recorder: SharedRecorder,
 }
 
+/// A client's endpoint for one request at a time, each under a tag of its own.
+pub(crate) struct Caller {
+    ep: Endpoint,
+    next_id: u64,
+}
+
+impl Caller {
+    /// Binds the client's endpoint (None if it cannot).
+    pub(crate) async fn bind() -> Option<Caller> {
+        let ep = Endpoint::bind(SocketAddr::from(([0, 0, 0, 0], 0)))
+            .await
+            .ok()?;
+        // Tags 0 and 1 are the members' own.
+        Some(Caller { ep, next_id: 1 })
+    }
+
+    /// Sends `op` to `member` and waits for the answer (None: no answer in time).
+    pub(crate) async fn call(&mut self, member: usize, op: ClientOp) -> Option<Reply> {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.ep
+            .send_to_raw(
+                member_addr(member),
+                CLIENT_TAG,
+                Box::new(Request { id, op }),
+            )
+            .await
+            .ok()?;
+        match madsim::time::timeout(REQUEST_TIMEOUT, self.ep.recv_from_raw(id)).await {
+            Ok(Ok((payload, _))) => payload.downcast::<Reply>().ok().map(|r| *r),
+            _ => None,
+        }
+    }
+}
+
 /// The address client `c` runs at.
 pub(crate) fn client_ip(c: u64) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(10, 0, 1, c as u8 + 1))
