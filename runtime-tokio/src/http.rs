@@ -3,21 +3,21 @@
 
 use std::time::Duration;
 
-use axum::http::{header, StatusCode};
+use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
 use keel_core::node::alarm;
 
-use crate::grpc::maintenance_version;
 use crate::member::{Core, MemberHandle};
+use crate::version::{ETCD_CLUSTER_VERSION, ETCD_SERVER_VERSION};
 
 /// The HTTP routes of a member's client port.
 pub fn router(m: MemberHandle) -> Router {
     let (h, x) = (m.clone(), m);
     Router::new()
-        .route("/health", get(move || health(h.clone())))
+        .route("/health", get(move |uri: Uri| health(h.clone(), uri)))
         .route("/version", get(version))
         .route("/metrics", get(move || metrics(x.clone())))
 }
@@ -26,37 +26,58 @@ fn json(status: StatusCode, body: String) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// etcd's health check: a leader is known, no alarm is raised, and a linearizable
-/// read completes within a second.
-async fn health(m: MemberHandle) -> Response {
-    let unhealthy = |reason: &str| {
-        json(
+/// etcd 3.4's health check, in its order: an alarm (unless excluded with
+/// `?exclude=NAME`) makes it false, then no known leader, then a linearizable read that
+/// does not complete within a second. 3.4 answers `{"health":"true"}` or, with status
+/// 503 through Go's `http.Error`, `{"health":"false"}` and a newline; it names no reason
+/// (3.5 added one).
+async fn health(m: MemberHandle, uri: Uri) -> Response {
+    let excluded = excluded_alarms(uri.query().unwrap_or(""));
+    let unhealthy = |why: &str| {
+        tracing::warn!("/health error; {why} (status code 503)");
+        (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("{{\"health\":\"false\",\"reason\":\"{reason}\"}}"),
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "{\"health\":\"false\"}\n",
         )
+            .into_response()
     };
-    if m.status.borrow().leader == 0 {
-        return unhealthy("RAFT NO LEADER");
+    // Alarms are replicated state: the local copy is what etcd's check reads too.
+    let alarms = match m.local(|c: &mut Core| c.sm.alarms(c.id)).await {
+        Ok(a) => a,
+        Err(e) => return unhealthy(&e.to_string()),
+    };
+    if let Some((_, a)) = alarms
+        .iter()
+        .find(|(_, a)| !excluded.contains(&alarm::name(*a)))
+    {
+        return unhealthy(&format!("alarm {}", alarm::name(*a)));
     }
-    let read = m.read(true, |c: &mut Core| c.sm.alarms(c.id));
+    if m.status.borrow().leader == 0 {
+        return unhealthy("no leader");
+    }
+    let read = m.read(true, |_: &mut Core| ());
     match tokio::time::timeout(Duration::from_secs(1), read).await {
-        Ok(Ok(alarms)) if alarms.is_empty() => json(
-            StatusCode::OK,
-            "{\"health\":\"true\",\"reason\":\"\"}".into(),
-        ),
-        Ok(Ok(alarms)) => {
-            let names: Vec<&str> = alarms.iter().map(|(_, a)| alarm::name(*a)).collect();
-            unhealthy(&format!("ALARM {}", names.join(" ")))
-        }
-        _ => unhealthy("QGET ERROR"),
+        Ok(Ok(_)) => json(StatusCode::OK, "{\"health\":\"true\"}".into()),
+        Ok(Err(e)) => unhealthy(&e.to_string()),
+        Err(_) => unhealthy("read timed out"),
     }
 }
 
+/// The alarm names of every `exclude=` parameter.
+fn excluded_alarms(query: &str) -> Vec<&str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("exclude="))
+        .collect()
+}
+
 async fn version() -> Response {
-    let v = maintenance_version();
     json(
         StatusCode::OK,
-        format!("{{\"etcdserver\":\"{v}\",\"etcdcluster\":\"{v}\"}}"),
+        format!(
+            "{{\"etcdserver\":\"{ETCD_SERVER_VERSION}\",\"etcdcluster\":\"{ETCD_CLUSTER_VERSION}\"}}"
+        ),
     )
 }
 

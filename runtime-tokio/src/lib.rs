@@ -14,6 +14,7 @@ pub mod founding;
 pub mod go_duration;
 pub mod grpc;
 pub mod http;
+pub mod leader_call;
 pub mod member;
 pub mod metrics;
 pub mod pb;
@@ -23,6 +24,7 @@ pub mod serve;
 pub mod storage;
 pub mod tls;
 pub mod v2keys;
+pub mod version;
 pub mod wal_files;
 
 pub use storage::{Recovery, Storage, StorageError, StoragePolicy};

@@ -10,7 +10,8 @@
 //! A member removed from the cluster is refused too ("permanently removed"), and stops
 //! when it hears so, so it never disrupts the members that remain.
 //!
-//! The same port answers the member-list query of [`crate::peer_info`].
+//! The same port answers the member-list query of [`crate::peer_info`] and, on the
+//! leader, the calls of [`crate::leader_call`].
 //!
 //! With https peer URLs the same streams run inside TLS (see [`crate::tls`]): a peer
 //! without an acceptable certificate is refused before it can say anything.
@@ -29,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use crate::leader_call::{self, CallHandler, CALL_MAGIC};
 use crate::peer_info::{self, INFO_MAGIC};
 pub use crate::peer_info::{fetch_members, fetch_members_with, RemoteCluster};
 use crate::tls::{PeerDialer, PeerIo};
@@ -160,6 +162,31 @@ impl PeerNet {
             .ok()
             .and_then(|a| a.get(&to).and_then(|u| u.first().cloned()))
     }
+
+    /// Member `id`'s first peer URL, if it is in the member table.
+    pub(crate) fn peer_url(&self, id: u64) -> Option<String> {
+        self.addr_of(id)
+    }
+
+    /// How this member dials its peers.
+    pub(crate) fn dialer(&self) -> &PeerDialer {
+        &self.inner.dialer
+    }
+
+    /// This member's ID.
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// Its cluster's ID.
+    pub(crate) fn cluster_id(&self) -> u64 {
+        self.inner.cluster_id
+    }
+
+    /// Whether `id` is in the member table now (and so not removed).
+    fn is_member(&self, id: u64) -> bool {
+        self.inner.addrs.lock().is_ok_and(|a| a.contains_key(&id))
+    }
 }
 
 /// The host:port of an `http(s)://host:port` URL.
@@ -277,13 +304,14 @@ fn frame(m: &Message, buf: &mut Vec<u8>) {
     buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
-/// Accepts peer connections (over TLS when `tls` is given) and hands their messages to
-/// `deliver`.
+/// Accepts peer connections (over TLS when `tls` is given), hands their messages to
+/// `deliver` and their leader calls to `calls`.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     net: PeerNet,
     deliver: impl Fn(Message) -> bool + Send + Sync + Clone + 'static,
+    calls: CallHandler,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -296,6 +324,7 @@ pub async fn serve(
             continue;
         };
         let deliver = deliver.clone();
+        let calls = calls.clone();
         let net = net.clone();
         let acceptor = tls.clone().map(tokio_rustls::TlsAcceptor::from);
         tokio::spawn(async move {
@@ -314,7 +343,7 @@ pub async fn serve(
                     }
                 },
             };
-            if let Err(e) = serve_conn(s, &net, deliver).await {
+            if let Err(e) = serve_conn(s, &net, deliver, &calls).await {
                 tracing::debug!(%from, error = %e, "peer connection closed");
             }
         });
@@ -325,6 +354,7 @@ async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
     mut s: S,
     net: &PeerNet,
     deliver: impl Fn(Message) -> bool,
+    calls: &CallHandler,
 ) -> std::io::Result<()> {
     let (id, cluster_id) = (net.inner.id, net.inner.cluster_id);
     let mut hs = [0u8; HANDSHAKE_LEN];
@@ -333,6 +363,10 @@ async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
     if &hs[..8] == INFO_MAGIC {
         return peer_info::answer(&mut s, cluster_id, net.members()).await;
+    }
+    if &hs[..8] == CALL_MAGIC {
+        let is_member = |from| net.is_member(from) && !net.is_removed(from);
+        return leader_call::answer(&mut s, net, is_member, calls).await;
     }
     tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut hs[8..]))
         .await

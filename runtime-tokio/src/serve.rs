@@ -9,6 +9,7 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::member::{start_with_dialer, MemberConfig, MemberHandle};
 use crate::tls::{tls_incoming, PeerDialer};
+use crate::version::ETCD_CAPABILITY_VERSION;
 use crate::{grpc, http, peer, v2keys};
 
 /// A bound listener and, for an https URL, the TLS it serves.
@@ -55,6 +56,11 @@ pub async fn run_with_tls(
     on_ready: impl FnOnce(&MemberHandle),
 ) -> Result<(), String> {
     let enable_v2 = cfg.enable_v2;
+    let attributes = format!(
+        "{{Name:{} ClientURLs:[{}]}}",
+        cfg.name,
+        cfg.client_urls.join(" ")
+    );
     let (handle, net, mut fatal) = start_with_dialer(cfg, dialer).map_err(|e| e.to_string())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     for l in peers {
@@ -64,6 +70,7 @@ pub async fn run_with_tls(
             l.tls,
             net.clone(),
             move |m| h.deliver(m),
+            grpc::forward::handler(handle.clone()),
             stop_rx.clone(),
         ));
     }
@@ -120,6 +127,21 @@ pub async fn run_with_tls(
         }));
     }
     // Like etcd, announce readiness once this member's attributes are replicated.
+    // Harnesses (etcd's e2e framework, pifpaf) wait for etcd 3.4's milestone lines, in
+    // its order: "published", "enabled capabilities for version", then the caller's
+    // "ready to serve client requests".
+    let milestones = move |h: &MemberHandle| {
+        tracing::info!(
+            local_member_id = %format!("{:x}", h.id),
+            local_member_attributes = %attributes,
+            cluster_id = %format!("{:x}", h.cluster_id),
+            "published local member to cluster through raft"
+        );
+        tracing::info!(
+            cluster_version = ETCD_CAPABILITY_VERSION,
+            "enabled capabilities for version {ETCD_CAPABILITY_VERSION}"
+        );
+    };
     let mut status = handle.status.clone();
     let mut on_ready = Some(on_ready);
     tokio::pin!(shutdown);
@@ -128,6 +150,7 @@ pub async fn run_with_tls(
             r = status.wait_for(|s| s.published), if on_ready.is_some() => {
                 if r.is_ok() {
                     if let Some(f) = on_ready.take() {
+                        milestones(&handle);
                         f(&handle);
                     }
                 }

@@ -23,8 +23,12 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
     let explicit_zap = wants_json_logs(&args);
     let cfg = config::parse(args, &config::process_env).map_err(|e| e.to_string())?;
     if cfg.print_version {
+        // etcd's first line first: scripts read the version from it.
+        println!(
+            "etcd Version: {}",
+            keel_runtime_tokio::version::ETCD_SERVER_VERSION
+        );
         println!("keel Version: {}", env!("CARGO_PKG_VERSION"));
-        println!("etcd API Version: 3.5");
         return Ok(());
     }
     init_logging(&cfg, explicit_zap)?;
@@ -132,8 +136,16 @@ fn init_logging(cfg: &ServerConfig, json: bool) -> Result<(), String> {
         });
     }
     let writer = writer.unwrap_or_else(|| BoxMakeWriter::new(std::io::stderr));
+    // rustls warns about every client that follows the standard and sends no SNI for an
+    // IP address ("Illegal SNI extension: ignoring IP address presented as hostname"):
+    // client-caused noise nobody can act on. Its handshake parser's other warnings are
+    // about malformed client hellos, which fail the handshake and are reported there.
+    let filter = tracing_subscriber::EnvFilter::new(format!(
+        "{},rustls::msgs::handshake=error",
+        tracing::level_filters::LevelFilter::from_level(level)
+    ));
     let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
+        .with_env_filter(filter)
         .with_target(false)
         .with_ansi(false)
         .with_writer(writer);

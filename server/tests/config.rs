@@ -482,3 +482,22 @@ fn config_bad_auth_token_stops_the_start_with_one_line() {
     );
     assert!(!e.contains('\n'));
 }
+
+#[test]
+fn config_accepts_the_corrupt_check_flag_etcd_harnesses_pass() {
+    // etcd's e2e harness starts every member with the bare flag; kubeadm sets it too.
+    let c = parse_args(&["--experimental-initial-corrupt-check"]).unwrap();
+    assert!(c.initial_corrupt_check);
+    assert_eq!(
+        c.warnings,
+        vec![
+            "--experimental-initial-corrupt-check is accepted, but keel does not compare \
+             its hash with its peers' before serving yet"
+                .to_string()
+        ]
+    );
+    let c = parse_args(&["--experimental-initial-corrupt-check=false"]).unwrap();
+    assert!(!c.initial_corrupt_check && c.warnings.is_empty());
+    let c = parse_with_env(&[], &[("ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", "true")]).unwrap();
+    assert!(c.initial_corrupt_check);
+}

@@ -322,14 +322,18 @@ impl History {
     /// generation whose tombstone is at or below `at` disappears. True if nothing is
     /// left (the key can be dropped from the index).
     pub fn compact(&mut self, at: i64) -> bool {
+        // etcd's boundary: compacting at `at` removes history *below* it, so a watch from
+        // `at` still sees every event of revision `at`. That needs a delete at exactly
+        // `at` (etcd drops it and such a watcher misses it) and the version a change at
+        // `at` replaced (its prev_kv); both stay until a later compaction.
         self.generations.retain_mut(|g| {
-            if g.tombstone.is_some_and(|t| t.main <= at) {
+            if g.tombstone.is_some_and(|t| t.main < at) {
                 return false;
             }
             let n = g.versions.partition_point(|v| v.rev.main <= at);
-            if n > 1 {
-                g.versions.drain(..n - 1);
-            }
+            let changed_at = n > 0 && g.versions[n - 1].rev.main == at;
+            let keep = if changed_at { 2 } else { 1 };
+            g.versions.drain(..n.saturating_sub(keep));
             !g.versions.is_empty() || g.tombstone.is_some()
         });
         self.generations.is_empty()
@@ -361,7 +365,12 @@ mod tests {
         assert!(matches!(ki, KeyIndex::History(_)));
         let at2 = ki.get(2).map(|v| (v.modified, v.version, v.value.clone()));
         assert_eq!(at2, Some((rev(2, 1), 1, Bytes::from_static(b"a"))));
+        // Compaction at 3 keeps what revision 3 replaced (a watch from 3 reports it as
+        // the previous value); a later compaction frees it.
         assert!(!ki.compact(3));
+        assert!(matches!(ki, KeyIndex::History(_)));
+        assert_eq!(ki.generations()[0].versions.len(), 2);
+        assert!(!ki.compact(4));
         let KeyIndex::Single(s) = &ki else {
             panic!("one live version left: {ki:?}");
         };
@@ -381,7 +390,11 @@ mod tests {
         assert!(ki.latest().is_none());
         assert_eq!(ki.get(3).map(|v| v.version), Some(1));
         assert!(!ki.compact(3));
-        assert!(ki.compact(4));
+        // The delete at 4 stays through a compaction at 4 (a watch from 4 sees it) and
+        // goes with the next one.
+        assert!(!ki.compact(4));
+        assert!(ki.latest().is_none());
+        assert!(ki.compact(5));
     }
 
     #[test]

@@ -117,6 +117,16 @@ impl Lessor {
         self.leases.keys().copied().collect()
     }
 
+    /// How many leases are granted.
+    pub fn len(&self) -> usize {
+        self.leases.len()
+    }
+
+    /// Whether no lease is granted.
+    pub fn is_empty(&self) -> bool {
+        self.leases.is_empty()
+    }
+
     /// Whether a lease exists.
     pub fn contains(&self, id: i64) -> bool {
         self.leases.contains_key(&id)

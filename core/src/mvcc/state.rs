@@ -64,8 +64,19 @@ impl KvState {
         self.nospace = false;
     }
 
+    /// The size of this state, as etcd's backend size: what `--quota-backend-bytes`
+    /// limits and what Status reports as `dbSize` and `dbSizeInUse` (keel frees what
+    /// compaction releases at once, so the two are equal). Its fixed part is the image
+    /// header (magic, applied index, revisions, key count, checksum); each lease adds its
+    /// ID and TTLs.
+    pub fn size_bytes(&self) -> u64 {
+        const IMAGE_HEADER: u64 = 8 + 8 + 8 + 8 + 8 + 8 + 4;
+        const PER_LEASE: u64 = 8 + 8 + 8;
+        IMAGE_HEADER + self.kv.size_bytes() + PER_LEASE * self.lessor.len() as u64
+    }
+
     fn check_quota(&mut self, adding: u64) -> Result<(), MvccError> {
-        if self.nospace || self.kv.size_bytes() + adding > self.quota_bytes {
+        if self.nospace || self.size_bytes() + adding > self.quota_bytes {
             self.nospace = true;
             return Err(MvccError::NoSpace);
         }

@@ -24,7 +24,8 @@ pub struct KvStore {
     index: KeyTree<KeyIndex>,
     /// Current main revision (etcd starts at 1).
     current: i64,
-    /// Revisions at or below this were compacted (-1: never).
+    /// The compacted revision (-1: never): revisions below it are gone; reads and
+    /// watches at it are served, as etcd serves them.
     compacted: i64,
     /// Keys whose history below `compacted` is still to be freed, from this key on.
     compact_cursor: Option<Key>,
@@ -537,6 +538,9 @@ impl KvStore {
     pub fn hash_kv(&self, rev: i64) -> Result<u32, MvccError> {
         let rev = self.check_read_rev(rev, self.current)?;
         let mut h = crc32fast::Hasher::new();
+        // etcd starts with its bucket's name, so even an empty keyspace hashes to a
+        // non-zero value (a zero would vanish from `endpoint hashkv -w json`).
+        h.update(b"key");
         for (key, ki) in &self.index {
             for g in ki.generations().iter() {
                 if g.tombstone.is_some_and(|t| t.main <= self.compacted) {

@@ -118,11 +118,10 @@ impl WatchHub {
         } else {
             req.start_revision
         };
+        // As etcd: only revisions below the compacted one are gone; compaction keeps
+        // every event of the compacted revision itself (see `History::compact`).
         let compacted = store.compacted_revision();
-        // History at the compacted revision itself is incomplete (a delete at exactly
-        // that revision is gone), so unlike etcd, which serves it and may miss that
-        // delete, a watcher starting there is canceled too: the client re-lists.
-        let canceled_at = (start <= compacted).then_some(compacted);
+        let canceled_at = (start < compacted).then_some(compacted);
         self.watchers.insert(
             id,
             Watcher {
@@ -190,7 +189,7 @@ impl WatchHub {
                 w.synced = true;
                 continue;
             }
-            if w.next_rev <= compacted {
+            if w.next_rev < compacted {
                 w.canceled_at = Some(compacted);
                 continue;
             }

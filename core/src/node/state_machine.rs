@@ -403,20 +403,31 @@ impl StateMachine {
                 member,
                 alarm: kind,
             } => {
+                // As etcd's applier: an activation or deactivation answers with the
+                // alarm it changed (`etcdctl alarm disarm` prints it).
                 match action {
                     1 if kind != alarm::NONE => {
                         self.alarms.insert((member, kind), ());
+                        Outcome::Alarm(vec![(member, kind)])
                     }
                     2 => {
-                        self.alarms
-                            .retain(|(m, a), _| !(*m == member && (kind == 0 || *a == kind)));
+                        let gone = |(m, a): &(u64, i32)| *m == member && (kind == 0 || *a == kind);
+                        let mut removed: Vec<(u64, i32)> =
+                            self.alarms.keys().filter(|k| gone(k)).copied().collect();
+                        self.alarms.retain(|k, _| !gone(k));
                         if kind == alarm::NOSPACE || kind == alarm::NONE {
+                            // The quota's own alarm is listed under the member asked.
+                            if self.kv.nospace_alarm()
+                                && !removed.iter().any(|a| a.1 == alarm::NOSPACE)
+                            {
+                                removed.push((member, alarm::NOSPACE));
+                            }
                             self.kv.disarm_nospace();
                         }
+                        Outcome::Alarm(removed)
                     }
-                    _ => {}
+                    _ => Outcome::Alarm(self.alarms(member)),
                 }
-                Outcome::Alarm(self.alarms(member))
             }
             Command::PublishMember {
                 id,

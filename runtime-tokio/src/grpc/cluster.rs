@@ -1,46 +1,45 @@
 //! `etcdserverpb.Cluster`: the member list and runtime reconfiguration.
 //!
 //! Add, remove and promote are raft configuration changes only the leader proposes; a
-//! follower forwards them to the leader as etcd does. Update is a replicated command any
-//! member proposes.
+//! follower checks its caller and sends them on to the leader over the peer port (see
+//! [`super::forward`]). Update is a replicated command any member proposes.
 
 use super::authz::{auth_status, check};
 use keel_core::discovery::{check_url, member_id};
 use tonic::{Request, Response, Status};
 
+use super::forward;
 use super::header;
-use super::leader_link::LeaderLink;
+use crate::leader_call::Call;
 use crate::member::{Core, Header, MemberChange, MemberHandle, ServerError};
 use crate::pb::etcdserverpb as pb;
-use crate::pb::etcdserverpb::cluster_client::ClusterClient;
 
 /// The Cluster service.
 pub struct ClusterService {
     m: MemberHandle,
-    link: LeaderLink,
 }
 
 impl ClusterService {
     /// Cluster over member `m`.
     pub fn new(m: MemberHandle) -> Self {
-        ClusterService {
-            m,
-            link: LeaderLink::default(),
-        }
+        ClusterService { m }
     }
 
-    /// Applies `change` here; `None` if this member is not the leader and the request
-    /// must go to the leader instead.
-    async fn change_here(&self, change: MemberChange) -> Result<Option<Header>, Status> {
-        match self.m.change(change).await {
-            Ok(h) => Ok(Some(h)),
-            Err(ServerError::NotLeader) => Ok(None),
+    /// Makes `change` (here, or through the leader) and answers with the member list
+    /// that holds it.
+    async fn change(
+        &self,
+        change: MemberChange,
+    ) -> Result<(Vec<pb::Member>, Option<pb::ResponseHeader>), Status> {
+        match self.m.change(change.clone()).await {
+            Ok(h) => self.members_after(h).await,
+            Err(ServerError::NotLeader) => {
+                forward::to_leader(&self.m, Call::Change(change)).await?;
+                // Applied on the leader: a linearizable read here sees it.
+                member_list(&self.m, true).await
+            }
             Err(e) => Err(e.into()),
         }
-    }
-
-    async fn leader(&self) -> Result<ClusterClient<tonic::transport::Channel>, Status> {
-        Ok(ClusterClient::new(self.link.channel(&self.m).await?))
     }
 
     /// The member list once the change is visible here, with the header to answer with.
@@ -49,7 +48,7 @@ impl ClusterService {
         h: Header,
     ) -> Result<(Vec<pb::Member>, Option<pb::ResponseHeader>), Status> {
         let (members, _) = member_list(&self.m, false).await?;
-        Ok((members, header(&self.m, h)))
+        Ok((members, cluster_header(&self.m, h)))
     }
 }
 
@@ -74,7 +73,12 @@ pub async fn member_list(
             (members, c.header())
         })
         .await?;
-    Ok((members, header(m, h)))
+    Ok((members, cluster_header(m, h)))
+}
+
+/// etcd 3.4's Cluster service header: cluster, member and raft term, no revision.
+fn cluster_header(m: &MemberHandle, h: Header) -> Option<pb::ResponseHeader> {
+    header(m, Header { revision: 0, ..h })
 }
 
 /// Checks peer URLs as etcd's MemberAdd/MemberUpdate do.
@@ -106,10 +110,7 @@ impl pb::cluster_server::Cluster for ClusterService {
             peer_urls: urls.clone(),
             learner: r.is_learner,
         };
-        let Some(h) = self.change_here(change).await? else {
-            return self.leader().await?.member_add(r).await;
-        };
-        let (members, header) = self.members_after(h).await?;
+        let (members, header) = self.change(change).await?;
         Ok(Response::new(pb::MemberAddResponse {
             header,
             member: Some(pb::Member {
@@ -131,10 +132,7 @@ impl pb::cluster_server::Cluster for ClusterService {
             .await?
             .map_err(auth_status)?;
         let r = req.into_inner();
-        let Some(h) = self.change_here(MemberChange::Remove { id: r.id }).await? else {
-            return self.leader().await?.member_remove(r).await;
-        };
-        let (members, header) = self.members_after(h).await?;
+        let (members, header) = self.change(MemberChange::Remove { id: r.id }).await?;
         Ok(Response::new(pb::MemberRemoveResponse { header, members }))
     }
 
@@ -171,10 +169,7 @@ impl pb::cluster_server::Cluster for ClusterService {
             .await?
             .map_err(auth_status)?;
         let r = req.into_inner();
-        let Some(h) = self.change_here(MemberChange::Promote { id: r.id }).await? else {
-            return self.leader().await?.member_promote(r).await;
-        };
-        let (members, header) = self.members_after(h).await?;
+        let (members, header) = self.change(MemberChange::Promote { id: r.id }).await?;
         Ok(Response::new(pb::MemberPromoteResponse { header, members }))
     }
 }

@@ -1,6 +1,6 @@
 //! `etcdserverpb.Lease`. Grants and revokes go through raft. Keepalives and remaining
-//! TTLs are the leader's business (only its clock decides expiry): a follower forwards
-//! them to the leader's client URL.
+//! TTLs are the leader's business (only its clock decides expiry): a follower sends them
+//! on to the leader over the peer port (see [`super::forward`]).
 
 use super::authz::caller;
 use super::permitted;
@@ -10,25 +10,21 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::leader_link::LeaderLink;
+use super::forward;
 use super::{header, lease_status, mismatched};
-use crate::member::{Core, MemberHandle, ServerError};
+use crate::leader_call::{Answer, Call};
+use crate::member::{Core, Header, MemberHandle, ServerError};
 use crate::pb::etcdserverpb as pb;
-use crate::pb::etcdserverpb::lease_client::LeaseClient;
 
 /// The Lease service.
 pub struct LeaseService {
     m: MemberHandle,
-    link: LeaderLink,
 }
 
 impl LeaseService {
     /// Lease over member `m`.
     pub fn new(m: MemberHandle) -> Self {
-        LeaseService {
-            m,
-            link: LeaderLink::default(),
-        }
+        LeaseService { m }
     }
 }
 
@@ -55,41 +51,91 @@ async fn renew_local(
 /// request timeout.
 const LEADER_NOT_READY_RETRIES: u32 = 100;
 
-async fn keepalive_one(
+/// Renews lease `id` if this member leads: its new TTL (0: not found), or None when
+/// another member leads.
+pub(super) async fn renew_as_leader(
     m: &MemberHandle,
-    link: &LeaderLink,
     id: i64,
-) -> Result<pb::LeaseKeepAliveResponse, Status> {
+) -> Result<Option<(i64, Header)>, Status> {
     // A new leader's lessor is not primary until it has applied an entry of its term
     // (`StateMachine::track_leadership`); forwarding would reach this member again, so it
     // retries here for a while, as etcd's leader does.
     for _ in 0..LEADER_NOT_READY_RETRIES {
-        if let Some((ttl, h)) = renew_local(m, id).await? {
-            return Ok(pb::LeaseKeepAliveResponse {
-                header: header(m, h),
-                id,
-                ttl,
-            });
+        if let Some(r) = renew_local(m, id).await? {
+            return Ok(Some(r));
         }
         if !m.status.borrow().is_leader {
-            break;
+            return Ok(None);
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     if m.status.borrow().is_leader {
         return Err(ServerError::Timeout.into());
     }
-    let mut client = LeaseClient::new(link.channel(m).await?);
-    let (tx, rx) = mpsc::channel(1);
-    let _ = tx.send(pb::LeaseKeepAliveRequest { id }).await;
-    let mut stream = client
-        .lease_keep_alive(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
-    stream
-        .message()
-        .await?
-        .ok_or_else(|| ServerError::NoLeader.into())
+    Ok(None)
+}
+
+async fn keepalive_one(m: &MemberHandle, id: i64) -> Result<pb::LeaseKeepAliveResponse, Status> {
+    let (ttl, h) = match renew_as_leader(m, id).await? {
+        Some(r) => r,
+        None => match forward::to_leader(m, Call::Renew(id)).await? {
+            Answer::Renewed(ttl, h) => (ttl, h),
+            _ => return Err(mismatched()),
+        },
+    };
+    Ok(pb::LeaseKeepAliveResponse {
+        header: header(m, h),
+        id,
+        ttl,
+    })
+}
+
+/// A lease's remaining time as its member knows it.
+pub(super) struct TimeToLive {
+    pub(super) granted: i64,
+    /// Seconds left; -1 for a lease that does not exist.
+    pub(super) ttl: i64,
+    pub(super) keys: Vec<bytes::Bytes>,
+    pub(super) header: Header,
+}
+
+/// Lease `id`'s remaining time, answered here; None when only the leader knows it.
+pub(super) async fn time_to_live_here(
+    m: &MemberHandle,
+    id: i64,
+    keys: bool,
+) -> Result<Option<TimeToLive>, Status> {
+    let (primary, res, keys, header) = m
+        .local(move |c: &mut Core| {
+            let now = c.clock.now();
+            let lease_keys = if keys {
+                c.sm.kv.kv.lease_keys(id)
+            } else {
+                Vec::new()
+            };
+            (
+                c.sm.kv.lessor.is_primary(),
+                c.sm.kv.lessor.time_to_live(id, now),
+                lease_keys,
+                c.header(),
+            )
+        })
+        .await?;
+    if !primary && res.is_ok() {
+        return Ok(None);
+    }
+    // etcd answers an unknown lease with TTL -1 rather than an error.
+    let (granted, ttl) = match res {
+        Ok(v) => v,
+        Err(LeaseError::NotFound) => (0, -1),
+        Err(e) => return Err(lease_status(e)),
+    };
+    Ok(Some(TimeToLive {
+        granted,
+        ttl,
+        keys,
+        header,
+    }))
 }
 
 #[tonic::async_trait]
@@ -147,7 +193,7 @@ impl pb::lease_server::Lease for LeaseService {
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let mut inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(16);
-        let (m, link) = (self.m.clone(), self.link.clone());
+        let m = self.m.clone();
         tokio::spawn(async move {
             loop {
                 let r = tokio::select! {
@@ -158,7 +204,7 @@ impl pb::lease_server::Lease for LeaseService {
                         _ => return,
                     },
                 };
-                let resp = keepalive_one(&m, &link, r.id).await;
+                let resp = keepalive_one(&m, r.id).await;
                 let failed = resp.is_err();
                 if tx.send(resp).await.is_err() || failed {
                     return;
@@ -174,42 +220,29 @@ impl pb::lease_server::Lease for LeaseService {
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
         let r = req.into_inner();
         let (id, keys) = (r.id, r.keys);
-        let (primary, res, lease_keys, h) = self
-            .m
-            .local(move |c: &mut Core| {
-                let now = c.clock.now();
-                let lease_keys = if keys {
-                    c.sm.kv.kv.lease_keys(id)
-                } else {
-                    Vec::new()
-                };
-                (
-                    c.sm.kv.lessor.is_primary(),
-                    c.sm.kv.lessor.time_to_live(id, now),
-                    lease_keys,
-                    c.header(),
-                )
-            })
-            .await?;
-        if !primary && res.is_ok() {
-            // Only the leader knows how much time is left.
-            let mut client = LeaseClient::new(self.link.channel(&self.m).await?);
-            return client
-                .lease_time_to_live(pb::LeaseTimeToLiveRequest { id, keys })
-                .await;
-        }
-        // etcd answers an unknown lease with TTL -1 rather than an error.
-        let (granted, ttl) = match res {
-            Ok(v) => v,
-            Err(LeaseError::NotFound) => (0, -1),
-            Err(e) => return Err(lease_status(e)),
+        let t = match time_to_live_here(&self.m, id, keys).await? {
+            Some(t) => t,
+            None => match forward::to_leader(&self.m, Call::TimeToLive { id, keys }).await? {
+                Answer::TimeToLive {
+                    granted,
+                    ttl,
+                    keys,
+                    header,
+                } => TimeToLive {
+                    granted,
+                    ttl,
+                    keys,
+                    header,
+                },
+                _ => return Err(mismatched()),
+            },
         };
         Ok(Response::new(pb::LeaseTimeToLiveResponse {
-            header: header(&self.m, h),
+            header: header(&self.m, t.header),
             id,
-            ttl,
-            granted_ttl: granted,
-            keys: lease_keys,
+            ttl: t.ttl,
+            granted_ttl: t.granted,
+            keys: t.keys,
         }))
     }
 

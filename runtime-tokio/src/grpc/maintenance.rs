@@ -1,5 +1,6 @@
 //! `etcdserverpb.Maintenance`: Status, Alarm, Hash, HashKV, Snapshot, Defragment,
-//! MoveLeader.
+//! MoveLeader. As in etcd 3.4, Alarm, Defragment, MoveLeader and Snapshot answers carry
+//! no response header (clients, and the `etcd-client` crate's tests, check for that).
 
 use super::authz::{check, maintenance_denied};
 use std::time::Duration;
@@ -14,9 +15,8 @@ use tonic::{Request, Response, Status};
 use super::{header, mismatched, mvcc_status};
 use crate::member::{Core, MemberHandle, ServerError};
 use crate::pb::etcdserverpb as pb;
+use crate::version::ETCD_SERVER_VERSION;
 
-/// The etcd version Keel answers as (the API level it implements).
-pub const ETCD_VERSION: &str = "3.5.0";
 /// Bytes per Snapshot stream message (etcd sends 32 KiB).
 const SNAPSHOT_CHUNK: usize = 32 << 10;
 
@@ -47,12 +47,9 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
     ) -> Result<Response<pb::AlarmResponse>, Status> {
         let r = req.into_inner();
         if r.action == 0 {
-            let (alarms, h) = self
-                .m
-                .local(|c: &mut Core| (c.sm.alarms(c.id), c.header()))
-                .await?;
+            let alarms = self.m.local(|c: &mut Core| c.sm.alarms(c.id)).await?;
             return Ok(Response::new(pb::AlarmResponse {
-                header: header(&self.m, h),
+                header: None,
                 alarms: alarm_members(alarms),
             }));
         }
@@ -62,8 +59,8 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             alarm: r.alarm,
         };
         match self.m.propose(cmd).await? {
-            (Outcome::Alarm(alarms), h) => Ok(Response::new(pb::AlarmResponse {
-                header: header(&self.m, h),
+            (Outcome::Alarm(alarms), _) => Ok(Response::new(pb::AlarmResponse {
+                header: None,
                 alarms: alarm_members(alarms),
             })),
             _ => Err(mismatched()),
@@ -77,7 +74,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         let (h, resp) = self
             .m
             .local(|c: &mut Core| {
-                let size = c.sm.kv.kv.size_bytes() as i64;
+                let size = c.sm.kv.size_bytes() as i64;
                 // As etcd: "no leader" first, then the alarms.
                 let no_leader = (c.raft.leader().0 == 0).then(|| ServerError::NoLeader.to_string());
                 let errors = no_leader
@@ -93,7 +90,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
                     header,
                     pb::StatusResponse {
                         header: None,
-                        version: ETCD_VERSION.into(),
+                        version: ETCD_SERVER_VERSION.into(),
                         db_size: size,
                         leader: c.raft.leader().0,
                         raft_index: c.raft.committed().0,
@@ -121,10 +118,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             .map_err(maintenance_denied)?;
         // The keyspace lives in memory and frees what compaction releases at once:
         // there is no file to defragment.
-        let h = self.m.local(|c: &mut Core| c.header()).await?;
-        Ok(Response::new(pb::DefragmentResponse {
-            header: header(&self.m, h),
-        }))
+        Ok(Response::new(pb::DefragmentResponse { header: None }))
     }
 
     async fn hash(
@@ -166,7 +160,8 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         Ok(Response::new(pb::HashKvResponse {
             header: header(&self.m, h),
             hash,
-            compact_revision: compact.max(0),
+            // -1 until the first compaction, as etcd's `compactMainRev`.
+            compact_revision: compact,
         }))
     }
 
@@ -179,16 +174,12 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         check(&self.m, &req, |a, who| a.check_admin(who))
             .await?
             .map_err(maintenance_denied)?;
-        let (image, h) = self
-            .m
-            .local(|c: &mut Core| (c.sm.snapshot(), c.header()))
-            .await?;
+        let image = self.m.local(|c: &mut Core| c.sm.snapshot()).await?;
         // Padded to 512 bytes like etcd's page-aligned database file, so `etcdctl
         // snapshot restore`'s "size % 512 == 32" test finds the trailing SHA-256.
         let mut data = image.to_vec();
         data.resize(data.len().div_ceil(512) * 512, 0);
         let digest = Sha256::digest(&data).to_vec();
-        let hdr = header(&self.m, h);
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
             let total = data.len();
@@ -196,7 +187,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             for chunk in data.chunks(SNAPSHOT_CHUNK) {
                 sent += chunk.len();
                 let msg = pb::SnapshotResponse {
-                    header: hdr,
+                    header: None,
                     remaining_bytes: (total - sent + digest.len()) as u64,
                     blob: bytes::Bytes::copy_from_slice(chunk),
                 };
@@ -205,7 +196,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
                 }
             }
             let last = pb::SnapshotResponse {
-                header: hdr,
+                header: None,
                 remaining_bytes: 0,
                 blob: digest.into(),
             };
@@ -253,10 +244,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         if wait.await.is_err() {
             return Err(ServerError::Timeout.into());
         }
-        let h = self.m.local(|c: &mut Core| c.header()).await?;
-        Ok(Response::new(pb::MoveLeaderResponse {
-            header: header(&self.m, h),
-        }))
+        Ok(Response::new(pb::MoveLeaderResponse { header: None }))
     }
 
     async fn downgrade(

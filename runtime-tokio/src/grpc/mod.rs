@@ -7,10 +7,10 @@ pub mod authz;
 mod cluster;
 pub mod convert;
 mod election;
+pub mod forward;
 mod health;
 pub mod interceptor;
 mod kv;
-mod leader_link;
 mod lease;
 mod lock;
 mod maintenance;
@@ -33,11 +33,6 @@ pub use lease::LeaseService;
 pub use lock::LockService;
 pub use maintenance::MaintenanceService;
 pub use watch::WatchService;
-
-/// The etcd version this server reports (Status, `/version`).
-pub fn maintenance_version() -> &'static str {
-    maintenance::ETCD_VERSION
-}
 
 /// The response header etcd puts on every answer.
 pub fn header(m: &MemberHandle, h: Header) -> Option<ResponseHeader> {

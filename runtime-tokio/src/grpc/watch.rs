@@ -190,31 +190,42 @@ impl Stream {
             }
             self.next_client_id
         };
-        if self.ids.values().any(|v| *v == client_id) {
-            // etcd refuses a watch ID already in use on the stream.
+        let refusal = if self.ids.values().any(|v| *v == client_id) {
+            Some((
+                client_id,
+                "mvcc: duplicate watch ID provided on the WatchStream",
+            ))
+        } else if !c.range_end.is_empty() && c.range_end[..] != [0] && c.key >= c.range_end {
+            Some((-1, "mvcc: watcher range is empty"))
+        } else {
+            None
+        };
+        if let Some((watch_id, reason)) = refusal {
+            // etcd 3.4's mvcc refusals: created and canceled at once, with a header.
+            let h = self
+                .m
+                .local(|c: &mut Core| c.header())
+                .await
+                .map_err(|_| ())?;
             return self
                 .send(pb::WatchResponse {
-                    watch_id: client_id,
+                    header: self.header(h),
+                    watch_id,
                     created: true,
                     canceled: true,
-                    cancel_reason: "etcdserver: duplicate watch ID".into(),
+                    cancel_reason: reason.into(),
                     ..Default::default()
                 })
                 .await;
         }
-        if c.key.is_empty() {
-            return self
-                .send(pb::WatchResponse {
-                    watch_id: -1,
-                    created: true,
-                    canceled: true,
-                    cancel_reason: "etcdserver: key is not provided".into(),
-                    ..Default::default()
-                })
-                .await;
-        }
+        // etcd 3.4 watches from the smallest key, "\0", when none is given.
+        let key = if c.key.is_empty() {
+            bytes::Bytes::from_static(&[0])
+        } else {
+            c.key
+        };
         let req = WatchRequest {
-            key: c.key,
+            key,
             range_end: c.range_end,
             start_revision: c.start_revision,
             no_put: c.filters.contains(&0),
@@ -314,9 +325,16 @@ impl Stream {
             self.progress.remove(&r.watch_id);
         }
         let term = self.m.status.borrow().term;
+        // etcd's cancellation for compaction carries no revision in its header (the
+        // mvcc response it comes from has none).
+        let revision = if r.compact_revision != 0 {
+            0
+        } else {
+            r.header_revision
+        };
         let resp = pb::WatchResponse {
             header: self.header(Header {
-                revision: r.header_revision,
+                revision,
                 raft_term: term,
             }),
             watch_id: client_id,

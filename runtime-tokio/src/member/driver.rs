@@ -185,6 +185,7 @@ pub fn start_with_dialer(
         watch_progress_interval: cfg.watch_progress_interval,
         tokens: tokens.clone(),
         passwords: Arc::new(Passwords::new(cfg.bcrypt_cost)),
+        peers: net.clone(),
     };
     let seq0 = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -490,9 +491,7 @@ impl Core {
         if self.raft.leader().is_some() {
             self.publish();
         }
-        self.metrics
-            .db_size
-            .store(self.sm.kv.kv.size_bytes(), Relaxed);
+        self.metrics.db_size.store(self.sm.kv.size_bytes(), Relaxed);
         self.metrics
             .keys
             .store(self.sm.kv.kv.keys_held() as u64, Relaxed);

@@ -16,6 +16,7 @@ mod leaderless;
 mod reconfig;
 mod watch_sink;
 
+use crate::peer::PeerNet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -171,6 +172,8 @@ pub struct MemberHandle {
     pub tokens: Arc<Tokens>,
     /// bcrypt hashing and verification (`--bcrypt-cost`), off the member task.
     pub passwords: Arc<Passwords>,
+    /// The peer transport, for calls only the leader answers.
+    pub(crate) peers: PeerNet,
 }
 
 impl MemberHandle {

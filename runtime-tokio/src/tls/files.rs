@@ -69,15 +69,20 @@ pub(super) fn load_certified_key(
     })
 }
 
-/// The CA certificates of a PEM bundle as trust anchors.
-pub(super) fn load_roots(flag: &str, path: &Path) -> Result<RootCertStore, TlsError> {
+/// The CA certificates of a PEM bundle as trust anchors, and as they are (see
+/// [`super::ca_leaf`]).
+pub(super) fn load_roots(
+    flag: &str,
+    path: &Path,
+) -> Result<(RootCertStore, Vec<CertificateDer<'static>>), TlsError> {
     let mut roots = RootCertStore::empty();
-    for c in load_certs(flag, path)? {
+    let certs = load_certs(flag, path)?;
+    for c in &certs {
         roots
-            .add(c)
+            .add(c.clone())
             .map_err(|e| bad(flag, path, format!("not a usable CA certificate: {e}")))?;
     }
-    Ok(roots)
+    Ok((roots, certs))
 }
 
 /// When the file last changed (None if it cannot be read now).

@@ -7,6 +7,7 @@
 //! certificates needs no restart. TLS 1.2 and 1.3 only.
 
 mod auto;
+mod ca_leaf;
 mod dial;
 mod files;
 mod incoming;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
 
 pub use dial::{PeerDialer, PeerIo};
@@ -98,8 +100,8 @@ pub enum TlsError {
 enum Trust {
     /// `--peer-auto-tls`: no verification, as etcd's InsecureSkipVerify.
     Anything,
-    /// The trusted CA file.
-    Roots(Arc<RootCertStore>),
+    /// The trusted CA file, as trust anchors and as certificates.
+    Roots(Arc<RootCertStore>, Arc<Vec<CertificateDer<'static>>>),
 }
 
 /// One side's TLS material, loaded and checked: what its listeners serve and, for the
@@ -170,16 +172,19 @@ impl SideTls {
             };
             let roots = match &flags.trusted_ca_file {
                 Some(ca) => files::load_roots(&side.flag("trusted-ca-file"), ca)?,
-                None => RootCertStore {
-                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-                },
+                None => (
+                    RootCertStore {
+                        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+                    },
+                    Vec::new(),
+                ),
             };
             Ok(SideTls {
                 side,
                 identity: Arc::new(identity),
                 client_auth,
                 names_users: flags.client_cert_auth,
-                trust: Trust::Roots(Arc::new(roots)),
+                trust: Trust::Roots(Arc::new(roots.0), Arc::new(roots.1)),
                 provider,
                 versions,
             })
@@ -254,14 +259,19 @@ impl SideTls {
                 .with_custom_certificate_verifier(Arc::new(skip_verify::SkipVerify::new(
                     self.provider.clone(),
                 ))),
-            Trust::Roots(roots) => {
+            Trust::Roots(roots, certs) => {
                 let v = WebPkiServerVerifier::builder_with_provider(
                     roots.clone(),
                     self.provider.clone(),
                 )
                 .build()
                 .map_err(|e| TlsError::Config(format!("TLS: {e}")))?;
-                builder.with_webpki_verifier(v)
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(ca_leaf::ServerVerifier::new(
+                        v,
+                        certs.as_ref().clone(),
+                    )))
             }
         };
         let cfg = builder.with_client_cert_resolver(self.identity.clone());

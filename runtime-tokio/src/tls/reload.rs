@@ -17,7 +17,7 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
-use super::{files, Side, TlsError};
+use super::{ca_leaf, files, Side, TlsError};
 
 /// Modification times of the files a value was loaded from.
 type Stamp = Vec<Option<SystemTime>>;
@@ -189,14 +189,15 @@ fn build(
     ca: &Path,
     provider: &Arc<CryptoProvider>,
 ) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
-    let roots = files::load_roots(flag, ca)?;
-    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+    let (roots, certs) = files::load_roots(flag, ca)?;
+    let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| TlsError::File {
             flag: flag.to_string(),
             path: ca.to_path_buf(),
             reason: e.to_string(),
-        })
+        })?;
+    Ok(Arc::new(ca_leaf::ClientVerifier::new(webpki, certs)))
 }
 
 impl fmt::Debug for ReloadingClientVerifier {

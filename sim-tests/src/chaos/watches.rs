@@ -302,9 +302,10 @@ pub fn check_watches(writes: &BTreeMap<u64, Write>, chains: &[WatchChain]) -> Re
                 }
             }
             if let Some(compact) = s.canceled {
-                if compact < s.start as i64 {
+                // Compaction at C removes revisions below C: a watch from C is served.
+                if compact <= s.start as i64 {
                     return Err(format!(
-                        "{what}: canceled with compact revision {compact}, below its start"
+                        "{what}: canceled with compact revision {compact}, not above its start"
                     ));
                 }
             }

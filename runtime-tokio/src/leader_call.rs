@@ -1,0 +1,436 @@
+//! Requests only the leader can answer, sent to it by a follower on the peer port:
+//! membership changes (add, remove, promote) and lease keepalives and remaining TTLs.
+//!
+//! etcd forwards these inside the cluster too (conf changes through raft, lease renewals
+//! over the peer URL's `/leases`), so what a client asks of any member works whatever the
+//! client listener looks like: TLS with client certificates, auth enabled. The follower
+//! has already authorized its caller as the client's gRPC call requires; the leader
+//! trusts a member of its own cluster, as it trusts its raft messages, after the same
+//! checks a peer stream gets: the cluster ID, its own member ID, and a sender that is a
+//! member and not removed. Over https peer URLs the call runs inside the peers' TLS.
+//!
+//! One call per connection: request `KEELCALL`, version, cluster ID, sender, recipient,
+//! then a length-prefixed body; reply a length-prefixed body. Every length is bounded,
+//! so a hostile peer can neither crash the decoder nor make it allocate without limit.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tonic::{Code, Status};
+
+use crate::member::{Header, MemberChange};
+use crate::peer::PeerNet;
+
+/// The magic opening a leader call on the peer port.
+pub(crate) const CALL_MAGIC: &[u8; 8] = b"KEELCALL";
+const CALL_VERSION: u8 = 1;
+/// Largest request or reply body accepted (a TTL reply lists a lease's keys).
+const MAX_BODY: usize = 64 << 20;
+/// How long a call may take end to end (etcd's request timeout, plus the dial).
+const CALL_TIMEOUT: Duration = Duration::from_secs(7);
+
+/// A request for the leader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Call {
+    /// A membership change (add, remove, promote).
+    Change(MemberChange),
+    /// Renew a lease (a keepalive).
+    Renew(i64),
+    /// A lease's remaining TTL, and its keys when asked.
+    TimeToLive {
+        /// The lease.
+        id: i64,
+        /// List the keys attached to it.
+        keys: bool,
+    },
+}
+
+/// The leader's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// The change is applied.
+    Changed(Header),
+    /// The lease's new TTL (0: not found).
+    Renewed(i64, Header),
+    /// A lease's granted and remaining TTL (-1: not found) and its keys.
+    TimeToLive {
+        /// The TTL it was granted with.
+        granted: i64,
+        /// Seconds left.
+        ttl: i64,
+        /// Its keys, when asked.
+        keys: Vec<Bytes>,
+        /// The leader's header.
+        header: Header,
+    },
+}
+
+/// What answers calls on the leader.
+pub type CallHandler =
+    Arc<dyn Fn(Call) -> Pin<Box<dyn Future<Output = Result<Answer, Status>> + Send>> + Send + Sync>;
+
+/// Sends `call` to member `leader` over its peer URL and waits for the answer.
+pub(crate) async fn call(net: &PeerNet, leader: u64, call: &Call) -> Result<Answer, Status> {
+    let url = net
+        .peer_url(leader)
+        .ok_or_else(|| Status::unavailable("etcdserver: no leader"))?;
+    let exchange = async {
+        let mut s = net.dialer().connect(&url).await?;
+        let mut req = CALL_MAGIC.to_vec();
+        req.push(CALL_VERSION);
+        req.extend_from_slice(&net.cluster_id().to_le_bytes());
+        req.extend_from_slice(&net.id().to_le_bytes());
+        req.extend_from_slice(&leader.to_le_bytes());
+        let body = encode_call(call);
+        req.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        req.extend_from_slice(&body);
+        s.write_all(&req).await?;
+        s.flush().await?;
+        read_body(&mut s).await
+    };
+    let reply = tokio::time::timeout(CALL_TIMEOUT, exchange)
+        .await
+        .map_err(|_| Status::unavailable("etcdserver: request timed out"))?
+        .map_err(|e| Status::unavailable(format!("etcdserver: leader unreachable: {e}")))?;
+    decode_reply(&reply)
+        .ok_or_else(|| Status::internal("etcdserver: malformed answer from the leader"))?
+}
+
+/// Answers a call whose magic was already read from `s`; `from_member` tells whether
+/// the sender is a current member of this cluster.
+pub(crate) async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    net: &PeerNet,
+    from_member: impl Fn(u64) -> bool,
+    handler: &CallHandler,
+) -> std::io::Result<()> {
+    let mut head = [0u8; 1 + 8 + 8 + 8];
+    s.read_exact(&mut head).await?;
+    let word = |i: usize| u64::from_le_bytes(head[i..i + 8].try_into().unwrap_or([0; 8]));
+    let (version, cluster, from, to) = (head[0], word(1), word(9), word(17));
+    let body = read_body(s).await?;
+    let result = if version != CALL_VERSION {
+        Err(Status::unimplemented("keel: unknown leader call version"))
+    } else if cluster != net.cluster_id() {
+        Err(Status::failed_precondition("cluster ID mismatch"))
+    } else if to != net.id() || !from_member(from) {
+        Err(Status::permission_denied(
+            "keel: not a member of this cluster",
+        ))
+    } else {
+        match decode_call(&body) {
+            Some(c) => handler(c).await,
+            None => Err(Status::invalid_argument("keel: malformed leader call")),
+        }
+    };
+    let reply = encode_reply(&result);
+    let mut out = (reply.len() as u32).to_le_bytes().to_vec();
+    out.extend_from_slice(&reply);
+    s.write_all(&out).await?;
+    s.flush().await
+}
+
+async fn read_body<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<Vec<u8>> {
+    let len = s.read_u32_le().await? as usize;
+    if len > MAX_BODY {
+        return Err(std::io::Error::other(format!(
+            "body of {len} bytes exceeds the limit"
+        )));
+    }
+    let mut b = vec![0; len];
+    s.read_exact(&mut b).await?;
+    Ok(b)
+}
+
+const ADD: u8 = 1;
+const REMOVE: u8 = 2;
+const PROMOTE: u8 = 3;
+const UPDATE: u8 = 4;
+const RENEW: u8 = 5;
+const TTL: u8 = 6;
+
+/// The request body.
+pub fn encode_call(c: &Call) -> Vec<u8> {
+    let mut o = Vec::new();
+    match c {
+        Call::Change(MemberChange::Add {
+            id,
+            peer_urls,
+            learner,
+        }) => {
+            o.push(ADD);
+            o.extend_from_slice(&id.to_le_bytes());
+            o.push(u8::from(*learner));
+            put_list(&mut o, peer_urls.iter().map(|u| u.as_bytes()));
+        }
+        Call::Change(MemberChange::Remove { id }) => {
+            o.push(REMOVE);
+            o.extend_from_slice(&id.to_le_bytes());
+        }
+        Call::Change(MemberChange::Promote { id }) => {
+            o.push(PROMOTE);
+            o.extend_from_slice(&id.to_le_bytes());
+        }
+        Call::Change(MemberChange::Update { id, peer_urls }) => {
+            o.push(UPDATE);
+            o.extend_from_slice(&id.to_le_bytes());
+            put_list(&mut o, peer_urls.iter().map(|u| u.as_bytes()));
+        }
+        Call::Renew(id) => {
+            o.push(RENEW);
+            o.extend_from_slice(&id.to_le_bytes());
+        }
+        Call::TimeToLive { id, keys } => {
+            o.push(TTL);
+            o.extend_from_slice(&id.to_le_bytes());
+            o.push(u8::from(*keys));
+        }
+    }
+    o
+}
+
+/// Parses a request body; None if it is malformed.
+pub fn decode_call(b: &[u8]) -> Option<Call> {
+    let mut r = Reader(b);
+    let call = match r.u8()? {
+        ADD => {
+            let id = r.u64()?;
+            let learner = r.bool()?;
+            let peer_urls = r.strings()?;
+            Call::Change(MemberChange::Add {
+                id,
+                peer_urls,
+                learner,
+            })
+        }
+        REMOVE => Call::Change(MemberChange::Remove { id: r.u64()? }),
+        PROMOTE => Call::Change(MemberChange::Promote { id: r.u64()? }),
+        UPDATE => {
+            let id = r.u64()?;
+            let peer_urls = r.strings()?;
+            Call::Change(MemberChange::Update { id, peer_urls })
+        }
+        RENEW => Call::Renew(r.u64()? as i64),
+        TTL => {
+            let id = r.u64()? as i64;
+            Call::TimeToLive {
+                id,
+                keys: r.bool()?,
+            }
+        }
+        _ => return None,
+    };
+    r.0.is_empty().then_some(call)
+}
+
+/// The reply body: an answer, or a gRPC status (code and etcd's message).
+pub fn encode_reply(r: &Result<Answer, Status>) -> Vec<u8> {
+    let mut o = Vec::new();
+    let header = |o: &mut Vec<u8>, h: &Header| {
+        o.extend_from_slice(&h.revision.to_le_bytes());
+        o.extend_from_slice(&h.raft_term.to_le_bytes());
+    };
+    match r {
+        Ok(Answer::Changed(h)) => {
+            o.push(1);
+            header(&mut o, h);
+        }
+        Ok(Answer::Renewed(ttl, h)) => {
+            o.push(2);
+            header(&mut o, h);
+            o.extend_from_slice(&ttl.to_le_bytes());
+        }
+        Ok(Answer::TimeToLive {
+            granted,
+            ttl,
+            keys,
+            header: h,
+        }) => {
+            o.push(3);
+            header(&mut o, h);
+            o.extend_from_slice(&granted.to_le_bytes());
+            o.extend_from_slice(&ttl.to_le_bytes());
+            put_list(&mut o, keys.iter().map(|k| &k[..]));
+        }
+        Err(s) => {
+            o.push(0);
+            o.extend_from_slice(&(s.code() as i32).to_le_bytes());
+            put_list(&mut o, [s.message().as_bytes()]);
+        }
+    }
+    o
+}
+
+/// Parses a reply body; None if it is malformed.
+pub fn decode_reply(b: &[u8]) -> Option<Result<Answer, Status>> {
+    let mut r = Reader(b);
+    let kind = r.u8()?;
+    let reply = if kind == 0 {
+        let code = Code::from_i32(r.u32()? as i32);
+        let mut msg = r.strings()?;
+        if msg.len() != 1 {
+            return None;
+        }
+        Err(Status::new(code, msg.pop()?))
+    } else {
+        let header = Header {
+            revision: r.u64()? as i64,
+            raft_term: r.u64()?,
+        };
+        Ok(match kind {
+            1 => Answer::Changed(header),
+            2 => Answer::Renewed(r.u64()? as i64, header),
+            3 => Answer::TimeToLive {
+                granted: r.u64()? as i64,
+                ttl: r.u64()? as i64,
+                keys: r.list()?.into_iter().map(Bytes::copy_from_slice).collect(),
+                header,
+            },
+            _ => return None,
+        })
+    };
+    r.0.is_empty().then_some(reply)
+}
+
+fn put_list<'a>(o: &mut Vec<u8>, items: impl IntoIterator<Item = &'a [u8]>) {
+    let items: Vec<&[u8]> = items.into_iter().collect();
+    o.extend_from_slice(&(items.len() as u32).to_le_bytes());
+    for i in items {
+        o.extend_from_slice(&(i.len() as u32).to_le_bytes());
+        o.extend_from_slice(i);
+    }
+}
+
+/// A cursor over a body; every read checks the bytes are there.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn bool(&mut self) -> Option<bool> {
+        match self.u8()? {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        }
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn list(&mut self) -> Option<Vec<&'a [u8]>> {
+        let n = self.u32()? as usize;
+        // Each item needs at least its 4-byte length: a count the body cannot hold is
+        // refused before anything is allocated for it.
+        if n > self.0.len() / 4 {
+            return None;
+        }
+        let mut items = Vec::with_capacity(n);
+        for _ in 0..n {
+            let len = self.u32()? as usize;
+            items.push(self.take(len)?);
+        }
+        Some(items)
+    }
+    fn strings(&mut self) -> Option<Vec<String>> {
+        self.list()?
+            .into_iter()
+            .map(|b| String::from_utf8(b.to_vec()).ok())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn calls() -> Vec<Call> {
+        vec![
+            Call::Change(MemberChange::Add {
+                id: 0x8211f1d0f64f3269,
+                peer_urls: vec!["https://127.0.0.1:2380".into(), "http://[::1]:2".into()],
+                learner: true,
+            }),
+            Call::Change(MemberChange::Remove { id: 7 }),
+            Call::Change(MemberChange::Promote { id: u64::MAX }),
+            Call::Change(MemberChange::Update {
+                id: 9,
+                peer_urls: vec![],
+            }),
+            Call::Renew(-1),
+            Call::TimeToLive { id: 42, keys: true },
+        ]
+    }
+
+    fn replies() -> Vec<Result<Answer, Status>> {
+        let h = Header {
+            revision: 12,
+            raft_term: 3,
+        };
+        vec![
+            Ok(Answer::Changed(h)),
+            Ok(Answer::Renewed(30, h)),
+            Ok(Answer::TimeToLive {
+                granted: 60,
+                ttl: -1,
+                keys: vec![Bytes::from_static(b"a"), Bytes::new()],
+                header: h,
+            }),
+            Err(Status::failed_precondition(
+                "etcdserver: re-configuration failed due to not enough started members",
+            )),
+        ]
+    }
+
+    #[test]
+    fn calls_and_replies_round_trip_and_truncations_are_refused() {
+        for c in calls() {
+            let b = encode_call(&c);
+            assert_eq!(decode_call(&b), Some(c));
+            for cut in 0..b.len() {
+                assert_eq!(decode_call(&b[..cut]), None, "truncated at {cut}");
+            }
+            let mut longer = b.clone();
+            longer.push(0);
+            assert_eq!(decode_call(&longer), None, "trailing bytes");
+        }
+        for r in replies() {
+            let b = encode_reply(&r);
+            let back = decode_reply(&b).expect("decodes");
+            match (&back, &r) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b),
+                (Err(a), Err(b)) => {
+                    assert_eq!((a.code(), a.message()), (b.code(), b.message()))
+                }
+                _ => panic!("{back:?} != {r:?}"),
+            }
+            for cut in 0..b.len() {
+                assert!(decode_reply(&b[..cut]).is_none(), "truncated at {cut}");
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn hostile_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let _ = decode_call(&b);
+            let _ = decode_reply(&b);
+        }
+    }
+}
