@@ -15,18 +15,6 @@ here="$(cd "$(dirname "$0")" && pwd)"
 KEEL="${1:-$here/../../target/release/keel}"
 source "$here/lib.sh"
 
-# start_etcd NAME CLIENT_PORT PEER_PORT INITIAL_CLUSTER: as start_keel, for etcd.
-start_etcd() {
-    local name=$1 cp=$2 pp=$3 ic=$4
-    etcd --name "$name" --data-dir "$work/$name" \
-        --listen-client-urls "http://127.0.0.1:$cp" --advertise-client-urls "http://127.0.0.1:$cp" \
-        --listen-peer-urls "http://127.0.0.1:$pp" --initial-advertise-peer-urls "http://127.0.0.1:$pp" \
-        --initial-cluster "$ic" --heartbeat-interval 50 --election-timeout 500 \
-        >>"$work/$name.log" 2>&1 &
-    pids+=($!)
-    eval "pid_$name=$!"
-}
-
 # within SECONDS CMD...: true once CMD succeeds, polled every 0.1 s for at most SECONDS.
 within() {
     local deadline=$((SECONDS + $1))

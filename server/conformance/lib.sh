@@ -44,6 +44,32 @@ start_keel() {
     eval "pid_$name=$!"
 }
 
+# start_etcd NAME CLIENT_PORT PEER_PORT INITIAL_CLUSTER [extra flags...]: as start_keel,
+# for a real etcd.
+start_etcd() {
+    local name=$1 cp=$2 pp=$3 ic=$4
+    shift 4
+    etcd --name "$name" --data-dir "$work/$name" \
+        --listen-client-urls "http://127.0.0.1:$cp" --advertise-client-urls "http://127.0.0.1:$cp" \
+        --listen-peer-urls "http://127.0.0.1:$pp" --initial-advertise-peer-urls "http://127.0.0.1:$pp" \
+        --initial-cluster "$ic" --heartbeat-interval 50 --election-timeout 500 "$@" \
+        >>"$work/$name.log" 2>&1 &
+    pids+=($!)
+    eval "pid_$name=$!"
+}
+
+# start_keel_tls NAME CLIENT_PORT PEER_PORT INITIAL_CLUSTER [flags...]: as start_keel with
+# https client and peer URLs; the certificate flags come with the other flags.
+start_keel_tls() {
+    local name=$1 cp=$2 pp=$3 ic=$4
+    shift 4
+    "$KEEL" --name "$name" --data-dir "$work/$name" \
+        --listen-client-urls "https://127.0.0.1:$cp" --advertise-client-urls "https://127.0.0.1:$cp" \
+        --listen-peer-urls "https://127.0.0.1:$pp" --initial-advertise-peer-urls "https://127.0.0.1:$pp" \
+        --initial-cluster "$ic" --heartbeat-interval 50 --election-timeout 500 "$@" \
+        >>"$work/$name.log" 2>&1 &
+    pids+=($!)
+}
 
 # run CMD...: stdout and stderr merged, without the client library's JSON log lines
 # ({"level":"warn",...}, which name random client IDs); sets $out and $rc.

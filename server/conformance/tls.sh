@@ -28,12 +28,7 @@ TLS=(--cert-file "$pki/server.crt" --key-file "$pki/server.key"
 start_tls() {
     local name=$1 cp=$2 pp=$3 ic=$4
     shift 4
-    "$KEEL" --name "$name" --data-dir "$work/$name" \
-        --listen-client-urls "https://127.0.0.1:$cp" --advertise-client-urls "https://127.0.0.1:$cp" \
-        --listen-peer-urls "https://127.0.0.1:$pp" --initial-advertise-peer-urls "https://127.0.0.1:$pp" \
-        --initial-cluster "$ic" --heartbeat-interval 50 --election-timeout 500 "${TLS[@]}" "$@" \
-        >>"$work/$name.log" 2>&1 &
-    pids+=($!)
+    start_keel_tls "$name" "$cp" "$pp" "$ic" "${TLS[@]}" "$@"
 }
 
 # A certificate that does not name the advertised host: refused at start, one line.
