@@ -296,7 +296,13 @@ fn range_limit_count_and_prefix() {
 #[test]
 fn quota_raises_nospace_and_compaction_makes_room() {
     use keel_core::mvcc::KvState;
-    let mut st = KvState::new(300, 1); // Each put takes 1 + 100 + 32 bytes.
+    // Each put takes 1 + 100 + 32 bytes, above what an empty state already counts.
+    let empty = KvState::new(u64::MAX, 1).size_bytes();
+    assert!(
+        empty > 0,
+        "an empty state has a size, as etcd's empty backend does"
+    );
+    let mut st = KvState::new(empty + 300, 1);
     let big = PutRequest {
         key: b("k"),
         value: Bytes::from(vec![b'x'; 100]),

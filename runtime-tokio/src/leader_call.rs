@@ -52,8 +52,13 @@ pub enum Call {
 /// The leader's answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Answer {
-    /// The change is applied.
-    Changed(Header),
+    /// The change is applied, on the leader up to raft index `applied`.
+    Changed {
+        /// The leader's header.
+        header: Header,
+        /// The leader's applied index once the change was applied there.
+        applied: u64,
+    },
     /// The lease's new TTL (0: not found).
     Renewed(i64, Header),
     /// A lease's granted and remaining TTL (-1: not found) and its keys.
@@ -235,9 +240,10 @@ pub fn encode_reply(r: &Result<Answer, Status>) -> Vec<u8> {
         o.extend_from_slice(&h.raft_term.to_le_bytes());
     };
     match r {
-        Ok(Answer::Changed(h)) => {
+        Ok(Answer::Changed { header: h, applied }) => {
             o.push(1);
             header(&mut o, h);
+            o.extend_from_slice(&applied.to_le_bytes());
         }
         Ok(Answer::Renewed(ttl, h)) => {
             o.push(2);
@@ -282,7 +288,10 @@ pub fn decode_reply(b: &[u8]) -> Option<Result<Answer, Status>> {
             raft_term: r.u64()?,
         };
         Ok(match kind {
-            1 => Answer::Changed(header),
+            1 => Answer::Changed {
+                header,
+                applied: r.u64()?,
+            },
             2 => Answer::Renewed(r.u64()? as i64, header),
             3 => Answer::TimeToLive {
                 granted: r.u64()? as i64,
@@ -384,7 +393,10 @@ mod tests {
             raft_term: 3,
         };
         vec![
-            Ok(Answer::Changed(h)),
+            Ok(Answer::Changed {
+                header: h,
+                applied: 98,
+            }),
             Ok(Answer::Renewed(30, h)),
             Ok(Answer::TimeToLive {
                 granted: 60,

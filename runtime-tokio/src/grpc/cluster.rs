@@ -10,8 +10,9 @@ use tonic::{Request, Response, Status};
 
 use super::forward;
 use super::header;
-use crate::leader_call::Call;
-use crate::member::{Core, Header, MemberChange, MemberHandle, ServerError};
+use super::mismatched;
+use crate::leader_call::{Answer, Call};
+use crate::member::{Core, Header, MemberChange, MemberHandle, ServerError, REQUEST_TIMEOUT};
 use crate::pb::etcdserverpb as pb;
 
 /// The Cluster service.
@@ -34,9 +35,19 @@ impl ClusterService {
         match self.m.change(change.clone()).await {
             Ok(h) => self.members_after(h).await,
             Err(ServerError::NotLeader) => {
-                forward::to_leader(&self.m, Call::Change(change)).await?;
-                // Applied on the leader: a linearizable read here sees it.
-                member_list(&self.m, true).await
+                let Answer::Changed { header, applied } =
+                    forward::to_leader(&self.m, Call::Change(change)).await?
+                else {
+                    return Err(mismatched());
+                };
+                // Answer from this member's list once it holds the change. Waiting for
+                // the leader's applied index, not a linearizable read, keeps this
+                // answer when the change moves the leadership (a removed leader hands
+                // over at once, and a ReadIndex in flight would be dropped).
+                if !self.m.wait_applied(applied, REQUEST_TIMEOUT).await {
+                    return Err(ServerError::Timeout.into());
+                }
+                self.members_after(header).await
             }
             Err(e) => Err(e.into()),
         }

@@ -11,7 +11,7 @@ use tonic::Status;
 
 use super::lease;
 use crate::leader_call::{self, Answer, Call, CallHandler};
-use crate::member::{MemberHandle, ServerError, REQUEST_TIMEOUT};
+use crate::member::{Core, MemberHandle, ServerError, REQUEST_TIMEOUT};
 
 /// Asks the leader (waiting for one during an election, as etcd's `waitLeader`).
 pub(crate) async fn to_leader(m: &MemberHandle, call: Call) -> Result<Answer, Status> {
@@ -45,7 +45,11 @@ pub fn handler(m: MemberHandle) -> CallHandler {
 async fn answer(m: MemberHandle, call: Call) -> Result<Answer, Status> {
     let not_leader = || Status::from(ServerError::NotLeader);
     match call {
-        Call::Change(change) => Ok(Answer::Changed(m.change(change).await?)),
+        Call::Change(change) => {
+            let header = m.change(change).await?;
+            let applied = m.local(|c: &mut Core| c.sm.applied()).await?;
+            Ok(Answer::Changed { header, applied })
+        }
         Call::Renew(id) => match lease::renew_as_leader(&m, id).await? {
             Some((ttl, h)) => Ok(Answer::Renewed(ttl, h)),
             None => Err(not_leader()),
