@@ -9,9 +9,11 @@
 //! checks a peer stream gets: the cluster ID, its own member ID, and a sender that is a
 //! member and not removed. Over https peer URLs the call runs inside the peers' TLS.
 //!
-//! One call per connection: request `KEELCALL`, version, cluster ID, sender, recipient,
-//! then a length-prefixed body; reply a length-prefixed body. Every length is bounded,
-//! so a hostile peer can neither crash the decoder nor make it allocate without limit.
+//! A connection opens with `KEELCALL`, version, cluster ID, sender and recipient, then
+//! carries calls one after the other: a length-prefixed request body, a length-prefixed
+//! reply body. Lease calls reuse kept connections (a follower renews often); every length
+//! is bounded, so a hostile peer can neither crash the decoder nor make it allocate
+//! without limit.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,6 +26,7 @@ use tonic::{Code, Status};
 
 use crate::member::{Header, MemberChange};
 use crate::peer::PeerNet;
+use crate::tls::PeerIo;
 
 /// The magic opening a leader call on the peer port.
 pub(crate) const CALL_MAGIC: &[u8; 8] = b"KEELCALL";
@@ -61,17 +64,21 @@ pub enum Answer {
     },
     /// The lease's new TTL (0: not found).
     Renewed(i64, Header),
-    /// A lease's granted and remaining TTL (-1: not found) and its keys.
-    TimeToLive {
-        /// The TTL it was granted with.
-        granted: i64,
-        /// Seconds left.
-        ttl: i64,
-        /// Its keys, when asked.
-        keys: Vec<Bytes>,
-        /// The leader's header.
-        header: Header,
-    },
+    /// A lease's remaining time.
+    TimeToLive(LeaseTtl),
+}
+
+/// A lease's remaining time as the leader knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseTtl {
+    /// The TTL it was granted with.
+    pub granted: i64,
+    /// Seconds left; -1 for a lease that does not exist.
+    pub ttl: i64,
+    /// Its keys, when asked.
+    pub keys: Vec<Bytes>,
+    /// The answering member's header.
+    pub header: Header,
 }
 
 /// What answers calls on the leader.
@@ -80,22 +87,35 @@ pub type CallHandler =
 
 /// Sends `call` to member `leader` over its peer URL and waits for the answer.
 pub(crate) async fn call(net: &PeerNet, leader: u64, call: &Call) -> Result<Answer, Status> {
-    let url = net
-        .peer_url(leader)
-        .ok_or_else(|| Status::unavailable("etcdserver: no leader"))?;
+    let body = encode_call(call);
+    // A lease call may be asked again: on a kept connection the leader closed meanwhile
+    // it fails before the leader saw it, and is sent once more on a new one. A
+    // membership change always takes a new connection, so it is never sent twice.
+    let reusable = !matches!(call, Call::Change(_));
     let exchange = async {
+        if reusable {
+            if let Some(mut s) = net.take_call_stream(leader) {
+                if let Ok(reply) = round_trip(&mut s, &body).await {
+                    net.keep_call_stream(leader, s);
+                    return Ok(reply);
+                }
+            }
+        }
+        let url = net
+            .peer_url(leader)
+            .ok_or_else(|| std::io::Error::other("the leader has no peer URL"))?;
         let mut s = net.dialer().connect(&url).await?;
-        let mut req = CALL_MAGIC.to_vec();
-        req.push(CALL_VERSION);
-        req.extend_from_slice(&net.cluster_id().to_le_bytes());
-        req.extend_from_slice(&net.id().to_le_bytes());
-        req.extend_from_slice(&leader.to_le_bytes());
-        let body = encode_call(call);
-        req.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        req.extend_from_slice(&body);
-        s.write_all(&req).await?;
-        s.flush().await?;
-        read_body(&mut s).await
+        let mut hello = CALL_MAGIC.to_vec();
+        hello.push(CALL_VERSION);
+        hello.extend_from_slice(&net.cluster_id().to_le_bytes());
+        hello.extend_from_slice(&net.id().to_le_bytes());
+        hello.extend_from_slice(&leader.to_le_bytes());
+        s.write_all(&hello).await?;
+        let reply = round_trip(&mut s, &body).await?;
+        if reusable {
+            net.keep_call_stream(leader, s);
+        }
+        Ok::<_, std::io::Error>(reply)
     };
     let reply = tokio::time::timeout(CALL_TIMEOUT, exchange)
         .await
@@ -105,38 +125,54 @@ pub(crate) async fn call(net: &PeerNet, leader: u64, call: &Call) -> Result<Answ
         .ok_or_else(|| Status::internal("etcdserver: malformed answer from the leader"))?
 }
 
-/// Answers a call whose magic was already read from `s`; `from_member` tells whether
-/// the sender is a current member of this cluster.
+/// One request body out, one reply body back.
+async fn round_trip(s: &mut Box<dyn PeerIo>, body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut req = (body.len() as u32).to_le_bytes().to_vec();
+    req.extend_from_slice(body);
+    s.write_all(&req).await?;
+    s.flush().await?;
+    read_body(s).await
+}
+
+/// Answers the calls on a connection whose magic was already read from `s`, one after
+/// the other until the caller closes it; `is_member` tells whether a sender is a current
+/// member of this cluster (asked at every call: a member removed meanwhile is refused).
 pub(crate) async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     net: &PeerNet,
-    from_member: impl Fn(u64) -> bool,
+    is_member: impl Fn(u64) -> bool,
     handler: &CallHandler,
 ) -> std::io::Result<()> {
     let mut head = [0u8; 1 + 8 + 8 + 8];
     s.read_exact(&mut head).await?;
     let word = |i: usize| u64::from_le_bytes(head[i..i + 8].try_into().unwrap_or([0; 8]));
     let (version, cluster, from, to) = (head[0], word(1), word(9), word(17));
-    let body = read_body(s).await?;
-    let result = if version != CALL_VERSION {
-        Err(Status::unimplemented("keel: unknown leader call version"))
-    } else if cluster != net.cluster_id() {
-        Err(Status::failed_precondition("cluster ID mismatch"))
-    } else if to != net.id() || !from_member(from) {
-        Err(Status::permission_denied(
-            "keel: not a member of this cluster",
-        ))
-    } else {
-        match decode_call(&body) {
-            Some(c) => handler(c).await,
-            None => Err(Status::invalid_argument("keel: malformed leader call")),
-        }
-    };
-    let reply = encode_reply(&result);
-    let mut out = (reply.len() as u32).to_le_bytes().to_vec();
-    out.extend_from_slice(&reply);
-    s.write_all(&out).await?;
-    s.flush().await
+    loop {
+        let body = match read_body(s).await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let result = if version != CALL_VERSION {
+            Err(Status::unimplemented("keel: unknown leader call version"))
+        } else if cluster != net.cluster_id() {
+            Err(Status::failed_precondition("cluster ID mismatch"))
+        } else if to != net.id() || !is_member(from) {
+            Err(Status::permission_denied(
+                "keel: not a member of this cluster",
+            ))
+        } else {
+            match decode_call(&body) {
+                Some(c) => handler(c).await,
+                None => Err(Status::invalid_argument("keel: malformed leader call")),
+            }
+        };
+        let reply = encode_reply(&result);
+        let mut out = (reply.len() as u32).to_le_bytes().to_vec();
+        out.extend_from_slice(&reply);
+        s.write_all(&out).await?;
+        s.flush().await?;
+    }
 }
 
 async fn read_body<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<Vec<u8>> {
@@ -250,12 +286,12 @@ pub fn encode_reply(r: &Result<Answer, Status>) -> Vec<u8> {
             header(&mut o, h);
             o.extend_from_slice(&ttl.to_le_bytes());
         }
-        Ok(Answer::TimeToLive {
+        Ok(Answer::TimeToLive(LeaseTtl {
             granted,
             ttl,
             keys,
             header: h,
-        }) => {
+        })) => {
             o.push(3);
             header(&mut o, h);
             o.extend_from_slice(&granted.to_le_bytes());
@@ -293,12 +329,12 @@ pub fn decode_reply(b: &[u8]) -> Option<Result<Answer, Status>> {
                 applied: r.u64()?,
             },
             2 => Answer::Renewed(r.u64()? as i64, header),
-            3 => Answer::TimeToLive {
+            3 => Answer::TimeToLive(LeaseTtl {
                 granted: r.u64()? as i64,
                 ttl: r.u64()? as i64,
                 keys: r.list()?.into_iter().map(Bytes::copy_from_slice).collect(),
                 header,
-            },
+            }),
             _ => return None,
         })
     };
@@ -398,12 +434,12 @@ mod tests {
                 applied: 98,
             }),
             Ok(Answer::Renewed(30, h)),
-            Ok(Answer::TimeToLive {
+            Ok(Answer::TimeToLive(LeaseTtl {
                 granted: 60,
                 ttl: -1,
                 keys: vec![Bytes::from_static(b"a"), Bytes::new()],
                 header: h,
-            }),
+            })),
             Err(Status::failed_precondition(
                 "etcdserver: re-configuration failed due to not enough started members",
             )),

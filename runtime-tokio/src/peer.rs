@@ -70,6 +70,8 @@ struct Inner {
     removed: Mutex<HashSet<u64>>,
     fatal: mpsc::UnboundedSender<String>,
     dialer: PeerDialer,
+    /// Idle leader-call connections, by the member they reach.
+    call_streams: Mutex<Vec<(u64, Box<dyn PeerIo>)>>,
 }
 
 impl PeerNet {
@@ -96,6 +98,7 @@ impl PeerNet {
                 removed: Mutex::new(HashSet::new()),
                 fatal,
                 dialer,
+                call_streams: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -181,6 +184,24 @@ impl PeerNet {
     /// Its cluster's ID.
     pub(crate) fn cluster_id(&self) -> u64 {
         self.inner.cluster_id
+    }
+
+    /// A kept leader-call connection to `to`; those to other members (a former leader)
+    /// are closed.
+    pub(crate) fn take_call_stream(&self, to: u64) -> Option<Box<dyn PeerIo>> {
+        let mut kept = self.inner.call_streams.lock().ok()?;
+        kept.retain(|(id, _)| *id == to);
+        kept.pop().map(|(_, s)| s)
+    }
+
+    /// Keeps a leader-call connection to `to` for the next call (a few at most).
+    pub(crate) fn keep_call_stream(&self, to: u64, s: Box<dyn PeerIo>) {
+        const KEPT: usize = 4;
+        if let Ok(mut kept) = self.inner.call_streams.lock() {
+            if kept.len() < KEPT {
+                kept.push((to, s));
+            }
+        }
     }
 
     /// Whether `id` is in the member table now (and so not removed).

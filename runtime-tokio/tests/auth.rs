@@ -429,7 +429,8 @@ async fn permissions_are_checked_on_every_kind_of_request_with_etcds_errors() {
         Code::PermissionDenied,
         DENIED,
     );
-    // A changed password drops the user's tokens on every member.
+    // A changed password drops the user's tokens on every member, each as it applies the
+    // change (a follower may apply it a little after the proposer answered).
     a.user_change_password(with(
         &root,
         pb::AuthUserChangePasswordRequest {
@@ -442,7 +443,14 @@ async fn permissions_are_checked_on_every_kind_of_request_with_etcds_errors() {
     .expect("change password");
     for u in &urls {
         let mut kv = KvClient::new(common::channel(u).await);
-        let r = kv.range(with(&alice, get("/pub/a"))).await;
+        let mut r = kv.range(with(&alice, get("/pub/a"))).await;
+        for _ in 0..100 {
+            if r.as_ref().is_err_and(|e| e.code() == Code::Unauthenticated) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            r = kv.range(with(&alice, get("/pub/a"))).await;
+        }
         assert_status(r, Code::Unauthenticated, INVALID_TOKEN);
     }
     assert_status(

@@ -55,12 +55,7 @@ async fn answer(m: MemberHandle, call: Call) -> Result<Answer, Status> {
             None => Err(not_leader()),
         },
         Call::TimeToLive { id, keys } => match lease::time_to_live_here(&m, id, keys).await? {
-            Some(t) => Ok(Answer::TimeToLive {
-                granted: t.granted,
-                ttl: t.ttl,
-                keys: t.keys,
-                header: t.header,
-            }),
+            Some(t) => Ok(Answer::TimeToLive(t)),
             None => Err(not_leader()),
         },
     }

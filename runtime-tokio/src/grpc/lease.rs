@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::forward;
 use super::{header, lease_status, mismatched};
-use crate::leader_call::{Answer, Call};
+use crate::leader_call::{Answer, Call, LeaseTtl};
 use crate::member::{Core, Header, MemberHandle, ServerError};
 use crate::pb::etcdserverpb as pb;
 
@@ -90,21 +90,12 @@ async fn keepalive_one(m: &MemberHandle, id: i64) -> Result<pb::LeaseKeepAliveRe
     })
 }
 
-/// A lease's remaining time as its member knows it.
-pub(super) struct TimeToLive {
-    pub(super) granted: i64,
-    /// Seconds left; -1 for a lease that does not exist.
-    pub(super) ttl: i64,
-    pub(super) keys: Vec<bytes::Bytes>,
-    pub(super) header: Header,
-}
-
 /// Lease `id`'s remaining time, answered here; None when only the leader knows it.
 pub(super) async fn time_to_live_here(
     m: &MemberHandle,
     id: i64,
     keys: bool,
-) -> Result<Option<TimeToLive>, Status> {
+) -> Result<Option<LeaseTtl>, Status> {
     let (primary, res, keys, header) = m
         .local(move |c: &mut Core| {
             let now = c.clock.now();
@@ -130,7 +121,7 @@ pub(super) async fn time_to_live_here(
         Err(LeaseError::NotFound) => (0, -1),
         Err(e) => return Err(lease_status(e)),
     };
-    Ok(Some(TimeToLive {
+    Ok(Some(LeaseTtl {
         granted,
         ttl,
         keys,
@@ -223,17 +214,7 @@ impl pb::lease_server::Lease for LeaseService {
         let t = match time_to_live_here(&self.m, id, keys).await? {
             Some(t) => t,
             None => match forward::to_leader(&self.m, Call::TimeToLive { id, keys }).await? {
-                Answer::TimeToLive {
-                    granted,
-                    ttl,
-                    keys,
-                    header,
-                } => TimeToLive {
-                    granted,
-                    ttl,
-                    keys,
-                    header,
-                },
+                Answer::TimeToLive(t) => t,
                 _ => return Err(mismatched()),
             },
         };
