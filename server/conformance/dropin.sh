@@ -201,6 +201,10 @@ ok "https endpoints: endpoint status/hashkv (3 rows), defrag, alarm list, snapsh
 fol=$(tleader | awk '$3 == "False" {print $1}' | head -1)
 lid=$($T --endpoints="$fol" lease grant 30 | awk '{print $2}')
 $T --endpoints="$fol" lease keep-alive --once "$lid" | matches "keepalived with TTL(30)" || fail "keepalive via a TLS follower"
+# A keepalive stream renews every TTL/3 through the follower, on one kept connection.
+lid3=$($T --endpoints="$fol" lease grant 3 | awk '{print $2}')
+n=$( (timeout 3.5 $T --endpoints="$fol" lease keep-alive "$lid3" 2>/dev/null || true) | grep -c "keepalived with TTL(3)")
+[ "$n" -ge 3 ] || fail "a keepalive stream through a TLS follower renewed $n times in 3.5 s"
 $T --endpoints="$fol" lease timetolive "$lid" | matches "granted with TTL(30s)" || fail "timetolive via a TLS follower: $($T --endpoints="$fol" lease timetolive "$lid" 2>&1)"
 added=$($T --endpoints="$fol" member add spare --learner --peer-urls=https://127.0.0.1:28780 2>&1) ||
     fail "member add via a TLS follower: $added"
