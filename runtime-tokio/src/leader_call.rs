@@ -31,8 +31,10 @@ use crate::tls::PeerIo;
 /// The magic opening a leader call on the peer port.
 pub(crate) const CALL_MAGIC: &[u8; 8] = b"KEELCALL";
 const CALL_VERSION: u8 = 1;
-/// Largest request or reply body accepted (a TTL reply lists a lease's keys).
-const MAX_BODY: usize = 64 << 20;
+/// Largest request body accepted: a request names at most a member and its peer URLs.
+const MAX_REQUEST: usize = 1 << 20;
+/// Largest reply body accepted (a TTL reply lists a lease's keys).
+const MAX_REPLY: usize = 64 << 20;
 /// How long a call may take end to end (etcd's request timeout, plus the dial).
 const CALL_TIMEOUT: Duration = Duration::from_secs(7);
 
@@ -131,7 +133,7 @@ async fn round_trip(s: &mut Box<dyn PeerIo>, body: &[u8]) -> std::io::Result<Vec
     req.extend_from_slice(body);
     s.write_all(&req).await?;
     s.flush().await?;
-    read_body(s).await
+    read_body(s, MAX_REPLY).await
 }
 
 /// Answers the calls on a connection whose magic was already read from `s`, one after
@@ -147,37 +149,57 @@ pub(crate) async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     s.read_exact(&mut head).await?;
     let word = |i: usize| u64::from_le_bytes(head[i..i + 8].try_into().unwrap_or([0; 8]));
     let (version, cluster, from, to) = (head[0], word(1), word(9), word(17));
+    // Whoever opens a connection is checked before anything it sends is read, so a
+    // stranger cannot make this member allocate or work for it.
+    let refusal = if version != CALL_VERSION {
+        Some(Status::unimplemented("keel: unknown leader call version"))
+    } else if cluster != net.cluster_id() {
+        Some(Status::failed_precondition("cluster ID mismatch"))
+    } else if to != net.id() || !is_member(from) {
+        Some(not_a_member())
+    } else {
+        None
+    };
+    if let Some(refused) = refusal {
+        return write_reply(s, &Err(refused)).await;
+    }
     loop {
-        let body = match read_body(s).await {
+        let body = match read_body(s, MAX_REQUEST).await {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
         };
-        let result = if version != CALL_VERSION {
-            Err(Status::unimplemented("keel: unknown leader call version"))
-        } else if cluster != net.cluster_id() {
-            Err(Status::failed_precondition("cluster ID mismatch"))
-        } else if to != net.id() || !is_member(from) {
-            Err(Status::permission_denied(
-                "keel: not a member of this cluster",
-            ))
+        // Asked at every call: a member removed meanwhile is refused from then on.
+        let result = if !is_member(from) {
+            Err(not_a_member())
         } else {
             match decode_call(&body) {
                 Some(c) => handler(c).await,
                 None => Err(Status::invalid_argument("keel: malformed leader call")),
             }
         };
-        let reply = encode_reply(&result);
-        let mut out = (reply.len() as u32).to_le_bytes().to_vec();
-        out.extend_from_slice(&reply);
-        s.write_all(&out).await?;
-        s.flush().await?;
+        write_reply(s, &result).await?;
     }
 }
 
-async fn read_body<S: AsyncRead + Unpin>(s: &mut S) -> std::io::Result<Vec<u8>> {
+fn not_a_member() -> Status {
+    Status::permission_denied("keel: not a member of this cluster")
+}
+
+async fn write_reply<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    result: &Result<Answer, Status>,
+) -> std::io::Result<()> {
+    let reply = encode_reply(result);
+    let mut out = (reply.len() as u32).to_le_bytes().to_vec();
+    out.extend_from_slice(&reply);
+    s.write_all(&out).await?;
+    s.flush().await
+}
+
+async fn read_body<S: AsyncRead + Unpin>(s: &mut S, limit: usize) -> std::io::Result<Vec<u8>> {
     let len = s.read_u32_le().await? as usize;
-    if len > MAX_BODY {
+    if len > limit {
         return Err(std::io::Error::other(format!(
             "body of {len} bytes exceeds the limit"
         )));
@@ -472,6 +494,104 @@ mod tests {
                 assert!(decode_reply(&b[..cut]).is_none(), "truncated at {cut}");
             }
         }
+    }
+
+    fn hello(cluster: u64, from: u64, to: u64) -> Vec<u8> {
+        // What follows the magic, which the peer listener has read already.
+        let mut h = vec![CALL_VERSION];
+        for w in [cluster, from, to] {
+            h.extend_from_slice(&w.to_le_bytes());
+        }
+        h
+    }
+
+    fn framed(body: &[u8]) -> Vec<u8> {
+        let mut f = (body.len() as u32).to_le_bytes().to_vec();
+        f.extend_from_slice(body);
+        f
+    }
+
+    /// Runs `answer` for member 1 of cluster 7 (members 1 and 2) over an in-memory stream
+    /// fed `input`; the replies it wrote.
+    async fn serve(input: Vec<u8>) -> Vec<Result<Answer, Status>> {
+        use tokio::io::AsyncReadExt;
+        let (fatal, _) = tokio::sync::mpsc::unbounded_channel();
+        let net = PeerNet::new(1, 7, fatal);
+        let handler: CallHandler = Arc::new(|c| {
+            Box::pin(async move {
+                match c {
+                    Call::Renew(id) => Ok(Answer::Renewed(
+                        id * 10,
+                        Header {
+                            revision: 5,
+                            raft_term: 2,
+                        },
+                    )),
+                    _ => Err(Status::failed_precondition("etcdserver: not leader")),
+                }
+            })
+        });
+        let (mut ours, mut theirs) = tokio::io::duplex(1 << 16);
+        ours.write_all(&input).await.expect("write");
+        ours.shutdown().await.expect("shutdown");
+        answer(&mut theirs, &net, |id| id == 1 || id == 2, &handler)
+            .await
+            .expect("answered");
+        drop(theirs);
+        let mut out = Vec::new();
+        ours.read_to_end(&mut out).await.expect("read");
+        let mut replies = Vec::new();
+        let mut rest = &out[..];
+        while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+            let len = u32::from_le_bytes(*len) as usize;
+            replies.push(decode_reply(&tail[..len]).expect("a reply"));
+            rest = &tail[len..];
+        }
+        replies
+    }
+
+    fn message(r: &Result<Answer, Status>) -> String {
+        match r {
+            Ok(a) => format!("{a:?}"),
+            Err(s) => s.message().to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_are_answered_in_turn_for_members_and_refused_to_strangers() {
+        let renew = |id| framed(&encode_call(&Call::Renew(id)));
+        // A member: two calls on one connection, answered in order.
+        let mut input = hello(7, 2, 1);
+        input.extend(renew(3));
+        input.extend(renew(4));
+        let replies = serve(input).await;
+        let h = Header {
+            revision: 5,
+            raft_term: 2,
+        };
+        assert_eq!(replies.len(), 2);
+        assert_eq!(replies[0].as_ref().ok(), Some(&Answer::Renewed(30, h)));
+        assert_eq!(replies[1].as_ref().ok(), Some(&Answer::Renewed(40, h)));
+        // Another cluster, a stranger, a call meant for another member: refused at once,
+        // before the body is read (a body too large to accept is never allocated).
+        let huge = (u32::MAX).to_le_bytes().to_vec();
+        for (input, why) in [
+            (hello(8, 2, 1), "cluster ID mismatch"),
+            (hello(7, 9, 1), "keel: not a member of this cluster"),
+            (hello(7, 2, 3), "keel: not a member of this cluster"),
+        ] {
+            let mut input = input;
+            input.extend(&huge);
+            let replies = serve(input).await;
+            assert_eq!(replies.iter().map(message).collect::<Vec<_>>(), vec![why]);
+        }
+        // A malformed call gets a clear answer and the connection goes on.
+        let mut input = hello(7, 2, 1);
+        input.extend(framed(&[99]));
+        input.extend(renew(1));
+        let replies = serve(input).await;
+        assert_eq!(message(&replies[0]), "keel: malformed leader call");
+        assert!(replies[1].is_ok());
     }
 
     proptest! {
