@@ -31,45 +31,30 @@ wait_healthy() { # endpoint [seconds]: bounded by wall time (one probe can take 
     fail "$1 never became healthy"
 }
 
+# start_member BINARY SCHEME NAME CLIENT_PORT PEER_PORT INITIAL_CLUSTER [flags...]: one
+# member on loopback with SCHEME client and peer URLs, logging to $work/NAME.log; its PID
+# in $pid_NAME.
+start_member() {
+    local bin=$1 s=$2 name=$3 cp=$4 pp=$5 ic=$6
+    shift 6
+    "$bin" --name "$name" --data-dir "$work/$name" \
+        --listen-client-urls "$s://127.0.0.1:$cp" --advertise-client-urls "$s://127.0.0.1:$cp" \
+        --listen-peer-urls "$s://127.0.0.1:$pp" --initial-advertise-peer-urls "$s://127.0.0.1:$pp" \
+        --initial-cluster "$ic" --heartbeat-interval 50 --election-timeout 500 "$@" \
+        >>"$work/$name.log" 2>&1 &
+    pids+=($!)
+    eval "pid_$name=$!"
+}
+
 # start_keel NAME CLIENT_PORT PEER_PORT INITIAL_CLUSTER [extra flags...]
-start_keel() {
-    local name=$1 cp=$2 pp=$3 ic=$4
-    shift 4
-    "$KEEL" --name "$name" --data-dir "$work/$name" \
-        --listen-client-urls "http://127.0.0.1:$cp" --advertise-client-urls "http://127.0.0.1:$cp" \
-        --listen-peer-urls "http://127.0.0.1:$pp" --initial-advertise-peer-urls "http://127.0.0.1:$pp" \
-        --initial-cluster "$ic" --heartbeat-interval 50 --election-timeout 500 "$@" \
-        >>"$work/$name.log" 2>&1 &
-    pids+=($!)
-    eval "pid_$name=$!"
-}
+start_keel() { start_member "$KEEL" http "$@"; }
 
-# start_etcd NAME CLIENT_PORT PEER_PORT INITIAL_CLUSTER [extra flags...]: as start_keel,
-# for a real etcd.
-start_etcd() {
-    local name=$1 cp=$2 pp=$3 ic=$4
-    shift 4
-    etcd --name "$name" --data-dir "$work/$name" \
-        --listen-client-urls "http://127.0.0.1:$cp" --advertise-client-urls "http://127.0.0.1:$cp" \
-        --listen-peer-urls "http://127.0.0.1:$pp" --initial-advertise-peer-urls "http://127.0.0.1:$pp" \
-        --initial-cluster "$ic" --heartbeat-interval 50 --election-timeout 500 "$@" \
-        >>"$work/$name.log" 2>&1 &
-    pids+=($!)
-    eval "pid_$name=$!"
-}
+# start_keel_tls NAME CLIENT_PORT PEER_PORT INITIAL_CLUSTER [flags...]: https client and
+# peer URLs; the certificate flags come with the other flags.
+start_keel_tls() { start_member "$KEEL" https "$@"; }
 
-# start_keel_tls NAME CLIENT_PORT PEER_PORT INITIAL_CLUSTER [flags...]: as start_keel with
-# https client and peer URLs; the certificate flags come with the other flags.
-start_keel_tls() {
-    local name=$1 cp=$2 pp=$3 ic=$4
-    shift 4
-    "$KEEL" --name "$name" --data-dir "$work/$name" \
-        --listen-client-urls "https://127.0.0.1:$cp" --advertise-client-urls "https://127.0.0.1:$cp" \
-        --listen-peer-urls "https://127.0.0.1:$pp" --initial-advertise-peer-urls "https://127.0.0.1:$pp" \
-        --initial-cluster "$ic" --heartbeat-interval 50 --election-timeout 500 "$@" \
-        >>"$work/$name.log" 2>&1 &
-    pids+=($!)
-}
+# start_etcd NAME CLIENT_PORT PEER_PORT INITIAL_CLUSTER [extra flags...]: a real etcd.
+start_etcd() { start_member etcd http "$@"; }
 
 # run CMD...: stdout and stderr merged, without the client library's JSON log lines
 # ({"level":"warn",...}, which name random client IDs); sets $out and $rc.
