@@ -104,7 +104,7 @@ pub(crate) async fn call(net: &PeerNet, leader: u64, call: &Call) -> Result<Answ
             }
         }
         let url = net
-            .peer_url(leader)
+            .addr_of(leader)
             .ok_or_else(|| std::io::Error::other("the leader has no peer URL"))?;
         let mut s = net.dialer().connect(&url).await?;
         let mut hello = CALL_MAGIC.to_vec();
@@ -137,12 +137,11 @@ async fn round_trip(s: &mut Box<dyn PeerIo>, body: &[u8]) -> std::io::Result<Vec
 }
 
 /// Answers the calls on a connection whose magic was already read from `s`, one after
-/// the other until the caller closes it; `is_member` tells whether a sender is a current
-/// member of this cluster (asked at every call: a member removed meanwhile is refused).
+/// the other until the caller closes it. The sender must be a current member of this
+/// cluster, asked at every call: a member removed meanwhile is refused.
 pub(crate) async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut S,
     net: &PeerNet,
-    is_member: impl Fn(u64) -> bool,
     handler: &CallHandler,
 ) -> std::io::Result<()> {
     let mut head = [0u8; 1 + 8 + 8 + 8];
@@ -155,7 +154,7 @@ pub(crate) async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
         Some(Status::unimplemented("keel: unknown leader call version"))
     } else if cluster != net.cluster_id() {
         Some(Status::failed_precondition("cluster ID mismatch"))
-    } else if to != net.id() || !is_member(from) {
+    } else if to != net.id() || !net.is_member(from) {
         Some(not_a_member())
     } else {
         None
@@ -170,7 +169,7 @@ pub(crate) async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
             Err(e) => return Err(e),
         };
         // Asked at every call: a member removed meanwhile is refused from then on.
-        let result = if !is_member(from) {
+        let result = if !net.is_member(from) {
             Err(not_a_member())
         } else {
             match decode_call(&body) {
@@ -517,6 +516,15 @@ mod tests {
         use tokio::io::AsyncReadExt;
         let (fatal, _) = tokio::sync::mpsc::unbounded_channel();
         let net = PeerNet::new(1, 7, fatal);
+        net.set_members(
+            [1, 2]
+                .map(|id| keel_core::node::MemberInfo {
+                    id,
+                    peer_urls: vec![format!("http://127.0.0.1:{id}")],
+                    ..Default::default()
+                })
+                .to_vec(),
+        );
         let handler: CallHandler = Arc::new(|c| {
             Box::pin(async move {
                 match c {
@@ -534,9 +542,7 @@ mod tests {
         let (mut ours, mut theirs) = tokio::io::duplex(1 << 16);
         ours.write_all(&input).await.expect("write");
         ours.shutdown().await.expect("shutdown");
-        answer(&mut theirs, &net, |id| id == 1 || id == 2, &handler)
-            .await
-            .expect("answered");
+        answer(&mut theirs, &net, &handler).await.expect("answered");
         drop(theirs);
         let mut out = Vec::new();
         ours.read_to_end(&mut out).await.expect("read");

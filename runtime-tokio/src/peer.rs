@@ -158,17 +158,13 @@ impl PeerNet {
         }
     }
 
-    fn addr_of(&self, to: u64) -> Option<String> {
+    /// Member `to`'s first peer URL, if it is in the member table.
+    pub(crate) fn addr_of(&self, to: u64) -> Option<String> {
         self.inner
             .addrs
             .lock()
             .ok()
             .and_then(|a| a.get(&to).and_then(|u| u.first().cloned()))
-    }
-
-    /// Member `id`'s first peer URL, if it is in the member table.
-    pub(crate) fn peer_url(&self, id: u64) -> Option<String> {
-        self.addr_of(id)
     }
 
     /// How this member dials its peers.
@@ -205,7 +201,7 @@ impl PeerNet {
     }
 
     /// Whether `id` is in the member table now (and so not removed).
-    fn is_member(&self, id: u64) -> bool {
+    pub(crate) fn is_member(&self, id: u64) -> bool {
         self.inner.addrs.lock().is_ok_and(|a| a.contains_key(&id))
     }
 }
@@ -386,8 +382,7 @@ async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
         return peer_info::answer(&mut s, cluster_id, net.members()).await;
     }
     if &hs[..8] == CALL_MAGIC {
-        let is_member = |from| net.is_member(from) && !net.is_removed(from);
-        return leader_call::answer(&mut s, net, is_member, calls).await;
+        return leader_call::answer(&mut s, net, calls).await;
     }
     tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut hs[8..]))
         .await

@@ -18,8 +18,10 @@ use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, 
 
 /// What the presented certificate must be good for.
 #[derive(Clone, Copy, Debug)]
-enum Purpose {
-    Server,
+enum Purpose<'a> {
+    /// A server dialed by this name.
+    Server(&'a ServerName<'a>),
+    /// A client.
     Client,
 }
 
@@ -34,13 +36,12 @@ fn refused_as_ca(e: &Error) -> bool {
 }
 
 /// Go's answer for a CA certificate presented as an end entity: accepted if it is one of
-/// `trusted` and usable now for `purpose` (and, for a server, for `name`).
+/// `trusted` and usable now for `purpose`.
 fn accept_trusted(
     presented: &CertificateDer<'_>,
     trusted: &[CertificateDer<'static>],
     now: UnixTime,
-    purpose: Purpose,
-    name: Option<&ServerName<'_>>,
+    purpose: Purpose<'_>,
 ) -> Result<(), Error> {
     if !trusted.iter().any(|t| t.as_ref() == presented.as_ref()) {
         return Err(CertificateError::UnknownIssuer.into());
@@ -58,14 +59,14 @@ fn accept_trusted(
         let eku = eku.value;
         let allowed = eku.any
             || match purpose {
-                Purpose::Server => eku.server_auth,
+                Purpose::Server(_) => eku.server_auth,
                 Purpose::Client => eku.client_auth,
             };
         if !allowed {
             return Err(CertificateError::InvalidPurpose.into());
         }
     }
-    if let Some(name) = name {
+    if let Purpose::Server(name) = purpose {
         let ee = webpki::EndEntityCert::try_from(presented)
             .map_err(|_| Error::from(CertificateError::BadEncoding))?;
         ee.verify_is_valid_for_subject_name(name)
@@ -108,13 +109,7 @@ impl ServerCertVerifier for ServerVerifier {
             now,
         ) {
             Err(e) if refused_as_ca(&e) => {
-                accept_trusted(
-                    end_entity,
-                    &self.trusted,
-                    now,
-                    Purpose::Server,
-                    Some(server_name),
-                )?;
+                accept_trusted(end_entity, &self.trusted, now, Purpose::Server(server_name))?;
                 Ok(ServerCertVerified::assertion())
             }
             r => r,
@@ -185,7 +180,7 @@ impl ClientCertVerifier for ClientVerifier {
             .verify_client_cert(end_entity, intermediates, now)
         {
             Err(e) if refused_as_ca(&e) => {
-                accept_trusted(end_entity, &self.trusted, now, Purpose::Client, None)?;
+                accept_trusted(end_entity, &self.trusted, now, Purpose::Client)?;
                 Ok(ClientCertVerified::assertion())
             }
             r => r,
