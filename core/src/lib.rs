@@ -10,3 +10,7 @@ pub mod mvcc;
 pub mod node;
 pub mod raft;
 pub mod wal;
+
+/// Whether this build carries the simulator's deliberately broken safety rules (the
+/// `planted-bugs` feature). The `keel` binary refuses to start when it does.
+pub const PLANTED_BUGS: bool = cfg!(feature = "planted-bugs");

@@ -25,6 +25,8 @@ pub struct Request {
     pub id: u64,
     /// What to do.
     pub op: ClientOp,
+    /// clientv3's require-leader: fail at once with "no leader" rather than wait for one.
+    pub require_leader: bool,
 }
 
 /// A key-value operation on one key.

@@ -1,15 +1,12 @@
-//! One simulated member process: raft, the replicated state machine and the WAL on a
-//! simulated disk, driven as `runtime-tokio` drives them: persist what raft hands over
-//! (syncing when it says so) before acknowledging it, send, apply committed entries and
-//! answer their proposers, serve confirmed linearizable reads, feed watchers from what
-//! was applied. Leases work as there too: only the leader's lessor tracks expiry (it is
-//! promoted, extending every lease by an election timeout, when the member becomes
-//! leader, and demoted when it stops being leader); keepalives are served by it alone;
-//! a housekeeping pass every 500 ms proposes the revocation of expired leases through
-//! raft and sends watch progress notifications.
+//! One simulated member process: the core [`Member`] — the same value `runtime-tokio`
+//! runs in production — over a WAL on a simulated disk, madsim's network and a skewed
+//! clock. This file is the sim's I/O: it persists what the member hands over (syncing
+//! when told) before acknowledging it, sends its messages, writes its snapshots and
+//! releases WAL segments behind them, answers simulated clients, and reports what was
+//! applied to the run's observer.
 //!
-//! A process ends on a storage error (as etcd panics on a failed fsync) and is brought
-//! back by the scenario, which crashes its disk first.
+//! A process ends on a storage error (as etcd panics on a failed fsync) or when removed
+//! from the cluster, and is brought back by the scenario, which crashes its disk first.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
@@ -20,14 +17,19 @@ use std::time::Duration;
 use bytes::Bytes;
 use keel_core::mvcc::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, LeaseError, PutRequest,
-    RangeRequest, RequestOp, TxnRequest, WatchHub, WatchRequest, WatchResponse,
+    RangeRequest, RequestOp, TxnRequest, WatchRequest, WatchResponse,
 };
+#[cfg(feature = "planted-bugs")]
+use keel_core::node::MemberBug;
 use keel_core::node::{
-    decode_command, encode_command, Applied, Command, MemberInfo, Outcome, Proposal, StateMachine,
+    Call, Command, Member, MemberChange, MemberConfig, MemberError, MemberInfo, Outcome, Output,
+    Request as MemberRequest, Response, StateMachine, Token,
 };
+#[cfg(feature = "planted-bugs")]
+use keel_core::raft::PlantedBug;
 use keel_core::raft::{
-    decode_message, encode_message, ConfChange, ConfState, Config, EntryPayload, LogIndex,
-    MemberId, PersistBatch, PlantedBug, RaftNode, ReadCtx, ReadMode, Ready, Role, Snapshot, Time,
+    decode_message, encode_message, ConfChange, ConfState, Config, EntryPayload, MemberId,
+    PersistBatch, RaftNode, ReadMode, Time,
 };
 use keel_core::wal::{add_missing_snapshot_marker, batch_records, resume_state, Wal};
 use madsim::net::Endpoint;
@@ -40,19 +42,24 @@ use crate::disk::SimDisk;
 use crate::net::{self, NetFaults};
 use crate::observer::Observer;
 
-/// WAL segment size in the simulation: small, so segments roll often.
-const SEGMENT_SIZE: u64 = 256 << 10;
+/// WAL segment size in the simulation: small, so segments roll (and are released behind
+/// snapshots) in every run that snapshots.
+const SEGMENT_SIZE: u64 = 4 << 10;
 
 /// Entries kept behind a snapshot (raft's `compaction_tail`) when the member snapshots
 /// on its own: short, so that lagging or restarted followers need a snapshot.
 const COMPACTION_TAIL: u64 = 20;
 
-/// Period of the housekeeping pass (lease expiry, watch progress), as `runtime-tokio`'s.
-const HOUSEKEEPING: Duration = Duration::from_millis(500);
+/// WAL segments kept behind a snapshot at least (`--max-wals`): few, so that releases
+/// happen in every snapshot run.
+const MAX_WALS: usize = 1;
 
-/// Events a watcher may hold in the hub before falling back to history (as
-/// `runtime-tokio`).
-const WATCH_QUEUE: usize = 4096;
+/// Period of housekeeping and of watch progress notifications.
+const HOUSEKEEPING_MS: u64 = 500;
+
+/// How long a client request may wait in the member (as the simulated clients' own
+/// timeout): past it a request waiting for a leader is answered "request timed out".
+const REQUEST_TIMEOUT_MS: u64 = 1_500;
 
 /// A deliberately broken safety rule, so a test can show the checks catch it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +70,10 @@ pub enum Bug {
     CommitWithoutQuorum,
     /// Lease reads are served long past the lease's bound.
     LeaseReadPastBound,
+    /// Requests refused for want of a leader are proposed all the same.
+    RefuseButPropose,
+    /// WAL segments are released behind every applied entry, not behind snapshots.
+    ReleaseWalAhead,
 }
 
 /// What a member is.
@@ -115,10 +126,14 @@ enum Inbox {
     Client(SocketAddr, Request),
 }
 
-struct PendingRead {
-    to: SocketAddr,
-    id: u64,
-    key: Bytes,
+/// Who waits for a member's answer.
+enum Waiting {
+    /// A client's write: answer `id` at `to`.
+    Write { to: SocketAddr, id: u64 },
+    /// A client's linearizable get.
+    Read { to: SocketAddr, id: u64, key: Bytes },
+    /// An operator's membership change.
+    Change(ConfChange),
 }
 
 /// Where a watcher's responses go: the client and its watch request's ID (the tag).
@@ -128,30 +143,18 @@ struct Sink {
     next_seq: u64,
 }
 
-struct Member {
+struct Process {
     spec: MemberSpec,
     env: MemberEnv,
-    raft: RaftNode,
-    sm: StateMachine,
+    member: Member,
     wal: Wal<SimDisk>,
     ep: Arc<Endpoint>,
-    /// Proposals waiting to be applied, by request number: who to answer.
-    pending: BTreeMap<u64, (SocketAddr, u64)>,
-    next_seq: u64,
-    next_read: u64,
-    reads_new: Vec<PendingRead>,
-    reads_by_ctx: BTreeMap<u64, Vec<PendingRead>>,
-    reads_by_index: Vec<(LogIndex, PendingRead)>,
-    wake: Option<Time>,
-    hub: WatchHub,
+    waiting: BTreeMap<Token, Waiting>,
+    next_token: u64,
+    wake: Time,
     sinks: BTreeMap<i64, Sink>,
     watch_by_tag: BTreeMap<(SocketAddr, u64), i64>,
-    /// Leases whose revocation this member proposed (as `runtime-tokio`'s driver).
-    revoking: BTreeSet<i64>,
-    next_lease_id: u64,
-    housekeeping_at: Instant,
-    /// Entries applied since the last snapshot this member took or installed.
-    applied_since_snapshot: u64,
+    progress_at: Instant,
 }
 
 /// Runs one member process until it stops (storage error, removal) or is killed.
@@ -164,8 +167,8 @@ pub async fn run(spec: MemberSpec, env: MemberEnv) {
     let (tx, mut rx) = mpsc::unbounded_channel();
     spawn_receivers(&ep, tx);
     let disk_errors = env.disk.errors();
-    let mut m = match Member::open(spec, env.clone(), ep) {
-        Ok(m) => m,
+    let mut p = match Process::open(spec, env.clone(), ep) {
+        Ok(p) => p,
         // A disk still failing (a crash came while a disk fault was held) stops the
         // member at its start as it would stop it running: etcd exits on the error too.
         Err(e) if env.disk.errors() > disk_errors => {
@@ -182,36 +185,29 @@ pub async fn run(spec: MemberSpec, env: MemberEnv) {
         }
     };
     loop {
-        let sleep = m.sleep_duration().min(
-            m.housekeeping_at
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1)),
-        );
         tokio::select! {
             biased;
             input = rx.recv() => {
                 let Some(input) = input else { return };
-                m.handle(input);
+                p.handle(input);
                 while let Ok(input) = rx.try_recv() {
-                    m.handle(input);
+                    p.handle(input);
                 }
             }
-            _ = madsim::time::sleep(sleep) => {
-                let now = m.now();
-                m.raft.tick(now);
-                if Instant::now() >= m.housekeeping_at {
-                    m.housekeeping_at = Instant::now() + HOUSEKEEPING;
-                    m.housekeeping();
+            _ = madsim::time::sleep(p.sleep_duration()) => {
+                let now = p.now();
+                p.member.tick(now);
+                if Instant::now() >= p.progress_at {
+                    p.progress_at = Instant::now() + Duration::from_millis(HOUSEKEEPING_MS);
+                    for r in p.member.watch_progress() {
+                        p.send_watch(r);
+                    }
                 }
             }
         }
-        m.take_control();
-        m.flush_reads();
-        if let Err(e) = m.drive().await {
+        p.take_control();
+        if let Err(e) = p.drive().await {
             return env.obs.note(format!("member {id:x} stopped: {e}"));
-        }
-        if m.raft.is_removed() {
-            return env.obs.note(format!("member {id:x} removed"));
         }
     }
 }
@@ -247,27 +243,9 @@ fn global_ns(epoch: Instant) -> u64 {
     Instant::now().duration_since(epoch).as_nanos() as u64
 }
 
-/// The lease whose revocation `applied` was, if it was one that took effect.
-fn revoked_lease(e: &keel_core::raft::Entry, applied: &Option<Applied>) -> Option<i64> {
-    let Some(Applied {
-        outcome: Outcome::LeaseRevoke(Ok(())),
-        ..
-    }) = applied
-    else {
-        return None;
-    };
-    let EntryPayload::Normal(data) = &e.payload else {
-        return None;
-    };
-    match decode_command(data).ok()?.cmd {
-        Command::LeaseRevoke { id } => Some(id),
-        _ => None,
-    }
-}
-
-impl Member {
+impl Process {
     /// Recovers the member from its disk, as `runtime-tokio`'s storage does.
-    fn open(spec: MemberSpec, env: MemberEnv, ep: Arc<Endpoint>) -> Result<Member, String> {
+    fn open(spec: MemberSpec, env: MemberEnv, ep: Arc<Endpoint>) -> Result<Process, String> {
         let (mut wal, rec) = Wal::open(env.disk.clone(), spec.cluster_id, spec.id, SEGMENT_SIZE)
             .map_err(|e| e.to_string())?;
         let snapshot = env.disk.snapshot();
@@ -286,11 +264,18 @@ impl Member {
             cfg.compaction_tail = COMPACTION_TAIL;
         }
         cfg.seed = madsim::rand::random();
-        cfg.planted_bug = match spec.bug {
-            Some(Bug::CommitWithoutQuorum) => Some(PlantedBug::CommitWithoutQuorum),
-            Some(Bug::LeaseReadPastBound) => Some(PlantedBug::LeaseReadPastBound),
-            _ => None,
-        };
+        #[cfg(feature = "planted-bugs")]
+        {
+            cfg.planted_bug = match spec.bug {
+                Some(Bug::CommitWithoutQuorum) => Some(PlantedBug::CommitWithoutQuorum),
+                Some(Bug::LeaseReadPastBound) => Some(PlantedBug::LeaseReadPastBound),
+                _ => None,
+            };
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        if spec.bug.is_some_and(|b| b != Bug::AckBeforeFsync) {
+            return Err("planted bugs need runtime-sim's planted-bugs feature".into());
+        }
         let founders = spec
             .members
             .iter()
@@ -324,44 +309,42 @@ impl Member {
                 RaftNode::restart(cfg, state, now).map_err(|e| e.to_string())?
             }
         };
-        Ok(Member {
-            // Request numbers of a new incarnation never repeat an earlier one's, so a
-            // replayed entry is never taken for a new request.
-            next_seq: (global + 1) << 24,
+        let addr = spec.members.get(&spec.id).copied();
+        let url = addr.map(|a| format!("http://{a}")).into_iter().collect();
+        let member_cfg = MemberConfig {
+            id: spec.id,
+            name: format!("m{}", spec.id),
+            client_urls: url,
+            election_ms: spec.election_ms,
+            max_request_bytes: 1_572_864,
+            strict_reconfig: true,
+            snapshot_count: spec.snapshot_every.unwrap_or(u64::MAX),
+            auto_compaction: Default::default(),
+            start_ms: global,
+            housekeeping_ms: HOUSEKEEPING_MS,
+            record_applied: true,
+        };
+        #[allow(unused_mut)]
+        let mut member = Member::new(member_cfg, raft, sm, now);
+        #[cfg(feature = "planted-bugs")]
+        match spec.bug {
+            Some(Bug::RefuseButPropose) => member.plant(MemberBug::RefuseButPropose),
+            Some(Bug::ReleaseWalAhead) => member.plant(MemberBug::ReleaseWalAhead),
+            _ => {}
+        }
+        Ok(Process {
+            member,
             spec,
             env,
-            raft,
-            sm,
             wal,
             ep,
-            pending: BTreeMap::new(),
-            next_read: 1,
-            reads_new: Vec::new(),
-            reads_by_ctx: BTreeMap::new(),
-            reads_by_index: Vec::new(),
-            wake: None,
-            hub: WatchHub::new(WATCH_QUEUE, 1 << 20),
+            waiting: BTreeMap::new(),
+            next_token: 1,
+            wake: now,
             sinks: BTreeMap::new(),
             watch_by_tag: BTreeMap::new(),
-            revoking: BTreeSet::new(),
-            // As etcd's ID generator: a counter from the start time in ms, shifted.
-            next_lease_id: (global & ((1 << 40) - 1)) << 8,
-            housekeeping_at: Instant::now() + HOUSEKEEPING,
-            applied_since_snapshot: 0,
+            progress_at: Instant::now() + Duration::from_millis(HOUSEKEEPING_MS),
         })
-    }
-
-    /// Proposes the membership changes an operator asked for (the leader only; the
-    /// operator retries elsewhere otherwise).
-    fn take_control(&mut self) {
-        let changes: Vec<ConfChange> =
-            std::mem::take(&mut *self.env.control.lock().unwrap_or_else(|p| p.into_inner()));
-        for cc in changes {
-            let r = self.raft.propose_conf_change(self.now(), cc);
-            self.env
-                .obs
-                .trace((10u8, self.spec.id, format!("{cc:?}"), r.is_ok()));
-        }
     }
 
     fn now(&self) -> Time {
@@ -374,33 +357,50 @@ impl Member {
     }
 
     fn sleep_duration(&self) -> Duration {
-        let local = self.wake.map_or(100, |w| w.since(self.now()));
+        let local = self.wake.since(self.now());
         let clock = self.env.clock.lock().unwrap_or_else(|p| p.into_inner());
-        Duration::from_millis(clock.global_delay(local).clamp(1, 1000))
+        let until_progress = self
+            .progress_at
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u64;
+        Duration::from_millis(clock.global_delay(local).min(until_progress).clamp(1, 1000))
     }
 
     fn handle(&mut self, input: Inbox) {
         let now = self.now();
         match input {
             Inbox::Peer(bytes) => match decode_message(&bytes) {
-                Ok(msg) => self.raft.step(now, msg),
+                Ok(msg) => self.member.step(now, msg),
                 Err(e) => self.env.obs.violation(format!(
                     "member {:x}: undecodable peer message: {e}",
                     self.spec.id
                 )),
             },
-            Inbox::Client(from, req) => self.client(from, req),
+            Inbox::Client(from, req) => self.client(now, from, req),
         }
     }
 
-    fn client(&mut self, from: SocketAddr, req: Request) {
+    fn call(&mut self, now: Time, waiting: Waiting, require_leader: bool) -> Call {
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        self.waiting.insert(token, waiting);
+        Call {
+            token,
+            deadline: now.plus(REQUEST_TIMEOUT_MS),
+            require_leader,
+        }
+    }
+
+    fn client(&mut self, now: Time, from: SocketAddr, req: Request) {
         let cmd = match req.op {
             ClientOp::Get { key } => {
-                return self.reads_new.push(PendingRead {
+                let w = Waiting::Read {
                     to: from,
                     id: req.id,
                     key,
-                })
+                };
+                let call = self.call(now, w, req.require_leader);
+                return self.member.request(now, call, MemberRequest::Read);
             }
             ClientOp::Put { key, value, lease } => Command::Put(PutRequest {
                 key,
@@ -430,15 +430,15 @@ impl Member {
                 revision,
                 physical: false,
             },
-            ClientOp::LeaseGrant { ttl } => {
-                let id = self.new_lease_id();
-                Command::LeaseGrant { id, ttl }
-            }
+            ClientOp::LeaseGrant { ttl } => Command::LeaseGrant {
+                id: self.member.new_lease_id(),
+                ttl,
+            },
             ClientOp::LeaseKeepAlive { id } => {
                 // As runtime-tokio's keepalive: the local lessor renews if it is the
                 // leader's (a follower there forwards to the leader; here the client
                 // tries another member).
-                let reply = match self.sm.kv.lessor.renew(id, self.now()) {
+                let reply = match self.member.renew_lease(now, id) {
                     Ok(ttl) => Reply::LeaseKeepAlive { ttl },
                     Err(LeaseError::NotFound) => Reply::LeaseKeepAlive { ttl: 0 },
                     Err(e) => Reply::Refused(e.to_string()),
@@ -458,15 +458,13 @@ impl Member {
                     prev_kv,
                     ..Default::default()
                 };
-                let wid = self.hub.create(wreq, &self.sm.kv.kv);
-                self.sinks.insert(
-                    wid,
-                    Sink {
-                        to: from,
-                        tag: req.id,
-                        next_seq: 1,
-                    },
-                );
+                let wid = self.member.watch_create(wreq);
+                let sink = Sink {
+                    to: from,
+                    tag: req.id,
+                    next_seq: 1,
+                };
+                self.sinks.insert(wid, sink);
                 self.watch_by_tag.insert((from, req.id), wid);
                 let revision = self.header_revision();
                 return self.reply(from, req.id, Reply::WatchCreated { revision });
@@ -474,77 +472,67 @@ impl Member {
             ClientOp::CancelWatch { id } => {
                 if let Some(wid) = self.watch_by_tag.remove(&(from, id)) {
                     self.sinks.remove(&wid);
-                    self.hub.cancel(wid);
+                    self.member.watch_cancel(wid);
                 }
                 return;
             }
         };
-        self.propose(cmd, Some((from, req.id)));
+        let w = Waiting::Write {
+            to: from,
+            id: req.id,
+        };
+        let call = self.call(now, w, req.require_leader);
+        let req = MemberRequest::Propose { cmd, auth: None };
+        self.member.request(now, call, req);
     }
 
-    /// Proposes a command; its answer goes to `reply_to` once applied.
-    fn propose(&mut self, cmd: Command, reply_to: Option<(SocketAddr, u64)>) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let data = encode_command(&Proposal {
-            origin: self.spec.id,
-            seq,
-            auth: None,
-            cmd,
-        });
-        match self.raft.propose(self.now(), data.into()) {
-            Ok(_) => {
-                if let Some(to) = reply_to {
-                    self.pending.insert(seq, to);
-                }
-            }
-            Err(e) => {
-                if let Some((to, id)) = reply_to {
-                    self.reply(to, id, Reply::Refused(e.to_string()));
-                }
-            }
-        }
-    }
-
-    /// A fresh lease ID, laid out as etcd's (and `runtime-tokio`'s) generator does.
-    fn new_lease_id(&mut self) -> i64 {
-        self.next_lease_id = (self.next_lease_id + 1) & ((1 << 48) - 1);
-        let id = ((self.spec.id & 0xffff) << 48 | self.next_lease_id) & (i64::MAX as u64);
-        (id as i64).max(1)
-    }
-
-    /// Periodic work, as `runtime-tokio`'s housekeeping: the leader proposes the
-    /// revocation of expired leases; every watcher that is up to date hears how far the
-    /// store is (a progress notification); a compaction frees history in slices.
-    fn housekeeping(&mut self) {
-        self.sm.kv.kv.run_compaction(10_000);
+    /// Hands the membership changes an operator asked for to the member, as `etcdctl
+    /// member add/remove/promote` reach it: through etcd's checks (strict
+    /// reconfiguration included), not as bare raft changes.
+    fn take_control(&mut self) {
+        let changes: Vec<ConfChange> =
+            std::mem::take(&mut *self.env.control.lock().unwrap_or_else(|p| p.into_inner()));
         let now = self.now();
-        let lessor = &self.sm.kv.lessor;
-        self.revoking.retain(|id| lessor.contains(*id));
-        if self.raft.role() == Role::Leader {
-            for id in self.sm.kv.lessor.expired(now, 64) {
-                if self.revoking.insert(id) {
-                    self.propose(Command::LeaseRevoke { id }, None);
+        for cc in changes {
+            let change = match cc {
+                ConfChange::AddVoter(id)
+                    if self.member.sm.members.get(&id.0).is_some_and(|m| m.learner) =>
+                {
+                    MemberChange::Promote { id: id.0 }
                 }
-            }
-        }
-        if !self.sinks.is_empty() {
-            let rev = self.sm.kv.kv.revision();
-            for r in self.hub.progress(rev) {
-                self.send_watch(r);
-            }
+                ConfChange::AddVoter(id) | ConfChange::AddLearner(id) => MemberChange::Add {
+                    id: id.0,
+                    peer_urls: self
+                        .spec
+                        .members
+                        .get(&id.0)
+                        .map(|a| format!("http://{a}"))
+                        .into_iter()
+                        .collect(),
+                    learner: matches!(cc, ConfChange::AddLearner(_)),
+                },
+                ConfChange::Remove(id) => MemberChange::Remove { id: id.0 },
+            };
+            self.env
+                .obs
+                .trace((10u8, self.spec.id, format!("{change:?}")));
+            let call = self.call(now, Waiting::Change(cc), false);
+            self.member
+                .request(now, call, MemberRequest::Change(change));
         }
     }
 
-    /// Hands queued watch events to their clients (the simulated streams always keep
-    /// up), as `runtime-tokio`'s `flush_watches`.
-    fn flush_watches(&mut self) {
-        if self.sinks.is_empty() {
-            return;
+    async fn drive(&mut self) -> Result<(), String> {
+        loop {
+            let out = self.member.advance(self.now());
+            let idle = out.idle;
+            self.execute(out).await?;
+            if idle {
+                break;
+            }
         }
-        self.hub.catch_up(&self.sm.kv.kv);
-        let rev = self.sm.kv.kv.revision();
-        for r in self.hub.take_responses(rev) {
+        // The simulated streams always keep up.
+        for r in self.member.watch_responses(|_| true) {
             let (id, canceled) = (r.watch_id, r.canceled);
             self.send_watch(r);
             if canceled {
@@ -552,6 +540,127 @@ impl Member {
                     self.watch_by_tag.remove(&(s.to, s.tag));
                 }
             }
+        }
+        Ok(())
+    }
+
+    async fn execute(&mut self, out: Output) -> Result<(), String> {
+        let id = self.spec.id;
+        self.wake = out.wake_at;
+        if let Some(st) = out.status.filter(|st| st.is_leader) {
+            self.env.obs.leader(id, st.term);
+        }
+        for m in out.messages {
+            let Some(to) = self.spec.members.get(&m.to.0).copied() else {
+                continue;
+            };
+            let mut buf = Vec::new();
+            encode_message(&m, &mut buf);
+            net::send(&self.ep, to, buf.into(), &self.env.faults).await;
+        }
+        if let Some(batch) = out.persist {
+            self.persist(&batch)?;
+            self.member.persisted(self.now(), batch.seq);
+        }
+        if let Some(snap) = out.snapshot {
+            let index = snap.meta.index;
+            self.env.disk.save_snapshot(snap);
+            self.member.snapshot_saved(index, Ok(()));
+        }
+        if let Some(index) = out.release_wal {
+            let released = self
+                .wal
+                .release(index, MAX_WALS)
+                .map_err(|e| e.to_string())?;
+            if !released.is_empty() {
+                self.env
+                    .obs
+                    .count("WAL segments released", released.len() as u64);
+            }
+        }
+        for a in out.applied {
+            let e = &a.entry;
+            if let Some(voters) = a.voters {
+                self.env.obs.configuration(e.index.0, voters);
+            }
+            self.env
+                .obs
+                .applied(id, e.index.0, e.term.0, entry_digest(&e.payload));
+            if !a.events.is_empty() {
+                let at = global_ns(self.env.epoch);
+                self.env.obs.write(id, &a.events, a.revoked, at);
+            }
+        }
+        for (token, r) in out.replies {
+            self.answer(token, r);
+        }
+        match out.fatal {
+            Some(e) => Err(e.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    fn answer(&mut self, token: Token, r: Result<Response, MemberError>) {
+        let Some(w) = self.waiting.remove(&token) else {
+            return;
+        };
+        match (w, r) {
+            (Waiting::Write { to, id }, Ok(Response::Applied { outcome, header })) => {
+                // The revision as of the entry's application, not of the whole batch.
+                let reply = outcome_reply(outcome, header.revision.max(0) as u64);
+                self.reply(to, id, reply);
+            }
+            (Waiting::Read { to, id, key }, Ok(Response::Read)) => {
+                let reply = self.get(key);
+                self.reply(to, id, reply);
+            }
+            // "Request timed out" leaves a write's outcome unknown (it may yet apply):
+            // the client hears nothing and records it so.
+            (Waiting::Write { .. }, Err(MemberError::Timeout)) => {}
+            (Waiting::Write { to, id } | Waiting::Read { to, id, .. }, Err(e)) => {
+                if e == MemberError::NoLeader {
+                    self.env
+                        .obs
+                        .count("requests refused for want of a leader", 1);
+                }
+                self.reply(to, id, Reply::Refused(e.to_string()));
+            }
+            (Waiting::Change(cc), r) => {
+                let counted = match &r {
+                    Ok(_) => "membership changes applied",
+                    Err(MemberError::NotEnoughStarted | MemberError::Unhealthy) => {
+                        "membership changes refused by the strict reconfiguration check"
+                    }
+                    Err(_) => "membership changes refused otherwise",
+                };
+                self.env.obs.count(counted, 1);
+                let r = r.map(|_| ()).map_err(|e| e.to_string());
+                self.env
+                    .obs
+                    .trace((11u8, self.spec.id, format!("{cc:?}"), r));
+            }
+            (_, Ok(other)) => self.env.obs.violation(format!(
+                "member {:x}: unexpected answer {other:?}",
+                self.spec.id
+            )),
+        }
+    }
+
+    fn get(&self, key: Bytes) -> Reply {
+        let req = RangeRequest {
+            key,
+            ..Default::default()
+        };
+        match self.member.sm.kv.kv.range(&req) {
+            Ok(resp) => Reply::Get {
+                kv: resp.kvs.first().map(|kv| Found {
+                    value: kv.value.clone(),
+                    mod_revision: kv.mod_revision.max(0) as u64,
+                    version: kv.version.max(0) as u64,
+                }),
+                revision: self.header_revision(),
+            },
+            Err(e) => Reply::Refused(e.to_string()),
         }
     }
 
@@ -572,133 +681,6 @@ impl Member {
         });
     }
 
-    fn flush_reads(&mut self) {
-        if self.reads_new.is_empty() {
-            return;
-        }
-        let ctx = self.next_read;
-        self.next_read += 1;
-        let reads = std::mem::take(&mut self.reads_new);
-        match self.raft.read_index(self.now(), ReadCtx(ctx)) {
-            Ok(()) => {
-                self.reads_by_ctx.insert(ctx, reads);
-            }
-            Err(e) => {
-                for r in reads {
-                    self.reply(r.to, r.id, Reply::Refused(e.to_string()));
-                }
-            }
-        }
-    }
-
-    async fn drive(&mut self) -> Result<(), String> {
-        loop {
-            let rd = self.raft.ready();
-            if let Some(t) = rd.wake_at {
-                self.wake = Some(t);
-            }
-            let empty = rd.is_empty();
-            self.execute(rd).await?;
-            if empty && !self.raft.has_ready() {
-                return Ok(());
-            }
-        }
-    }
-
-    async fn execute(&mut self, rd: Ready) -> Result<(), String> {
-        let now = self.now();
-        let id = self.spec.id;
-        if let Some(ss) = rd.soft_state {
-            let is_leader = ss.role == Role::Leader;
-            if is_leader {
-                self.env.obs.leader(id, ss.term.0);
-            }
-        }
-        for m in rd.messages {
-            let Some(to) = self.spec.members.get(&m.to.0).copied() else {
-                continue;
-            };
-            let mut buf = Vec::new();
-            encode_message(&m, &mut buf);
-            net::send(&self.ep, to, buf.into(), &self.env.faults).await;
-        }
-        if let Some(batch) = rd.persist {
-            self.persist(&batch)?;
-            self.raft.persisted(self.now(), batch.seq);
-        }
-        if let Some(snap) = rd.apply_snapshot {
-            self.sm.install(&snap.data).map_err(|e| e.to_string())?;
-            self.hub.on_restore();
-            self.applied_since_snapshot = 0;
-        }
-        self.applied_since_snapshot += rd.committed.len() as u64;
-        for e in &rd.committed {
-            if matches!(e.payload, EntryPayload::ConfChange(_)) {
-                let voters = self.raft.conf().voters.iter().map(|v| v.0).collect();
-                self.env.obs.configuration(e.index.0, voters);
-            }
-            let digest = entry_digest(&e.payload);
-            self.env.obs.applied(id, e.index.0, e.term.0, digest);
-            let applied = self.sm.apply(e, now);
-            let events = self.sm.kv.kv.take_events();
-            if !events.is_empty() {
-                let revoked = revoked_lease(e, &applied);
-                let at = global_ns(self.env.epoch);
-                self.env.obs.write(id, &events, revoked, at);
-                self.hub.on_events(&events);
-            }
-            let Some(a) = applied else {
-                continue;
-            };
-            if a.origin != id {
-                continue;
-            }
-            if let Some((to, req)) = self.pending.remove(&a.seq) {
-                let reply = self.outcome_reply(a.outcome);
-                self.reply(to, req, reply);
-            }
-        }
-        // Only the leader's lessor tracks expiry and renews, from when it has applied an
-        // entry of its own term (see `StateMachine::track_leadership`).
-        let leading = (self.raft.role() == Role::Leader).then(|| self.raft.term().0);
-        self.sm
-            .track_leadership(leading, now, self.spec.election_ms);
-        for rs in rd.read_states {
-            if let Some(reads) = self.reads_by_ctx.remove(&rs.ctx.0) {
-                self.reads_by_index
-                    .extend(reads.into_iter().map(|r| (rs.index, r)));
-            }
-        }
-        for ctx in rd.dropped_reads {
-            for r in self.reads_by_ctx.remove(&ctx.0).unwrap_or_default() {
-                self.reply(r.to, r.id, Reply::Refused("leader changed".into()));
-            }
-        }
-        if rd.want_snapshot {
-            let data = self.sm.snapshot();
-            self.raft.compact(now, data);
-        } else if self
-            .spec
-            .snapshot_every
-            .is_some_and(|n| self.applied_since_snapshot >= n)
-        {
-            self.take_snapshot(now);
-        }
-        self.serve_reads();
-        self.flush_watches();
-        Ok(())
-    }
-
-    /// As `runtime-tokio`'s snapshot: raft's log is compacted behind the applied state
-    /// and the image stored durably. The WAL is kept whole (a restart replays it from
-    /// the snapshot on), so the sim's disk only grows; runs are short.
-    fn take_snapshot(&mut self, now: Time) {
-        self.applied_since_snapshot = 0;
-        let data = self.sm.snapshot();
-        let meta = self.raft.compact(now, data.clone());
-        self.env.disk.save_snapshot(Snapshot { meta, data });
-    }
-
     fn persist(&mut self, batch: &PersistBatch) -> Result<(), String> {
         if let Some(s) = batch.snapshot.as_ref().filter(|s| s.meta.index.0 > 0) {
             // The image must be durable before the WAL says the log restarts after it.
@@ -714,59 +696,29 @@ impl Member {
     }
 
     fn header_revision(&self) -> u64 {
-        self.sm.kv.kv.revision().max(0) as u64
+        self.member.sm.kv.kv.revision().max(0) as u64
     }
+}
 
-    fn outcome_reply(&self, outcome: Outcome) -> Reply {
-        let revision = self.header_revision();
-        match outcome {
-            Outcome::Put(Ok(_)) => Reply::Put { revision },
-            Outcome::DeleteRange(Ok(r)) => Reply::Delete {
-                deleted: r.deleted > 0,
-                revision,
-            },
-            Outcome::Txn(Ok(r)) => Reply::Cas {
-                succeeded: r.succeeded,
-                revision,
-            },
-            Outcome::LeaseGrant(Ok((id, ttl))) => Reply::LeaseGrant { id, ttl, revision },
-            Outcome::LeaseGrant(Err(e)) => Reply::Refused(e.to_string()),
-            Outcome::Compact(Ok(())) => Reply::Compact { revision },
-            Outcome::Compact(Err(e)) => Reply::Refused(e.to_string()),
-            Outcome::Put(Err(e)) | Outcome::DeleteRange(Err(e)) | Outcome::Txn(Err(e)) => {
-                Reply::Refused(e.to_string())
-            }
-            other => Reply::Refused(format!("unexpected outcome {other:?}")),
+fn outcome_reply(outcome: Outcome, revision: u64) -> Reply {
+    match outcome {
+        Outcome::Put(Ok(_)) => Reply::Put { revision },
+        Outcome::DeleteRange(Ok(r)) => Reply::Delete {
+            deleted: r.deleted > 0,
+            revision,
+        },
+        Outcome::Txn(Ok(r)) => Reply::Cas {
+            succeeded: r.succeeded,
+            revision,
+        },
+        Outcome::LeaseGrant(Ok((id, ttl))) => Reply::LeaseGrant { id, ttl, revision },
+        Outcome::LeaseGrant(Err(e)) => Reply::Refused(e.to_string()),
+        Outcome::Compact(Ok(())) => Reply::Compact { revision },
+        Outcome::Compact(Err(e)) => Reply::Refused(e.to_string()),
+        Outcome::Put(Err(e)) | Outcome::DeleteRange(Err(e)) | Outcome::Txn(Err(e)) => {
+            Reply::Refused(e.to_string())
         }
-    }
-
-    fn serve_reads(&mut self) {
-        if self.reads_by_index.is_empty() {
-            return;
-        }
-        let applied = self.sm.applied();
-        let waiting = std::mem::take(&mut self.reads_by_index);
-        let (ready, rest): (Vec<_>, Vec<_>) =
-            waiting.into_iter().partition(|(i, _)| i.0 <= applied);
-        self.reads_by_index = rest;
-        for (_, r) in ready {
-            let req = RangeRequest {
-                key: r.key.clone(),
-                ..Default::default()
-            };
-            let reply = match self.sm.kv.kv.range(&req) {
-                Ok(resp) => Reply::Get {
-                    kv: resp.kvs.first().map(|kv| Found {
-                        value: kv.value.clone(),
-                        mod_revision: kv.mod_revision.max(0) as u64,
-                        version: kv.version.max(0) as u64,
-                    }),
-                    revision: self.header_revision(),
-                },
-                Err(e) => Reply::Refused(e.to_string()),
-            };
-            self.reply(r.to, r.id, reply);
-        }
+        other => Reply::Refused(format!("unexpected outcome {other:?}")),
     }
 }
 

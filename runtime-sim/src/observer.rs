@@ -39,6 +39,7 @@ struct State {
     events: u64,
     notes: Vec<String>,
     writes: BTreeMap<u64, Write>,
+    counts: BTreeMap<&'static str, u64>,
 }
 
 /// Shared event sink of one simulated run.
@@ -58,6 +59,7 @@ impl Default for Observer {
             events: 0,
             notes: Vec::new(),
             writes: BTreeMap::new(),
+            counts: BTreeMap::new(),
         })))
     }
 }
@@ -65,6 +67,19 @@ impl Default for Observer {
 impl Observer {
     fn state(&self) -> MutexGuard<'_, State> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts `n` occurrences of something a run should exercise (reported, so a test
+    /// can require that its seeds reach it).
+    pub fn count(&self, what: &'static str, n: u64) {
+        let mut s = self.state();
+        (13u8, what, n).hash(&mut s.trace);
+        *s.counts.entry(what).or_default() += n;
+    }
+
+    /// What [`Observer::count`] counted.
+    pub fn counts(&self) -> BTreeMap<&'static str, u64> {
+        self.state().counts.clone()
     }
 
     /// Adds an event to the trace hash.

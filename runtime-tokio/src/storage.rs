@@ -220,7 +220,13 @@ impl Storage {
     /// Saves a state-machine snapshot and releases history behind the previous one.
     pub fn save_snapshot(&mut self, snap: &Snapshot) -> Result<(), StorageError> {
         let name = self.snapshot_writer().write(snap)?;
-        self.snapshot_saved(snap.meta.term.0, snap.meta.index.0, name)
+        self.snapshot_saved(snap.meta.term.0, snap.meta.index.0, name)?;
+        // Behind the previous snapshot, as the member decides it for the server
+        // (`keel_core::node::Member::snapshot_saved`).
+        match self.snapshots.len() {
+            n if n >= 2 => self.release_wal(LogIndex(self.snapshots[n - 2].1)),
+            _ => Ok(()),
+        }
     }
 
     /// What writes a snapshot file, apart from the storage: a snapshot of a large
@@ -238,8 +244,8 @@ impl Storage {
         }
     }
 
-    /// Records a durable snapshot file: drops the oldest beyond `--max-snapshots` and
-    /// releases WAL behind the previous snapshot (the newest may yet prove corrupt).
+    /// Records a durable snapshot file and drops the oldest beyond `--max-snapshots`.
+    /// (The member decides when WAL behind it goes: [`Storage::release_wal`].)
     pub fn snapshot_saved(
         &mut self,
         term: u64,
@@ -251,11 +257,13 @@ impl Storage {
             let p = self.snap_dir.join(name);
             return fs::remove_file(&p).map_err(io_err(&p));
         }
-        self.record_snapshot(term, index, name)?;
-        if self.snapshots.len() >= 2 {
-            let prev = self.snapshots[self.snapshots.len() - 2].1;
-            self.wal.release(LogIndex(prev), self.policy.max_wals)?;
-        }
+        self.record_snapshot(term, index, name)
+    }
+
+    /// Releases WAL segments whose entries all lie at or below `index`, keeping
+    /// `--max-wals` of them.
+    pub fn release_wal(&mut self, index: LogIndex) -> Result<(), StorageError> {
+        self.wal.release(index, self.policy.max_wals)?;
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{get, plan, put, wait_leader};
-use keel_runtime_tokio::member::Core;
+use keel_runtime_tokio::member::MemberTask;
 use keel_runtime_tokio::pb::etcdserverpb as pb;
 use pb::lease_client::LeaseClient;
 use pb::watch_client::WatchClient;
@@ -391,7 +391,7 @@ async fn a_keepalive_waits_for_a_new_leaders_lessor_to_become_primary() {
         .into_inner();
     // The window right after an election, held open: the lessor stands down (as a new
     // leader's is until its first entry applies) and nothing promotes it again.
-    h.local(|c: &mut Core| c.sm.kv.lessor.demote())
+    h.local(|c: &mut MemberTask| c.member.sm.kv.lessor.demote())
         .await
         .expect("member");
     let (tx, rx) = tokio::sync::mpsc::channel(1);
@@ -406,9 +406,9 @@ async fn a_keepalive_waits_for_a_new_leaders_lessor_to_become_primary() {
     let asked = tokio::time::Instant::now();
     let held = tokio::time::timeout(Duration::from_millis(400), stream.next()).await;
     assert!(held.is_err(), "answered while not primary: {held:?}");
-    h.local(|c: &mut Core| {
+    h.local(|c: &mut MemberTask| {
         let now = c.clock.now();
-        c.sm.kv.lessor.promote(now, 0);
+        c.member.sm.kv.lessor.promote(now, 0);
     })
     .await
     .expect("member");

@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::HeaderMap;
 use hyper_util::rt::TokioIo;
-use keel_runtime_tokio::member::Core;
+use keel_runtime_tokio::member::MemberTask;
 use keel_runtime_tokio::pb::etcdserverpb as pb;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -765,7 +765,11 @@ async fn long_polls_end_with_their_client_and_with_the_member() {
     let u = m.client_url.clone();
     let watchers = || {
         let h = handle.clone();
-        async move { h.local(|c: &mut Core| c.sinks.len()).await.expect("member") }
+        async move {
+            h.local(|c: &mut MemberTask| c.sinks.len())
+                .await
+                .expect("member")
+        }
     };
 
     // The client goes away: its watcher goes too.

@@ -27,16 +27,38 @@ fn run_many(seeds: Vec<u64>, scenario: impl Fn(u64) -> Scenario + Sync) -> Vec<R
     )
 }
 
+/// The standard mix. Its seeds must reach what only production ran before the member
+/// was shared: requests refused at once for want of a leader (require-leader), and
+/// membership changes through etcd's checks, applied and refused by the strict
+/// reconfiguration check.
 #[test]
 fn many_seeds_of_the_standard_mix() {
-    many_seeds(Scenario::standard);
+    let reports = many_seeds(Scenario::standard);
+    for what in [
+        "requests refused for want of a leader",
+        "membership changes applied",
+        "membership changes refused by the strict reconfiguration check",
+    ] {
+        let n = count(&reports, what);
+        println!("{what}: {n}");
+        assert!(n > 0, "no run reached {what}");
+    }
 }
 
 /// The same seeds again with members snapshotting often, so that followers are caught up
-/// by snapshot transfer and install (the standard mix keeps its whole log).
+/// by snapshot transfer and install (the standard mix keeps its whole log), and WAL
+/// segments are released behind snapshots before crashes and restarts.
 #[test]
 fn many_seeds_with_snapshots() {
-    many_seeds(Scenario::snapshots);
+    let reports = many_seeds(Scenario::snapshots);
+    let released = count(&reports, "WAL segments released");
+    println!("WAL segments released: {released}");
+    assert!(released > 0, "no run released a WAL segment");
+}
+
+/// What the runs counted of `what`, summed.
+fn count(reports: &[Report], what: &str) -> u64 {
+    reports.iter().filter_map(|r| r.counts.get(what)).sum()
 }
 
 /// The snapshots mix again with a client compacting the keyspace all along; the runs
@@ -88,7 +110,7 @@ fn many_seeds(scenario: fn(u64) -> Scenario) -> Vec<Report> {
 }
 
 /// The scenarios `KEEL_SIM_SCENARIO` may name.
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 9] = [
     "standard",
     "snapshots",
     "compactions",
@@ -96,6 +118,8 @@ const SCENARIOS: [&str; 7] = [
     "AckBeforeFsync",
     "CommitWithoutQuorum",
     "LeaseReadPastBound",
+    "RefuseButPropose",
+    "ReleaseWalAhead",
 ];
 
 /// The scenario called `name`; an unknown name is an error listing the valid ones (a
@@ -109,6 +133,8 @@ fn scenario_named(name: &str, seed: u64) -> Result<Scenario, String> {
         "AckBeforeFsync" => Scenario::with_bug(seed, Bug::AckBeforeFsync),
         "CommitWithoutQuorum" => Scenario::with_bug(seed, Bug::CommitWithoutQuorum),
         "LeaseReadPastBound" => Scenario::with_bug(seed, Bug::LeaseReadPastBound),
+        "RefuseButPropose" => Scenario::with_bug(seed, Bug::RefuseButPropose),
+        "ReleaseWalAhead" => Scenario::with_bug(seed, Bug::ReleaseWalAhead),
         _ => {
             return Err(format!(
                 "unknown KEEL_SIM_SCENARIO {name:?}; valid: {}",
@@ -205,6 +231,16 @@ fn planted_bug_commit_without_quorum_is_caught() {
 #[test]
 fn planted_bug_lease_read_past_its_bound_is_caught() {
     caught(Bug::LeaseReadPastBound);
+}
+
+#[test]
+fn planted_bug_refuse_but_propose_is_caught() {
+    caught(Bug::RefuseButPropose);
+}
+
+#[test]
+fn planted_bug_release_wal_ahead_is_caught() {
+    caught(Bug::ReleaseWalAhead);
 }
 
 /// Bugs the simulator found, each pinned to seeds of the current standard mix that

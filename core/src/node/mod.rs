@@ -6,11 +6,18 @@
 
 mod command;
 mod compactor;
+pub mod member;
 mod state_machine;
 
 pub use crate::auth::{AuthCommand, AuthError, AuthInfo, AuthOutcome};
 pub use command::{decode_command, encode_command, Command, CommandDecodeError, Proposal};
 pub use compactor::{AutoCompaction, Compactor};
+#[cfg(feature = "planted-bugs")]
+pub use member::MemberBug;
+pub use member::{
+    AppliedRecord, AuthNote, Call, Header, Member, MemberChange, MemberConfig, MemberError, Note,
+    Output, Request, Response, Status, Token,
+};
 pub use state_machine::{
     alarm, decode_members, write_members, Applied, MemberInfo, NodeImageError, Outcome,
     StateMachine,

@@ -14,6 +14,7 @@
 //! Membership changes are one voter at a time and take effect when applied (see
 //! `membership.rs` for the safety rule and why it is sufficient).
 
+pub mod codec;
 mod config;
 mod election;
 mod error;
@@ -26,6 +27,8 @@ mod read_index;
 mod ready;
 mod replication;
 mod snapshot;
+/// A deterministic in-memory cluster for raft tests (`testkit` feature: tests only).
+#[cfg(feature = "testkit")]
 pub mod testkit;
 mod types;
 mod wire;

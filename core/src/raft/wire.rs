@@ -27,8 +27,8 @@
 //!   13 TransferLeader     target u64
 //! ```
 //!
-//! An entry and a snapshot meta are the WAL's record payloads for them (encoded by
-//! [`Record::encode_payload`], so the two formats cannot drift apart); a payload is the
+//! An entry and a snapshot meta are encoded by [`super::codec`], as the WAL's records
+//! encode them (so the two formats cannot drift apart); a payload is the
 //! entry encoding without term and index: `0` empty, `1` followed by the data, or `2`
 //! followed by a conf-change kind u8 (0 add voter, 1 add learner, 2 remove) and the member
 //! u64. Flags and booleans admit no other bits or values, and nothing may follow the
@@ -41,11 +41,11 @@
 
 use bytes::Bytes;
 
+use super::codec::{decode_snapshot_meta, encode_entry, encode_payload, encode_snapshot_meta};
 use super::message::{Message, MessageBody, RejectHint};
 use super::types::{
     ConfChange, Entry, EntryPayload, LogIndex, MemberId, ReadCtx, SnapshotMeta, Term,
 };
-use crate::wal::Record;
 
 /// The only format version this build writes and reads.
 const VERSION: u8 = 1;
@@ -124,7 +124,7 @@ pub fn encode_message(m: &Message, out: &mut Vec<u8>) {
             put_u32(out, len_u32(entries.len()));
             for e in entries {
                 // Cloning an entry shares its data rather than copying it.
-                prefixed(out, |out| Record::Entry(e.clone()).encode_payload(out));
+                prefixed(out, |out| encode_entry(e, out));
             }
         }
         MessageBody::AppendResponse { index, reject } => {
@@ -162,9 +162,7 @@ pub fn encode_message(m: &Message, out: &mut Vec<u8>) {
             offset,
             data,
         } => {
-            prefixed(out, |out| {
-                Record::Snapshot(meta.clone()).encode_payload(out)
-            });
+            prefixed(out, |out| encode_snapshot_meta(meta, out));
             put_u64(out, *total);
             put_u64(out, *offset);
             out.extend_from_slice(data);
@@ -182,7 +180,7 @@ pub fn encode_message(m: &Message, out: &mut Vec<u8>) {
         MessageBody::Propose { payloads } => {
             put_u32(out, len_u32(payloads.len()));
             for p in payloads {
-                prefixed(out, |out| put_payload(out, p));
+                prefixed(out, |out| encode_payload(p, out));
             }
         }
         MessageBody::ReadIndex { ctx } => put_u64(out, ctx.0),
@@ -350,29 +348,6 @@ fn prefixed(out: &mut Vec<u8>, f: impl FnOnce(&mut Vec<u8>)) {
     out[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
-/// The WAL's entry payload layout without term and index (the decoder reads entries and
-/// payloads with the same code, so this must stay in step with `Record::encode_payload`;
-/// the round-trip tests check it).
-fn put_payload(out: &mut Vec<u8>, p: &EntryPayload) {
-    match p {
-        EntryPayload::Empty => out.push(P_EMPTY),
-        EntryPayload::Normal(d) => {
-            out.push(P_NORMAL);
-            out.extend_from_slice(d);
-        }
-        EntryPayload::ConfChange(cc) => {
-            out.push(P_CONF_CHANGE);
-            let (k, id) = match cc {
-                ConfChange::AddVoter(id) => (0, id.0),
-                ConfChange::AddLearner(id) => (1, id.0),
-                ConfChange::Remove(id) => (2, id.0),
-            };
-            out.push(k);
-            put_u64(out, id);
-        }
-    }
-}
-
 /// A cursor over `b[pos..end]`, handing out zero-copy slices of `b`.
 struct Reader<'a> {
     b: &'a Bytes,
@@ -508,13 +483,7 @@ impl<'a> Reader<'a> {
     /// Snapshot metadata filling the rest of this reader, parsed by the WAL's own decoder
     /// (which checks member counts against the bytes present before inserting).
     fn snapshot_meta(&mut self) -> Result<SnapshotMeta, WireError> {
-        // The WAL keeps its record-type numbers private; asking a record for its own keeps
-        // this in step without exporting them.
-        let kind = Record::Snapshot(SnapshotMeta::default()).kind();
         let p = self.take(self.remaining())?;
-        match Record::decode_payload(kind, p) {
-            Some(Record::Snapshot(meta)) => Ok(meta),
-            _ => Err(WireError::SnapshotMeta),
-        }
+        decode_snapshot_meta(p).ok_or(WireError::SnapshotMeta)
     }
 }

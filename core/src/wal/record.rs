@@ -17,11 +17,8 @@
 //! preallocated region, or a frame moved by a misdirected write, never validates. A header
 //! of all zeros marks the end of the written part of a segment (preallocated space).
 
-use bytes::Bytes;
-
-use crate::raft::{
-    ConfChange, ConfState, Entry, EntryPayload, HardState, LogIndex, MemberId, SnapshotMeta, Term,
-};
+use crate::raft::codec::{self, Reader};
+use crate::raft::{Entry, HardState, LogIndex, MemberId, SnapshotMeta, Term};
 
 /// Bytes of a frame header.
 pub const FRAME_HEADER: usize = 16;
@@ -99,42 +96,13 @@ impl Record {
     pub(crate) fn encode_payload(&self, out: &mut Vec<u8>) {
         let u64le = |out: &mut Vec<u8>, v: u64| out.extend_from_slice(&v.to_le_bytes());
         match self {
-            Record::Entry(e) => {
-                u64le(out, e.term.0);
-                u64le(out, e.index.0);
-                match &e.payload {
-                    EntryPayload::Empty => out.push(0),
-                    EntryPayload::Normal(d) => {
-                        out.push(1);
-                        out.extend_from_slice(d);
-                    }
-                    EntryPayload::ConfChange(cc) => {
-                        out.push(2);
-                        let (k, id) = match cc {
-                            ConfChange::AddVoter(id) => (0, id.0),
-                            ConfChange::AddLearner(id) => (1, id.0),
-                            ConfChange::Remove(id) => (2, id.0),
-                        };
-                        out.push(k);
-                        u64le(out, id);
-                    }
-                }
-            }
+            Record::Entry(e) => codec::encode_entry(e, out),
             Record::HardState(hs) => {
                 u64le(out, hs.term.0);
                 u64le(out, hs.vote.0);
                 u64le(out, hs.commit.0);
             }
-            Record::Snapshot(m) => {
-                u64le(out, m.index.0);
-                u64le(out, m.term.0);
-                for set in [&m.conf.voters, &m.conf.learners] {
-                    out.extend_from_slice(&(set.len() as u32).to_le_bytes());
-                    for id in set {
-                        u64le(out, id.0);
-                    }
-                }
-            }
+            Record::Snapshot(m) => codec::encode_snapshot_meta(m, out),
             Record::Metadata {
                 cluster_id,
                 member_id,
@@ -164,56 +132,13 @@ impl Record {
     pub(crate) fn decode_payload(kind: u8, p: &[u8]) -> Option<Record> {
         let mut r = Reader { p };
         let rec = match kind {
-            T_ENTRY => {
-                let term = Term(r.u64()?);
-                let index = LogIndex(r.u64()?);
-                let payload = match r.u8()? {
-                    0 => EntryPayload::Empty,
-                    1 => EntryPayload::Normal(Bytes::copy_from_slice(r.rest())),
-                    2 => {
-                        let k = r.u8()?;
-                        let id = MemberId(r.u64()?);
-                        EntryPayload::ConfChange(match k {
-                            0 => ConfChange::AddVoter(id),
-                            1 => ConfChange::AddLearner(id),
-                            2 => ConfChange::Remove(id),
-                            _ => return None,
-                        })
-                    }
-                    _ => return None,
-                };
-                Record::Entry(Entry {
-                    term,
-                    index,
-                    payload,
-                })
-            }
+            T_ENTRY => return codec::decode_entry(p).map(Record::Entry),
             T_HARD_STATE => Record::HardState(HardState {
                 term: Term(r.u64()?),
                 vote: MemberId(r.u64()?),
                 commit: LogIndex(r.u64()?),
             }),
-            T_SNAPSHOT => {
-                let index = LogIndex(r.u64()?);
-                let term = Term(r.u64()?);
-                let mut conf = ConfState::default();
-                for learners in [false, true] {
-                    let n = r.u32()? as usize;
-                    // Each ID takes 8 bytes: a count the payload cannot hold is corrupt.
-                    if n > r.p.len() / 8 {
-                        return None;
-                    }
-                    for _ in 0..n {
-                        let id = MemberId(r.u64()?);
-                        if learners {
-                            conf.learners.insert(id);
-                        } else {
-                            conf.voters.insert(id);
-                        }
-                    }
-                }
-                Record::Snapshot(SnapshotMeta { index, term, conf })
-            }
+            T_SNAPSHOT => return codec::decode_snapshot_meta(p).map(Record::Snapshot),
             T_METADATA => Record::Metadata {
                 cluster_id: r.u64()?,
                 member_id: r.u64()?,
@@ -221,50 +146,6 @@ impl Record {
             _ => return None,
         };
         r.p.is_empty().then_some(rec)
-    }
-}
-
-/// The payload encoding of snapshot metadata (shared with snapshot files).
-pub(crate) fn encode_snapshot_meta(meta: &SnapshotMeta, out: &mut Vec<u8>) {
-    Record::Snapshot(meta.clone()).encode_payload(out);
-}
-
-/// Decodes snapshot metadata encoded by [`encode_snapshot_meta`].
-pub(crate) fn decode_snapshot_meta(p: &[u8]) -> Option<SnapshotMeta> {
-    match Record::decode_payload(T_SNAPSHOT, p)? {
-        Record::Snapshot(m) => Some(m),
-        _ => None,
-    }
-}
-
-struct Reader<'a> {
-    p: &'a [u8],
-}
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Option<&[u8]> {
-        if self.p.len() < n {
-            return None;
-        }
-        let (a, b) = self.p.split_at(n);
-        self.p = b;
-        Some(a)
-    }
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-    fn u32(&mut self) -> Option<u32> {
-        self.take(4)
-            .and_then(|b| b.try_into().ok())
-            .map(u32::from_le_bytes)
-    }
-    fn u64(&mut self) -> Option<u64> {
-        self.take(8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-    }
-    fn rest(&mut self) -> &[u8] {
-        std::mem::take(&mut self.p)
     }
 }
 
@@ -353,6 +234,8 @@ pub fn decode_frame(buf: &[u8], prev_crc: u32) -> Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raft::{ConfChange, ConfState, EntryPayload};
+    use bytes::Bytes;
 
     fn samples() -> Vec<Record> {
         vec![

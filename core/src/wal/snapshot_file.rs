@@ -17,7 +17,7 @@ use bytes::Bytes;
 
 use crate::raft::{Snapshot, SnapshotMeta};
 
-use super::record::{decode_snapshot_meta, encode_snapshot_meta};
+use crate::raft::codec::{decode_snapshot_meta, encode_snapshot_meta};
 
 /// Magic at the start of a snapshot file.
 pub const SNAP_MAGIC: [u8; 8] = *b"KEELSNAP";

@@ -5,13 +5,14 @@
 //! replicated auth store after a ReadIndex. Passwords are hashed with bcrypt here, before
 //! proposing, so every member stores the same hash and apply stays cheap.
 
+use super::Grpc;
 use keel_core::auth::{AuthCommand, AuthError, AuthInfo, AuthOutcome, PermKind, Permission};
 use keel_core::node::{Command, Outcome};
 use tonic::{Request, Response, Status};
 
 use super::authz::{auth_status, caller};
 use super::{header, mismatched};
-use crate::member::{Core, Header, MemberHandle};
+use crate::member::{Header, MemberHandle, MemberTask};
 use crate::pb::{authpb, etcdserverpb as pb};
 
 /// The Auth service.
@@ -41,7 +42,7 @@ impl AuthService {
         cmd: AuthCommand,
         who: Option<AuthInfo>,
     ) -> Result<(AuthOutcome, Header), Status> {
-        match self.m.propose_as(Command::Auth(cmd), who).await? {
+        match self.m.propose_as(Command::Auth(cmd), who).await.grpc()? {
             (Outcome::Auth(r), h) => r.map(|o| (o, h)).map_err(auth_status),
             (Outcome::Denied(e), _) => Err(auth_status(e)),
             _ => Err(mismatched()),
@@ -53,13 +54,16 @@ impl AuthService {
     async fn query<T, R, F>(&self, req: &Request<T>, f: F) -> Result<(R, Header), Status>
     where
         R: Send + 'static,
-        F: FnOnce(&Core, Option<&AuthInfo>) -> Result<R, AuthError> + Send + 'static,
+        F: FnOnce(&MemberTask, Option<&AuthInfo>) -> Result<R, AuthError> + Send + 'static,
     {
         let who = caller(&self.m, req).await?;
         let (r, h) = self
             .m
-            .read(true, move |c: &mut Core| (f(c, who.as_ref()), c.header()))
-            .await?;
+            .read(true, move |c: &mut MemberTask| {
+                (f(c, who.as_ref()), c.header())
+            })
+            .await
+            .grpc()?;
         Ok((r.map_err(auth_status)?, h))
     }
 
@@ -117,8 +121,8 @@ impl pb::auth_server::Auth for AuthService {
         // `needAdminPermission`): with auth on, the caller needs the root role.
         let ((enabled, auth_revision), h) = self
             .query(&req, |c, who| {
-                c.sm.auth.check_admin(who)?;
-                Ok((c.sm.auth.enabled(), c.sm.auth.revision()))
+                c.member.sm.auth.check_admin(who)?;
+                Ok((c.member.sm.auth.enabled(), c.member.sm.auth.revision()))
             })
             .await?;
         Ok(Response::new(pb::AuthStatusResponse {
@@ -136,11 +140,12 @@ impl pb::auth_server::Auth for AuthService {
         let name = r.name.clone();
         let (enabled, hash) = self
             .m
-            .read(true, move |c: &mut Core| {
-                let hash = c.sm.auth.password_hash(&name).map(str::to_string);
-                (c.sm.auth.enabled(), hash)
+            .read(true, move |c: &mut MemberTask| {
+                let hash = c.member.sm.auth.password_hash(&name).map(str::to_string);
+                (c.member.sm.auth.enabled(), hash)
             })
-            .await?;
+            .await
+            .grpc()?;
         if !enabled {
             return Err(auth_status(AuthError::AuthNotEnabled));
         }
@@ -211,9 +216,11 @@ impl pb::auth_server::Auth for AuthService {
                 // Root may read any user; a user may read itself.
                 let own = who.is_some_and(|w| w.user == name);
                 if !own {
-                    c.sm.auth.check_admin(who)?;
+                    c.member.sm.auth.check_admin(who)?;
                 }
-                c.sm.auth
+                c.member
+                    .sm
+                    .auth
                     .user(&name)
                     .map(|u| u.roles.clone())
                     .ok_or(AuthError::UserNotFound)
@@ -231,8 +238,8 @@ impl pb::auth_server::Auth for AuthService {
     ) -> Result<Response<pb::AuthUserListResponse>, Status> {
         let (users, h) = self
             .query(&req, |c, who| {
-                c.sm.auth.check_admin(who)?;
-                Ok(c.sm.auth.user_names())
+                c.member.sm.auth.check_admin(who)?;
+                Ok(c.member.sm.auth.user_names())
             })
             .await?;
         Ok(Response::new(pb::AuthUserListResponse {
@@ -313,12 +320,17 @@ impl pb::auth_server::Auth for AuthService {
             .query(&req, move |c, who| {
                 // Root may read any role; a user may read the roles granted to it.
                 let own = who
-                    .and_then(|w| c.sm.auth.user(&w.user))
+                    .and_then(|w| c.member.sm.auth.user(&w.user))
                     .is_some_and(|u| u.roles.contains(&name));
                 if !own {
-                    c.sm.auth.check_admin(who)?;
+                    c.member.sm.auth.check_admin(who)?;
                 }
-                let role = c.sm.auth.role(&name).ok_or(AuthError::RoleNotFound)?;
+                let role = c
+                    .member
+                    .sm
+                    .auth
+                    .role(&name)
+                    .ok_or(AuthError::RoleNotFound)?;
                 Ok(role.perms.iter().map(perm_out).collect())
             })
             .await?;
@@ -334,8 +346,8 @@ impl pb::auth_server::Auth for AuthService {
     ) -> Result<Response<pb::AuthRoleListResponse>, Status> {
         let (roles, h) = self
             .query(&req, |c, who| {
-                c.sm.auth.check_admin(who)?;
-                Ok(c.sm.auth.role_names())
+                c.member.sm.auth.check_admin(who)?;
+                Ok(c.member.sm.auth.role_names())
             })
             .await?;
         Ok(Response::new(pb::AuthRoleListResponse {

@@ -4,13 +4,14 @@
 //! to "may they" come from the replicated auth store: reads check it on the member task
 //! before reading, writes when their entry is applied.
 
+use super::Grpc;
 use std::future::Future;
 
 use keel_core::auth::{AuthError, AuthInfo, AuthStore, PermKind};
 use tonic::{Code, Request, Status};
 
 use super::recipes::prefix_end;
-use crate::member::{Core, MemberHandle, REQUEST_TIMEOUT};
+use crate::member::{MemberHandle, MemberTask, REQUEST_TIMEOUT};
 use crate::tls::ClientConnInfo;
 
 /// "The auth store's revision now": a certificate's user and a simple token's user are
@@ -126,8 +127,9 @@ async fn check_as<F>(
 where
     F: FnOnce(&AuthStore, Option<&AuthInfo>) -> Result<(), AuthError> + Send + 'static,
 {
-    Ok(m.local(move |c: &mut Core| f(&c.sm.auth, who.as_ref()))
-        .await?)
+    m.local(move |c: &mut MemberTask| f(&c.member.sm.auth, who.as_ref()))
+        .await
+        .grpc()
 }
 
 /// The lock and election recipes read and write keys under `dir`: their caller must be

@@ -5,6 +5,7 @@
 //! [`super::forward`]). Update is a replicated command any member proposes.
 
 use super::authz::{auth_status, check};
+use super::{server_status, Grpc};
 use keel_core::discovery::{check_url, member_id};
 use tonic::{Request, Response, Status};
 
@@ -12,7 +13,7 @@ use super::forward;
 use super::header;
 use super::mismatched;
 use crate::leader_call::{Answer, Call};
-use crate::member::{Core, Header, MemberChange, MemberHandle, ServerError, REQUEST_TIMEOUT};
+use crate::member::{Header, MemberChange, MemberHandle, MemberTask, ServerError, REQUEST_TIMEOUT};
 use crate::pb::etcdserverpb as pb;
 
 /// The Cluster service.
@@ -45,11 +46,11 @@ impl ClusterService {
                 // answer when the change moves the leadership (a removed leader hands
                 // over at once, and a ReadIndex in flight would be dropped).
                 if !self.m.wait_applied(applied, REQUEST_TIMEOUT).await {
-                    return Err(ServerError::Timeout.into());
+                    return Err(server_status(ServerError::Timeout));
                 }
                 self.members_after(header).await
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(server_status(e)),
         }
     }
 
@@ -69,21 +70,24 @@ pub async fn member_list(
     linearizable: bool,
 ) -> Result<(Vec<pb::Member>, Option<pb::ResponseHeader>), Status> {
     let (members, h) = m
-        .read(linearizable, |c: &mut Core| {
-            let members: Vec<pb::Member> =
-                c.sm.members
-                    .values()
-                    .map(|x| pb::Member {
-                        id: x.id,
-                        name: x.name.clone(),
-                        peer_ur_ls: x.peer_urls.clone(),
-                        client_ur_ls: x.client_urls.clone(),
-                        is_learner: x.learner,
-                    })
-                    .collect();
+        .read(linearizable, |c: &mut MemberTask| {
+            let members: Vec<pb::Member> = c
+                .member
+                .sm
+                .members
+                .values()
+                .map(|x| pb::Member {
+                    id: x.id,
+                    name: x.name.clone(),
+                    peer_ur_ls: x.peer_urls.clone(),
+                    client_ur_ls: x.client_urls.clone(),
+                    is_learner: x.learner,
+                })
+                .collect();
             (members, c.header())
         })
-        .await?;
+        .await
+        .grpc()?;
     Ok((members, cluster_header(m, h)))
 }
 
@@ -95,7 +99,7 @@ fn cluster_header(m: &MemberHandle, h: Header) -> Option<pb::ResponseHeader> {
 /// Checks peer URLs as etcd's MemberAdd/MemberUpdate do.
 fn peer_urls(urls: Vec<String>) -> Result<Vec<String>, Status> {
     if urls.is_empty() || urls.iter().any(|u| check_url(u).is_err()) {
-        return Err(ServerError::BadMemberUrls.into());
+        return Err(server_status(ServerError::BadMemberUrls));
     }
     Ok(urls)
 }
@@ -159,7 +163,7 @@ impl pb::cluster_server::Cluster for ClusterService {
             id: r.id,
             peer_urls: peer_urls(r.peer_ur_ls)?,
         };
-        let h = self.m.change(change).await?;
+        let h = self.m.change(change).await.grpc()?;
         let (members, header) = self.members_after(h).await?;
         Ok(Response::new(pb::MemberUpdateResponse { header, members }))
     }

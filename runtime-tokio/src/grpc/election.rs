@@ -2,6 +2,7 @@
 //! resign), with etcd's recipe.
 
 use super::authz::check_recipe;
+use super::Grpc;
 use bytes::Bytes;
 use keel_core::mvcc::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest, RequestOp, TxnRequest,
@@ -53,7 +54,7 @@ async fn if_leader(
         success: vec![op],
         failure: vec![],
     };
-    match permitted(m.propose_as(Command::Txn(txn), who).await?)? {
+    match permitted(m.propose_as(Command::Txn(txn), who).await.grpc()?)? {
         (Outcome::Txn(res), h) => {
             if !res.map_err(mvcc_status)?.succeeded {
                 return Err(not_leader());

@@ -5,13 +5,14 @@
 //! The follower has checked its caller already (an admin for membership changes), as
 //! etcd checks on the member a client reaches before it proposes.
 
+use super::{server_status, Grpc};
 use std::sync::Arc;
 
 use tonic::Status;
 
 use super::lease;
 use crate::leader_call::{self, Answer, Call, CallHandler};
-use crate::member::{Core, MemberHandle, ServerError, REQUEST_TIMEOUT};
+use crate::member::{MemberHandle, MemberTask, ServerError, REQUEST_TIMEOUT};
 
 /// Asks the leader (waiting for one during an election, as etcd's `waitLeader`).
 pub(crate) async fn to_leader(m: &MemberHandle, call: Call) -> Result<Answer, Status> {
@@ -32,8 +33,8 @@ async fn known_leader(m: &MemberHandle) -> Result<u64, Status> {
         .map(|r| r.map(|s| s.leader));
     match known {
         Ok(Ok(leader)) => Ok(leader),
-        Ok(Err(_)) => Err(ServerError::Stopped.into()),
-        Err(_) => Err(ServerError::Timeout.into()),
+        Ok(Err(_)) => Err(server_status(ServerError::Stopped)),
+        Err(_) => Err(server_status(ServerError::Timeout)),
     }
 }
 
@@ -43,11 +44,14 @@ pub fn handler(m: MemberHandle) -> CallHandler {
 }
 
 async fn answer(m: MemberHandle, call: Call) -> Result<Answer, Status> {
-    let not_leader = || Status::from(ServerError::NotLeader);
+    let not_leader = || server_status(ServerError::NotLeader);
     match call {
         Call::Change(change) => {
-            let header = m.change(change).await?;
-            let applied = m.local(|c: &mut Core| c.sm.applied()).await?;
+            let header = m.change(change).await.grpc()?;
+            let applied = m
+                .local(|c: &mut MemberTask| c.member.sm.applied())
+                .await
+                .grpc()?;
             Ok(Answer::Changed { header, applied })
         }
         Call::Renew(id) => match lease::renew_as_leader(&m, id).await? {

@@ -4,8 +4,9 @@
 //!
 //! With that metadata:
 //! - a call to a member that knows no leader fails at once with "etcdserver: no leader"
-//!   (without it, a call that needs the leader waits for one, see
-//!   `member::leaderless`);
+//!   (without it, a call that needs the leader waits for one: see
+//!   `keel_core::node::Member`, which also honours require-leader for the callers it
+//!   is given it by, as the simulator's clients do);
 //! - a stream (Watch, LeaseKeepAlive, Snapshot, Observe, health Watch) already open is
 //!   ended with that error once the member has gone [`NO_LEADER_PERIODS`] election
 //!   timeouts without a leader (etcd's `monitorLeader`), so a watcher stuck on a member
@@ -14,6 +15,7 @@
 //!   whose client stopped reading (its flow-control window full) is not polled, and ends
 //!   only when the client goes.
 
+use super::server_status;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -134,7 +136,7 @@ pub async fn intercept(State(i): State<Arc<Interceptor>>, req: Request, next: Ne
 }
 
 fn no_leader() -> Status {
-    ServerError::NoLeader.into()
+    server_status(ServerError::NoLeader)
 }
 
 /// A stream's response body that ends with "etcdserver: no leader" (in its trailers, as

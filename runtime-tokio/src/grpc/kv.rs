@@ -1,5 +1,6 @@
 //! `etcdserverpb.KV`: Range, Put, DeleteRange, Txn, Compact.
 
+use super::Grpc;
 use keel_core::node::{Command, Outcome};
 use tonic::{Request, Response, Status};
 
@@ -36,13 +37,14 @@ impl pb::kv_server::Kv for KvService {
         let (res, h) = self
             .m
             .read(linearizable, move |c| {
-                let res = match c.sm.authorize_range(who.as_ref(), &r) {
-                    Ok(()) => Ok(c.sm.kv.kv.range(&r).map_err(mvcc_status)),
+                let res = match c.member.sm.authorize_range(who.as_ref(), &r) {
+                    Ok(()) => Ok(c.member.sm.kv.kv.range(&r).map_err(mvcc_status)),
                     Err(e) => Err(auth_status(e)),
                 };
                 (res, c.header())
             })
-            .await?;
+            .await
+            .grpc()?;
         let res = res??;
         Ok(Response::new(range_out(res, header(&self.m, h))))
     }
@@ -50,7 +52,7 @@ impl pb::kv_server::Kv for KvService {
     async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
         let who = caller(&self.m, &req).await?;
         let r = put_in(req.into_inner())?;
-        match permitted(self.m.propose_as(Command::Put(r), who).await?)? {
+        match permitted(self.m.propose_as(Command::Put(r), who).await.grpc()?)? {
             (Outcome::Put(res), h) => Ok(Response::new(put_out(
                 res.map_err(mvcc_status)?,
                 header(&self.m, h),
@@ -65,7 +67,12 @@ impl pb::kv_server::Kv for KvService {
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         let who = caller(&self.m, &req).await?;
         let r = delete_in(req.into_inner())?;
-        match permitted(self.m.propose_as(Command::DeleteRange(r), who).await?)? {
+        match permitted(
+            self.m
+                .propose_as(Command::DeleteRange(r), who)
+                .await
+                .grpc()?,
+        )? {
             (Outcome::DeleteRange(res), h) => Ok(Response::new(delete_out(
                 res.map_err(mvcc_status)?,
                 header(&self.m, h),
@@ -83,17 +90,18 @@ impl pb::kv_server::Kv for KvService {
             let (res, h) = self
                 .m
                 .read(true, move |c| {
-                    let res = match (c.sm.authorize(who.as_ref(), &cmd), &cmd) {
+                    let res = match (c.member.sm.authorize(who.as_ref(), &cmd), &cmd) {
                         (Err(e), _) => Err(auth_status(e)),
-                        (Ok(()), Command::Txn(t)) => Ok(c.sm.kv.txn(t).map_err(mvcc_status)),
+                        (Ok(()), Command::Txn(t)) => Ok(c.member.sm.kv.txn(t).map_err(mvcc_status)),
                         (Ok(()), _) => Err(mismatched()),
                     };
                     (res, c.header())
                 })
-                .await?;
+                .await
+                .grpc()?;
             return Ok(Response::new(txn_out(res??, header(&self.m, h))));
         }
-        match permitted(self.m.propose_as(Command::Txn(t), who).await?)? {
+        match permitted(self.m.propose_as(Command::Txn(t), who).await.grpc()?)? {
             (Outcome::Txn(res), h) => Ok(Response::new(txn_out(
                 res.map_err(mvcc_status)?,
                 header(&self.m, h),
@@ -112,7 +120,7 @@ impl pb::kv_server::Kv for KvService {
             revision: r.revision,
             physical: r.physical,
         };
-        match permitted(self.m.propose_as(cmd, who).await?)? {
+        match permitted(self.m.propose_as(cmd, who).await.grpc()?)? {
             (Outcome::Compact(res), h) => {
                 res.map_err(mvcc_status)?;
                 Ok(Response::new(pb::CompactionResponse {

@@ -4,6 +4,7 @@
 
 use super::authz::caller;
 use super::permitted;
+use super::{server_status, Grpc};
 use keel_core::mvcc::LeaseError;
 use keel_core::node::{Command, Outcome};
 use tokio::sync::mpsc;
@@ -13,7 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::forward;
 use super::{header, lease_status, mismatched};
 use crate::leader_call::{Answer, Call, LeaseTtl};
-use crate::member::{Core, Header, MemberHandle, ServerError};
+use crate::member::{Header, MemberHandle, MemberTask, ServerError};
 use crate::pb::etcdserverpb as pb;
 
 /// The Lease service.
@@ -34,11 +35,12 @@ async fn renew_local(
     id: i64,
 ) -> Result<Option<(i64, crate::member::Header)>, Status> {
     let r = m
-        .local(move |c: &mut Core| {
+        .local(move |c: &mut MemberTask| {
             let now = c.clock.now();
-            (c.sm.kv.lessor.renew(id, now), c.header())
+            (c.member.renew_lease(now, id), c.header())
         })
-        .await?;
+        .await
+        .grpc()?;
     match r {
         (Ok(ttl), h) => Ok(Some((ttl, h))),
         (Err(LeaseError::NotFound), h) => Ok(Some((0, h))),
@@ -70,7 +72,7 @@ pub(super) async fn renew_as_leader(
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     if m.status.borrow().is_leader {
-        return Err(ServerError::Timeout.into());
+        return Err(server_status(ServerError::Timeout));
     }
     Ok(None)
 }
@@ -97,21 +99,22 @@ pub(super) async fn time_to_live_here(
     keys: bool,
 ) -> Result<Option<LeaseTtl>, Status> {
     let (primary, res, keys, header) = m
-        .local(move |c: &mut Core| {
+        .local(move |c: &mut MemberTask| {
             let now = c.clock.now();
             let lease_keys = if keys {
-                c.sm.kv.kv.lease_keys(id)
+                c.member.sm.kv.kv.lease_keys(id)
             } else {
                 Vec::new()
             };
             (
-                c.sm.kv.lessor.is_primary(),
-                c.sm.kv.lessor.time_to_live(id, now),
+                c.member.sm.kv.lessor.is_primary(),
+                c.member.sm.kv.lessor.time_to_live(id, now),
                 lease_keys,
                 c.header(),
             )
         })
-        .await?;
+        .await
+        .grpc()?;
     if !primary && res.is_ok() {
         return Ok(None);
     }
@@ -139,12 +142,16 @@ impl pb::lease_server::Lease for LeaseService {
         let id = if r.id != 0 {
             r.id
         } else {
-            self.m.local(|c: &mut Core| c.new_lease_id()).await?
+            self.m
+                .local(|c: &mut MemberTask| c.member.new_lease_id())
+                .await
+                .grpc()?
         };
         match self
             .m
             .propose(Command::LeaseGrant { id, ttl: r.ttl })
-            .await?
+            .await
+            .grpc()?
         {
             (Outcome::LeaseGrant(res), h) => {
                 let (id, ttl) = res.map_err(lease_status)?;
@@ -165,7 +172,12 @@ impl pb::lease_server::Lease for LeaseService {
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
         let who = caller(&self.m, &req).await?;
         let id = req.into_inner().id;
-        match permitted(self.m.propose_as(Command::LeaseRevoke { id }, who).await?)? {
+        match permitted(
+            self.m
+                .propose_as(Command::LeaseRevoke { id }, who)
+                .await
+                .grpc()?,
+        )? {
             (Outcome::LeaseRevoke(res), h) => {
                 res.map_err(lease_status)?;
                 Ok(Response::new(pb::LeaseRevokeResponse {
@@ -233,8 +245,11 @@ impl pb::lease_server::Lease for LeaseService {
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
         let (ids, h) = self
             .m
-            .read(true, |c: &mut Core| (c.sm.kv.lessor.ids(), c.header()))
-            .await?;
+            .read(true, |c: &mut MemberTask| {
+                (c.member.sm.kv.lessor.ids(), c.header())
+            })
+            .await
+            .grpc()?;
         Ok(Response::new(pb::LeaseLeasesResponse {
             header: header(&self.m, h),
             leases: ids.into_iter().map(|id| pb::LeaseStatus { id }).collect(),

@@ -1,5 +1,6 @@
 //! `v3lockpb.Lock`: distributed locks held as long as their lease lives.
 
+use super::Grpc;
 use keel_core::mvcc::DeleteRangeRequest;
 use keel_core::node::{Command, Outcome};
 use tonic::{Request, Response, Status};
@@ -47,7 +48,7 @@ impl pb::lock_server::Lock for LockService {
             key,
             ..Default::default()
         });
-        match permitted(self.m.propose_as(cmd, who).await?)? {
+        match permitted(self.m.propose_as(cmd, who).await.grpc()?)? {
             (Outcome::DeleteRange(res), h) => {
                 res.map_err(mvcc_status)?;
                 Ok(Response::new(pb::UnlockResponse {

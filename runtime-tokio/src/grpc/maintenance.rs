@@ -3,6 +3,7 @@
 //! no response header (clients, and the `etcd-client` crate's tests, check for that).
 
 use super::authz::{check, maintenance_denied};
+use super::{server_status, Grpc};
 use std::time::Duration;
 
 use keel_core::node::{alarm, Command, Outcome};
@@ -13,7 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{header, mismatched, mvcc_status};
-use crate::member::{Core, MemberHandle, ServerError};
+use crate::member::{MemberHandle, MemberTask, ServerError};
 use crate::pb::etcdserverpb as pb;
 use crate::version::ETCD_SERVER_VERSION;
 
@@ -47,7 +48,11 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
     ) -> Result<Response<pb::AlarmResponse>, Status> {
         let r = req.into_inner();
         if r.action == 0 {
-            let alarms = self.m.local(|c: &mut Core| c.sm.alarms(c.id)).await?;
+            let alarms = self
+                .m
+                .local(|c: &mut MemberTask| c.member.sm.alarms(c.id))
+                .await
+                .grpc()?;
             return Ok(Response::new(pb::AlarmResponse {
                 header: None,
                 alarms: alarm_members(alarms),
@@ -58,7 +63,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             member: r.member_id,
             alarm: r.alarm,
         };
-        match self.m.propose(cmd).await? {
+        match self.m.propose(cmd).await.grpc()? {
             (Outcome::Alarm(alarms), _) => Ok(Response::new(pb::AlarmResponse {
                 header: None,
                 alarms: alarm_members(alarms),
@@ -71,38 +76,41 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         _req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let (h, resp) = self
-            .m
-            .local(|c: &mut Core| {
-                let size = c.sm.kv.size_bytes() as i64;
-                // As etcd: "no leader" first, then the alarms.
-                let no_leader = (c.raft.leader().0 == 0).then(|| ServerError::NoLeader.to_string());
-                let errors = no_leader
-                    .into_iter()
-                    .chain(
-                        c.sm.alarms(c.id)
+        let (h, resp) =
+            self.m
+                .local(|c: &mut MemberTask| {
+                    let size = c.member.sm.kv.size_bytes() as i64;
+                    // As etcd: "no leader" first, then the alarms.
+                    let no_leader =
+                        (c.member.raft.leader().0 == 0).then(|| ServerError::NoLeader.to_string());
+                    let errors =
+                        no_leader
                             .into_iter()
-                            .map(|(m, a)| format!("memberID:{m} alarm:{} ", alarm::name(a))),
+                            .chain(
+                                c.member.sm.alarms(c.id).into_iter().map(|(m, a)| {
+                                    format!("memberID:{m} alarm:{} ", alarm::name(a))
+                                }),
+                            )
+                            .collect();
+                    let header = c.header();
+                    (
+                        header,
+                        pb::StatusResponse {
+                            header: None,
+                            version: ETCD_SERVER_VERSION.into(),
+                            db_size: size,
+                            leader: c.member.raft.leader().0,
+                            raft_index: c.member.raft.committed().0,
+                            raft_term: c.member.raft.term().0,
+                            raft_applied_index: c.member.sm.applied(),
+                            errors,
+                            db_size_in_use: size,
+                            is_learner: c.member.sm.members.get(&c.id).is_some_and(|m| m.learner),
+                        },
                     )
-                    .collect();
-                let header = c.header();
-                (
-                    header,
-                    pb::StatusResponse {
-                        header: None,
-                        version: ETCD_SERVER_VERSION.into(),
-                        db_size: size,
-                        leader: c.raft.leader().0,
-                        raft_index: c.raft.committed().0,
-                        raft_term: c.raft.term().0,
-                        raft_applied_index: c.sm.applied(),
-                        errors,
-                        db_size_in_use: size,
-                        is_learner: c.sm.members.get(&c.id).is_some_and(|m| m.learner),
-                    },
-                )
-            })
-            .await?;
+                })
+                .await
+                .grpc()?;
         Ok(Response::new(pb::StatusResponse {
             header: header(&self.m, h),
             ..resp
@@ -130,8 +138,9 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             .map_err(maintenance_denied)?;
         let (hash, h) = self
             .m
-            .local(|c: &mut Core| (c.sm.kv.hash(), c.header()))
-            .await?;
+            .local(|c: &mut MemberTask| (c.member.sm.kv.hash(), c.header()))
+            .await
+            .grpc()?;
         Ok(Response::new(pb::HashResponse {
             header: header(&self.m, h),
             hash,
@@ -148,14 +157,15 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         let rev = req.into_inner().revision;
         let (res, compact, h) = self
             .m
-            .local(move |c: &mut Core| {
+            .local(move |c: &mut MemberTask| {
                 (
-                    c.sm.kv.kv.hash_kv(rev),
-                    c.sm.kv.kv.compacted_revision(),
+                    c.member.sm.kv.kv.hash_kv(rev),
+                    c.member.sm.kv.kv.compacted_revision(),
                     c.header(),
                 )
             })
-            .await?;
+            .await
+            .grpc()?;
         let hash = res.map_err(mvcc_status)?;
         Ok(Response::new(pb::HashKvResponse {
             header: header(&self.m, h),
@@ -174,7 +184,11 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         check(&self.m, &req, |a, who| a.check_admin(who))
             .await?
             .map_err(maintenance_denied)?;
-        let image = self.m.local(|c: &mut Core| c.sm.snapshot()).await?;
+        let image = self
+            .m
+            .local(|c: &mut MemberTask| c.member.sm.snapshot())
+            .await
+            .grpc()?;
         // Padded to 512 bytes like etcd's page-aligned database file, so `etcdctl
         // snapshot restore`'s "size % 512 == 32" test finds the trailing SHA-256.
         let mut data = image.to_vec();
@@ -215,20 +229,22 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         let target = req.into_inner().target_id;
         let started = self
             .m
-            .local(move |c: &mut Core| {
-                if c.raft.role() != Role::Leader {
+            .local(move |c: &mut MemberTask| {
+                if c.member.raft.role() != Role::Leader {
                     return Err(ServerError::NotLeader);
                 }
-                if !c.raft.conf().voters.contains(&MemberId(target)) {
+                if !c.member.raft.conf().voters.contains(&MemberId(target)) {
                     return Err(ServerError::BadTransferee);
                 }
                 let now = c.clock.now();
-                c.raft
+                c.member
+                    .raft
                     .transfer_leader(now, MemberId(target))
                     .map_err(|_| ServerError::BadTransferee)
             })
-            .await?;
-        started?;
+            .await
+            .grpc()?;
+        started.grpc()?;
         // etcd answers once the target leads (or the attempt timed out).
         let mut status = self.m.status.clone();
         let wait = tokio::time::timeout(Duration::from_secs(5), async {
@@ -242,7 +258,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             }
         });
         if wait.await.is_err() {
-            return Err(ServerError::Timeout.into());
+            return Err(server_status(ServerError::Timeout));
         }
         Ok(Response::new(pb::MoveLeaderResponse { header: None }))
     }

@@ -105,9 +105,16 @@ pub fn server_status(e: ServerError) -> Status {
     Status::new(code, e.to_string())
 }
 
-impl From<ServerError> for Status {
-    fn from(e: ServerError) -> Status {
-        server_status(e)
+/// A member's answer as a gRPC result (the error is core's type, so `?` cannot convert
+/// it to a tonic status by itself).
+pub(crate) trait Grpc<T> {
+    /// The error as its gRPC status.
+    fn grpc(self) -> Result<T, Status>;
+}
+
+impl<T> Grpc<T> for Result<T, ServerError> {
+    fn grpc(self) -> Result<T, Status> {
+        self.map_err(server_status)
     }
 }
 

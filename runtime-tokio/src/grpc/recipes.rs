@@ -2,6 +2,7 @@
 //! server: a key per contender under a prefix, ordered by create revision, each waiting
 //! for the deletion of the key just ahead of it.
 
+use super::Grpc;
 use bytes::Bytes;
 use keel_core::auth::AuthInfo;
 use keel_core::mvcc::{
@@ -12,7 +13,7 @@ use keel_core::node::{Command, Outcome};
 use tonic::Status;
 
 use super::{mismatched, mvcc_status, permitted};
-use crate::member::{watch_channel, Core, Header, MemberHandle};
+use crate::member::{watch_channel, Header, MemberHandle, MemberTask};
 
 /// The end of the range of keys starting with `prefix`.
 pub fn prefix_end(prefix: &[u8]) -> Bytes {
@@ -60,7 +61,7 @@ pub async fn create_key(
             ..Default::default()
         })],
     };
-    match permitted(m.propose_as(Command::Txn(txn), who).await?)? {
+    match permitted(m.propose_as(Command::Txn(txn), who).await.grpc()?)? {
         (Outcome::Txn(res), h) => {
             let res = res.map_err(mvcc_status)?;
             if res.succeeded {
@@ -97,8 +98,11 @@ pub async fn neighbour(
         ..Default::default()
     };
     let (res, h) = m
-        .read(true, move |c: &mut Core| (c.sm.kv.kv.range(&r), c.header()))
-        .await?;
+        .read(true, move |c: &mut MemberTask| {
+            (c.member.sm.kv.kv.range(&r), c.header())
+        })
+        .await
+        .grpc()?;
     Ok((res.map_err(mvcc_status)?.kvs.into_iter().next(), h))
 }
 
@@ -140,12 +144,7 @@ impl Drop for WatchGuard {
     fn drop(&mut self) {
         let (m, id) = (self.m.clone(), self.id);
         tokio::spawn(async move {
-            let _ = m
-                .local(move |c: &mut Core| {
-                    c.hub.cancel(id);
-                    c.sinks.remove(&id);
-                })
-                .await;
+            let _ = m.local(move |c: &mut MemberTask| c.cancel_watch(id)).await;
         });
     }
 }
@@ -155,13 +154,9 @@ impl Drop for WatchGuard {
 async fn wait_event(m: &MemberHandle, req: WatchRequest) -> Result<(), Status> {
     let (sink, mut outlet) = watch_channel();
     let id = m
-        .local(move |c: &mut Core| {
-            let id = c.hub.create(req, &c.sm.kv.kv);
-            c.sinks.insert(id, sink);
-            c.flush_watches();
-            id
-        })
-        .await?;
+        .local(move |c: &mut MemberTask| c.watch(req, sink))
+        .await
+        .grpc()?;
     let _guard = WatchGuard { m: m.clone(), id };
     let _ = outlet.recv().await;
     Ok(())

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::authz::caller;
 use super::convert::event_out;
 use super::header;
-use crate::member::{watch_channel, Core, Header, MemberHandle, WatchSink};
+use crate::member::{watch_channel, Header, MemberHandle, MemberTask, WatchSink};
 use crate::pb::etcdserverpb as pb;
 
 /// Responses a stream may have queued towards the client.
@@ -115,8 +115,7 @@ async fn run_stream(
     let _ =
         s.m.local(move |c| {
             for id in hub_ids {
-                c.hub.cancel(id);
-                c.sinks.remove(&id);
+                c.cancel_watch(id);
             }
         })
         .await;
@@ -146,9 +145,8 @@ impl Stream {
                     self.progress.remove(&hub);
                     let h = self
                         .m
-                        .local(move |c: &mut Core| {
-                            c.hub.cancel(hub);
-                            c.sinks.remove(&hub);
+                        .local(move |c: &mut MemberTask| {
+                            c.cancel_watch(hub);
                             c.header()
                         })
                         .await
@@ -166,7 +164,7 @@ impl Stream {
             Some(U::ProgressRequest(_)) => {
                 let h = self
                     .m
-                    .local(|c: &mut Core| c.header())
+                    .local(|c: &mut MemberTask| c.header())
                     .await
                     .map_err(|_| ())?;
                 // etcd answers a progress request with watch ID -1 (no particular watcher).
@@ -204,7 +202,7 @@ impl Stream {
             // etcd 3.4's mvcc refusals: created and canceled at once, with a header.
             let h = self
                 .m
-                .local(|c: &mut Core| c.header())
+                .local(|c: &mut MemberTask| c.header())
                 .await
                 .map_err(|_| ())?;
             return self
@@ -240,16 +238,16 @@ impl Stream {
         // created response goes out before this task reads any event of the new watcher.
         let (hub_id, h) = self
             .m
-            .local(move |c: &mut Core| {
+            .local(move |c: &mut MemberTask| {
                 let range = RangeRequest {
                     key: req.key.clone(),
                     range_end: req.range_end.clone(),
                     ..Default::default()
                 };
-                if c.sm.authorize_range(who.as_ref(), &range).is_err() {
+                if c.member.sm.authorize_range(who.as_ref(), &range).is_err() {
                     return (None, c.header());
                 }
-                let id = c.hub.create(req, &c.sm.kv.kv);
+                let id = c.member.watch_create(req);
                 c.sinks.insert(id, sink);
                 (Some(id), c.header())
             })
@@ -283,7 +281,7 @@ impl Stream {
         .await?;
         // Replay of history (or a compaction cancel) is due now, not at the next write.
         self.m
-            .local(|c: &mut Core| c.flush_watches())
+            .local(|c: &mut MemberTask| c.flush_watches())
             .await
             .map_err(|_| ())
     }
@@ -293,10 +291,7 @@ impl Stream {
     async fn notify_progress(&mut self) -> Result<(), ()> {
         let (synced, h) = self
             .m
-            .local(|c: &mut Core| {
-                let rev = c.sm.kv.kv.revision();
-                (c.hub.progress(rev), c.header())
-            })
+            .local(|c: &mut MemberTask| (c.member.watch_progress(), c.header()))
             .await
             .map_err(|_| ())?;
         for r in synced {

@@ -1,42 +1,48 @@
-//! The member task: owns the core values, turns inputs into core calls and executes what
-//! the core hands back (persist, send, apply, answer).
+//! The member task: owns the core [`Member`], turns inputs into its calls and executes
+//! what it hands back (persist, send, write snapshots, answer callers, feed watch
+//! streams). Every decision is the member's; this file is I/O.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use keel_core::mvcc::WatchHub;
-use keel_core::node::{encode_command, Command, Compactor, Outcome, Proposal, StateMachine};
-use keel_core::raft::{
-    ConfState, Config, LogIndex, MemberId, ProposeError, RaftNode, ReadCtx, ReadError, Role,
+use keel_core::node::{
+    AuthNote, Call, Member, MemberConfig as CoreConfig, Note, Output, Request, Response,
+    StateMachine, Token,
 };
+use keel_core::raft::{ConfState, Config, LogIndex, MemberId, RaftNode, Time};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::leaderless::{Leaderless, WaitingProposal};
 use super::WatchSink;
-use super::{Header, Input, MemberConfig, MemberHandle, ReadFn, ServerError, Status};
+use super::{
+    Input, MemberConfig, MemberHandle, ReadFn, Reply, ServerError, Status, REQUEST_TIMEOUT,
+};
 use crate::auth::{Passwords, Tokens};
 use crate::metrics::Metrics;
 use crate::peer::PeerNet;
 use crate::storage::{Storage, StoragePolicy};
 use crate::MonotonicClock;
-use keel_core::auth::AuthInfo;
 
-/// Events a watcher may hold in the hub before falling back to history.
-const WATCH_QUEUE: usize = 4096;
+/// An fsync slower than this is worth a log line (etcd warns at 1 s).
+const SLOW_FSYNC: Duration = Duration::from_secs(1);
+/// Period of the member's housekeeping (lease expiry, compaction slices, publishing).
+const HOUSEKEEPING_MS: u64 = 500;
 
-pub(super) type Reply = oneshot::Sender<Result<(Outcome, Header), ServerError>>;
+/// A caller waiting for the member's answer.
+enum Waiter {
+    /// A proposal or membership change.
+    Reply(Reply),
+    /// A linearizable read, run on the member's state once it may be served.
+    Read(ReadFn),
+    /// Waiting for an applied index.
+    Reached(oneshot::Sender<()>),
+}
 
-/// The values the member task owns; reads run against them.
-pub struct Core {
-    /// Raft.
-    pub raft: RaftNode,
-    /// The replicated state.
-    pub sm: StateMachine,
-    /// Watchers of every stream.
-    pub hub: WatchHub,
+/// The member task's values; reads run against them.
+pub struct MemberTask {
+    /// The member's decisions: raft, the state machine, watches, waiting callers.
+    pub member: Member,
     /// Where each watcher's responses go.
     pub sinks: HashMap<i64, WatchSink>,
     /// The core's clock.
@@ -49,48 +55,19 @@ pub struct Core {
     pub name: String,
     /// The WAL and snapshot files.
     pub storage: Storage,
-    pub(super) cfg: MemberConfig,
-    pub(super) net: PeerNet,
-    pub(super) metrics: Arc<Metrics>,
-    pub(super) status: watch::Sender<Status>,
-    pub(super) pending: HashMap<u64, Reply>,
-    pub(super) next_seq: u64,
-    pub(super) next_read: u64,
-    /// Linearizable reads waiting for their ReadIndex, by context.
-    pub(super) reads_by_ctx: HashMap<u64, Vec<ReadFn>>,
-    /// Reads of this round, not yet sent to raft.
-    pub(super) reads_new: Vec<ReadFn>,
-    /// Proposals and reads waiting for a leader to be known.
-    pub(super) leaderless: Leaderless,
-    /// Confirmed reads waiting for the state to reach their index.
-    pub(super) reads_by_index: Vec<(LogIndex, ReadFn)>,
-    /// Callers waiting for this member to apply an index (simple tokens name the
-    /// index of their Authenticate entry).
-    pub(super) index_waits: Vec<(u64, oneshot::Sender<()>)>,
-    pub(super) revoking: HashSet<i64>,
-    pub(super) published: bool,
-    pub(super) last_leader: u64,
-    /// etcd's ID generator state: 16 bits of member ID, then a counter seeded with
-    /// 40 bits of the start time in ms shifted past an 8-bit sequence.
-    pub(super) next_lease_id: u64,
-    pub(super) wake: Instant,
-    pub(super) compactor: Compactor,
-    /// Membership changes waiting to be applied at their log index.
-    pub(super) conf_waiting: Vec<(LogIndex, keel_core::raft::ConfChange, Reply)>,
-    /// When each peer was last heard from (etcd's transport activity, for the
-    /// strict reconfiguration checks).
-    pub(super) heard: HashMap<u64, Instant>,
-    /// When this member learned it was removed from the cluster.
-    pub(super) removed_at: Option<Instant>,
+    net: PeerNet,
+    metrics: Arc<Metrics>,
+    status: watch::Sender<Status>,
+    waiters: HashMap<Token, Waiter>,
+    next_token: u64,
+    wake: Instant,
     /// Auth tokens: every member records the simple tokens Authenticate entries issue.
-    pub(super) tokens: Arc<Tokens>,
+    tokens: Arc<Tokens>,
     /// The member's own inbox, for work finished off its task (weak: the task must
     /// still end when every handle is dropped).
-    pub(super) inbox: mpsc::WeakSender<Input>,
-    /// A snapshot file is being written.
-    pub(super) snapshot_writing: bool,
+    inbox: mpsc::WeakSender<Input>,
     /// A storage failure reported from off the task; fatal at the next round.
-    pub(super) failure: Option<String>,
+    failure: Option<String>,
 }
 
 /// A member that could not start (one clear line for the operator).
@@ -187,14 +164,24 @@ pub fn start_with_dialer(
         passwords: Arc::new(Passwords::new(cfg.bcrypt_cost)),
         peers: net.clone(),
     };
-    let seq0 = std::time::SystemTime::now()
+    let start_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_millis() as u64)
-        << 16;
-    let mut core = Core {
-        raft,
-        sm,
-        hub: WatchHub::new(WATCH_QUEUE, 1 << 20),
+        .map_or(1, |d| d.as_millis() as u64);
+    let member_cfg = CoreConfig {
+        id: cfg.id,
+        name: cfg.name.clone(),
+        client_urls: cfg.client_urls.clone(),
+        election_ms: cfg.election_ms,
+        max_request_bytes: cfg.max_request_bytes,
+        strict_reconfig: cfg.strict_reconfig,
+        snapshot_count: cfg.snapshot_count.max(1),
+        auto_compaction: cfg.auto_compaction,
+        start_ms,
+        housekeeping_ms: HOUSEKEEPING_MS,
+        record_applied: false,
+    };
+    let core = MemberTask {
+        member: Member::new(member_cfg, raft, sm, now),
         sinks: HashMap::new(),
         clock,
         id: cfg.id,
@@ -204,40 +191,24 @@ pub fn start_with_dialer(
         net: net.clone(),
         metrics,
         status: status_tx,
-        pending: HashMap::new(),
-        // Request numbers start from the wall clock so a restarted member never mistakes
-        // a replayed entry of its previous life for one of its new requests.
-        next_seq: seq0,
-        next_read: 1,
-        reads_by_ctx: HashMap::new(),
-        reads_new: Vec::new(),
-        leaderless: Leaderless::default(),
-        reads_by_index: Vec::new(),
-        index_waits: Vec::new(),
-        revoking: HashSet::new(),
-        published: false,
-        last_leader: 0,
-        next_lease_id: ((seq0 >> 16) & ((1 << 40) - 1)) << 8,
+        waiters: HashMap::new(),
+        next_token: 1,
         wake: Instant::now(),
-        compactor: Compactor::new(cfg.auto_compaction),
-        conf_waiting: Vec::new(),
-        heard: HashMap::new(),
-        removed_at: None,
         tokens,
         inbox,
-        snapshot_writing: false,
         failure: None,
-        cfg,
     };
-    core.refresh_peers();
     tokio::spawn(run(core, rx, fatal_tx));
     Ok((handle, net, fatal_rx))
 }
 
-async fn run(mut core: Core, mut rx: mpsc::Receiver<Input>, fatal: mpsc::UnboundedSender<String>) {
-    let mut lease_check = tokio::time::interval(Duration::from_millis(500));
-    lease_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut wake = Instant::now();
+async fn run(
+    mut core: MemberTask,
+    mut rx: mpsc::Receiver<Input>,
+    fatal: mpsc::UnboundedSender<String>,
+) {
+    let mut gauges = tokio::time::interval(Duration::from_millis(HOUSEKEEPING_MS));
+    gauges.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stopping = false;
     while !stopping {
         tokio::select! {
@@ -259,50 +230,39 @@ async fn run(mut core: Core, mut rx: mpsc::Receiver<Input>, fatal: mpsc::Unbound
                     }
                 }
             }
-            _ = tokio::time::sleep_until(wake.into()) => {
+            _ = tokio::time::sleep_until(core.wake.into()) => {
                 let now = core.clock.now();
-                core.raft.tick(now);
+                core.member.tick(now);
             }
-            _ = lease_check.tick() => core.housekeeping(),
+            _ = gauges.tick() => core.update_gauges(),
         }
-        core.flush_reads();
-        let mut driven = core.drive();
-        if driven.is_ok() && core.resume_leaderless() {
-            driven = core.drive();
-        }
-        if let Err(e) = driven {
-            let _ = fatal.send(e.to_string());
+        if let Err(e) = core.drive() {
+            let text = match e {
+                ServerError::Removed => crate::peer::REMOVED_TEXT.to_string(),
+                e => e.to_string(),
+            };
+            let _ = fatal.send(text);
             break;
         }
-        // A removed member lingers a moment so its last messages (the leader's hand-over
-        // among them) leave, then stops for good.
-        if core.raft.is_removed() {
-            let at = *core.removed_at.get_or_insert_with(|| {
-                tracing::warn!("{}", crate::peer::REMOVED_TEXT);
-                Instant::now()
-            });
-            if at.elapsed() > Duration::from_secs(1) {
-                let _ = fatal.send(crate::peer::REMOVED_TEXT.to_string());
-                break;
-            }
-        }
-        wake = core.wake;
     }
     // Closing the receiver first makes every later request fail at once.
     rx.close();
     core.net.close();
 }
 
-impl Core {
+impl MemberTask {
     fn handle(&mut self, input: Input) {
         let now = self.clock.now();
+        let deadline = now.plus(REQUEST_TIMEOUT.as_millis() as u64);
         match input {
-            Input::Peer(m) => {
-                self.heard_from(m.from.0, Instant::now());
-                self.raft.step(now, m)
+            Input::Peer(m) => self.member.step(now, m),
+            Input::Propose { cmd, auth, reply } => {
+                let req = Request::Propose { cmd, auth };
+                self.request(now, deadline, req, Waiter::Reply(reply));
             }
-            Input::Change { change, reply } => self.change_members(change, reply),
-            Input::Propose { cmd, auth, reply } => self.propose_as(cmd, auth, Some(reply)),
+            Input::Change { change, reply } => {
+                self.request(now, deadline, Request::Change(change), Waiter::Reply(reply));
+            }
             Input::Stop => {}
             Input::SnapshotSaved {
                 term,
@@ -311,247 +271,268 @@ impl Core {
             } => self.snapshot_saved(term, index, result),
             Input::Read { linearizable, f } => {
                 if linearizable {
-                    self.reads_new.push(f);
+                    self.request(now, deadline, Request::Read, Waiter::Read(f));
                 } else {
                     f(Ok(self));
                 }
             }
-            Input::WaitApplied { index, reply } => {
-                self.index_waits.push((index, reply));
-                self.serve_index_waits();
-            }
-        }
-    }
-
-    /// The header for a response served now.
-    pub fn header(&self) -> Header {
-        Header {
-            revision: self.sm.kv.kv.revision(),
-            raft_term: self.raft.term().0,
-        }
-    }
-
-    /// A fresh lease ID (etcd generates them on the member that receives the grant).
-    pub fn new_lease_id(&mut self) -> i64 {
-        // The layout of etcd's idutil generator, so IDs look alike (16 hex digits).
-        self.next_lease_id = (self.next_lease_id + 1) & ((1 << 48) - 1);
-        let id = ((self.id & 0xffff) << 48 | self.next_lease_id) & (i64::MAX as u64);
-        (id as i64).max(1)
-    }
-
-    pub(super) fn propose(&mut self, cmd: Command, reply: Option<Reply>) {
-        self.propose_as(cmd, None, reply);
-    }
-
-    fn propose_as(&mut self, cmd: Command, auth: Option<AuthInfo>, reply: Option<Reply>) {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let data = encode_command(&Proposal {
-            origin: self.id,
-            seq,
-            auth,
-            cmd,
-        });
-        if data.len() > self.cfg.max_request_bytes {
-            if let Some(r) = reply {
-                let _ = r.send(Err(ServerError::TooLarge));
-            }
-            return;
-        }
-        let data = Bytes::from(data);
-        match reply {
-            Some(reply) => self.submit(Instant::now(), seq, data, reply),
-            None => {
-                if self.raft.propose(self.clock.now(), data).is_err() {
-                    self.metrics.proposals_failed.fetch_add(1, Relaxed);
-                }
-            }
-        }
-    }
-
-    /// Proposes a client's request; without a known leader it waits for one.
-    fn submit(&mut self, since: Instant, seq: u64, data: Bytes, reply: Reply) {
-        // Raft's timers run first, at the instant of the proposal: a due election timeout
-        // ends the leader's term here, so the proposal waits, rather than in `propose`,
-        // which would refuse it with "no leader".
-        let now = self.clock.now();
-        self.raft.tick(now);
-        if !self.raft.leader().is_some() && !self.raft.is_removed() {
-            let waiting = WaitingProposal {
-                since,
-                seq,
-                data,
+            Input::WaitApplied {
+                index,
+                limit,
                 reply,
-            };
-            if let Err(p) = self.leaderless.wait_propose(waiting) {
-                self.metrics.proposals_failed.fetch_add(1, Relaxed);
-                let _ = p.reply.send(Err(ServerError::NoLeader));
-            }
-            return;
-        }
-        match self.raft.propose(now, data) {
-            Ok(_) => {
-                self.metrics.proposals_pending.fetch_add(1, Relaxed);
-                self.pending.insert(seq, reply);
-            }
-            Err(e) => {
-                self.metrics.proposals_failed.fetch_add(1, Relaxed);
-                let _ = reply.send(Err(propose_error(e)));
+            } => {
+                let deadline = now.plus(limit.as_millis() as u64);
+                let req = Request::WaitApplied { index };
+                self.request(now, deadline, req, Waiter::Reached(reply));
             }
         }
     }
 
-    /// Once a leader is known, submits what waited for one; true if anything did.
-    fn resume_leaderless(&mut self) -> bool {
-        if self.leaderless.is_empty() || !self.raft.leader().is_some() {
-            return false;
-        }
-        let (proposals, reads) = self.leaderless.take();
-        for p in proposals {
-            self.submit(p.since, p.seq, p.data, p.reply);
-        }
-        if !reads.is_empty() {
-            let (since, reads): (Vec<Instant>, Vec<ReadFn>) = reads.into_iter().unzip();
-            if let Err(reads) = self.read_index(reads) {
-                // No leader again: they wait on, each from its own arrival.
-                self.reads_wait_for_leader(since.into_iter().zip(reads));
-            }
-        }
-        true
+    fn request(&mut self, now: Time, deadline: Time, req: Request, waiter: Waiter) {
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        self.waiters.insert(token, waiter);
+        let call = Call {
+            token,
+            deadline,
+            require_leader: false,
+        };
+        self.member.request(now, call, req);
     }
 
-    /// Sends this round's linearizable reads to raft under one context.
-    fn flush_reads(&mut self) {
-        if self.reads_new.is_empty() {
-            return;
-        }
-        let reads = std::mem::take(&mut self.reads_new);
-        if let Err(reads) = self.read_index(reads) {
-            let now = Instant::now();
-            self.reads_wait_for_leader(reads.into_iter().map(|f| (now, f)));
-        }
-    }
-
-    /// Asks raft to confirm `reads` under one context; hands them back if no leader is
-    /// known (a removed member fails them).
-    fn read_index(&mut self, reads: Vec<ReadFn>) -> Result<(), Vec<ReadFn>> {
-        let ctx = self.next_read;
-        self.next_read += 1;
-        match self.raft.read_index(self.clock.now(), ReadCtx(ctx)) {
-            Ok(()) => {
-                self.reads_by_ctx.insert(ctx, reads);
-            }
-            Err(ReadError::NoLeader) => return Err(reads),
-            Err(ReadError::Removed) => {
-                for f in reads {
-                    f(Err(ServerError::Removed));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Keeps reads until a leader is known; past the limit they fail with "no leader".
-    fn reads_wait_for_leader(&mut self, reads: impl IntoIterator<Item = (Instant, ReadFn)>) {
-        for f in self.leaderless.wait_reads(reads) {
-            f(Err(ServerError::NoLeader));
-        }
-    }
-
-    /// Periodic work: expire leases (leader), publish this member's attributes.
-    fn housekeeping(&mut self) {
-        let now = self.clock.now();
-        self.leaderless.expire(Instant::now());
-        self.forget_revoked();
-        if self.raft.role() == Role::Leader {
-            for id in self.sm.kv.lessor.expired(now, 64) {
-                if self.revoking.insert(id) {
-                    // As etcd's lessor revokes WithRoot: the member's own authority,
-                    // never a client's, so auth never keeps an expired lease alive.
-                    self.propose_as(Command::LeaseRevoke { id }, Some(AuthInfo::member()), None);
-                }
-            }
-            let kv = &self.sm.kv.kv;
-            if let Some(revision) = self
-                .compactor
-                .tick(now, kv.revision(), kv.compacted_revision())
-            {
-                tracing::info!(revision, "auto compaction");
-                self.propose(
-                    Command::Compact {
-                        revision,
-                        physical: false,
-                    },
-                    None,
-                );
-            }
-        } else {
-            self.compactor.reset();
-        }
-        if self.raft.leader().is_some() {
-            self.publish();
-        }
-        self.metrics.db_size.store(self.sm.kv.size_bytes(), Relaxed);
-        self.metrics
-            .keys
-            .store(self.sm.kv.kv.keys_held() as u64, Relaxed);
-        // Compaction runs in slices so it never stalls writes.
-        self.sm.kv.kv.run_compaction(10_000);
-    }
-
-    /// Proposes this member's name and client URLs until the member table has them.
-    pub(super) fn publish(&mut self) {
-        if self.published {
-            return;
-        }
-        let name = self.name.clone();
-        let urls = self.cfg.client_urls.clone();
-        let mine = self.sm.members.get(&self.id);
-        if mine.is_some_and(|m| m.name == name && m.client_urls == urls) {
-            self.published = true;
-            self.status.send_modify(|s| s.published = true);
-            return;
-        }
-        self.propose(
-            Command::PublishMember {
-                id: self.id,
-                name,
-                client_urls: urls,
-            },
-            None,
-        );
-    }
-
-    pub(super) fn refresh_peers(&mut self) {
-        self.net
-            .set_members(self.sm.members.values().cloned().collect());
-    }
-
-    /// Executes everything raft has ready until it has nothing more.
+    /// Executes everything the member has ready until it has nothing more.
     fn drive(&mut self) -> Result<(), ServerError> {
         if let Some(e) = self.failure.take() {
             return Err(ServerError::Storage(e));
         }
         loop {
-            let rd = self.raft.ready();
-            if let Some(t) = rd.wake_at {
-                self.wake = self.clock.instant(t);
-            }
-            let empty = rd.is_empty();
-            self.execute(rd)?;
-            if empty && !self.raft.has_ready() {
+            let out = self.member.advance(self.clock.now());
+            let idle = out.idle;
+            self.execute(out)?;
+            if idle {
+                self.flush_watches();
                 return Ok(());
             }
         }
     }
-}
 
-pub(super) fn propose_error(e: ProposeError) -> ServerError {
-    match e {
-        ProposeError::NoLeader | ProposeError::NotLeader { .. } => ServerError::NoLeader,
-        ProposeError::TransferInProgress => ServerError::LeaderChanged,
-        ProposeError::TooLarge { .. } => ServerError::TooLarge,
-        ProposeError::UncommittedLimit => ServerError::TooManyRequests,
-        _ => ServerError::Removed,
+    fn execute(&mut self, out: Output) -> Result<(), ServerError> {
+        self.wake = self.clock.instant(out.wake_at);
+        if let Some(st) = out.status {
+            self.metrics.term.store(st.term, Relaxed);
+            self.metrics
+                .has_leader
+                .store(u64::from(st.leader != 0), Relaxed);
+            self.metrics
+                .is_leader
+                .store(u64::from(st.is_leader), Relaxed);
+            self.status.send_replace(st);
+        }
+        for n in out.notes {
+            self.note(n);
+        }
+        for m in out.messages {
+            self.net.send(m);
+        }
+        if let Some(batch) = out.persist {
+            let t = Instant::now();
+            self.storage
+                .persist(&batch)
+                .map_err(|e| ServerError::Storage(e.to_string()))?;
+            if batch.must_sync {
+                let took = t.elapsed();
+                self.metrics.wal_fsync.observe(took);
+                if took > SLOW_FSYNC {
+                    tracing::warn!(took_ms = took.as_millis() as u64, "slow fdatasync");
+                }
+            }
+            // Committed entries wait for this acknowledgement: applying them happens here.
+            let t = Instant::now();
+            self.member.persisted(self.clock.now(), batch.seq);
+            self.metrics.apply.observe(t.elapsed());
+        }
+        if let Some(snap) = out.snapshot {
+            self.write_snapshot(snap);
+        }
+        if let Some(index) = out.release_wal {
+            self.storage
+                .release_wal(index)
+                .map_err(|e| ServerError::Storage(e.to_string()))?;
+        }
+        for a in out.auth {
+            self.note_auth(a);
+        }
+        if out.members_changed {
+            self.net
+                .set_members(self.member.sm.members.values().cloned().collect());
+        }
+        self.metrics
+            .proposals_applied
+            .fetch_add(out.applied_count, Relaxed);
+        self.metrics
+            .proposals_committed
+            .fetch_add(out.applied_count, Relaxed);
+        for (token, r) in out.replies {
+            self.answer(token, r);
+        }
+        self.metrics
+            .proposals_pending
+            .store(self.member.pending() as i64, Relaxed);
+        match out.fatal {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn answer(&mut self, token: Token, r: Result<Response, ServerError>) {
+        let Some(w) = self.waiters.remove(&token) else {
+            return;
+        };
+        match (w, r) {
+            (Waiter::Reply(tx), Ok(Response::Applied { outcome, header })) => {
+                let _ = tx.send(Ok((outcome, header)));
+            }
+            (Waiter::Reply(tx), Err(e)) => {
+                self.metrics.proposals_failed.fetch_add(1, Relaxed);
+                let _ = tx.send(Err(e));
+            }
+            (Waiter::Read(f), Ok(Response::Read)) => f(Ok(self)),
+            (Waiter::Read(f), Err(e)) => f(Err(e)),
+            (Waiter::Reached(tx), Ok(Response::Reached)) => {
+                let _ = tx.send(());
+            }
+            // Dropped: the caller sees "stopped" or its own timeout.
+            (_, _) => {}
+        }
+    }
+
+    fn note(&mut self, n: Note) {
+        match n {
+            Note::BecameLeader { term } => {
+                self.metrics.leader_changes.fetch_add(1, Relaxed);
+                tracing::info!(term, "became leader");
+            }
+            Note::LeaderElected { leader, term } => {
+                self.metrics.leader_changes.fetch_add(1, Relaxed);
+                tracing::info!(leader = %format!("{leader:x}"), term, "leader elected");
+            }
+            Note::NoLeader { term } => tracing::warn!(term, "no leader"),
+            Note::ChangeProposed { change, index } => {
+                tracing::info!(change = ?change, index = index.0, "proposed membership change")
+            }
+            Note::ConfChangeApplied {
+                what,
+                member,
+                index,
+            } => tracing::info!(member = %format!("{member:x}"), index = index.0, "{what}"),
+            Note::SnapshotInstalled { index } => {
+                tracing::info!(index = index.0, "installed snapshot from the leader")
+            }
+            Note::AutoCompaction { revision } => tracing::info!(revision, "auto compaction"),
+            Note::ProposalFailed => {
+                self.metrics.proposals_failed.fetch_add(1, Relaxed);
+            }
+            Note::Removed => tracing::warn!("{}", crate::peer::REMOVED_TEXT),
+        }
+    }
+
+    /// Keeps the token table in step with the auth store (see [`AuthNote`]).
+    fn note_auth(&mut self, a: AuthNote) {
+        match a {
+            AuthNote::Issued {
+                name,
+                token,
+                revision,
+            } => {
+                if let Err(e) = self.tokens.assign(&name, &token, revision) {
+                    tracing::warn!(user = %name, error = %e, "could not issue an auth token");
+                }
+            }
+            AuthNote::UserInvalidated(name) => self.tokens.invalidate_user(&name),
+            AuthNote::AllInvalidated => self.tokens.invalidate_all(),
+        }
+    }
+
+    /// Writes the member's snapshot on a blocking thread (a large image takes seconds
+    /// to write and sync, which would cost heartbeats); the WAL behind it is released
+    /// once that is done.
+    fn write_snapshot(&mut self, snap: keel_core::raft::Snapshot) {
+        let writer = self.storage.snapshot_writer();
+        let inbox = self.inbox.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = writer.write(&snap).map_err(|e| e.to_string());
+            if let Some(tx) = inbox.upgrade() {
+                let _ = tx.blocking_send(Input::SnapshotSaved {
+                    term: snap.meta.term.0,
+                    index: snap.meta.index.0,
+                    result,
+                });
+            }
+        });
+    }
+
+    fn snapshot_saved(&mut self, term: u64, index: u64, result: Result<String, String>) {
+        let result = result.and_then(|name| {
+            self.storage
+                .snapshot_saved(term, index, name)
+                .map_err(|e| e.to_string())
+        });
+        if result.is_ok() {
+            tracing::info!(index, "snapshot taken");
+        }
+        self.member.snapshot_saved(LogIndex(index), result);
+    }
+
+    fn update_gauges(&mut self) {
+        let sm = &self.member.sm;
+        self.metrics.db_size.store(sm.kv.size_bytes(), Relaxed);
+        self.metrics
+            .keys
+            .store(sm.kv.kv.keys_held() as u64, Relaxed);
+    }
+
+    /// Hands queued watch events to streams that keep up; the rest stay in the member's
+    /// hub (falling back to history when they pile up).
+    pub fn flush_watches(&mut self) {
+        if self.sinks.is_empty() {
+            return;
+        }
+        let sinks = &self.sinks;
+        let out = self
+            .member
+            .watch_responses(|id| sinks.get(&id).is_some_and(|s| s.ready()));
+        for r in out {
+            let id = r.watch_id;
+            let canceled = r.canceled;
+            let gone = match self.sinks.get(&id) {
+                Some(s) => !s.send(r),
+                None => true,
+            };
+            if canceled || gone {
+                self.sinks.remove(&id);
+                if gone {
+                    self.member.watch_cancel(id);
+                }
+            }
+        }
+    }
+
+    /// Creates a watcher whose responses go to `sink`; its ID.
+    pub fn watch(&mut self, req: keel_core::mvcc::WatchRequest, sink: WatchSink) -> i64 {
+        let id = self.member.watch_create(req);
+        self.sinks.insert(id, sink);
+        self.flush_watches();
+        id
+    }
+
+    /// Cancels a watcher and forgets its sink.
+    pub fn cancel_watch(&mut self, id: i64) {
+        self.member.watch_cancel(id);
+        self.sinks.remove(&id);
+    }
+
+    /// The header for a response served now.
+    pub fn header(&self) -> super::Header {
+        self.member.header()
     }
 }

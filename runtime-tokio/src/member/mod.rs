@@ -1,19 +1,18 @@
-//! One member on tokio: a single task owns raft, the state machine, the watch hub and the
-//! storage (so the core needs no locks), fed through a channel by the gRPC services and
-//! the peer transport.
+//! One member on tokio: a single task owns the core [`keel_core::node::Member`] (raft,
+//! the state machine, the watch hub, every waiting caller's bookkeeping) and the storage,
+//! fed through a channel by the gRPC services and the peer transport. The member decides;
+//! the task does the I/O it asks for.
 //!
-//! - Writes become [`Command`]s proposed to raft; the answer comes back when the entry is
-//!   applied here (forwarded proposals are applied here too, so the origin answers).
+//! - Writes become [`Command`]s the member proposes; the answer comes back when the
+//!   entry is applied here (forwarded proposals are applied here too, so the origin
+//!   answers).
 //! - Reads run as closures on the member task: serializable ones at once, linearizable
-//!   ones after a ReadIndex round confirms leadership and the state has caught up.
+//!   ones when the member says the state may be read (after a ReadIndex round confirmed
+//!   leadership and the state caught up).
 //! - Requests that arrive while the task is busy (fsync) are drained together, so one
 //!   WAL sync covers many client writes.
 
 mod driver;
-mod errors;
-mod execute;
-mod leaderless;
-mod reconfig;
 mod watch_sink;
 
 use crate::peer::PeerNet;
@@ -21,12 +20,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_core::node::{Command, MemberInfo, Outcome};
+use keel_core::node::{AutoCompaction, Command, MemberInfo, Outcome};
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use driver::{start, start_with_dialer, Core, StartError};
-pub use errors::ServerError;
-pub use reconfig::MemberChange;
+pub use driver::{start, start_with_dialer, MemberTask, StartError};
+pub use keel_core::node::{Header, MemberChange, MemberError as ServerError, Status};
 pub use watch_sink::{watch_channel, WatchOutlet, WatchSink};
 
 use crate::auth::{Passwords, Tokens};
@@ -78,7 +76,7 @@ pub struct MemberConfig {
     /// further behind gets the snapshot.
     pub log_tail: u64,
     /// `--auto-compaction-mode` and `--auto-compaction-retention`.
-    pub auto_compaction: keel_core::node::AutoCompaction,
+    pub auto_compaction: AutoCompaction,
     /// `--enable-v2`: serve the etcd v2 keys API subset discovery uses on the client port.
     pub enable_v2: bool,
     /// `--strict-reconfig-check`: refuse membership changes that could lose quorum.
@@ -91,14 +89,8 @@ pub struct MemberConfig {
     pub bcrypt_cost: u32,
 }
 
-/// The header every response carries.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
-pub struct Header {
-    /// Keyspace revision when the request was served.
-    pub revision: i64,
-    /// Raft term.
-    pub raft_term: u64,
-}
+/// Where the answer to a proposal or membership change goes.
+pub(crate) type Reply = oneshot::Sender<Result<(Outcome, Header), ServerError>>;
 
 /// What the member task is asked to do.
 pub(crate) enum Input {
@@ -109,20 +101,19 @@ pub(crate) enum Input {
     Propose {
         cmd: Command,
         auth: Option<AuthInfo>,
-        reply: oneshot::Sender<Result<(Outcome, Header), ServerError>>,
+        reply: Reply,
     },
     /// Change the cluster's membership and answer when applied.
-    Change {
-        change: MemberChange,
-        reply: oneshot::Sender<Result<(Outcome, Header), ServerError>>,
-    },
+    Change { change: MemberChange, reply: Reply },
     /// Stop the member task (shutdown).
     Stop,
     /// Run on the member's state (serializable) or after a ReadIndex (linearizable).
     Read { linearizable: bool, f: ReadFn },
-    /// Answer once this member has applied `index` (dropped unanswered at stop).
+    /// Answer once this member has applied `index`, waiting at most `limit` (dropped
+    /// unanswered at stop).
     WaitApplied {
         index: u64,
+        limit: Duration,
         reply: oneshot::Sender<()>,
     },
     /// A snapshot file written off the member task (its name), or why it failed.
@@ -134,21 +125,7 @@ pub(crate) enum Input {
 }
 
 /// A read to run on the member task; the argument is `Err` if it can't be served.
-pub(crate) type ReadFn = Box<dyn FnOnce(Result<&mut Core, ServerError>) + Send>;
-
-/// What a member shows of itself without asking its task.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
-pub struct Status {
-    /// Current leader (0: none).
-    pub leader: u64,
-    /// Current term.
-    pub term: u64,
-    /// Whether this member leads.
-    pub is_leader: bool,
-    /// This member's name and client URLs are in the replicated member table (etcd
-    /// serves clients only from then on).
-    pub published: bool,
-}
+pub(crate) type ReadFn = Box<dyn FnOnce(Result<&mut MemberTask, ServerError>) + Send>;
 
 /// The way services talk to a running member.
 #[derive(Clone)]
@@ -220,7 +197,7 @@ impl MemberHandle {
     pub async fn read<R, F>(&self, linearizable: bool, f: F) -> Result<R, ServerError>
     where
         R: Send + 'static,
-        F: FnOnce(&mut Core) -> R + Send + 'static,
+        F: FnOnce(&mut MemberTask) -> R + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         let f: ReadFn = Box::new(move |core| {
@@ -243,7 +220,11 @@ impl MemberHandle {
         let (reply, rx) = oneshot::channel();
         if self
             .tx
-            .send(Input::WaitApplied { index, reply })
+            .send(Input::WaitApplied {
+                index,
+                limit,
+                reply,
+            })
             .await
             .is_err()
         {
@@ -272,7 +253,7 @@ impl MemberHandle {
     pub async fn local<R, F>(&self, f: F) -> Result<R, ServerError>
     where
         R: Send + 'static,
-        F: FnOnce(&mut Core) -> R + Send + 'static,
+        F: FnOnce(&mut MemberTask) -> R + Send + 'static,
     {
         self.read(false, f).await
     }

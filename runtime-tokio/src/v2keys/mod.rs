@@ -34,7 +34,7 @@ use keel_core::node::{Command, Outcome};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::member::{watch_channel, Core, MemberHandle};
+use crate::member::{watch_channel, MemberHandle, MemberTask};
 use form::Form;
 use json::Event;
 use store::{V2Error, Write};
@@ -322,12 +322,12 @@ async fn get(ctx: &Ctx, r: &KeyRequest) -> Result<Response, V2Error> {
     let (path, recursive, sorted) = (r.path.clone(), r.recursive, r.sorted);
     let (res, rev, raft) = ctx
         .m
-        .read(true, move |c: &mut Core| {
-            let kv = &c.sm.kv.kv;
+        .read(true, move |c: &mut MemberTask| {
+            let kv = &c.member.sm.kv.kv;
             (
                 store::get(kv, &path, recursive, sorted),
                 kv.revision(),
-                (c.sm.applied(), c.raft.term().0),
+                (c.member.sm.applied(), c.member.raft.term().0),
             )
         })
         .await
@@ -340,8 +340,8 @@ async fn write(ctx: &Ctx, r: &KeyRequest, w: Write) -> Result<Response, V2Error>
         let (path, w2) = (r.path.clone(), w.clone());
         let plan = ctx
             .m
-            .read(true, move |c: &mut Core| {
-                store::plan(&c.sm.kv.kv, &path, &w2)
+            .read(true, move |c: &mut MemberTask| {
+                store::plan(&c.member.sm.kv.kv, &path, &w2)
             })
             .await
             .map_err(internal)?;
@@ -355,7 +355,7 @@ async fn write(ctx: &Ctx, r: &KeyRequest, w: Write) -> Result<Response, V2Error>
             Outcome::Txn(Ok(t)) if t.succeeded => {
                 let raft = ctx
                     .m
-                    .local(|c: &mut Core| (c.sm.applied(), c.raft.term().0))
+                    .local(|c: &mut MemberTask| (c.member.sm.applied(), c.member.raft.term().0))
                     .await
                     .unwrap_or((0, h.raft_term));
                 let mut ev = plan.done.event(h.revision);
@@ -394,8 +394,8 @@ async fn wait(ctx: &Ctx, r: &KeyRequest) -> Result<Response, V2Error> {
     };
     let created = ctx
         .m
-        .local(move |c: &mut Core| {
-            let kv = &c.sm.kv.kv;
+        .local(move |c: &mut MemberTask| {
+            let kv = &c.member.sm.kv.kv;
             let rev = kv.revision();
             let compacted = kv.compacted_revision();
             if since != 0 && since <= compacted {
@@ -406,9 +406,9 @@ async fn wait(ctx: &Ctx, r: &KeyRequest) -> Result<Response, V2Error> {
                 );
                 return Err(V2Error::new(401, cause, rev));
             }
-            let id = c.hub.create(req, kv);
+            let id = c.member.watch_create(req);
             c.sinks.insert(id, sink);
-            Ok((id, rev, (c.sm.applied(), c.raft.term().0)))
+            Ok((id, rev, (c.member.sm.applied(), c.member.raft.term().0)))
         })
         .await
         .map_err(internal)?;
@@ -421,7 +421,7 @@ async fn wait(ctx: &Ctx, r: &KeyRequest) -> Result<Response, V2Error> {
     // if this handler is dropped before answering: then `rx` is gone at once).
     tokio::spawn(async move {
         // Changes already in history are due now, not at the next write.
-        let _ = m.local(|c: &mut Core| c.flush_watches()).await;
+        let _ = m.local(|c: &mut MemberTask| c.flush_watches()).await;
         'poll: loop {
             tokio::select! {
                 _ = tx.closed() => break,
@@ -445,12 +445,7 @@ async fn wait(ctx: &Ctx, r: &KeyRequest) -> Result<Response, V2Error> {
                 }
             }
         }
-        let _ = m
-            .local(move |c: &mut Core| {
-                c.hub.cancel(id);
-                c.sinks.remove(&id);
-            })
-            .await;
+        let _ = m.local(move |c: &mut MemberTask| c.cancel_watch(id)).await;
     });
     let mut h = json_headers(ctx, start_index);
     h.insert("x-raft-index", num(raft.0));

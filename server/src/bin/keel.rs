@@ -11,6 +11,11 @@ use keel_server::launch;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    if keel_core::PLANTED_BUGS {
+        // A build that unified the simulator's features into this binary: never serve.
+        eprintln!("keel: this binary was built with keel-core's planted-bugs feature (a simulation build); rebuild it with `cargo build --release --bin keel`");
+        return ExitCode::FAILURE;
+    }
     match launch::main(std::env::args_os().collect()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

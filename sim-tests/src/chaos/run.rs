@@ -133,13 +133,14 @@ impl Scenario {
     }
 
     /// The scenario that exposes `bug`: the standard mix, with lease reads for the
-    /// lease bug.
+    /// lease bug and snapshots for the WAL release bug.
     pub fn with_bug(seed: u64, bug: Bug) -> Scenario {
-        let mut s = Scenario::standard(if bug == Bug::LeaseReadPastBound {
-            seed | 1
-        } else {
-            seed
-        });
+        let mut s = match bug {
+            Bug::LeaseReadPastBound => Scenario::standard(seed | 1),
+            // WAL is released only behind snapshots.
+            Bug::ReleaseWalAhead => Scenario::snapshots(seed),
+            _ => Scenario::standard(seed),
+        };
         s.name = format!("{bug:?}");
         s.bug = Some(bug);
         s
@@ -171,6 +172,9 @@ pub struct Report {
     pub applied: u64,
     /// Membership changes applied.
     pub conf_changes: u64,
+    /// What the members counted of the behaviour a run should reach (refusals for want
+    /// of a leader, strict reconfiguration refusals, WAL segments released, ...).
+    pub counts: BTreeMap<&'static str, u64>,
     /// Watch sessions checked (opened and resumed).
     pub watch_sessions: usize,
     /// Watch events checked.
@@ -220,6 +224,14 @@ impl std::fmt::Display for Report {
             self.verdict,
             self.trace_hash
         )?;
+        if !self.counts.is_empty() {
+            let counts: Vec<String> = self
+                .counts
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
+            writeln!(f, "  {}", counts.join(", "))?;
+        }
         for p in &self.problems {
             writeln!(f, "  PROBLEM: {p}")?;
         }
@@ -238,6 +250,7 @@ struct Raw {
     sim_ms: u64,
     applied: u64,
     conf_changes: u64,
+    counts: BTreeMap<&'static str, u64>,
     writes: BTreeMap<u64, Write>,
     chains: Vec<WatchChain>,
     leases: BTreeMap<i64, LeaseLog>,
@@ -335,6 +348,7 @@ pub fn run_seed(seed: u64, scenario: &Scenario) -> Report {
         sim_ms: raw.sim_ms,
         applied: raw.applied,
         conf_changes: raw.conf_changes,
+        counts: raw.counts,
         watch_sessions: sessions,
         watch_events,
         leases: (raw.leases.len(), expired),
@@ -446,6 +460,7 @@ async fn simulate(sc: Scenario) -> Raw {
         sim_ms: Instant::now().duration_since(epoch).as_millis() as u64,
         applied: obs.max_applied(),
         conf_changes: obs.conf_changes(),
+        counts: obs.counts(),
         compactions: compactions.load(Ordering::Relaxed),
     }
 }

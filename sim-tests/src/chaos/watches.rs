@@ -178,9 +178,17 @@ async fn watch_session(
         start_revision: start,
         prev_kv: chain.prev_kv,
     };
-    ep.send_to_raw(to, CLIENT_TAG, Box::new(Request { id: tag, op }))
-        .await
-        .ok()?;
+    ep.send_to_raw(
+        to,
+        CLIENT_TAG,
+        Box::new(Request {
+            id: tag,
+            op,
+            require_leader: false,
+        }),
+    )
+    .await
+    .ok()?;
     let mut session: Option<WatchSession> = None;
     // Messages are numbered (the creation is 0): madsim's network reorders them.
     let mut waiting: BTreeMap<u64, Reply> = BTreeMap::new();
@@ -241,7 +249,15 @@ async fn watch_session(
     }
     let cancel = ClientOp::CancelWatch { id: tag };
     let _ = ep
-        .send_to_raw(to, CLIENT_TAG, Box::new(Request { id: 0, op: cancel }))
+        .send_to_raw(
+            to,
+            CLIENT_TAG,
+            Box::new(Request {
+                id: 0,
+                op: cancel,
+                require_leader: false,
+            }),
+        )
         .await;
     session
 }

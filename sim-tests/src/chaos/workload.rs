@@ -65,7 +65,11 @@ impl Caller {
             .send_to_raw(
                 member_addr(member),
                 CLIENT_TAG,
-                Box::new(Request { id, op }),
+                Box::new(Request {
+                    id,
+                    op,
+                    require_leader: false,
+                }),
             )
             .await
             .ok()?;
@@ -162,7 +166,13 @@ pub(crate) async fn call(
     // Tags 0 and 1 are the members' own.
     let id = 2 + seq;
     let call = lock(&plan.recorder).invoke(plan.client, input, now_ns(plan.epoch));
-    let req = Request { id, op };
+    // Every fourth request asks for clientv3's require-leader: it fails at once where
+    // the others wait for a leader.
+    let req = Request {
+        id,
+        op,
+        require_leader: seq.is_multiple_of(4),
+    };
     let sent = ep
         .send_to_raw(member_addr(member), CLIENT_TAG, Box::new(req))
         .await;

@@ -2,7 +2,7 @@
 
 /// Why the member could not serve a request.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ServerError {
+pub enum MemberError {
     /// No leader is known.
     #[error("etcdserver: no leader")]
     NoLeader,

@@ -1,24 +1,22 @@
-//! Runtime membership changes on the member task: etcd's MemberAdd, MemberRemove,
-//! MemberPromote (raft configuration changes, proposed by the leader) and MemberUpdate
-//! (a replicated command any member may propose), with etcd's checks and errors.
+//! Runtime membership changes: etcd's MemberAdd, MemberRemove, MemberPromote (raft
+//! configuration changes, proposed by the leader) and MemberUpdate (a replicated command
+//! any member may propose), with etcd's checks and errors (`--strict-reconfig-check`
+//! included).
 //!
 //! A MemberAdd is two consecutive entries: the raft change (which makes raft replicate
 //! to the new member) and an `AddMember` command carrying its peer URLs (raft changes
 //! carry only IDs). Both are appended in one step, so they persist and replicate
-//! together; the client is answered when the second is applied.
+//! together; the caller is answered when the second is applied.
 
-use std::time::{Duration, Instant};
-
-use keel_core::node::{Command, MemberInfo, Outcome};
-use keel_core::raft::{
-    ConfChange, ConfChangeError, EntryPayload, LogIndex, MemberId, Proposed, Role,
+use crate::node::{Command, MemberInfo, Outcome};
+use crate::raft::{
+    ConfChange, ConfChangeError, EntryPayload, LogIndex, MemberId, Proposed, Role, Time,
 };
 
-use super::driver::{propose_error, Core, Reply};
-use super::ServerError;
+use super::{propose_error, Call, Member, MemberError, Note, Response};
 
-/// etcd's `HealthInterval`: a peer heard from within it counts as connected.
-const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+/// etcd's `HealthInterval` (5 s): a peer heard from within it counts as connected.
+const HEALTH_INTERVAL_MS: u64 = 5_000;
 
 /// A membership change asked for by a client.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,45 +49,40 @@ pub enum MemberChange {
     },
 }
 
-impl Core {
-    pub(super) fn change_members(&mut self, change: MemberChange, reply: Reply) {
-        if let Err(e) = self.try_change(change, reply) {
-            // `try_change` hands the reply back only on refusal.
-            let (e, reply) = *e;
-            let _ = reply.send(Err(e));
-        }
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn try_change(
+impl Member {
+    /// Starts `change` for `call`, or says why it is refused.
+    pub(super) fn change_members(
         &mut self,
+        now: Time,
         change: MemberChange,
-        reply: Reply,
-    ) -> Result<(), Box<(ServerError, Reply)>> {
-        let refuse = |e: ServerError, reply: Reply| Err(Box::new((e, reply)));
+        call: Call,
+    ) -> Result<(), MemberError> {
         if let MemberChange::Update { id, peer_urls } = change {
             // A replicated command: any member may propose it.
             if !self.sm.members.contains_key(&id) {
-                return refuse(ServerError::MemberNotFound, reply);
+                return Err(MemberError::MemberNotFound);
             }
             if self.url_taken(&peer_urls, id) {
-                return refuse(ServerError::PeerUrlExists, reply);
+                return Err(MemberError::PeerUrlExists);
             }
-            self.propose(Command::UpdateMember { id, peer_urls }, Some(reply));
+            self.propose(
+                now,
+                Command::UpdateMember { id, peer_urls },
+                None,
+                Some(call),
+            );
             return Ok(());
         }
         if self.raft.role() != Role::Leader {
             // The gRPC layer forwards to the leader.
-            return refuse(
-                if self.raft.leader().is_some() {
-                    ServerError::NotLeader
-                } else {
-                    ServerError::NoLeader
-                },
-                reply,
-            );
+            return Err(if self.raft.leader().is_some() {
+                MemberError::NotLeader
+            } else {
+                MemberError::NoLeader
+            });
         }
         let strict = self.cfg.strict_reconfig;
+        let (me, now_ms) = (self.cfg.id, now);
         let cc = match &change {
             MemberChange::Add {
                 id,
@@ -97,20 +90,20 @@ impl Core {
                 learner,
             } => {
                 if self.sm.members.contains_key(id) {
-                    return refuse(ServerError::MemberExists, reply);
+                    return Err(MemberError::MemberExists);
                 }
                 if self.url_taken(peer_urls, *id) {
-                    return refuse(ServerError::PeerUrlExists, reply);
+                    return Err(MemberError::PeerUrlExists);
                 }
                 if *learner && self.sm.members.values().filter(|m| m.learner).count() >= 1 {
-                    return refuse(ServerError::TooManyLearners, reply);
+                    return Err(MemberError::TooManyLearners);
                 }
                 if strict && !*learner {
                     if !ready_for_voter(self.voters(), 1, 0) {
-                        return refuse(ServerError::NotEnoughStarted, reply);
+                        return Err(MemberError::NotEnoughStarted);
                     }
-                    if !self.connected_to_all_voters() {
-                        return refuse(ServerError::Unhealthy, reply);
+                    if !self.connected_to_all_voters(now_ms) {
+                        return Err(MemberError::Unhealthy);
                     }
                 }
                 let id = MemberId(*id);
@@ -122,24 +115,24 @@ impl Core {
             }
             MemberChange::Remove { id } => {
                 let Some(m) = self.sm.members.get(id) else {
-                    return refuse(ServerError::MemberNotFound, reply);
+                    return Err(MemberError::MemberNotFound);
                 };
                 if strict && !m.learner {
                     let others: Vec<&MemberInfo> =
                         self.voters().into_iter().filter(|v| v.id != *id).collect();
                     if !ready_for_voter(others, 0, 0) {
-                        return refuse(ServerError::NotEnoughStarted, reply);
+                        return Err(MemberError::NotEnoughStarted);
                     }
                     // A member this leader does not hear from is safe to remove; otherwise
                     // the members still connected after the removal must form a quorum.
-                    if *id == self.id || self.heard_recently(*id) {
+                    if *id == me || self.heard_recently(*id, now_ms) {
                         let voters = self.voters();
                         let active = voters
                             .iter()
-                            .filter(|v| v.id == self.id || self.heard_recently(v.id))
+                            .filter(|v| v.id == me || self.heard_recently(v.id, now_ms))
                             .count();
                         if active - 1 < 1 + (voters.len() - 1) / 2 {
-                            return refuse(ServerError::Unhealthy, reply);
+                            return Err(MemberError::Unhealthy);
                         }
                     }
                 }
@@ -147,39 +140,44 @@ impl Core {
             }
             MemberChange::Promote { id } => {
                 let Some(m) = self.sm.members.get(id) else {
-                    return refuse(ServerError::MemberNotFound, reply);
+                    return Err(MemberError::MemberNotFound);
                 };
                 if !m.learner {
-                    return refuse(ServerError::MemberNotLearner, reply);
+                    return Err(MemberError::MemberNotLearner);
                 }
                 // The learner counts as started and as a future voter.
                 if strict && !ready_for_voter(self.voters(), 1, 1) {
-                    return refuse(ServerError::NotEnoughStarted, reply);
+                    return Err(MemberError::NotEnoughStarted);
                 }
                 ConfChange::AddVoter(MemberId(*id))
             }
             MemberChange::Update { .. } => return Ok(()),
         };
-        let index = match self.raft.propose_conf_change(self.clock.now(), cc) {
+        let index = match self.raft.propose_conf_change(now, cc) {
             Ok(Proposed::Appended { index, .. }) => index,
-            Ok(Proposed::Forwarded) => return refuse(ServerError::NotLeader, reply),
-            Err(e) => return refuse(conf_change_error(e), reply),
+            Ok(Proposed::Forwarded) => return Err(MemberError::NotLeader),
+            Err(e) => return Err(conf_change_error(e)),
         };
-        tracing::info!(change = ?change, index = index.0, "proposed membership change");
+        self.out.notes.push(Note::ChangeProposed {
+            change: change.clone(),
+            index,
+        });
         match change {
             MemberChange::Add {
                 id,
                 peer_urls,
                 learner,
             } => self.propose(
+                now,
                 Command::AddMember {
                     id,
                     peer_urls,
                     learner,
                 },
-                Some(reply),
+                None,
+                Some(call),
             ),
-            _ => self.conf_waiting.push((index, cc, reply)),
+            _ => self.conf_waiting.push((index, cc, call.token)),
         }
         Ok(())
     }
@@ -190,15 +188,16 @@ impl Core {
         let mut i = 0;
         while i < self.conf_waiting.len() {
             if self.conf_waiting[i].0 == index {
-                let (_, cc, reply) = self.conf_waiting.swap_remove(i);
+                let (_, cc, token) = self.conf_waiting.swap_remove(i);
                 let r = match payload {
-                    EntryPayload::ConfChange(applied) if *applied == cc => {
-                        Ok((Outcome::Member, header))
-                    }
+                    EntryPayload::ConfChange(applied) if *applied == cc => Ok(Response::Applied {
+                        outcome: Outcome::Member,
+                        header,
+                    }),
                     // Another leader's entry took the index: ours was never committed.
-                    _ => Err(ServerError::LeaderChanged),
+                    _ => Err(MemberError::LeaderChanged),
                 };
-                let _ = reply.send(r);
+                self.out.replies.push((token, r));
             } else {
                 i += 1;
             }
@@ -217,22 +216,17 @@ impl Core {
             .any(|m| m.peer_urls.iter().any(|u| urls.contains(u)))
     }
 
-    fn heard_recently(&self, id: u64) -> bool {
+    fn heard_recently(&self, id: u64, now: Time) -> bool {
         self.heard
             .get(&id)
-            .is_some_and(|t| t.elapsed() < HEALTH_INTERVAL)
+            .is_some_and(|t| now.since(*t) < HEALTH_INTERVAL_MS)
     }
 
     /// etcd's `isConnectedFullySince`: this leader heard from every other voter lately.
-    fn connected_to_all_voters(&self) -> bool {
+    fn connected_to_all_voters(&self, now: Time) -> bool {
         self.voters()
             .iter()
-            .all(|v| v.id == self.id || self.heard_recently(v.id))
-    }
-
-    /// Notes that `from` was heard from now.
-    pub(super) fn heard_from(&mut self, from: u64, at: Instant) {
-        self.heard.insert(from, at);
+            .all(|v| v.id == self.cfg.id || self.heard_recently(v.id, now))
     }
 }
 
@@ -249,14 +243,14 @@ fn ready_for_voter(voters: Vec<&MemberInfo>, extra_members: usize, extra_started
     nstarted > nmembers / 2
 }
 
-fn conf_change_error(e: ConfChangeError) -> ServerError {
+fn conf_change_error(e: ConfChangeError) -> MemberError {
     match e {
         ConfChangeError::Propose(p) => propose_error(p),
-        ConfChangeError::Pending => ServerError::ChangeInProgress,
-        ConfChangeError::AlreadyMember(_) => ServerError::MemberExists,
-        ConfChangeError::NotMember(_) => ServerError::MemberNotFound,
-        ConfChangeError::LastVoter => ServerError::NotEnoughStarted,
-        ConfChangeError::LearnerNotReady => ServerError::LearnerNotReady,
+        ConfChangeError::Pending => MemberError::ChangeInProgress,
+        ConfChangeError::AlreadyMember(_) => MemberError::MemberExists,
+        ConfChangeError::NotMember(_) => MemberError::MemberNotFound,
+        ConfChangeError::LastVoter => MemberError::NotEnoughStarted,
+        ConfChangeError::LearnerNotReady => MemberError::LearnerNotReady,
     }
 }
 

@@ -1,0 +1,581 @@
+//! One member as a plain value: raft, the replicated state machine, the watch hub, the
+//! lessor's duties, the compactor, and the bookkeeping of every caller waiting for an
+//! answer, keyed by [`Token`]s the driver chooses. Both runtimes drive this same value
+//! (`runtime-tokio` in production, `runtime-sim` under madsim), so the simulator checks
+//! the member that ships.
+//!
+//! The driver's loop:
+//! - hand in inputs, each with the current time: [`Member::step`] (a peer message),
+//!   [`Member::request`] (a client's call), [`Member::tick`] (when [`Output::wake_at`]
+//!   is due), [`Member::persisted`] (a persist batch is durable),
+//!   [`Member::snapshot_saved`] (a snapshot file is durable);
+//! - then call [`Member::advance`] until it reports [`Output::idle`], executing each
+//!   [`Output`]: send its messages, write (and sync when told) its persist batch and
+//!   call `persisted`, write its snapshot off the loop, deliver its replies, and obey
+//!   its status and fatal condition.
+//!
+//! What stays in a driver is I/O: sockets, files, timers, and a token → reply-channel
+//! table. Everything that decides — waiting for a leader, ReadIndex batching, serving
+//! reads once applied, membership checks, publishing this member, request numbers and
+//! lease IDs, lease expiry, auto compaction, snapshot cadence — is here.
+
+mod apply;
+mod error;
+mod interface;
+mod reconfig;
+#[cfg(test)]
+mod tests;
+mod waiting;
+
+use std::collections::{BTreeSet, HashMap};
+
+use bytes::Bytes;
+
+use crate::auth::AuthInfo;
+use crate::mvcc::{LeaseError, WatchHub, WatchRequest, WatchResponse};
+use crate::node::{encode_command, Command, Compactor, Proposal, StateMachine};
+use crate::raft::{
+    LogIndex, Message, PersistSeq, ProposeError, RaftNode, ReadCtx, ReadError, Ready, Role, Time,
+};
+
+pub use error::MemberError;
+pub use interface::{
+    AppliedRecord, AuthNote, Call, Header, MemberConfig, Note, Output, Request, Response, Status,
+    Token,
+};
+pub use reconfig::MemberChange;
+use waiting::{Leaderless, WaitingProposal};
+pub use waiting::{MAX_WAITING, MAX_WAITING_BYTES};
+
+/// Events a watcher may hold in the hub before falling back to history.
+const WATCH_QUEUE: usize = 4096;
+/// Bytes of events per watch response before it is split into fragments.
+const WATCH_FRAGMENT_BYTES: usize = 1 << 20;
+/// Expired leases whose revocation one housekeeping pass proposes at most.
+const REVOKE_BATCH: usize = 64;
+/// Keys one compaction slice frees, so compaction never stalls writes.
+const COMPACTION_SLICE: usize = 10_000;
+/// How long a removed member lingers so its last messages (the leader's hand-over among
+/// them) leave before it stops.
+const REMOVED_LINGER_MS: u64 = 1_000;
+
+/// One member's decisions; see the module docs for how a driver runs it.
+pub struct Member {
+    /// Raft (read it; drive it only through the member).
+    pub raft: RaftNode,
+    /// The replicated state (read it; change it only through the member).
+    pub sm: StateMachine,
+    hub: WatchHub,
+    cfg: MemberConfig,
+    out: Output,
+    /// The rest of a raft `Ready` whose persist batch the driver is writing.
+    after_persist: Option<Ready>,
+    /// Proposals waiting to be applied, by request number: the caller and its deadline.
+    pending: HashMap<u64, (Token, Time)>,
+    next_seq: u64,
+    next_read: u64,
+    /// etcd's ID generator state (40 bits of start time in ms past an 8-bit sequence).
+    next_lease_id: u64,
+    /// Linearizable reads of this round, not yet sent to raft: (deadline, token).
+    reads_new: Vec<(Time, Token)>,
+    /// Reads waiting for their ReadIndex, by context.
+    reads_by_ctx: HashMap<u64, Vec<Token>>,
+    /// Confirmed reads waiting for the state to reach their index.
+    reads_by_index: Vec<(LogIndex, Token)>,
+    /// Requests waiting for a leader to be known.
+    leaderless: Leaderless,
+    /// Callers waiting for an applied index: (index, deadline, token).
+    index_waits: Vec<(u64, Time, Token)>,
+    /// Membership changes waiting to be applied at their log index.
+    conf_waiting: Vec<(LogIndex, crate::raft::ConfChange, Token)>,
+    /// When each peer was last heard from (for the strict reconfiguration checks).
+    heard: HashMap<u64, Time>,
+    /// Leases whose revocation this member proposed.
+    revoking: BTreeSet<i64>,
+    compactor: Compactor,
+    status: Status,
+    housekeeping_at: Time,
+    /// When raft wants its next tick.
+    raft_wake: Option<Time>,
+    applied_since_snapshot: u64,
+    snapshot_writing: bool,
+    /// Indexes of the durable snapshots of this life, oldest first (at most two).
+    snapshots: Vec<LogIndex>,
+    removed_at: Option<Time>,
+    #[cfg(feature = "planted-bugs")]
+    bug: Option<MemberBug>,
+}
+
+/// A safety rule of the member's own broken on purpose (`planted-bugs` feature), so the
+/// simulator's checks can be shown to catch it.
+#[cfg(feature = "planted-bugs")]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum MemberBug {
+    /// A request refused for want of a leader (require-leader, or waiting past its
+    /// deadline) is still proposed later: the caller was told it failed.
+    RefuseButPropose,
+    /// WAL segments are released behind every applied entry, whether or not a durable
+    /// snapshot covers them.
+    ReleaseWalAhead,
+}
+
+impl Member {
+    /// A member over a started (or restarted) raft node and the state recovered for it.
+    pub fn new(cfg: MemberConfig, raft: RaftNode, sm: StateMachine, now: Time) -> Member {
+        let mut m = Member {
+            raft,
+            sm,
+            hub: WatchHub::new(WATCH_QUEUE, WATCH_FRAGMENT_BYTES),
+            out: Output::default(),
+            after_persist: None,
+            pending: HashMap::new(),
+            next_seq: (cfg.start_ms + 1) << 16,
+            next_read: 1,
+            next_lease_id: (cfg.start_ms & ((1 << 40) - 1)) << 8,
+            reads_new: Vec::new(),
+            reads_by_ctx: HashMap::new(),
+            reads_by_index: Vec::new(),
+            leaderless: Leaderless::default(),
+            index_waits: Vec::new(),
+            conf_waiting: Vec::new(),
+            heard: HashMap::new(),
+            revoking: BTreeSet::new(),
+            compactor: Compactor::new(cfg.auto_compaction),
+            status: Status::default(),
+            housekeeping_at: now.plus(cfg.housekeeping_ms),
+            raft_wake: None,
+            applied_since_snapshot: 0,
+            snapshot_writing: false,
+            snapshots: Vec::new(),
+            removed_at: None,
+            #[cfg(feature = "planted-bugs")]
+            bug: None,
+            cfg,
+        };
+        m.out.members_changed = true;
+        m
+    }
+
+    /// This member's ID.
+    pub fn id(&self) -> u64 {
+        self.cfg.id
+    }
+
+    /// The header for a response served now.
+    pub fn header(&self) -> Header {
+        Header {
+            revision: self.sm.kv.kv.revision(),
+            raft_term: self.raft.term().0,
+        }
+    }
+
+    /// Proposals waiting to be applied.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// A peer's raft message.
+    pub fn step(&mut self, now: Time, m: Message) {
+        self.heard.insert(m.from.0, now);
+        self.raft.step(now, m);
+    }
+
+    /// A caller's request; the answer comes in a later [`Output`] under `call.token`.
+    pub fn request(&mut self, now: Time, call: Call, req: Request) {
+        if call.require_leader && !self.raft.leader().is_some() {
+            self.reply(call.token, Err(MemberError::NoLeader));
+            #[cfg(feature = "planted-bugs")]
+            if self.planted(MemberBug::RefuseButPropose) {
+                if let Request::Propose { cmd, auth } = req {
+                    // Waits for a leader as any request does; its answer goes nowhere.
+                    let ghost = Call {
+                        token: Token(u64::MAX),
+                        require_leader: false,
+                        ..call
+                    };
+                    self.propose(now, cmd, auth, Some(ghost));
+                }
+            }
+            return;
+        }
+        match req {
+            Request::Propose { cmd, auth } => self.propose(now, cmd, auth, Some(call)),
+            Request::Change(change) => {
+                if let Err(e) = self.change_members(now, change, call) {
+                    self.reply(call.token, Err(e));
+                }
+            }
+            Request::Read => self.reads_new.push((call.deadline, call.token)),
+            Request::WaitApplied { index } => {
+                self.index_waits.push((index, call.deadline, call.token));
+                self.serve_index_waits(now);
+            }
+        }
+    }
+
+    /// Timers: raft's, and housekeeping when due.
+    pub fn tick(&mut self, now: Time) {
+        self.raft.tick(now);
+        if now >= self.housekeeping_at {
+            self.housekeeping_at = now.plus(self.cfg.housekeeping_ms);
+            self.housekeeping(now);
+        }
+    }
+
+    /// A fresh lease ID (etcd generates them on the member that receives the grant),
+    /// laid out as etcd's idutil generator lays them out (16 hex digits).
+    pub fn new_lease_id(&mut self) -> i64 {
+        self.next_lease_id = (self.next_lease_id + 1) & ((1 << 48) - 1);
+        let id = ((self.cfg.id & 0xffff) << 48 | self.next_lease_id) & (i64::MAX as u64);
+        (id as i64).max(1)
+    }
+
+    /// Renews a lease (the leader's lessor alone tracks expiry; a follower's answers
+    /// "not primary"): its granted TTL.
+    pub fn renew_lease(&mut self, now: Time, id: i64) -> Result<i64, LeaseError> {
+        self.sm.kv.lessor.renew(id, now)
+    }
+
+    /// Creates a watcher (catching up from history if it starts in the past); its
+    /// responses come from [`Member::watch_responses`].
+    pub fn watch_create(&mut self, req: WatchRequest) -> i64 {
+        self.hub.create(req, &self.sm.kv.kv)
+    }
+
+    /// Cancels a watcher.
+    pub fn watch_cancel(&mut self, id: i64) {
+        self.hub.cancel(id);
+    }
+
+    /// Responses ready for watchers whose stream can take them (`ready`); the others
+    /// stay queued (falling back to history when they pile up).
+    pub fn watch_responses(&mut self, ready: impl Fn(i64) -> bool) -> Vec<WatchResponse> {
+        self.hub.catch_up(&self.sm.kv.kv);
+        let rev = self.sm.kv.kv.revision();
+        self.hub.take_responses_if(rev, ready)
+    }
+
+    /// etcd's progress notification for every watcher that has nothing pending.
+    pub fn watch_progress(&self) -> Vec<WatchResponse> {
+        self.hub.progress(self.sm.kv.kv.revision())
+    }
+
+    /// The persist batch numbered `seq` is durable.
+    pub fn persisted(&mut self, now: Time, seq: PersistSeq) {
+        self.raft.persisted(now, seq);
+        if let Some(rd) = self.after_persist.take() {
+            self.finish_ready(now, rd);
+        }
+    }
+
+    /// Plants `bug` (simulation builds only).
+    #[cfg(feature = "planted-bugs")]
+    pub fn plant(&mut self, bug: MemberBug) {
+        self.bug = Some(bug);
+    }
+
+    #[cfg(feature = "planted-bugs")]
+    pub(super) fn planted(&self, bug: MemberBug) -> bool {
+        self.bug == Some(bug)
+    }
+
+    /// The snapshot file handed out in [`Output::snapshot`] (at `index`) is durable, or
+    /// could not be written (then the member stops: etcd panics on a failed snapshot
+    /// save). The WAL behind the snapshot before it may then go.
+    pub fn snapshot_saved(&mut self, index: LogIndex, result: Result<(), String>) {
+        self.snapshot_writing = false;
+        if let Err(e) = result {
+            self.out.fatal = Some(MemberError::Storage(e));
+            return;
+        }
+        if self.snapshots.last().is_some_and(|last| *last > index) {
+            // Overtaken while it was written (a newer image came from the leader).
+            return;
+        }
+        self.note_snapshot(index);
+        if self.snapshots.len() >= 2 {
+            self.out.release_wal = Some(self.snapshots[0]);
+        }
+    }
+
+    /// Notes a durable snapshot (own or installed from the leader).
+    fn note_snapshot(&mut self, index: LogIndex) {
+        self.snapshots.retain(|i| *i < index);
+        self.snapshots.push(index);
+        if self.snapshots.len() > 2 {
+            self.snapshots.remove(0);
+        }
+    }
+
+    /// Runs what is ready and returns what the driver must do; call again until
+    /// [`Output::idle`].
+    pub fn advance(&mut self, now: Time) -> Output {
+        self.flush_reads(now);
+        self.resume_leaderless(now);
+        let mut persisting = false;
+        if self.after_persist.is_none() {
+            let mut rd = self.raft.ready();
+            if let Some(t) = rd.wake_at {
+                self.raft_wake = Some(t);
+            }
+            if let Some(ss) = rd.soft_state.take() {
+                self.on_soft_state(now, ss.leader.0, ss.term.0, ss.role == Role::Leader);
+            }
+            self.out.messages.append(&mut rd.messages);
+            if let Some(batch) = rd.persist.take() {
+                self.out.persist = Some(batch);
+                self.after_persist = Some(rd);
+                persisting = true;
+            } else {
+                self.finish_ready(now, rd);
+            }
+        }
+        if let Some(at) = self.removed_at {
+            if now.since(at) >= REMOVED_LINGER_MS {
+                self.out.fatal.get_or_insert(MemberError::Removed);
+            }
+        } else if self.raft.is_removed() {
+            self.removed_at = Some(now);
+            self.out.notes.push(Note::Removed);
+        }
+        let mut out = std::mem::take(&mut self.out);
+        let resumable = !self.leaderless.is_empty() && self.raft.leader().is_some();
+        out.idle = !persisting && !self.raft.has_ready() && self.reads_new.is_empty() && !resumable;
+        out.wake_at = self.wake_at(now);
+        out
+    }
+
+    fn wake_at(&self, now: Time) -> Time {
+        let raft = self.raft_wake.unwrap_or(now.plus(self.cfg.housekeeping_ms));
+        let mut at = raft.min(self.housekeeping_at);
+        if self.removed_at.is_some() {
+            at = at.min(now.plus(100));
+        }
+        at
+    }
+
+    fn reply(&mut self, token: Token, r: Result<Response, MemberError>) {
+        self.out.replies.push((token, r));
+    }
+
+    /// Proposes `cmd`; with a caller it is answered when applied, and waits for a leader
+    /// if none is known.
+    fn propose(&mut self, now: Time, cmd: Command, auth: Option<AuthInfo>, call: Option<Call>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let data = encode_command(&Proposal {
+            origin: self.cfg.id,
+            seq,
+            auth,
+            cmd,
+        });
+        let Some(call) = call else {
+            if self.raft.propose(now, Bytes::from(data)).is_err() {
+                self.out.notes.push(Note::ProposalFailed);
+            }
+            return;
+        };
+        if data.len() > self.cfg.max_request_bytes {
+            return self.reply(call.token, Err(MemberError::TooLarge));
+        }
+        self.submit(now, seq, Bytes::from(data), call.deadline, call.token);
+    }
+
+    /// Proposes a caller's request; without a known leader it waits for one.
+    fn submit(&mut self, now: Time, seq: u64, data: Bytes, deadline: Time, token: Token) {
+        // Raft's timers run first, at the instant of the proposal: a due election timeout
+        // ends the leader's term here, so the proposal waits, rather than in `propose`,
+        // which would refuse it with "no leader".
+        self.raft.tick(now);
+        if !self.raft.leader().is_some() && !self.raft.is_removed() {
+            let waiting = WaitingProposal {
+                deadline,
+                seq,
+                data,
+                token,
+            };
+            if let Err(p) = self.leaderless.wait_propose(waiting) {
+                self.reply(p.token, Err(MemberError::NoLeader));
+            }
+            return;
+        }
+        match self.raft.propose(now, data) {
+            Ok(_) => {
+                self.pending.insert(seq, (token, deadline));
+            }
+            Err(e) => self.reply(token, Err(propose_error(e))),
+        }
+    }
+
+    /// Once a leader is known, submits what waited for one.
+    fn resume_leaderless(&mut self, now: Time) {
+        if self.leaderless.is_empty() || !self.raft.leader().is_some() {
+            return;
+        }
+        let (proposals, reads) = self.leaderless.take();
+        for p in proposals {
+            self.submit(now, p.seq, p.data, p.deadline, p.token);
+        }
+        if !reads.is_empty() {
+            self.read_index(now, reads);
+        }
+    }
+
+    /// Sends this round's linearizable reads to raft under one context.
+    fn flush_reads(&mut self, now: Time) {
+        if !self.reads_new.is_empty() {
+            let reads = std::mem::take(&mut self.reads_new);
+            self.read_index(now, reads);
+        }
+    }
+
+    /// Asks raft to confirm `reads` under one context; without a leader they wait for
+    /// one (a removed member fails them).
+    fn read_index(&mut self, now: Time, reads: Vec<(Time, Token)>) {
+        let ctx = self.next_read;
+        self.next_read += 1;
+        match self.raft.read_index(now, ReadCtx(ctx)) {
+            Ok(()) => {
+                self.reads_by_ctx
+                    .insert(ctx, reads.into_iter().map(|(_, t)| t).collect());
+            }
+            Err(ReadError::NoLeader) => {
+                for t in self.leaderless.wait_reads(reads) {
+                    self.reply(t, Err(MemberError::NoLeader));
+                }
+            }
+            Err(ReadError::Removed) => {
+                for (_, t) in reads {
+                    self.reply(t, Err(MemberError::Removed));
+                }
+            }
+        }
+    }
+
+    /// Periodic work: expire what waited too long, revoke expired leases and compact
+    /// (leader), publish this member's attributes, free compacted history in a slice.
+    fn housekeeping(&mut self, now: Time) {
+        for t in self.leaderless.expire(now) {
+            self.reply(t, Err(MemberError::Timeout));
+        }
+        // A proposal raft lost (a leader that dropped it) would wait forever: past its
+        // deadline its caller hears "request timed out" (its outcome is unknown: the
+        // entry may yet be applied, as with etcd's timeout).
+        let mut late: Vec<(u64, Token)> = self
+            .pending
+            .iter()
+            .filter(|(_, (_, deadline))| now >= *deadline)
+            .map(|(seq, (t, _))| (*seq, *t))
+            .collect();
+        late.sort();
+        for (seq, t) in late {
+            self.pending.remove(&seq);
+            self.reply(t, Err(MemberError::Timeout));
+        }
+        self.serve_index_waits(now);
+        let lessor = &self.sm.kv.lessor;
+        self.revoking.retain(|id| lessor.contains(*id));
+        if self.raft.role() == Role::Leader {
+            for id in self.sm.kv.lessor.expired(now, REVOKE_BATCH) {
+                if self.revoking.insert(id) {
+                    // As etcd's lessor revokes WithRoot: the member's own authority,
+                    // never a client's, so auth never keeps an expired lease alive.
+                    let cmd = Command::LeaseRevoke { id };
+                    self.propose(now, cmd, Some(AuthInfo::member()), None);
+                }
+            }
+            let kv = &self.sm.kv.kv;
+            if let Some(revision) = self
+                .compactor
+                .tick(now, kv.revision(), kv.compacted_revision())
+            {
+                self.out.notes.push(Note::AutoCompaction { revision });
+                let cmd = Command::Compact {
+                    revision,
+                    physical: false,
+                };
+                self.propose(now, cmd, None, None);
+            }
+        } else {
+            self.compactor.reset();
+        }
+        if self.raft.leader().is_some() {
+            self.publish(now);
+        }
+        self.sm.kv.kv.run_compaction(COMPACTION_SLICE);
+    }
+
+    /// Proposes this member's name and client URLs until the member table has them.
+    fn publish(&mut self, now: Time) {
+        if self.status.published {
+            return;
+        }
+        let (name, urls) = (self.cfg.name.clone(), self.cfg.client_urls.clone());
+        let mine = self.sm.members.get(&self.cfg.id);
+        if mine.is_some_and(|m| m.name == name && m.client_urls == urls) {
+            self.status.published = true;
+            self.out.status = Some(self.status);
+            return;
+        }
+        let cmd = Command::PublishMember {
+            id: self.cfg.id,
+            name,
+            client_urls: urls,
+        };
+        self.propose(now, cmd, None, None);
+    }
+
+    fn on_soft_state(&mut self, now: Time, leader: u64, term: u64, is_leader: bool) {
+        if leader != self.status.leader {
+            self.out.notes.push(if is_leader {
+                Note::BecameLeader { term }
+            } else if leader != 0 {
+                Note::LeaderElected { leader, term }
+            } else {
+                Note::NoLeader { term }
+            });
+        }
+        self.status.leader = leader;
+        self.status.term = term;
+        self.status.is_leader = is_leader;
+        self.out.status = Some(self.status);
+        if leader != 0 {
+            self.publish(now);
+        }
+    }
+
+    /// Answers the callers waiting for an index this member has now applied, and those
+    /// past their deadline (a forged token can name an index far ahead: its waiter must
+    /// not outlive the request).
+    fn serve_index_waits(&mut self, now: Time) {
+        if self.index_waits.is_empty() {
+            return;
+        }
+        let applied = self.sm.applied();
+        for (index, deadline, t) in std::mem::take(&mut self.index_waits) {
+            if index <= applied {
+                self.reply(t, Ok(Response::Reached));
+            } else if now >= deadline {
+                self.reply(t, Err(MemberError::Timeout));
+            } else {
+                self.index_waits.push((index, deadline, t));
+            }
+        }
+    }
+}
+
+/// The member error a refused proposal means to a client.
+pub(crate) fn propose_error(e: ProposeError) -> MemberError {
+    match e {
+        ProposeError::NoLeader | ProposeError::NotLeader { .. } => MemberError::NoLeader,
+        ProposeError::TransferInProgress => MemberError::LeaderChanged,
+        ProposeError::TooLarge { .. } => MemberError::TooLarge,
+        ProposeError::UncommittedLimit => MemberError::TooManyRequests,
+        _ => MemberError::Removed,
+    }
+}
+
+/// The voters of the configuration, as plain IDs.
+fn voters(raft: &RaftNode) -> Vec<u64> {
+    raft.conf().voters.iter().map(|v| v.0).collect()
+}
