@@ -455,7 +455,7 @@ fn permission_checks_at_apply() {
     let mut m = enabled_sm();
     let u = m.me("u");
     let root = m.me("root");
-    let rev = m.sm.kv.kv.revision();
+    let rev = m.sm.kv.store.revision();
 
     // Refused puts change nothing.
     assert_eq!(
@@ -475,12 +475,12 @@ fn permission_checks_at_apply() {
         Outcome::Denied(E::PermissionDenied),
         "prev_kv needs read"
     );
-    assert_eq!(m.sm.kv.kv.revision(), rev);
+    assert_eq!(m.sm.kv.store.revision(), rev);
     assert!(matches!(
         m.run(Some(u.clone()), Command::Put(put(b"b"))),
         Outcome::Put(Ok(_))
     ));
-    assert_eq!(m.sm.kv.kv.revision(), rev + 1);
+    assert_eq!(m.sm.kv.store.revision(), rev + 1);
 
     // A txn touching a forbidden key only in its failure branch is refused.
     let txn = TxnRequest {
@@ -500,7 +500,7 @@ fn permission_checks_at_apply() {
         m.run(Some(u.clone()), Command::Txn(txn.clone())),
         Outcome::Denied(E::PermissionDenied)
     );
-    assert_eq!(m.sm.kv.kv.revision(), rev + 1);
+    assert_eq!(m.sm.kv.store.revision(), rev + 1);
     // A compare on a key the user may not read is refused too.
     let mut bad_compare = txn.clone();
     bad_compare.failure.clear();
@@ -677,7 +677,7 @@ fn an_image_without_the_auth_section_still_restores() {
     old.extend_from_slice(&crc.to_le_bytes());
     let restored = StateMachine::restore(&old, u64::MAX, 1).expect("old image");
     assert_eq!(restored.auth, AuthStore::new());
-    assert_eq!(restored.kv.kv.revision(), m.sm.kv.kv.revision());
+    assert_eq!(restored.kv.store.revision(), m.sm.kv.store.revision());
 }
 
 /// CRC-32 (IEEE), as the node image uses.

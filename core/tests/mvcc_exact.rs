@@ -317,15 +317,15 @@ fn quota_raises_nospace_and_compaction_makes_room() {
     assert!(st.put(&big).is_err(), "still over quota: raised again");
     assert!(st.nospace_alarm());
     // Deletes and compaction are still allowed and free space.
-    st.kv
+    st.store
         .delete_range(&DeleteRangeRequest {
             key: b("k"),
             ..Default::default()
         })
         .expect("delete");
-    let rev = st.kv.revision();
-    st.kv.compact(rev).expect("compact");
-    while !st.kv.run_compaction(10) {}
+    let rev = st.store.revision();
+    st.store.compact(rev).expect("compact");
+    while !st.store.run_compaction(10) {}
     st.disarm_nospace();
     st.put(&big)
         .expect("writes resume after compaction and disarm");
@@ -335,7 +335,7 @@ fn quota_raises_nospace_and_compaction_makes_room() {
 fn state_snapshots_round_trip_and_reject_corruption() {
     use keel_core::mvcc::KvState;
     let mut st = KvState::new(u64::MAX, 1);
-    st.kv.grant_lease(5);
+    st.store.grant_lease(5);
     st.lessor
         .grant(5, 10, keel_core::raft::Time(0))
         .expect("grant");
@@ -346,13 +346,13 @@ fn state_snapshots_round_trip_and_reject_corruption() {
         ..Default::default()
     })
     .expect("put");
-    put(&mut st.kv, "b", "2");
+    put(&mut st.store, "b", "2");
     st.applied = 77;
     let snap = st.snapshot();
     let back = KvState::restore(&snap, u64::MAX, 1).expect("restores");
     assert_eq!(back.applied, 77);
-    assert_eq!(back.kv.hash_kv(0), st.kv.hash_kv(0));
-    assert_eq!(back.kv.lease_keys(5), vec![b("a")]);
+    assert_eq!(back.store.hash_kv(0), st.store.hash_kv(0));
+    assert_eq!(back.store.lease_keys(5), vec![b("a")]);
     assert_eq!(back.lessor.ids(), vec![5]);
     for i in 0..snap.len() {
         let mut bad = snap.clone();
@@ -416,9 +416,9 @@ fn hash_covers_the_whole_backend_but_the_consistent_index() {
     use keel_core::mvcc::KvState;
     let build = || {
         let mut st = KvState::new(u64::MAX, 1);
-        put(&mut st.kv, "a", "1");
-        put(&mut st.kv, "a", "2");
-        put(&mut st.kv, "b", "3");
+        put(&mut st.store, "a", "1");
+        put(&mut st.store, "a", "2");
+        put(&mut st.store, "b", "3");
         st
     };
     let (mut x, mut y) = (build(), build());
@@ -440,14 +440,14 @@ fn hash_covers_the_whole_backend_but_the_consistent_index() {
 
     // Unlike HashKV, Hash sees history that compaction has not freed yet (compaction at
     // 4 frees "a"'s first version: only revisions below 4 go).
-    x.kv.compact(4).expect("compact");
-    y.kv.compact(4).expect("compact");
-    while !x.kv.run_compaction(1) {}
-    assert_eq!(x.kv.hash_kv(0), y.kv.hash_kv(0));
+    x.store.compact(4).expect("compact");
+    y.store.compact(4).expect("compact");
+    while !x.store.run_compaction(1) {}
+    assert_eq!(x.store.hash_kv(0), y.store.hash_kv(0));
     assert_ne!(x.hash(), y.hash(), "freed history changes the backend hash");
-    while !y.kv.run_compaction(1) {}
+    while !y.store.run_compaction(1) {}
     assert_eq!(x.hash(), y.hash(), "equal once both have freed it");
 
-    put(&mut y.kv, "c", "4");
+    put(&mut y.store, "c", "4");
     assert_ne!(x.hash(), y.hash(), "writes are hashed");
 }

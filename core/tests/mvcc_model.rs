@@ -370,10 +370,10 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     while !store.run_compaction(5) {}
     // A snapshot of the whole state restores to the same answers and the same hash.
     let mut state = KvState::new(u64::MAX, 1);
-    state.kv = store.clone();
+    state.store = store.clone();
     let restored = KvState::restore(&state.snapshot(), u64::MAX, 1)
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
-    prop_assert_eq!(restored.kv.hash_kv(0), store.hash_kv(0));
+    prop_assert_eq!(restored.store.hash_kv(0), store.hash_kv(0));
     let from = model.compacted.max(1);
     for rev in from..=model.rev() {
         let r = RangeRequest {
@@ -383,7 +383,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
             ..Default::default()
         };
         prop_assert_eq!(store.range(&r), model.read(&r), "at revision {}", rev);
-        prop_assert_eq!(restored.kv.range(&r), model.read(&r), "restored");
+        prop_assert_eq!(restored.store.range(&r), model.read(&r), "restored");
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use proptest::prelude::*;
 fn sample() -> Vec<u8> {
     let mut st = KvState::new(u64::MAX, 1);
     st.lessor.grant(9, 30, Time(0)).expect("grant");
-    st.kv.grant_lease(9);
+    st.store.grant_lease(9);
     for i in 0..12u8 {
         st.put(&PutRequest {
             key: Bytes::from(vec![b'k', i % 5]),
@@ -23,7 +23,7 @@ fn sample() -> Vec<u8> {
         })
         .expect("put");
     }
-    st.kv.compact(6).expect("compact");
+    st.store.compact(6).expect("compact");
     st.applied = 40;
     st.snapshot()
 }
@@ -114,7 +114,7 @@ proptest! {
                 range_end: Bytes::from_static(b"\0"),
                 ..RangeRequest::default()
             };
-            let _ = st.kv.range(&all);
+            let _ = st.store.range(&all);
             let again = KvState::restore(&st.snapshot(), u64::MAX, 1);
             prop_assert!(again.is_ok(), "re-snapshot of an accepted state restores");
             if let Ok(again) = again {

@@ -180,8 +180,8 @@ fn a_snapshot_install_does_not_skip_the_revisions_it_brings() {
     };
     let mut follower = keel_core::mvcc::KvState::new(u64::MAX, 1);
     let mut leader = keel_core::mvcc::KvState::new(u64::MAX, 1);
-    put(&mut follower.kv, "w1");
-    put(&mut leader.kv, "w1");
+    put(&mut follower.store, "w1");
+    put(&mut leader.store, "w1");
     let mut hub = WatchHub::new(64, 1 << 20);
     hub.create(
         WatchRequest {
@@ -189,15 +189,15 @@ fn a_snapshot_install_does_not_skip_the_revisions_it_brings() {
             range_end: Bytes::from_static(b"x"),
             ..WatchRequest::default()
         },
-        &follower.kv,
+        &follower.store,
     );
-    put(&mut leader.kv, "w2");
-    put(&mut leader.kv, "w3");
+    put(&mut leader.store, "w2");
+    put(&mut leader.store, "w3");
     follower = keel_core::mvcc::KvState::restore(&leader.snapshot(), u64::MAX, 1).expect("image");
     hub.on_restore();
-    hub.catch_up(&follower.kv);
+    hub.catch_up(&follower.store);
     let keys: Vec<Bytes> = hub
-        .take_responses(follower.kv.revision())
+        .take_responses(follower.store.revision())
         .into_iter()
         .flat_map(|r| r.events)
         .map(|e| e.kv.key)

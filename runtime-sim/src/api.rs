@@ -27,6 +27,8 @@ pub struct Request {
     pub op: ClientOp,
     /// clientv3's require-leader: fail at once with "no leader" rather than wait for one.
     pub require_leader: bool,
+    /// A simple auth token (from [`ClientOp::Authenticate`]) the request is made with.
+    pub token: Option<String>,
 }
 
 /// A key-value operation on one key.
@@ -86,6 +88,15 @@ pub enum ClientOp {
         /// The revision.
         revision: i64,
     },
+    /// Log in as `user` (the password check is the gRPC layer's; here the member
+    /// proposes the Authenticate entry at once): answered with [`Reply::Token`].
+    Authenticate {
+        /// The user.
+        user: String,
+    },
+    /// Change the auth store with the member's own authority (test setup): answered
+    /// with [`Reply::AuthChanged`].
+    AuthChange(keel_core::auth::AuthCommand),
     /// Cancels the watch opened by this client's request `id`.
     CancelWatch {
         /// The ID of the [`ClientOp::Watch`] request.
@@ -164,6 +175,10 @@ pub enum Reply {
         /// The response: events, a progress notification (no events) or a cancellation.
         resp: WatchResponse,
     },
+    /// A simple token to make requests with.
+    Token(String),
+    /// The auth change was applied.
+    AuthChanged,
     /// The request definitely had no effect (no leader, leadership lost before a read
     /// was confirmed, a proposal refused).
     Refused(String),

@@ -10,7 +10,7 @@ use axum::Router;
 
 use keel_core::node::alarm;
 
-use crate::member::{MemberHandle, MemberTask};
+use crate::member::MemberHandle;
 use crate::version::{ETCD_CLUSTER_VERSION, ETCD_SERVER_VERSION};
 
 /// The HTTP routes of a member's client port.
@@ -43,7 +43,7 @@ async fn health(m: MemberHandle, uri: Uri) -> Response {
             .into_response()
     };
     // Alarms are replicated state: the local copy is what etcd's check reads too.
-    let alarms = match m.local(|c: &mut MemberTask| c.member.sm.alarms(c.id)).await {
+    let alarms = match m.alarms().await {
         Ok(a) => a,
         Err(e) => return unhealthy(&e.to_string()),
     };
@@ -56,7 +56,7 @@ async fn health(m: MemberHandle, uri: Uri) -> Response {
     if m.status.borrow().leader == 0 {
         return unhealthy("no leader");
     }
-    let read = m.read(true, |_: &mut MemberTask| ());
+    let read = m.read_barrier();
     match tokio::time::timeout(Duration::from_secs(1), read).await {
         Ok(Ok(_)) => json(StatusCode::OK, "{\"health\":\"true\"}".into()),
         Ok(Err(e)) => unhealthy(&e.to_string()),

@@ -11,7 +11,9 @@
 use std::time::Instant;
 
 use keel_runtime_sim::Bug;
-use keel_sim_tests::chaos::{replay_command, run_seed, Report, Scenario};
+use keel_sim_tests::chaos::{
+    replay_command, run_seed, token_on_a_lagging_member, Report, Scenario,
+};
 use keel_sim_tests::seeds::{env_u64, run_parallel, SeedRun};
 
 /// Runs `seeds` on every core; returns the reports in seed order. A failing seed, a
@@ -231,6 +233,26 @@ fn planted_bug_commit_without_quorum_is_caught() {
 #[test]
 fn planted_bug_lease_read_past_its_bound_is_caught() {
     caught(Bug::LeaseReadPastBound);
+}
+
+/// A simple token used on a member that has not applied its login yet: served once the
+/// member catches up, on every seed; and refused on some when the member does not wait
+/// (the planted bug), so the scenario does reach a lagging member.
+#[test]
+fn simple_tokens_work_on_a_lagging_member() {
+    for seed in 1..=BUG_SEEDS {
+        if let Err(e) = token_on_a_lagging_member(seed, None) {
+            panic!("seed {seed}: {e}");
+        }
+    }
+    let caught = (1..=BUG_SEEDS)
+        .filter(|seed| token_on_a_lagging_member(*seed, Some(Bug::TokenWithoutWait)).is_err())
+        .count();
+    println!("TokenWithoutWait: caught by {caught} of {BUG_SEEDS} seeds");
+    assert!(
+        caught > 0,
+        "TokenWithoutWait went unnoticed in {BUG_SEEDS} seeds"
+    );
 }
 
 #[test]

@@ -8,6 +8,7 @@
 mod error;
 mod image;
 mod perms;
+mod simple_tokens;
 mod store;
 
 use bytes::Bytes;
@@ -15,6 +16,7 @@ use bytes::Bytes;
 pub use error::AuthError;
 pub use image::AuthDecodeError;
 pub use perms::covers;
+pub use simple_tokens::{index_of, SimpleTokens, TokenCheck, MAX_TOKENS};
 pub use store::AuthStore;
 
 /// Name of the superuser and of the all-powerful role.

@@ -32,7 +32,7 @@ pub enum StateDecodeError {
 #[derive(Clone, Debug)]
 pub struct KvState {
     /// The keyspace.
-    pub kv: KvStore,
+    pub store: KvStore,
     /// The leases.
     pub lessor: Lessor,
     /// Index of the last raft entry applied (etcd's consistent index).
@@ -45,7 +45,7 @@ impl KvState {
     /// An empty state with `--quota-backend-bytes` and the minimum lease TTL.
     pub fn new(quota_bytes: u64, min_lease_ttl: i64) -> KvState {
         KvState {
-            kv: KvStore::new(),
+            store: KvStore::new(),
             lessor: Lessor::new(min_lease_ttl),
             applied: 0,
             quota_bytes,
@@ -72,7 +72,7 @@ impl KvState {
     pub fn size_bytes(&self) -> u64 {
         const IMAGE_HEADER: u64 = 8 + 8 + 8 + 8 + 8 + 8 + 4;
         const PER_LEASE: u64 = 8 + 8 + 8;
-        IMAGE_HEADER + self.kv.size_bytes() + PER_LEASE * self.lessor.len() as u64
+        IMAGE_HEADER + self.store.size_bytes() + PER_LEASE * self.lessor.len() as u64
     }
 
     fn check_quota(&mut self, adding: u64) -> Result<(), MvccError> {
@@ -86,7 +86,7 @@ impl KvState {
     /// A put, refused with etcd's NOSPACE error once the quota is exceeded.
     pub fn put(&mut self, r: &PutRequest) -> Result<PutResponse, MvccError> {
         self.check_quota((r.key.len() + r.value.len() + 32) as u64)?;
-        self.kv.put(r)
+        self.store.put(r)
     }
 
     /// A txn; one that may write is refused like a put under NOSPACE.
@@ -95,7 +95,7 @@ impl KvState {
         if adding > 0 {
             self.check_quota(adding)?;
         }
-        self.kv.txn(t)
+        self.store.txn(t)
     }
 
     /// The whole state as bytes (checksummed).
@@ -122,10 +122,10 @@ impl KvState {
     /// The snapshot body that raft replicates identically to every member: revisions,
     /// every key's retained history, leases.
     fn encode_replicated(&self, w: &mut impl Sink) {
-        put_i64(w, self.kv.revision());
-        put_i64(w, self.kv.compacted_revision());
-        put_u64(w, self.kv.keys_held() as u64);
-        for (key, ki) in self.kv.export() {
+        put_i64(w, self.store.revision());
+        put_i64(w, self.store.compacted_revision());
+        put_u64(w, self.store.keys_held() as u64);
+        for (key, ki) in self.store.export() {
             put_bytes(w, &key);
             let generations = ki.generations();
             put_u64(w, generations.len() as u64);
@@ -230,7 +230,7 @@ impl KvState {
         let mut lessor = Lessor::new(min_lease_ttl);
         lessor.import(&leases);
         Ok(KvState {
-            kv: KvStore::import(keys, current, compacted, &leases),
+            store: KvStore::import(keys, current, compacted, &leases),
             lessor,
             applied,
             quota_bytes,

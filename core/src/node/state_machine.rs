@@ -341,7 +341,7 @@ impl StateMachine {
     }
 
     fn authorize_lease_keys(&self, who: Option<&AuthInfo>, id: i64) -> Result<(), AuthError> {
-        for key in self.kv.kv.lease_keys(id) {
+        for key in self.kv.store.lease_keys(id) {
             self.auth.check(who, &key, &[], PermKind::Write)?;
         }
         Ok(())
@@ -349,7 +349,8 @@ impl StateMachine {
 
     /// etcd's checkTxnAuth: compares, then both branches (recursing into nested txns,
     /// whose depth the decoder bounds).
-    fn authorize_txn(&self, who: Option<&AuthInfo>, t: &TxnRequest) -> Result<(), AuthError> {
+    /// May `who` run transaction `t` (see [`StateMachine::authorize`])?
+    pub fn authorize_txn(&self, who: Option<&AuthInfo>, t: &TxnRequest) -> Result<(), AuthError> {
         for c in &t.compare {
             self.auth.check(who, &c.key, &c.range_end, PermKind::Read)?;
         }
@@ -380,13 +381,13 @@ impl StateMachine {
         }
         let outcome = match p.cmd {
             Command::Put(r) => Outcome::Put(self.kv.put(&r)),
-            Command::DeleteRange(r) => Outcome::DeleteRange(self.kv.kv.delete_range(&r)),
+            Command::DeleteRange(r) => Outcome::DeleteRange(self.kv.store.delete_range(&r)),
             Command::Txn(t) => Outcome::Txn(self.kv.txn(&t)),
-            Command::Compact { revision, .. } => Outcome::Compact(self.kv.kv.compact(revision)),
+            Command::Compact { revision, .. } => Outcome::Compact(self.kv.store.compact(revision)),
             Command::LeaseGrant { id, ttl } => {
                 let r = self.kv.lessor.grant(id, ttl, now);
                 if r.is_ok() {
-                    self.kv.kv.grant_lease(id);
+                    self.kv.store.grant_lease(id);
                 }
                 Outcome::LeaseGrant(r.map(|ttl| (id, ttl)))
             }
@@ -394,7 +395,7 @@ impl StateMachine {
                 let r = self.kv.lessor.revoke(id);
                 if r.is_ok() {
                     // The keyspace knows the lease iff the lessor did; its error is moot.
-                    let _ = self.kv.kv.revoke_lease(id);
+                    let _ = self.kv.store.revoke_lease(id);
                 }
                 Outcome::LeaseRevoke(r)
             }
@@ -554,9 +555,9 @@ impl StateMachine {
     /// Replaces this state with a snapshot image from the leader, keeping this member's
     /// local settings (quota, minimum lease TTL, `--max-txn-ops`).
     pub fn install(&mut self, image: &[u8]) -> Result<(), NodeImageError> {
-        let max_txn_ops = self.kv.kv.max_txn_ops();
+        let max_txn_ops = self.kv.store.max_txn_ops();
         *self = StateMachine::restore(image, self.quota_bytes, self.min_lease_ttl)?;
-        self.kv.kv.set_max_txn_ops(max_txn_ops);
+        self.kv.store.set_max_txn_ops(max_txn_ops);
         Ok(())
     }
 }
@@ -780,6 +781,6 @@ mod tests {
         let mut restored = StateMachine::restore(&sm.snapshot(), u64::MAX, 1).expect("image");
         assert!(restored.apply(&put_entry(4, 8, 100), Time(0)).is_none());
         assert!(restored.apply(&put_entry(5, 7, 101), Time(0)).is_some());
-        assert_eq!(restored.kv.kv.revision(), 1 + 3, "three distinct puts");
+        assert_eq!(restored.kv.store.revision(), 1 + 3, "three distinct puts");
     }
 }

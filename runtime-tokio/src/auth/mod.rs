@@ -132,7 +132,7 @@ impl Tokens {
     /// [`Tokens::info`] never depends on this member's progress.
     pub fn simple_token_index(&self, token: &str) -> Option<u64> {
         match &self.kind {
-            Kind::Simple(_) => simple::index_of(token),
+            Kind::Simple(_) => keel_core::auth::index_of(token),
             Kind::Jwt(_) | Kind::Nop => None,
         }
     }

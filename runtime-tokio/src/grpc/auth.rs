@@ -12,8 +12,9 @@ use tonic::{Request, Response, Status};
 
 use super::authz::{auth_status, caller};
 use super::{header, mismatched};
-use crate::member::{Header, MemberHandle, MemberTask};
+use crate::member::{Header, MemberHandle};
 use crate::pb::{authpb, etcdserverpb as pb};
+use keel_core::auth::AuthStore;
 
 /// The Auth service.
 pub struct AuthService {
@@ -54,14 +55,12 @@ impl AuthService {
     async fn query<T, R, F>(&self, req: &Request<T>, f: F) -> Result<(R, Header), Status>
     where
         R: Send + 'static,
-        F: FnOnce(&MemberTask, Option<&AuthInfo>) -> Result<R, AuthError> + Send + 'static,
+        F: FnOnce(&AuthStore, Option<&AuthInfo>) -> Result<R, AuthError> + Send + 'static,
     {
         let who = caller(&self.m, req).await?;
         let (r, h) = self
             .m
-            .read(true, move |c: &mut MemberTask| {
-                (f(c, who.as_ref()), c.header())
-            })
+            .auth_view(true, move |auth| f(auth, who.as_ref()))
             .await
             .grpc()?;
         Ok((r.map_err(auth_status)?, h))
@@ -120,9 +119,9 @@ impl pb::auth_server::Auth for AuthService {
         // Root's only, as in etcd 3.5 (the release that added AuthStatus lists it in
         // `needAdminPermission`): with auth on, the caller needs the root role.
         let ((enabled, auth_revision), h) = self
-            .query(&req, |c, who| {
-                c.member.sm.auth.check_admin(who)?;
-                Ok((c.member.sm.auth.enabled(), c.member.sm.auth.revision()))
+            .query(&req, |a, who| {
+                a.check_admin(who)?;
+                Ok((a.enabled(), a.revision()))
             })
             .await?;
         Ok(Response::new(pb::AuthStatusResponse {
@@ -138,11 +137,11 @@ impl pb::auth_server::Auth for AuthService {
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
         let r = req.into_inner();
         let name = r.name.clone();
-        let (enabled, hash) = self
+        let ((enabled, hash), _) = self
             .m
-            .read(true, move |c: &mut MemberTask| {
-                let hash = c.member.sm.auth.password_hash(&name).map(str::to_string);
-                (c.member.sm.auth.enabled(), hash)
+            .auth_view(true, move |a| {
+                let hash = a.password_hash(&name).map(str::to_string);
+                (a.enabled(), hash)
             })
             .await
             .grpc()?;
@@ -212,16 +211,13 @@ impl pb::auth_server::Auth for AuthService {
     ) -> Result<Response<pb::AuthUserGetResponse>, Status> {
         let name = req.get_ref().name.clone();
         let (roles, h) = self
-            .query(&req, move |c, who| {
+            .query(&req, move |a, who| {
                 // Root may read any user; a user may read itself.
                 let own = who.is_some_and(|w| w.user == name);
                 if !own {
-                    c.member.sm.auth.check_admin(who)?;
+                    a.check_admin(who)?;
                 }
-                c.member
-                    .sm
-                    .auth
-                    .user(&name)
+                a.user(&name)
                     .map(|u| u.roles.clone())
                     .ok_or(AuthError::UserNotFound)
             })
@@ -237,9 +233,9 @@ impl pb::auth_server::Auth for AuthService {
         req: Request<pb::AuthUserListRequest>,
     ) -> Result<Response<pb::AuthUserListResponse>, Status> {
         let (users, h) = self
-            .query(&req, |c, who| {
-                c.member.sm.auth.check_admin(who)?;
-                Ok(c.member.sm.auth.user_names())
+            .query(&req, |a, who| {
+                a.check_admin(who)?;
+                Ok(a.user_names())
             })
             .await?;
         Ok(Response::new(pb::AuthUserListResponse {
@@ -317,20 +313,15 @@ impl pb::auth_server::Auth for AuthService {
     ) -> Result<Response<pb::AuthRoleGetResponse>, Status> {
         let name = req.get_ref().role.clone();
         let (perm, h) = self
-            .query(&req, move |c, who| {
+            .query(&req, move |a, who| {
                 // Root may read any role; a user may read the roles granted to it.
                 let own = who
-                    .and_then(|w| c.member.sm.auth.user(&w.user))
+                    .and_then(|w| a.user(&w.user))
                     .is_some_and(|u| u.roles.contains(&name));
                 if !own {
-                    c.member.sm.auth.check_admin(who)?;
+                    a.check_admin(who)?;
                 }
-                let role = c
-                    .member
-                    .sm
-                    .auth
-                    .role(&name)
-                    .ok_or(AuthError::RoleNotFound)?;
+                let role = a.role(&name).ok_or(AuthError::RoleNotFound)?;
                 Ok(role.perms.iter().map(perm_out).collect())
             })
             .await?;
@@ -345,9 +336,9 @@ impl pb::auth_server::Auth for AuthService {
         req: Request<pb::AuthRoleListRequest>,
     ) -> Result<Response<pb::AuthRoleListResponse>, Status> {
         let (roles, h) = self
-            .query(&req, |c, who| {
-                c.member.sm.auth.check_admin(who)?;
-                Ok(c.member.sm.auth.role_names())
+            .query(&req, |a, who| {
+                a.check_admin(who)?;
+                Ok(a.role_names())
             })
             .await?;
         Ok(Response::new(pb::AuthRoleListResponse {

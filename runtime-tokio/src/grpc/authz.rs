@@ -11,7 +11,7 @@ use keel_core::auth::{AuthError, AuthInfo, AuthStore, PermKind};
 use tonic::{Code, Request, Status};
 
 use super::recipes::prefix_end;
-use crate::member::{MemberHandle, MemberTask, REQUEST_TIMEOUT};
+use crate::member::{MemberHandle, REQUEST_TIMEOUT};
 use crate::tls::ClientConnInfo;
 
 /// "The auth store's revision now": a certificate's user and a simple token's user are
@@ -127,8 +127,9 @@ async fn check_as<F>(
 where
     F: FnOnce(&AuthStore, Option<&AuthInfo>) -> Result<(), AuthError> + Send + 'static,
 {
-    m.local(move |c: &mut MemberTask| f(&c.member.sm.auth, who.as_ref()))
+    m.auth_view(false, move |a| f(a, who.as_ref()))
         .await
+        .map(|(r, _)| r)
         .grpc()
 }
 

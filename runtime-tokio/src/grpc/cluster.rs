@@ -13,7 +13,7 @@ use super::forward;
 use super::header;
 use super::mismatched;
 use crate::leader_call::{Answer, Call};
-use crate::member::{Header, MemberChange, MemberHandle, MemberTask, ServerError, REQUEST_TIMEOUT};
+use crate::member::{Header, MemberChange, MemberHandle, ServerError, REQUEST_TIMEOUT};
 use crate::pb::etcdserverpb as pb;
 
 /// The Cluster service.
@@ -69,25 +69,17 @@ pub async fn member_list(
     m: &MemberHandle,
     linearizable: bool,
 ) -> Result<(Vec<pb::Member>, Option<pb::ResponseHeader>), Status> {
-    let (members, h) = m
-        .read(linearizable, |c: &mut MemberTask| {
-            let members: Vec<pb::Member> = c
-                .member
-                .sm
-                .members
-                .values()
-                .map(|x| pb::Member {
-                    id: x.id,
-                    name: x.name.clone(),
-                    peer_ur_ls: x.peer_urls.clone(),
-                    client_ur_ls: x.client_urls.clone(),
-                    is_learner: x.learner,
-                })
-                .collect();
-            (members, c.header())
+    let (members, h) = m.members(linearizable).await.grpc()?;
+    let members = members
+        .into_iter()
+        .map(|x| pb::Member {
+            id: x.id,
+            name: x.name,
+            peer_ur_ls: x.peer_urls,
+            client_ur_ls: x.client_urls,
+            is_learner: x.learner,
         })
-        .await
-        .grpc()?;
+        .collect();
     Ok((members, cluster_header(m, h)))
 }
 

@@ -12,7 +12,7 @@ use tonic::Status;
 
 use super::lease;
 use crate::leader_call::{self, Answer, Call, CallHandler};
-use crate::member::{MemberHandle, MemberTask, ServerError, REQUEST_TIMEOUT};
+use crate::member::{MemberHandle, ServerError, REQUEST_TIMEOUT};
 
 /// Asks the leader (waiting for one during an election, as etcd's `waitLeader`).
 pub(crate) async fn to_leader(m: &MemberHandle, call: Call) -> Result<Answer, Status> {
@@ -48,10 +48,7 @@ async fn answer(m: MemberHandle, call: Call) -> Result<Answer, Status> {
     match call {
         Call::Change(change) => {
             let header = m.change(change).await.grpc()?;
-            let applied = m
-                .local(|c: &mut MemberTask| c.member.sm.applied())
-                .await
-                .grpc()?;
+            let ((), (applied, _)) = m.kv_view(false, |_| ()).await.grpc()?;
             Ok(Answer::Changed { header, applied })
         }
         Call::Renew(id) => match lease::renew_as_leader(&m, id).await? {

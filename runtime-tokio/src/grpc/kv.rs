@@ -4,11 +4,11 @@ use super::Grpc;
 use keel_core::node::{Command, Outcome};
 use tonic::{Request, Response, Status};
 
-use super::authz::{auth_status, caller};
+use super::authz::caller;
 use super::convert::{
     delete_in, delete_out, put_in, put_out, range_in, range_out, txn_in, txn_out, txn_read_only,
 };
-use super::{header, mismatched, mvcc_status, permitted};
+use super::{header, mismatched, mvcc_status, permitted, refused_status};
 use crate::member::MemberHandle;
 use crate::pb::etcdserverpb as pb;
 
@@ -34,18 +34,8 @@ impl pb::kv_server::Kv for KvService {
         let req = req.into_inner();
         let linearizable = !req.serializable;
         let r = range_in(req)?;
-        let (res, h) = self
-            .m
-            .read(linearizable, move |c| {
-                let res = match c.member.sm.authorize_range(who.as_ref(), &r) {
-                    Ok(()) => Ok(c.member.sm.kv.kv.range(&r).map_err(mvcc_status)),
-                    Err(e) => Err(auth_status(e)),
-                };
-                (res, c.header())
-            })
-            .await
-            .grpc()?;
-        let res = res??;
+        let (res, h) = self.m.range(linearizable, r, who).await.grpc()?;
+        let res = res.map_err(refused_status)?;
         Ok(Response::new(range_out(res, header(&self.m, h))))
     }
 
@@ -86,20 +76,9 @@ impl pb::kv_server::Kv for KvService {
         let t = txn_in(req.into_inner())?;
         if txn_read_only(&t) {
             // A txn that only reads is served like a linearizable range (as etcd does).
-            let cmd = Command::Txn(t);
-            let (res, h) = self
-                .m
-                .read(true, move |c| {
-                    let res = match (c.member.sm.authorize(who.as_ref(), &cmd), &cmd) {
-                        (Err(e), _) => Err(auth_status(e)),
-                        (Ok(()), Command::Txn(t)) => Ok(c.member.sm.kv.txn(t).map_err(mvcc_status)),
-                        (Ok(()), _) => Err(mismatched()),
-                    };
-                    (res, c.header())
-                })
-                .await
-                .grpc()?;
-            return Ok(Response::new(txn_out(res??, header(&self.m, h))));
+            let (res, h) = self.m.txn_read(t, who).await.grpc()?;
+            let res = res.map_err(refused_status)?;
+            return Ok(Response::new(txn_out(res, header(&self.m, h))));
         }
         match permitted(self.m.propose_as(Command::Txn(t), who).await.grpc()?)? {
             (Outcome::Txn(res), h) => Ok(Response::new(txn_out(

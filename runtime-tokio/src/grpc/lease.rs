@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::forward;
 use super::{header, lease_status, mismatched};
 use crate::leader_call::{Answer, Call, LeaseTtl};
-use crate::member::{Header, MemberHandle, MemberTask, ServerError};
+use crate::member::{Header, LeaseView, MemberHandle, ServerError};
 use crate::pb::etcdserverpb as pb;
 
 /// The Lease service.
@@ -34,13 +34,7 @@ async fn renew_local(
     m: &MemberHandle,
     id: i64,
 ) -> Result<Option<(i64, crate::member::Header)>, Status> {
-    let r = m
-        .local(move |c: &mut MemberTask| {
-            let now = c.clock.now();
-            (c.member.renew_lease(now, id), c.header())
-        })
-        .await
-        .grpc()?;
+    let r = m.renew_lease(id).await.grpc()?;
     match r {
         (Ok(ttl), h) => Ok(Some((ttl, h))),
         (Err(LeaseError::NotFound), h) => Ok(Some((0, h))),
@@ -98,23 +92,12 @@ pub(super) async fn time_to_live_here(
     id: i64,
     keys: bool,
 ) -> Result<Option<LeaseTtl>, Status> {
-    let (primary, res, keys, header) = m
-        .local(move |c: &mut MemberTask| {
-            let now = c.clock.now();
-            let lease_keys = if keys {
-                c.member.sm.kv.kv.lease_keys(id)
-            } else {
-                Vec::new()
-            };
-            (
-                c.member.sm.kv.lessor.is_primary(),
-                c.member.sm.kv.lessor.time_to_live(id, now),
-                lease_keys,
-                c.header(),
-            )
-        })
-        .await
-        .grpc()?;
+    let LeaseView {
+        primary,
+        ttl: res,
+        keys,
+        header,
+    } = m.lease_view(id, keys).await.grpc()?;
     if !primary && res.is_ok() {
         return Ok(None);
     }
@@ -142,10 +125,7 @@ impl pb::lease_server::Lease for LeaseService {
         let id = if r.id != 0 {
             r.id
         } else {
-            self.m
-                .local(|c: &mut MemberTask| c.member.new_lease_id())
-                .await
-                .grpc()?
+            self.m.new_lease_id().await.grpc()?
         };
         match self
             .m
@@ -243,13 +223,7 @@ impl pb::lease_server::Lease for LeaseService {
         &self,
         _req: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
-        let (ids, h) = self
-            .m
-            .read(true, |c: &mut MemberTask| {
-                (c.member.sm.kv.lessor.ids(), c.header())
-            })
-            .await
-            .grpc()?;
+        let (ids, h) = self.m.lease_ids().await.grpc()?;
         Ok(Response::new(pb::LeaseLeasesResponse {
             header: header(&self.m, h),
             leases: ids.into_iter().map(|id| pb::LeaseStatus { id }).collect(),

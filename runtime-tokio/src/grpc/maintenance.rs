@@ -7,14 +7,13 @@ use super::{server_status, Grpc};
 use std::time::Duration;
 
 use keel_core::node::{alarm, Command, Outcome};
-use keel_core::raft::{MemberId, Role};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{header, mismatched, mvcc_status};
-use crate::member::{MemberHandle, MemberTask, ServerError};
+use crate::member::{MemberHandle, ServerError};
 use crate::pb::etcdserverpb as pb;
 use crate::version::ETCD_SERVER_VERSION;
 
@@ -48,11 +47,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
     ) -> Result<Response<pb::AlarmResponse>, Status> {
         let r = req.into_inner();
         if r.action == 0 {
-            let alarms = self
-                .m
-                .local(|c: &mut MemberTask| c.member.sm.alarms(c.id))
-                .await
-                .grpc()?;
+            let alarms = self.m.alarms().await.grpc()?;
             return Ok(Response::new(pb::AlarmResponse {
                 header: None,
                 alarms: alarm_members(alarms),
@@ -76,44 +71,25 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         _req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        let (h, resp) =
-            self.m
-                .local(|c: &mut MemberTask| {
-                    let size = c.member.sm.kv.size_bytes() as i64;
-                    // As etcd: "no leader" first, then the alarms.
-                    let no_leader =
-                        (c.member.raft.leader().0 == 0).then(|| ServerError::NoLeader.to_string());
-                    let errors =
-                        no_leader
-                            .into_iter()
-                            .chain(
-                                c.member.sm.alarms(c.id).into_iter().map(|(m, a)| {
-                                    format!("memberID:{m} alarm:{} ", alarm::name(a))
-                                }),
-                            )
-                            .collect();
-                    let header = c.header();
-                    (
-                        header,
-                        pb::StatusResponse {
-                            header: None,
-                            version: ETCD_SERVER_VERSION.into(),
-                            db_size: size,
-                            leader: c.member.raft.leader().0,
-                            raft_index: c.member.raft.committed().0,
-                            raft_term: c.member.raft.term().0,
-                            raft_applied_index: c.member.sm.applied(),
-                            errors,
-                            db_size_in_use: size,
-                            is_learner: c.member.sm.members.get(&c.id).is_some_and(|m| m.learner),
-                        },
-                    )
-                })
-                .await
-                .grpc()?;
+        let v = self.m.status_view().await.grpc()?;
+        // As etcd: "no leader" first, then the alarms.
+        let no_leader = (v.leader == 0).then(|| ServerError::NoLeader.to_string());
+        let alarms = v
+            .alarms
+            .iter()
+            .map(|(m, a)| format!("memberID:{m} alarm:{} ", alarm::name(*a)));
+        let errors = no_leader.into_iter().chain(alarms).collect();
         Ok(Response::new(pb::StatusResponse {
-            header: header(&self.m, h),
-            ..resp
+            header: header(&self.m, v.header),
+            version: ETCD_SERVER_VERSION.into(),
+            db_size: v.db_size,
+            leader: v.leader,
+            raft_index: v.raft_index,
+            raft_term: v.raft_term,
+            raft_applied_index: v.applied,
+            errors,
+            db_size_in_use: v.db_size,
+            is_learner: v.is_learner,
         }))
     }
 
@@ -136,11 +112,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         check(&self.m, &req, |a, who| a.check_admin(who))
             .await?
             .map_err(maintenance_denied)?;
-        let (hash, h) = self
-            .m
-            .local(|c: &mut MemberTask| (c.member.sm.kv.hash(), c.header()))
-            .await
-            .grpc()?;
+        let (hash, h) = self.m.state_hash().await.grpc()?;
         Ok(Response::new(pb::HashResponse {
             header: header(&self.m, h),
             hash,
@@ -155,17 +127,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             .await?
             .map_err(maintenance_denied)?;
         let rev = req.into_inner().revision;
-        let (res, compact, h) = self
-            .m
-            .local(move |c: &mut MemberTask| {
-                (
-                    c.member.sm.kv.kv.hash_kv(rev),
-                    c.member.sm.kv.kv.compacted_revision(),
-                    c.header(),
-                )
-            })
-            .await
-            .grpc()?;
+        let (res, compact, h) = self.m.hash_kv(rev).await.grpc()?;
         let hash = res.map_err(mvcc_status)?;
         Ok(Response::new(pb::HashKvResponse {
             header: header(&self.m, h),
@@ -184,11 +146,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         check(&self.m, &req, |a, who| a.check_admin(who))
             .await?
             .map_err(maintenance_denied)?;
-        let image = self
-            .m
-            .local(|c: &mut MemberTask| c.member.sm.snapshot())
-            .await
-            .grpc()?;
+        let image = self.m.state_image().await.grpc()?;
         // Padded to 512 bytes like etcd's page-aligned database file, so `etcdctl
         // snapshot restore`'s "size % 512 == 32" test finds the trailing SHA-256.
         let mut data = image.to_vec();
@@ -227,24 +185,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             .await?
             .map_err(maintenance_denied)?;
         let target = req.into_inner().target_id;
-        let started = self
-            .m
-            .local(move |c: &mut MemberTask| {
-                if c.member.raft.role() != Role::Leader {
-                    return Err(ServerError::NotLeader);
-                }
-                if !c.member.raft.conf().voters.contains(&MemberId(target)) {
-                    return Err(ServerError::BadTransferee);
-                }
-                let now = c.clock.now();
-                c.member
-                    .raft
-                    .transfer_leader(now, MemberId(target))
-                    .map_err(|_| ServerError::BadTransferee)
-            })
-            .await
-            .grpc()?;
-        started.grpc()?;
+        self.m.move_leader(target).await.grpc()?;
         // etcd answers once the target leads (or the attempt timed out).
         let mut status = self.m.status.clone();
         let wait = tokio::time::timeout(Duration::from_secs(5), async {

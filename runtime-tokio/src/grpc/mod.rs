@@ -105,6 +105,14 @@ pub fn server_status(e: ServerError) -> Status {
     Status::new(code, e.to_string())
 }
 
+/// A refused read as etcd's gRPC status.
+pub fn refused_status(e: crate::member::ReadRefused) -> Status {
+    match e {
+        crate::member::ReadRefused::Denied(e) => authz::auth_status(e),
+        crate::member::ReadRefused::Mvcc(e) => mvcc_status(e),
+    }
+}
+
 /// A member's answer as a gRPC result (the error is core's type, so `?` cannot convert
 /// it to a tonic status by itself).
 pub(crate) trait Grpc<T> {

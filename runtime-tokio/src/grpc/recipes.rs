@@ -12,8 +12,8 @@ use keel_core::mvcc::{
 use keel_core::node::{Command, Outcome};
 use tonic::Status;
 
-use super::{mismatched, mvcc_status, permitted};
-use crate::member::{watch_channel, Header, MemberHandle, MemberTask};
+use super::{mismatched, mvcc_status, permitted, refused_status};
+use crate::member::{watch_channel, Header, MemberHandle};
 
 /// The end of the range of keys starting with `prefix`.
 pub fn prefix_end(prefix: &[u8]) -> Bytes {
@@ -97,13 +97,10 @@ pub async fn neighbour(
         max_create_revision: (rev - 1).max(0),
         ..Default::default()
     };
-    let (res, h) = m
-        .read(true, move |c: &mut MemberTask| {
-            (c.member.sm.kv.kv.range(&r), c.header())
-        })
-        .await
-        .grpc()?;
-    Ok((res.map_err(mvcc_status)?.kvs.into_iter().next(), h))
+    // The recipe's own read, with the member's authority: its caller's permissions
+    // were checked on the whole prefix.
+    let (res, h) = m.range(true, r, Some(AuthInfo::member())).await.grpc()?;
+    Ok((res.map_err(refused_status)?.kvs.into_iter().next(), h))
 }
 
 /// Waits until `key` is deleted at a revision after `after`.
@@ -144,7 +141,7 @@ impl Drop for WatchGuard {
     fn drop(&mut self) {
         let (m, id) = (self.m.clone(), self.id);
         tokio::spawn(async move {
-            let _ = m.local(move |c: &mut MemberTask| c.cancel_watch(id)).await;
+            let _ = m.cancel_watches(vec![id]).await;
         });
     }
 }
@@ -153,10 +150,7 @@ impl Drop for WatchGuard {
 /// either way the caller looks again).
 async fn wait_event(m: &MemberHandle, req: WatchRequest) -> Result<(), Status> {
     let (sink, mut outlet) = watch_channel();
-    let id = m
-        .local(move |c: &mut MemberTask| c.watch(req, sink))
-        .await
-        .grpc()?;
+    let id = m.watch(req, sink).await.grpc()?;
     let _guard = WatchGuard { m: m.clone(), id };
     let _ = outlet.recv().await;
     Ok(())

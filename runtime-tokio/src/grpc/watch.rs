@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use keel_core::auth::AuthInfo;
-use keel_core::mvcc::{RangeRequest, WatchRequest};
+use keel_core::mvcc::WatchRequest;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::authz::caller;
 use super::convert::event_out;
 use super::header;
-use crate::member::{watch_channel, Header, MemberHandle, MemberTask, WatchSink};
+use crate::member::{watch_channel, Header, MemberHandle, WatchSink};
 use crate::pb::etcdserverpb as pb;
 
 /// Responses a stream may have queued towards the client.
@@ -112,13 +112,7 @@ async fn run_stream(
     }
     // The client is gone: its watchers go too.
     let hub_ids: Vec<i64> = s.ids.keys().copied().collect();
-    let _ =
-        s.m.local(move |c| {
-            for id in hub_ids {
-                c.cancel_watch(id);
-            }
-        })
-        .await;
+    let _ = s.m.cancel_watches(hub_ids).await;
 }
 
 impl Stream {
@@ -143,14 +137,7 @@ impl Stream {
                 if let Some(hub) = hub {
                     self.ids.remove(&hub);
                     self.progress.remove(&hub);
-                    let h = self
-                        .m
-                        .local(move |c: &mut MemberTask| {
-                            c.cancel_watch(hub);
-                            c.header()
-                        })
-                        .await
-                        .map_err(|_| ())?;
+                    let h = self.m.cancel_watches(vec![hub]).await.map_err(|_| ())?;
                     self.send(pb::WatchResponse {
                         header: self.header(h),
                         watch_id: c.watch_id,
@@ -162,11 +149,7 @@ impl Stream {
                 Ok(())
             }
             Some(U::ProgressRequest(_)) => {
-                let h = self
-                    .m
-                    .local(|c: &mut MemberTask| c.header())
-                    .await
-                    .map_err(|_| ())?;
+                let h = self.m.header_now().await.map_err(|_| ())?;
                 // etcd answers a progress request with watch ID -1 (no particular watcher).
                 self.send(pb::WatchResponse {
                     header: self.header(h),
@@ -200,11 +183,7 @@ impl Stream {
         };
         if let Some((watch_id, reason)) = refusal {
             // etcd 3.4's mvcc refusals: created and canceled at once, with a header.
-            let h = self
-                .m
-                .local(|c: &mut MemberTask| c.header())
-                .await
-                .map_err(|_| ())?;
+            let h = self.m.header_now().await.map_err(|_| ())?;
             return self
                 .send(pb::WatchResponse {
                     header: self.header(h),
@@ -236,23 +215,7 @@ impl Stream {
         let who = self.who.clone();
         // Checked, registered and answered in one step on the member task, then the
         // created response goes out before this task reads any event of the new watcher.
-        let (hub_id, h) = self
-            .m
-            .local(move |c: &mut MemberTask| {
-                let range = RangeRequest {
-                    key: req.key.clone(),
-                    range_end: req.range_end.clone(),
-                    ..Default::default()
-                };
-                if c.member.sm.authorize_range(who.as_ref(), &range).is_err() {
-                    return (None, c.header());
-                }
-                let id = c.member.watch_create(req);
-                c.sinks.insert(id, sink);
-                (Some(id), c.header())
-            })
-            .await
-            .map_err(|_| ())?;
+        let (hub_id, h) = self.m.watch_as(req, who, sink).await.map_err(|_| ())?;
         let Some(hub_id) = hub_id else {
             // etcd's refusal: a created-and-canceled answer naming the gRPC error.
             return self
@@ -280,20 +243,13 @@ impl Stream {
         })
         .await?;
         // Replay of history (or a compaction cancel) is due now, not at the next write.
-        self.m
-            .local(|c: &mut MemberTask| c.flush_watches())
-            .await
-            .map_err(|_| ())
+        self.m.flush_watches().await.map_err(|_| ())
     }
 
     /// etcd's periodic progress notification: an empty response carrying the current
     /// revision, for each `progress_notify` watcher that has nothing pending.
     async fn notify_progress(&mut self) -> Result<(), ()> {
-        let (synced, h) = self
-            .m
-            .local(|c: &mut MemberTask| (c.member.watch_progress(), c.header()))
-            .await
-            .map_err(|_| ())?;
+        let (synced, h) = self.m.watch_progress().await.map_err(|_| ())?;
         for r in synced {
             if !self.progress.contains(&r.watch_id) {
                 continue;

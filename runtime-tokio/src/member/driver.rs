@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::WatchSink;
 use super::{
-    Input, MemberConfig, MemberHandle, ReadFn, Reply, ServerError, Status, REQUEST_TIMEOUT,
+    AnswerTx, Input, MemberConfig, MemberHandle, ReadFn, ServerError, Status, REQUEST_TIMEOUT,
 };
 use crate::auth::{Passwords, Tokens};
 use crate::metrics::Metrics;
@@ -32,7 +32,7 @@ const HOUSEKEEPING_MS: u64 = 500;
 /// A caller waiting for the member's answer.
 enum Waiter {
     /// A proposal or membership change.
-    Reply(Reply),
+    Answer(AnswerTx),
     /// A linearizable read, run on the member's state once it may be served.
     Read(ReadFn),
     /// Waiting for an applied index.
@@ -126,7 +126,7 @@ pub fn start_with_dialer(
         min_ttl,
         cfg.initial_members.iter().cloned(),
     );
-    sm.kv.kv.set_max_txn_ops(cfg.max_txn_ops);
+    sm.kv.store.set_max_txn_ops(cfg.max_txn_ops);
     let raft = match rec.state {
         Some(state) => {
             // Without a snapshot the log replays from index 1 onto the founding table.
@@ -258,10 +258,15 @@ impl MemberTask {
             Input::Peer(m) => self.member.step(now, m),
             Input::Propose { cmd, auth, reply } => {
                 let req = Request::Propose { cmd, auth };
-                self.request(now, deadline, req, Waiter::Reply(reply));
+                self.request(now, deadline, req, Waiter::Answer(reply));
             }
             Input::Change { change, reply } => {
-                self.request(now, deadline, Request::Change(change), Waiter::Reply(reply));
+                self.request(
+                    now,
+                    deadline,
+                    Request::Change(change),
+                    Waiter::Answer(reply),
+                );
             }
             Input::Stop => {}
             Input::SnapshotSaved {
@@ -389,10 +394,10 @@ impl MemberTask {
             return;
         };
         match (w, r) {
-            (Waiter::Reply(tx), Ok(Response::Applied { outcome, header })) => {
+            (Waiter::Answer(tx), Ok(Response::Applied { outcome, header })) => {
                 let _ = tx.send(Ok((outcome, header)));
             }
-            (Waiter::Reply(tx), Err(e)) => {
+            (Waiter::Answer(tx), Err(e)) => {
                 self.metrics.proposals_failed.fetch_add(1, Relaxed);
                 let _ = tx.send(Err(e));
             }
@@ -488,7 +493,7 @@ impl MemberTask {
         self.metrics.db_size.store(sm.kv.size_bytes(), Relaxed);
         self.metrics
             .keys
-            .store(sm.kv.kv.keys_held() as u64, Relaxed);
+            .store(sm.kv.store.keys_held() as u64, Relaxed);
     }
 
     /// Hands queued watch events to streams that keep up; the rest stay in the member's

@@ -13,6 +13,7 @@
 //!   WAL sync covers many client writes.
 
 mod driver;
+mod queries;
 mod watch_sink;
 
 use crate::peer::PeerNet;
@@ -25,6 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use driver::{start, start_with_dialer, MemberTask, StartError};
 pub use keel_core::node::{Header, MemberChange, MemberError as ServerError, Status};
+pub use queries::{LeaseView, ReadRefused, StatusView, WatchStart};
 pub use watch_sink::{watch_channel, WatchOutlet, WatchSink};
 
 use crate::auth::{Passwords, Tokens};
@@ -89,8 +91,8 @@ pub struct MemberConfig {
     pub bcrypt_cost: u32,
 }
 
-/// Where the answer to a proposal or membership change goes.
-pub(crate) type Reply = oneshot::Sender<Result<(Outcome, Header), ServerError>>;
+/// Where the answer to a proposal or membership change goes (one caller's channel).
+pub(crate) type AnswerTx = oneshot::Sender<Result<(Outcome, Header), ServerError>>;
 
 /// What the member task is asked to do.
 pub(crate) enum Input {
@@ -101,10 +103,13 @@ pub(crate) enum Input {
     Propose {
         cmd: Command,
         auth: Option<AuthInfo>,
-        reply: Reply,
+        reply: AnswerTx,
     },
     /// Change the cluster's membership and answer when applied.
-    Change { change: MemberChange, reply: Reply },
+    Change {
+        change: MemberChange,
+        reply: AnswerTx,
+    },
     /// Stop the member task (shutdown).
     Stop,
     /// Run on the member's state (serializable) or after a ReadIndex (linearizable).
@@ -192,9 +197,10 @@ impl MemberHandle {
         }
     }
 
-    /// Runs `f` on the member's state: at once when `linearizable` is false, otherwise
-    /// once the leader confirmed its commit index and this member applied it.
-    pub async fn read<R, F>(&self, linearizable: bool, f: F) -> Result<R, ServerError>
+    /// Runs `f` on the member task's state: at once when `linearizable` is false,
+    /// otherwise once the member says a linearizable read may be served. Only the typed
+    /// reads of `queries.rs` use it.
+    pub(crate) async fn read<R, F>(&self, linearizable: bool, f: F) -> Result<R, ServerError>
     where
         R: Send + 'static,
         F: FnOnce(&mut MemberTask) -> R + Send + 'static,
@@ -249,7 +255,8 @@ impl MemberHandle {
         self.tx.closed().await;
     }
 
-    /// Runs `f` on the member's state now (serializable).
+    /// Runs `f` on the member task's state now: for tests and tools (the services use
+    /// the typed reads of `queries.rs`).
     pub async fn local<R, F>(&self, f: F) -> Result<R, ServerError>
     where
         R: Send + 'static,

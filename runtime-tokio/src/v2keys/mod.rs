@@ -34,7 +34,7 @@ use keel_core::node::{Command, Outcome};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::member::{watch_channel, MemberHandle, MemberTask};
+use crate::member::{watch_channel, MemberHandle, WatchStart};
 use form::Form;
 use json::Event;
 use store::{V2Error, Write};
@@ -320,15 +320,10 @@ async fn parse(req: Request) -> Result<KeyRequest, V2Error> {
 
 async fn get(ctx: &Ctx, r: &KeyRequest) -> Result<Response, V2Error> {
     let (path, recursive, sorted) = (r.path.clone(), r.recursive, r.sorted);
-    let (res, rev, raft) = ctx
+    let ((res, rev), raft) = ctx
         .m
-        .read(true, move |c: &mut MemberTask| {
-            let kv = &c.member.sm.kv.kv;
-            (
-                store::get(kv, &path, recursive, sorted),
-                kv.revision(),
-                (c.member.sm.applied(), c.member.raft.term().0),
-            )
+        .kv_view(true, move |kv| {
+            (store::get(kv, &path, recursive, sorted), kv.revision())
         })
         .await
         .map_err(internal)?;
@@ -338,11 +333,9 @@ async fn get(ctx: &Ctx, r: &KeyRequest) -> Result<Response, V2Error> {
 async fn write(ctx: &Ctx, r: &KeyRequest, w: Write) -> Result<Response, V2Error> {
     for _ in 0..MAX_ATTEMPTS {
         let (path, w2) = (r.path.clone(), w.clone());
-        let plan = ctx
+        let (plan, _) = ctx
             .m
-            .read(true, move |c: &mut MemberTask| {
-                store::plan(&c.member.sm.kv.kv, &path, &w2)
-            })
+            .kv_view(true, move |kv| store::plan(kv, &path, &w2))
             .await
             .map_err(internal)?;
         let plan = plan?;
@@ -355,9 +348,9 @@ async fn write(ctx: &Ctx, r: &KeyRequest, w: Write) -> Result<Response, V2Error>
             Outcome::Txn(Ok(t)) if t.succeeded => {
                 let raft = ctx
                     .m
-                    .local(|c: &mut MemberTask| (c.member.sm.applied(), c.member.raft.term().0))
+                    .kv_view(false, |_| ())
                     .await
-                    .unwrap_or((0, h.raft_term));
+                    .map_or((0, h.raft_term), |((), raft)| raft);
                 let mut ev = plan.done.event(h.revision);
                 let created = ev.is_created();
                 if r.no_value_on_success && ev.action != "delete" {
@@ -392,27 +385,30 @@ async fn wait(ctx: &Ctx, r: &KeyRequest) -> Result<Response, V2Error> {
         prev_kv: true,
         ..WatchRequest::default()
     };
-    let created = ctx
+    let (id, start_index, raft) = match ctx
         .m
-        .local(move |c: &mut MemberTask| {
-            let kv = &c.member.sm.kv.kv;
-            let rev = kv.revision();
-            let compacted = kv.compacted_revision();
-            if since != 0 && since <= compacted {
-                let cause = format!(
-                    "the requested history has been cleared [{}/{}]",
-                    compacted + 1,
-                    since
-                );
-                return Err(V2Error::new(401, cause, rev));
-            }
-            let id = c.member.watch_create(req);
-            c.sinks.insert(id, sink);
-            Ok((id, rev, (c.member.sm.applied(), c.member.raft.term().0)))
-        })
+        .watch_since(req, since, sink)
         .await
-        .map_err(internal)?;
-    let (id, start_index, raft) = created?;
+        .map_err(internal)?
+    {
+        WatchStart::Created {
+            id,
+            revision,
+            applied,
+            term,
+        } => (id, revision, (applied, term)),
+        WatchStart::Compacted {
+            compacted,
+            revision,
+        } => {
+            let cause = format!(
+                "the requested history has been cleared [{}/{}]",
+                compacted + 1,
+                since
+            );
+            return Err(V2Error::new(401, cause, revision));
+        }
+    };
     let m = ctx.m.clone();
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::convert::Infallible>>(4);
     let mut stop = ctx.stop.clone();
@@ -421,7 +417,7 @@ async fn wait(ctx: &Ctx, r: &KeyRequest) -> Result<Response, V2Error> {
     // if this handler is dropped before answering: then `rx` is gone at once).
     tokio::spawn(async move {
         // Changes already in history are due now, not at the next write.
-        let _ = m.local(|c: &mut MemberTask| c.flush_watches()).await;
+        let _ = m.flush_watches().await;
         'poll: loop {
             tokio::select! {
                 _ = tx.closed() => break,
@@ -445,7 +441,7 @@ async fn wait(ctx: &Ctx, r: &KeyRequest) -> Result<Response, V2Error> {
                 }
             }
         }
-        let _ = m.local(move |c: &mut MemberTask| c.cancel_watch(id)).await;
+        let _ = m.cancel_watches(vec![id]).await;
     });
     let mut h = json_headers(ctx, start_index);
     h.insert("x-raft-index", num(raft.0));

@@ -10,6 +10,7 @@ mod leases;
 mod nemesis;
 mod revisions;
 mod run;
+mod tokens;
 mod watches;
 mod workload;
 
@@ -17,5 +18,6 @@ pub use leases::{check_leases, LeaseLog};
 pub use nemesis::{ClockFaults, FaultMix};
 pub use revisions::check_revisions_follow_real_time;
 pub use run::{replay_command, run_seed, Report, Scenario};
+pub use tokens::token_on_a_lagging_member;
 pub use watches::{check_watches, WatchChain, WatchSession};
 pub use workload::{Key, KvHistory, Value};

@@ -185,6 +185,7 @@ async fn watch_session(
             id: tag,
             op,
             require_leader: false,
+            token: None,
         }),
     )
     .await
@@ -256,6 +257,7 @@ async fn watch_session(
                 id: 0,
                 op: cancel,
                 require_leader: false,
+                token: None,
             }),
         )
         .await;

@@ -59,6 +59,16 @@ impl Caller {
 
     /// Sends `op` to `member` and waits for the answer (None: no answer in time).
     pub(crate) async fn call(&mut self, member: usize, op: ClientOp) -> Option<Reply> {
+        self.call_as(member, op, None).await
+    }
+
+    /// [`Caller::call`] with a simple auth token.
+    pub(crate) async fn call_as(
+        &mut self,
+        member: usize,
+        op: ClientOp,
+        token: Option<String>,
+    ) -> Option<Reply> {
         self.next_id += 1;
         let id = self.next_id;
         self.ep
@@ -69,6 +79,7 @@ impl Caller {
                     id,
                     op,
                     require_leader: false,
+                    token,
                 }),
             )
             .await
@@ -172,6 +183,7 @@ pub(crate) async fn call(
         id,
         op,
         require_leader: seq.is_multiple_of(4),
+        token: None,
     };
     let sent = ep
         .send_to_raw(member_addr(member), CLIENT_TAG, Box::new(req))
@@ -216,7 +228,9 @@ pub(crate) async fn call(
             | Reply::LeaseKeepAlive { .. }
             | Reply::Compact { .. }
             | Reply::WatchCreated { .. }
-            | Reply::Watch { .. },
+            | Reply::Watch { .. }
+            | Reply::Token(_)
+            | Reply::AuthChanged,
         ) => {
             // Not an answer to a key-value request: its effect is unknown.
             let _ = rec.info(call);

@@ -85,7 +85,7 @@ impl Member {
             let applied = self.sm.apply(e, now);
             self.out.applied_count += 1;
             if record {
-                let events = self.sm.kv.kv.take_events();
+                let events = self.sm.kv.store.take_events();
                 self.hub.on_events(&events);
                 let conf = matches!(e.payload, EntryPayload::ConfChange(_));
                 self.out.applied.push(AppliedRecord {
@@ -107,7 +107,7 @@ impl Member {
             }
         }
         if !record {
-            let events = self.sm.kv.kv.take_events();
+            let events = self.sm.kv.store.take_events();
             self.hub.on_events(&events);
         }
         if members_changed {

@@ -164,7 +164,7 @@ impl Member {
     /// The header for a response served now.
     pub fn header(&self) -> Header {
         Header {
-            revision: self.sm.kv.kv.revision(),
+            revision: self.sm.kv.store.revision(),
             raft_term: self.raft.term().0,
         }
     }
@@ -230,6 +230,25 @@ impl Member {
         (id as i64).max(1)
     }
 
+    /// Starts handing leadership to `target` (etcd's MoveLeader): this member must lead
+    /// and `target` must be a voter.
+    pub fn move_leader(&mut self, now: Time, target: u64) -> Result<(), MemberError> {
+        if self.raft.role() != Role::Leader {
+            return Err(MemberError::NotLeader);
+        }
+        if !self
+            .raft
+            .conf()
+            .voters
+            .contains(&crate::raft::MemberId(target))
+        {
+            return Err(MemberError::BadTransferee);
+        }
+        self.raft
+            .transfer_leader(now, crate::raft::MemberId(target))
+            .map_err(|_| MemberError::BadTransferee)
+    }
+
     /// Renews a lease (the leader's lessor alone tracks expiry; a follower's answers
     /// "not primary"): its granted TTL.
     pub fn renew_lease(&mut self, now: Time, id: i64) -> Result<i64, LeaseError> {
@@ -239,7 +258,7 @@ impl Member {
     /// Creates a watcher (catching up from history if it starts in the past); its
     /// responses come from [`Member::watch_responses`].
     pub fn watch_create(&mut self, req: WatchRequest) -> i64 {
-        self.hub.create(req, &self.sm.kv.kv)
+        self.hub.create(req, &self.sm.kv.store)
     }
 
     /// Cancels a watcher.
@@ -250,14 +269,14 @@ impl Member {
     /// Responses ready for watchers whose stream can take them (`ready`); the others
     /// stay queued (falling back to history when they pile up).
     pub fn watch_responses(&mut self, ready: impl Fn(i64) -> bool) -> Vec<WatchResponse> {
-        self.hub.catch_up(&self.sm.kv.kv);
-        let rev = self.sm.kv.kv.revision();
+        self.hub.catch_up(&self.sm.kv.store);
+        let rev = self.sm.kv.store.revision();
         self.hub.take_responses_if(rev, ready)
     }
 
     /// etcd's progress notification for every watcher that has nothing pending.
     pub fn watch_progress(&self) -> Vec<WatchResponse> {
-        self.hub.progress(self.sm.kv.kv.revision())
+        self.hub.progress(self.sm.kv.store.revision())
     }
 
     /// The persist batch numbered `seq` is durable.
@@ -484,7 +503,7 @@ impl Member {
                     self.propose(now, cmd, Some(AuthInfo::member()), None);
                 }
             }
-            let kv = &self.sm.kv.kv;
+            let kv = &self.sm.kv.store;
             if let Some(revision) = self
                 .compactor
                 .tick(now, kv.revision(), kv.compacted_revision())
@@ -502,7 +521,7 @@ impl Member {
         if self.raft.leader().is_some() {
             self.publish(now);
         }
-        self.sm.kv.kv.run_compaction(COMPACTION_SLICE);
+        self.sm.kv.store.run_compaction(COMPACTION_SLICE);
     }
 
     /// Proposes this member's name and client URLs until the member table has them.

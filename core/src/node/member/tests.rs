@@ -238,7 +238,7 @@ fn a_put_waiting_for_a_leader_times_out_at_its_deadline_and_is_never_proposed() 
     h.cut.clear();
     h.run(3_000);
     let l = h.leader().expect("a leader");
-    let kv = &h.m(l).sm.kv.kv;
+    let kv = &h.m(l).sm.kv.store;
     let r = kv
         .range(&crate::mvcc::RangeRequest {
             key: Bytes::from_static(b"late"),

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use keel_core::auth::{AuthCommand, AuthInfo, AuthOutcome, SimpleTokens, TokenCheck};
 use keel_core::mvcc::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, LeaseError, PutRequest,
     RangeRequest, RequestOp, TxnRequest, WatchRequest, WatchResponse,
@@ -22,8 +23,8 @@ use keel_core::mvcc::{
 #[cfg(feature = "planted-bugs")]
 use keel_core::node::MemberBug;
 use keel_core::node::{
-    Call, Command, Member, MemberChange, MemberConfig, MemberError, MemberInfo, Outcome, Output,
-    Request as MemberRequest, Response, StateMachine, Token,
+    AuthNote, Call, Command, Member, MemberChange, MemberConfig, MemberError, MemberInfo, Outcome,
+    Output, Request as MemberRequest, Response, StateMachine, Token,
 };
 #[cfg(feature = "planted-bugs")]
 use keel_core::raft::PlantedBug;
@@ -42,6 +43,10 @@ use crate::disk::SimDisk;
 use crate::net::{self, NetFaults};
 use crate::observer::Observer;
 
+mod clients;
+
+use clients::{Sink, Waiting};
+
 /// WAL segment size in the simulation: small, so segments roll (and are released behind
 /// snapshots) in every run that snapshots.
 const SEGMENT_SIZE: u64 = 4 << 10;
@@ -56,6 +61,9 @@ const MAX_WALS: usize = 1;
 
 /// Period of housekeeping and of watch progress notifications.
 const HOUSEKEEPING_MS: u64 = 500;
+
+/// Simple auth tokens live this long after their last use (etcd's default).
+const SIMPLE_TOKEN_TTL_MS: u64 = 300_000;
 
 /// How long a client request may wait in the member (as the simulated clients' own
 /// timeout): past it a request waiting for a leader is answered "request timed out".
@@ -74,6 +82,9 @@ pub enum Bug {
     RefuseButPropose,
     /// WAL segments are released behind every applied entry, not behind snapshots.
     ReleaseWalAhead,
+    /// A simple token unknown here is refused at once, without waiting for the member to
+    /// apply the Authenticate entry it names.
+    TokenWithoutWait,
 }
 
 /// What a member is.
@@ -126,23 +137,6 @@ enum Inbox {
     Client(SocketAddr, Request),
 }
 
-/// Who waits for a member's answer.
-enum Waiting {
-    /// A client's write: answer `id` at `to`.
-    Write { to: SocketAddr, id: u64 },
-    /// A client's linearizable get.
-    Read { to: SocketAddr, id: u64, key: Bytes },
-    /// An operator's membership change.
-    Change(ConfChange),
-}
-
-/// Where a watcher's responses go: the client and its watch request's ID (the tag).
-struct Sink {
-    to: SocketAddr,
-    tag: u64,
-    next_seq: u64,
-}
-
 struct Process {
     spec: MemberSpec,
     env: MemberEnv,
@@ -155,6 +149,8 @@ struct Process {
     sinks: BTreeMap<i64, Sink>,
     watch_by_tag: BTreeMap<(SocketAddr, u64), i64>,
     progress_at: Instant,
+    /// The simple auth tokens this member knows (core's keeper, as production's).
+    tokens: SimpleTokens,
 }
 
 /// Runs one member process until it stops (storage error, removal) or is killed.
@@ -344,6 +340,7 @@ impl Process {
             sinks: BTreeMap::new(),
             watch_by_tag: BTreeMap::new(),
             progress_at: Instant::now() + Duration::from_millis(HOUSEKEEPING_MS),
+            tokens: SimpleTokens::new(SIMPLE_TOKEN_TTL_MS),
         })
     }
 
@@ -378,112 +375,6 @@ impl Process {
             },
             Inbox::Client(from, req) => self.client(now, from, req),
         }
-    }
-
-    fn call(&mut self, now: Time, waiting: Waiting, require_leader: bool) -> Call {
-        let token = Token(self.next_token);
-        self.next_token += 1;
-        self.waiting.insert(token, waiting);
-        Call {
-            token,
-            deadline: now.plus(REQUEST_TIMEOUT_MS),
-            require_leader,
-        }
-    }
-
-    fn client(&mut self, now: Time, from: SocketAddr, req: Request) {
-        let cmd = match req.op {
-            ClientOp::Get { key } => {
-                let w = Waiting::Read {
-                    to: from,
-                    id: req.id,
-                    key,
-                };
-                let call = self.call(now, w, req.require_leader);
-                return self.member.request(now, call, MemberRequest::Read);
-            }
-            ClientOp::Put { key, value, lease } => Command::Put(PutRequest {
-                key,
-                value,
-                lease,
-                ..Default::default()
-            }),
-            ClientOp::Delete { key } => Command::DeleteRange(DeleteRangeRequest {
-                key,
-                ..Default::default()
-            }),
-            ClientOp::Cas { key, expect, value } => Command::Txn(TxnRequest {
-                compare: vec![Compare {
-                    result: CompareResult::Equal,
-                    target: CompareTarget::Value(expect),
-                    key: key.clone(),
-                    range_end: Bytes::new(),
-                }],
-                success: vec![RequestOp::Put(PutRequest {
-                    key,
-                    value,
-                    ..Default::default()
-                })],
-                failure: vec![],
-            }),
-            ClientOp::Compact { revision } => Command::Compact {
-                revision,
-                physical: false,
-            },
-            ClientOp::LeaseGrant { ttl } => Command::LeaseGrant {
-                id: self.member.new_lease_id(),
-                ttl,
-            },
-            ClientOp::LeaseKeepAlive { id } => {
-                // As runtime-tokio's keepalive: the local lessor renews if it is the
-                // leader's (a follower there forwards to the leader; here the client
-                // tries another member).
-                let reply = match self.member.renew_lease(now, id) {
-                    Ok(ttl) => Reply::LeaseKeepAlive { ttl },
-                    Err(LeaseError::NotFound) => Reply::LeaseKeepAlive { ttl: 0 },
-                    Err(e) => Reply::Refused(e.to_string()),
-                };
-                return self.reply(from, req.id, reply);
-            }
-            ClientOp::Watch {
-                key,
-                range_end,
-                start_revision,
-                prev_kv,
-            } => {
-                let wreq = WatchRequest {
-                    key,
-                    range_end,
-                    start_revision,
-                    prev_kv,
-                    ..Default::default()
-                };
-                let wid = self.member.watch_create(wreq);
-                let sink = Sink {
-                    to: from,
-                    tag: req.id,
-                    next_seq: 1,
-                };
-                self.sinks.insert(wid, sink);
-                self.watch_by_tag.insert((from, req.id), wid);
-                let revision = self.header_revision();
-                return self.reply(from, req.id, Reply::WatchCreated { revision });
-            }
-            ClientOp::CancelWatch { id } => {
-                if let Some(wid) = self.watch_by_tag.remove(&(from, id)) {
-                    self.sinks.remove(&wid);
-                    self.member.watch_cancel(wid);
-                }
-                return;
-            }
-        };
-        let w = Waiting::Write {
-            to: from,
-            id: req.id,
-        };
-        let call = self.call(now, w, req.require_leader);
-        let req = MemberRequest::Propose { cmd, auth: None };
-        self.member.request(now, call, req);
     }
 
     /// Hands the membership changes an operator asked for to the member, as `etcdctl
@@ -591,6 +482,22 @@ impl Process {
                 self.env.obs.write(id, &a.events, a.revoked, at);
             }
         }
+        let now = self.now();
+        for a in out.auth {
+            match a {
+                AuthNote::Issued {
+                    name,
+                    token,
+                    revision,
+                } => {
+                    if let Err(e) = self.tokens.assign(&name, &token, revision, now) {
+                        self.env.obs.violation(format!("member {id:x}: {e}"));
+                    }
+                }
+                AuthNote::UserInvalidated(name) => self.tokens.invalidate_user(&name),
+                AuthNote::AllInvalidated => self.tokens.invalidate_all(),
+            }
+        }
         for (token, r) in out.replies {
             self.answer(token, r);
         }
@@ -598,87 +505,6 @@ impl Process {
             Some(e) => Err(e.to_string()),
             None => Ok(()),
         }
-    }
-
-    fn answer(&mut self, token: Token, r: Result<Response, MemberError>) {
-        let Some(w) = self.waiting.remove(&token) else {
-            return;
-        };
-        match (w, r) {
-            (Waiting::Write { to, id }, Ok(Response::Applied { outcome, header })) => {
-                // The revision as of the entry's application, not of the whole batch.
-                let reply = outcome_reply(outcome, header.revision.max(0) as u64);
-                self.reply(to, id, reply);
-            }
-            (Waiting::Read { to, id, key }, Ok(Response::Read)) => {
-                let reply = self.get(key);
-                self.reply(to, id, reply);
-            }
-            // "Request timed out" leaves a write's outcome unknown (it may yet apply):
-            // the client hears nothing and records it so.
-            (Waiting::Write { .. }, Err(MemberError::Timeout)) => {}
-            (Waiting::Write { to, id } | Waiting::Read { to, id, .. }, Err(e)) => {
-                if e == MemberError::NoLeader {
-                    self.env
-                        .obs
-                        .count("requests refused for want of a leader", 1);
-                }
-                self.reply(to, id, Reply::Refused(e.to_string()));
-            }
-            (Waiting::Change(cc), r) => {
-                let counted = match &r {
-                    Ok(_) => "membership changes applied",
-                    Err(MemberError::NotEnoughStarted | MemberError::Unhealthy) => {
-                        "membership changes refused by the strict reconfiguration check"
-                    }
-                    Err(_) => "membership changes refused otherwise",
-                };
-                self.env.obs.count(counted, 1);
-                let r = r.map(|_| ()).map_err(|e| e.to_string());
-                self.env
-                    .obs
-                    .trace((11u8, self.spec.id, format!("{cc:?}"), r));
-            }
-            (_, Ok(other)) => self.env.obs.violation(format!(
-                "member {:x}: unexpected answer {other:?}",
-                self.spec.id
-            )),
-        }
-    }
-
-    fn get(&self, key: Bytes) -> Reply {
-        let req = RangeRequest {
-            key,
-            ..Default::default()
-        };
-        match self.member.sm.kv.kv.range(&req) {
-            Ok(resp) => Reply::Get {
-                kv: resp.kvs.first().map(|kv| Found {
-                    value: kv.value.clone(),
-                    mod_revision: kv.mod_revision.max(0) as u64,
-                    version: kv.version.max(0) as u64,
-                }),
-                revision: self.header_revision(),
-            },
-            Err(e) => Reply::Refused(e.to_string()),
-        }
-    }
-
-    fn send_watch(&mut self, resp: WatchResponse) {
-        let Some(sink) = self.sinks.get_mut(&resp.watch_id) else {
-            return;
-        };
-        let seq = sink.next_seq;
-        sink.next_seq += 1;
-        let (to, tag) = (sink.to, sink.tag);
-        self.reply(to, tag, Reply::Watch { seq, resp });
-    }
-
-    fn reply(&self, to: SocketAddr, id: u64, reply: Reply) {
-        let ep = self.ep.clone();
-        madsim::task::spawn(async move {
-            let _ = ep.send_to_raw(to, id, Box::new(reply)).await;
-        });
     }
 
     fn persist(&mut self, batch: &PersistBatch) -> Result<(), String> {
@@ -693,32 +519,6 @@ impl Process {
             self.wal.sync().map_err(|e| e.to_string())?;
         }
         Ok(())
-    }
-
-    fn header_revision(&self) -> u64 {
-        self.member.sm.kv.kv.revision().max(0) as u64
-    }
-}
-
-fn outcome_reply(outcome: Outcome, revision: u64) -> Reply {
-    match outcome {
-        Outcome::Put(Ok(_)) => Reply::Put { revision },
-        Outcome::DeleteRange(Ok(r)) => Reply::Delete {
-            deleted: r.deleted > 0,
-            revision,
-        },
-        Outcome::Txn(Ok(r)) => Reply::Cas {
-            succeeded: r.succeeded,
-            revision,
-        },
-        Outcome::LeaseGrant(Ok((id, ttl))) => Reply::LeaseGrant { id, ttl, revision },
-        Outcome::LeaseGrant(Err(e)) => Reply::Refused(e.to_string()),
-        Outcome::Compact(Ok(())) => Reply::Compact { revision },
-        Outcome::Compact(Err(e)) => Reply::Refused(e.to_string()),
-        Outcome::Put(Err(e)) | Outcome::DeleteRange(Err(e)) | Outcome::Txn(Err(e)) => {
-            Reply::Refused(e.to_string())
-        }
-        other => Reply::Refused(format!("unexpected outcome {other:?}")),
     }
 }
 

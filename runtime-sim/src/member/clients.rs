@@ -1,0 +1,339 @@
+//! The simulated clients' side of a member process: their requests become the member's
+//! calls (a token resolved first, as the gRPC layer does), and its answers become
+//! replies on madsim's network.
+
+use super::*;
+
+/// Who waits for a member's answer.
+pub(super) enum Waiting {
+    /// A client's write: answer `id` at `to`.
+    Write { to: SocketAddr, id: u64 },
+    /// A client's linearizable get.
+    Read { to: SocketAddr, id: u64, key: Bytes },
+    /// An operator's membership change.
+    Change(ConfChange),
+    /// A request whose simple token names an Authenticate entry not applied here yet.
+    Token { from: SocketAddr, req: Request },
+    /// A client's login.
+    Login { to: SocketAddr, id: u64 },
+    /// A client's auth store change.
+    AuthChange { to: SocketAddr, id: u64 },
+}
+
+/// Where a watcher's responses go: the client and its watch request's ID (the tag).
+pub(super) struct Sink {
+    pub(super) to: SocketAddr,
+    pub(super) tag: u64,
+    pub(super) next_seq: u64,
+}
+
+impl Process {
+    pub(super) fn call(&mut self, now: Time, waiting: Waiting, require_leader: bool) -> Call {
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        self.waiting.insert(token, waiting);
+        Call {
+            token,
+            deadline: now.plus(REQUEST_TIMEOUT_MS),
+            require_leader,
+        }
+    }
+
+    pub(super) fn client(&mut self, now: Time, from: SocketAddr, req: Request) {
+        // The token first, as the gRPC layer resolves it before the call.
+        let auth = match &req.token {
+            None => None,
+            Some(token) => match self.tokens.check(token, now) {
+                // etcd reports a simple token's revision as the store's current one.
+                TokenCheck::Valid(info) => Some(AuthInfo {
+                    revision: u64::MAX,
+                    ..info
+                }),
+                TokenCheck::WaitFor(index) if self.spec.bug != Some(Bug::TokenWithoutWait) => {
+                    let w = Waiting::Token { from, req };
+                    let call = self.call(now, w, false);
+                    let wait = MemberRequest::WaitApplied { index };
+                    return self.member.request(now, call, wait);
+                }
+                _ => {
+                    let refused = Reply::Refused("etcdserver: invalid auth token".into());
+                    return self.reply(from, req.id, refused);
+                }
+            },
+        };
+        self.serve(now, from, req, auth);
+    }
+
+    /// A client's request, its caller resolved.
+    fn serve(&mut self, now: Time, from: SocketAddr, req: Request, auth: Option<AuthInfo>) {
+        let cmd = match req.op {
+            ClientOp::Authenticate { user } => {
+                let token = format!("{:016x}", madsim::rand::random::<u64>());
+                let cmd = Command::Auth(AuthCommand::Authenticate { name: user, token });
+                let w = Waiting::Login {
+                    to: from,
+                    id: req.id,
+                };
+                let call = self.call(now, w, req.require_leader);
+                let req = MemberRequest::Propose { cmd, auth: None };
+                return self.member.request(now, call, req);
+            }
+            ClientOp::AuthChange(change) => {
+                let w = Waiting::AuthChange {
+                    to: from,
+                    id: req.id,
+                };
+                let call = self.call(now, w, req.require_leader);
+                let req = MemberRequest::Propose {
+                    cmd: Command::Auth(change),
+                    auth: Some(AuthInfo::member()),
+                };
+                return self.member.request(now, call, req);
+            }
+            ClientOp::Get { key } => {
+                let w = Waiting::Read {
+                    to: from,
+                    id: req.id,
+                    key,
+                };
+                let call = self.call(now, w, req.require_leader);
+                return self.member.request(now, call, MemberRequest::Read);
+            }
+            ClientOp::Put { key, value, lease } => Command::Put(PutRequest {
+                key,
+                value,
+                lease,
+                ..Default::default()
+            }),
+            ClientOp::Delete { key } => Command::DeleteRange(DeleteRangeRequest {
+                key,
+                ..Default::default()
+            }),
+            ClientOp::Cas { key, expect, value } => Command::Txn(TxnRequest {
+                compare: vec![Compare {
+                    result: CompareResult::Equal,
+                    target: CompareTarget::Value(expect),
+                    key: key.clone(),
+                    range_end: Bytes::new(),
+                }],
+                success: vec![RequestOp::Put(PutRequest {
+                    key,
+                    value,
+                    ..Default::default()
+                })],
+                failure: vec![],
+            }),
+            ClientOp::Compact { revision } => Command::Compact {
+                revision,
+                physical: false,
+            },
+            ClientOp::LeaseGrant { ttl } => Command::LeaseGrant {
+                id: self.member.new_lease_id(),
+                ttl,
+            },
+            ClientOp::LeaseKeepAlive { id } => {
+                // As runtime-tokio's keepalive: the local lessor renews if it is the
+                // leader's (a follower there forwards to the leader; here the client
+                // tries another member).
+                let reply = match self.member.renew_lease(now, id) {
+                    Ok(ttl) => Reply::LeaseKeepAlive { ttl },
+                    Err(LeaseError::NotFound) => Reply::LeaseKeepAlive { ttl: 0 },
+                    Err(e) => Reply::Refused(e.to_string()),
+                };
+                return self.reply(from, req.id, reply);
+            }
+            ClientOp::Watch {
+                key,
+                range_end,
+                start_revision,
+                prev_kv,
+            } => {
+                let wreq = WatchRequest {
+                    key,
+                    range_end,
+                    start_revision,
+                    prev_kv,
+                    ..Default::default()
+                };
+                let wid = self.member.watch_create(wreq);
+                let sink = Sink {
+                    to: from,
+                    tag: req.id,
+                    next_seq: 1,
+                };
+                self.sinks.insert(wid, sink);
+                self.watch_by_tag.insert((from, req.id), wid);
+                let revision = self.header_revision();
+                return self.reply(from, req.id, Reply::WatchCreated { revision });
+            }
+            ClientOp::CancelWatch { id } => {
+                if let Some(wid) = self.watch_by_tag.remove(&(from, id)) {
+                    self.sinks.remove(&wid);
+                    self.member.watch_cancel(wid);
+                }
+                return;
+            }
+        };
+        let w = Waiting::Write {
+            to: from,
+            id: req.id,
+        };
+        let call = self.call(now, w, req.require_leader);
+        let req = MemberRequest::Propose { cmd, auth };
+        self.member.request(now, call, req);
+    }
+
+    pub(super) fn answer(&mut self, token: Token, r: Result<Response, MemberError>) {
+        let Some(w) = self.waiting.remove(&token) else {
+            return;
+        };
+        match (w, r) {
+            (Waiting::Write { to, id }, Ok(Response::Applied { outcome, header })) => {
+                // The revision as of the entry's application, not of the whole batch.
+                let reply = outcome_reply(outcome, header.revision.max(0) as u64);
+                self.reply(to, id, reply);
+            }
+            (Waiting::Read { to, id, key }, Ok(Response::Read)) => {
+                let reply = self.get(key);
+                self.reply(to, id, reply);
+            }
+            // "Request timed out" leaves a write's outcome unknown (it may yet apply):
+            // the client hears nothing and records it so.
+            (Waiting::Write { .. }, Err(MemberError::Timeout)) => {}
+            (Waiting::Write { to, id } | Waiting::Read { to, id, .. }, Err(e)) => {
+                if e == MemberError::NoLeader {
+                    self.env
+                        .obs
+                        .count("requests refused for want of a leader", 1);
+                }
+                self.reply(to, id, Reply::Refused(e.to_string()));
+            }
+            (Waiting::Token { from, req }, r) => {
+                // Applied (or given up on): the token is known now or never.
+                let known = r.is_ok().then(|| {
+                    self.tokens
+                        .info(req.token.as_deref().unwrap_or(""), self.now())
+                });
+                match known.flatten() {
+                    Some(info) => {
+                        let now = self.now();
+                        let auth = AuthInfo {
+                            revision: u64::MAX,
+                            ..info
+                        };
+                        self.serve(now, from, req, Some(auth));
+                    }
+                    None => {
+                        let refused = Reply::Refused("etcdserver: invalid auth token".into());
+                        self.reply(from, req.id, refused);
+                    }
+                }
+            }
+            (Waiting::Login { to, id }, r) => {
+                let reply = match r {
+                    Ok(Response::Applied {
+                        outcome: Outcome::Auth(Ok(AuthOutcome::Authenticated { token, .. })),
+                        ..
+                    }) => Reply::Token(token),
+                    Ok(other) => Reply::Refused(format!("unexpected answer {other:?}")),
+                    Err(e) => Reply::Refused(e.to_string()),
+                };
+                self.reply(to, id, reply);
+            }
+            (Waiting::AuthChange { to, id }, r) => {
+                let reply = match r {
+                    Ok(Response::Applied {
+                        outcome: Outcome::Auth(Ok(_)),
+                        ..
+                    }) => Reply::AuthChanged,
+                    Ok(Response::Applied {
+                        outcome: Outcome::Auth(Err(e)) | Outcome::Denied(e),
+                        ..
+                    }) => Reply::Refused(e.to_string()),
+                    Ok(other) => Reply::Refused(format!("unexpected answer {other:?}")),
+                    Err(e) => Reply::Refused(e.to_string()),
+                };
+                self.reply(to, id, reply);
+            }
+            (Waiting::Change(cc), r) => {
+                let counted = match &r {
+                    Ok(_) => "membership changes applied",
+                    Err(MemberError::NotEnoughStarted | MemberError::Unhealthy) => {
+                        "membership changes refused by the strict reconfiguration check"
+                    }
+                    Err(_) => "membership changes refused otherwise",
+                };
+                self.env.obs.count(counted, 1);
+                let r = r.map(|_| ()).map_err(|e| e.to_string());
+                self.env
+                    .obs
+                    .trace((11u8, self.spec.id, format!("{cc:?}"), r));
+            }
+            (_, Ok(other)) => self.env.obs.violation(format!(
+                "member {:x}: unexpected answer {other:?}",
+                self.spec.id
+            )),
+        }
+    }
+
+    fn get(&self, key: Bytes) -> Reply {
+        let req = RangeRequest {
+            key,
+            ..Default::default()
+        };
+        match self.member.sm.kv.store.range(&req) {
+            Ok(resp) => Reply::Get {
+                kv: resp.kvs.first().map(|kv| Found {
+                    value: kv.value.clone(),
+                    mod_revision: kv.mod_revision.max(0) as u64,
+                    version: kv.version.max(0) as u64,
+                }),
+                revision: self.header_revision(),
+            },
+            Err(e) => Reply::Refused(e.to_string()),
+        }
+    }
+
+    pub(super) fn send_watch(&mut self, resp: WatchResponse) {
+        let Some(sink) = self.sinks.get_mut(&resp.watch_id) else {
+            return;
+        };
+        let seq = sink.next_seq;
+        sink.next_seq += 1;
+        let (to, tag) = (sink.to, sink.tag);
+        self.reply(to, tag, Reply::Watch { seq, resp });
+    }
+
+    pub(super) fn reply(&self, to: SocketAddr, id: u64, reply: Reply) {
+        let ep = self.ep.clone();
+        madsim::task::spawn(async move {
+            let _ = ep.send_to_raw(to, id, Box::new(reply)).await;
+        });
+    }
+
+    fn header_revision(&self) -> u64 {
+        self.member.sm.kv.store.revision().max(0) as u64
+    }
+}
+
+fn outcome_reply(outcome: Outcome, revision: u64) -> Reply {
+    match outcome {
+        Outcome::Put(Ok(_)) => Reply::Put { revision },
+        Outcome::DeleteRange(Ok(r)) => Reply::Delete {
+            deleted: r.deleted > 0,
+            revision,
+        },
+        Outcome::Txn(Ok(r)) => Reply::Cas {
+            succeeded: r.succeeded,
+            revision,
+        },
+        Outcome::LeaseGrant(Ok((id, ttl))) => Reply::LeaseGrant { id, ttl, revision },
+        Outcome::LeaseGrant(Err(e)) => Reply::Refused(e.to_string()),
+        Outcome::Compact(Ok(())) => Reply::Compact { revision },
+        Outcome::Compact(Err(e)) => Reply::Refused(e.to_string()),
+        Outcome::Put(Err(e)) | Outcome::DeleteRange(Err(e)) | Outcome::Txn(Err(e)) => {
+            Reply::Refused(e.to_string())
+        }
+        other => Reply::Refused(format!("unexpected outcome {other:?}")),
+    }
+}
