@@ -16,7 +16,7 @@ use bytes::Bytes;
 pub use error::AuthError;
 pub use image::AuthDecodeError;
 pub use perms::covers;
-pub use simple_tokens::{index_of, SimpleTokens, TokenCheck, MAX_TOKENS};
+pub use simple_tokens::{index_of, SimpleTokens, TokenCheck, TokenKeeper, MAX_TOKENS};
 pub use store::AuthStore;
 
 /// Name of the superuser and of the all-powerful role.

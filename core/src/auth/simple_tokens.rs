@@ -41,6 +41,30 @@ pub enum TokenCheck {
     Invalid,
 }
 
+/// A member's token table, kept in step with the auth store by
+/// [`crate::node::AuthNote::apply`] (core's [`SimpleTokens`], or a driver's table that
+/// also signs JWTs).
+pub trait TokenKeeper {
+    /// An Authenticate entry issued `token` to user `name` at auth `revision`.
+    fn issue(&mut self, name: &str, token: &str, revision: u64, now: Time) -> Result<(), String>;
+    /// The user was deleted or changed password: their tokens go.
+    fn invalidate_user(&mut self, name: &str);
+    /// Auth was disabled: every token goes.
+    fn invalidate_all(&mut self);
+}
+
+impl TokenKeeper for SimpleTokens {
+    fn issue(&mut self, name: &str, token: &str, revision: u64, now: Time) -> Result<(), String> {
+        self.assign(name, token, revision, now).map(|_| ())
+    }
+    fn invalidate_user(&mut self, name: &str) {
+        SimpleTokens::invalidate_user(self, name);
+    }
+    fn invalidate_all(&mut self) {
+        SimpleTokens::invalidate_all(self);
+    }
+}
+
 /// The simple tokens a member knows.
 #[derive(Debug)]
 pub struct SimpleTokens {

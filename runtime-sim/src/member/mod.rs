@@ -23,8 +23,8 @@ use keel_core::mvcc::{
 #[cfg(feature = "planted-bugs")]
 use keel_core::node::MemberBug;
 use keel_core::node::{
-    AuthNote, Call, Command, Member, MemberChange, MemberConfig, MemberError, MemberInfo, Outcome,
-    Output, Request as MemberRequest, Response, StateMachine, Token,
+    Call, Command, Member, MemberChange, MemberConfig, MemberError, MemberInfo, Outcome, Output,
+    Request as MemberRequest, Response, StateMachine, Token,
 };
 #[cfg(feature = "planted-bugs")]
 use keel_core::raft::PlantedBug;
@@ -484,18 +484,8 @@ impl Process {
         }
         let now = self.now();
         for a in out.auth {
-            match a {
-                AuthNote::Issued {
-                    name,
-                    token,
-                    revision,
-                } => {
-                    if let Err(e) = self.tokens.assign(&name, &token, revision, now) {
-                        self.env.obs.violation(format!("member {id:x}: {e}"));
-                    }
-                }
-                AuthNote::UserInvalidated(name) => self.tokens.invalidate_user(&name),
-                AuthNote::AllInvalidated => self.tokens.invalidate_all(),
+            if let Err(e) = a.apply(&mut self.tokens, now) {
+                self.env.obs.violation(format!("member {id:x}: {e}"));
             }
         }
         for (token, r) in out.replies {

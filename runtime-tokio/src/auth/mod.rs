@@ -55,6 +55,26 @@ impl std::fmt::Debug for Tokens {
     }
 }
 
+/// The driver's token table as core's notes update it (the time is the simple-token
+/// keeper's own clock's; JWTs are signed per answer, so an Authenticate issues none here).
+impl keel_core::auth::TokenKeeper for &Tokens {
+    fn issue(
+        &mut self,
+        name: &str,
+        token: &str,
+        revision: u64,
+        _now: keel_core::raft::Time,
+    ) -> Result<(), String> {
+        self.assign(name, token, revision).map(|_| ())
+    }
+    fn invalidate_user(&mut self, name: &str) {
+        Tokens::invalidate_user(self, name);
+    }
+    fn invalidate_all(&mut self) {
+        Tokens::invalidate_all(self);
+    }
+}
+
 impl Tokens {
     /// From the `--auth-token` spec (`simple`, or
     /// `jwt,pub-key=PATH,priv-key=PATH,sign-method=RS256,ttl=5m` as etcd takes it) and

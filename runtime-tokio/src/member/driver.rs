@@ -443,18 +443,9 @@ impl MemberTask {
 
     /// Keeps the token table in step with the auth store (see [`AuthNote`]).
     fn note_auth(&mut self, a: AuthNote) {
-        match a {
-            AuthNote::Issued {
-                name,
-                token,
-                revision,
-            } => {
-                if let Err(e) = self.tokens.assign(&name, &token, revision) {
-                    tracing::warn!(user = %name, error = %e, "could not issue an auth token");
-                }
-            }
-            AuthNote::UserInvalidated(name) => self.tokens.invalidate_user(&name),
-            AuthNote::AllInvalidated => self.tokens.invalidate_all(),
+        let now = self.clock.now();
+        if let Err(e) = a.apply(&mut &*self.tokens, now) {
+            tracing::warn!("{e}");
         }
     }
 

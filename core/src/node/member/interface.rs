@@ -1,6 +1,6 @@
 //! What goes into a [`super::Member`] and what comes out: the driver's side of it.
 
-use crate::auth::AuthInfo;
+use crate::auth::{AuthInfo, TokenKeeper};
 use crate::mvcc::Event;
 use crate::node::{AutoCompaction, Command, Outcome};
 use crate::raft::{Entry, LogIndex, Message, PersistBatch, Snapshot, Time};
@@ -182,6 +182,29 @@ pub enum AuthNote {
     UserInvalidated(String),
     /// Auth is disabled: every token goes.
     AllInvalidated,
+}
+
+impl AuthNote {
+    /// Applies the note to a token table; an error says why a token could not be issued.
+    pub fn apply(self, keeper: &mut impl TokenKeeper, now: Time) -> Result<(), String> {
+        match self {
+            AuthNote::Issued {
+                name,
+                token,
+                revision,
+            } => keeper
+                .issue(&name, &token, revision, now)
+                .map_err(|e| format!("could not issue an auth token to {name}: {e}")),
+            AuthNote::UserInvalidated(name) => {
+                keeper.invalidate_user(&name);
+                Ok(())
+            }
+            AuthNote::AllInvalidated => {
+                keeper.invalidate_all();
+                Ok(())
+            }
+        }
+    }
 }
 
 /// One applied entry, for an observer ([`MemberConfig::record_applied`]).
