@@ -4,7 +4,7 @@
 //! behind it).
 //!
 //! A watch is a stream: the member answers [`ClientOp::Watch`] with
-//! [`Reply::WatchCreated`] and then sends [`Reply::Watch`] messages, all under the
+//! [`ClientReply::WatchCreated`] and then sends [`ClientReply::Watch`] messages, all under the
 //! request's ID as tag, numbered from 0 so the client can put them back in order
 //! (madsim's network reorders messages; gRPC's stream would not).
 
@@ -89,13 +89,13 @@ pub enum ClientOp {
         revision: i64,
     },
     /// Log in as `user` (the password check is the gRPC layer's; here the member
-    /// proposes the Authenticate entry at once): answered with [`Reply::Token`].
+    /// proposes the Authenticate entry at once): answered with [`ClientReply::Token`].
     Authenticate {
         /// The user.
         user: String,
     },
     /// Change the auth store with the member's own authority (test setup): answered
-    /// with [`Reply::AuthChanged`].
+    /// with [`ClientReply::AuthChanged`].
     AuthChange(keel_core::auth::AuthCommand),
     /// Cancels the watch opened by this client's request `id`.
     CancelWatch {
@@ -117,7 +117,7 @@ pub struct Found {
 
 /// A member's answer; `revision` is the response header's.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reply {
+pub enum ClientReply {
     /// A get's result.
     Get {
         /// The key, if present.

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use keel_core::discovery::v2::DiscoveryError;
 use keel_sim_tests::discovery_sim::{
-    replay_command, run_scenario, run_seed, Faults, Outcome, Report, Scenario,
+    replay_command, run_scenario, run_seed, DiscoveryOutcome, Faults, Report, Scenario,
 };
 use keel_sim_tests::seeds::{env_u64, run_parallel, SeedRun};
 
@@ -34,18 +34,26 @@ fn many_seeds() {
     let started = Instant::now();
     let reports = run_many((first..first + count).collect());
     let wall = started.elapsed().as_secs_f64();
-    let total =
-        |pred: &dyn Fn(&Outcome) -> bool| -> usize { reports.iter().map(|r| r.count(pred)).sum() };
+    let total = |pred: &dyn Fn(&DiscoveryOutcome) -> bool| -> usize {
+        reports.iter().map(|r| r.count(pred)).sum()
+    };
     let members = total(&|_| true);
-    let done = total(&|o| matches!(o, Outcome::Done { .. }));
-    let full = total(&|o| matches!(o, Outcome::Failed(DiscoveryError::FullCluster(_))));
-    let dup_name = total(&|o| matches!(o, Outcome::Failed(DiscoveryError::DuplicateName { .. })));
-    let dup_id = total(&|o| matches!(o, Outcome::Failed(DiscoveryError::DuplicateId)));
-    let pending = total(&|o| matches!(o, Outcome::Pending));
+    let done = total(&|o| matches!(o, DiscoveryOutcome::Done { .. }));
+    let full = total(&|o| matches!(o, DiscoveryOutcome::Failed(DiscoveryError::FullCluster(_))));
+    let dup_name = total(&|o| {
+        matches!(
+            o,
+            DiscoveryOutcome::Failed(DiscoveryError::DuplicateName { .. })
+        )
+    });
+    let dup_id = total(&|o| matches!(o, DiscoveryOutcome::Failed(DiscoveryError::DuplicateId)));
+    let pending = total(&|o| matches!(o, DiscoveryOutcome::Pending));
     let transport = members - done - full - dup_name - dup_id - pending;
     let complete_runs = reports
         .iter()
-        .filter(|r| r.count(|o| matches!(o, Outcome::Done { .. })) as u64 == r.scenario.size)
+        .filter(|r| {
+            r.count(|o| matches!(o, DiscoveryOutcome::Done { .. })) as u64 == r.scenario.size
+        })
         .count();
     let calm = reports.iter().filter(|r| r.scenario.is_calm()).count();
     println!(
@@ -118,14 +126,14 @@ fn a_lost_create_answer_then_a_restart_finds_its_own_key() {
         };
         let r = run_scenario(seed, &sc);
         assert!(r.passed(), "{r}");
-        let outcomes: Vec<&Outcome> = r.facts.members.iter().map(|m| &m.outcome).collect();
+        let outcomes: Vec<&DiscoveryOutcome> = r.facts.members.iter().map(|m| &m.outcome).collect();
         assert_eq!(
             outcomes[1],
-            &Outcome::Failed(DiscoveryError::DuplicateId),
+            &DiscoveryOutcome::Failed(DiscoveryError::DuplicateId),
             "{r}"
         );
         for o in [outcomes[0], outcomes[2]] {
-            let Outcome::Done { initial_cluster } = o else {
+            let DiscoveryOutcome::Done { initial_cluster } = o else {
                 panic!("{r}")
             };
             assert!(initial_cluster.contains("m2=http://10.0.2.2:2380"), "{r}");

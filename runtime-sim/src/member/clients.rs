@@ -56,7 +56,7 @@ impl Process {
                     return self.member.request(now, call, wait);
                 }
                 _ => {
-                    let refused = Reply::Refused("etcdserver: invalid auth token".into());
+                    let refused = ClientReply::Refused("etcdserver: invalid auth token".into());
                     return self.reply(from, req.id, refused);
                 }
             },
@@ -136,9 +136,9 @@ impl Process {
                 // leader's (a follower there forwards to the leader; here the client
                 // tries another member).
                 let reply = match self.member.renew_lease(now, id) {
-                    Ok(ttl) => Reply::LeaseKeepAlive { ttl },
-                    Err(LeaseError::NotFound) => Reply::LeaseKeepAlive { ttl: 0 },
-                    Err(e) => Reply::Refused(e.to_string()),
+                    Ok(ttl) => ClientReply::LeaseKeepAlive { ttl },
+                    Err(LeaseError::NotFound) => ClientReply::LeaseKeepAlive { ttl: 0 },
+                    Err(e) => ClientReply::Refused(e.to_string()),
                 };
                 return self.reply(from, req.id, reply);
             }
@@ -164,7 +164,7 @@ impl Process {
                 self.sinks.insert(wid, sink);
                 self.watch_by_tag.insert((from, req.id), wid);
                 let revision = self.header_revision();
-                return self.reply(from, req.id, Reply::WatchCreated { revision });
+                return self.reply(from, req.id, ClientReply::WatchCreated { revision });
             }
             ClientOp::CancelWatch { id } => {
                 if let Some(wid) = self.watch_by_tag.remove(&(from, id)) {
@@ -206,7 +206,7 @@ impl Process {
                         .obs
                         .count("requests refused for want of a leader", 1);
                 }
-                self.reply(to, id, Reply::Refused(e.to_string()));
+                self.reply(to, id, ClientReply::Refused(e.to_string()));
             }
             (Waiting::Token { from, req }, r) => {
                 // Applied (or given up on): the token is known now or never.
@@ -224,7 +224,7 @@ impl Process {
                         self.serve(now, from, req, Some(auth));
                     }
                     None => {
-                        let refused = Reply::Refused("etcdserver: invalid auth token".into());
+                        let refused = ClientReply::Refused("etcdserver: invalid auth token".into());
                         self.reply(from, req.id, refused);
                     }
                 }
@@ -234,9 +234,9 @@ impl Process {
                     Ok(Response::Applied {
                         outcome: Outcome::Auth(Ok(AuthOutcome::Authenticated { token, .. })),
                         ..
-                    }) => Reply::Token(token),
-                    Ok(other) => Reply::Refused(format!("unexpected answer {other:?}")),
-                    Err(e) => Reply::Refused(e.to_string()),
+                    }) => ClientReply::Token(token),
+                    Ok(other) => ClientReply::Refused(format!("unexpected answer {other:?}")),
+                    Err(e) => ClientReply::Refused(e.to_string()),
                 };
                 self.reply(to, id, reply);
             }
@@ -245,13 +245,13 @@ impl Process {
                     Ok(Response::Applied {
                         outcome: Outcome::Auth(Ok(_)),
                         ..
-                    }) => Reply::AuthChanged,
+                    }) => ClientReply::AuthChanged,
                     Ok(Response::Applied {
                         outcome: Outcome::Auth(Err(e)) | Outcome::Denied(e),
                         ..
-                    }) => Reply::Refused(e.to_string()),
-                    Ok(other) => Reply::Refused(format!("unexpected answer {other:?}")),
-                    Err(e) => Reply::Refused(e.to_string()),
+                    }) => ClientReply::Refused(e.to_string()),
+                    Ok(other) => ClientReply::Refused(format!("unexpected answer {other:?}")),
+                    Err(e) => ClientReply::Refused(e.to_string()),
                 };
                 self.reply(to, id, reply);
             }
@@ -276,13 +276,13 @@ impl Process {
         }
     }
 
-    fn get(&self, key: Bytes) -> Reply {
+    fn get(&self, key: Bytes) -> ClientReply {
         let req = RangeRequest {
             key,
             ..Default::default()
         };
         match self.member.sm.kv.store.range(&req) {
-            Ok(resp) => Reply::Get {
+            Ok(resp) => ClientReply::Get {
                 kv: resp.kvs.first().map(|kv| Found {
                     value: kv.value.clone(),
                     mod_revision: kv.mod_revision.max(0) as u64,
@@ -290,7 +290,7 @@ impl Process {
                 }),
                 revision: self.header_revision(),
             },
-            Err(e) => Reply::Refused(e.to_string()),
+            Err(e) => ClientReply::Refused(e.to_string()),
         }
     }
 
@@ -301,10 +301,10 @@ impl Process {
         let seq = sink.next_seq;
         sink.next_seq += 1;
         let (to, tag) = (sink.to, sink.tag);
-        self.reply(to, tag, Reply::Watch { seq, resp });
+        self.reply(to, tag, ClientReply::Watch { seq, resp });
     }
 
-    pub(super) fn reply(&self, to: SocketAddr, id: u64, reply: Reply) {
+    pub(super) fn reply(&self, to: SocketAddr, id: u64, reply: ClientReply) {
         let ep = self.ep.clone();
         madsim::task::spawn(async move {
             let _ = ep.send_to_raw(to, id, Box::new(reply)).await;
@@ -316,24 +316,24 @@ impl Process {
     }
 }
 
-fn outcome_reply(outcome: Outcome, revision: u64) -> Reply {
+fn outcome_reply(outcome: Outcome, revision: u64) -> ClientReply {
     match outcome {
-        Outcome::Put(Ok(_)) => Reply::Put { revision },
-        Outcome::DeleteRange(Ok(r)) => Reply::Delete {
+        Outcome::Put(Ok(_)) => ClientReply::Put { revision },
+        Outcome::DeleteRange(Ok(r)) => ClientReply::Delete {
             deleted: r.deleted > 0,
             revision,
         },
-        Outcome::Txn(Ok(r)) => Reply::Cas {
+        Outcome::Txn(Ok(r)) => ClientReply::Cas {
             succeeded: r.succeeded,
             revision,
         },
-        Outcome::LeaseGrant(Ok((id, ttl))) => Reply::LeaseGrant { id, ttl, revision },
-        Outcome::LeaseGrant(Err(e)) => Reply::Refused(e.to_string()),
-        Outcome::Compact(Ok(())) => Reply::Compact { revision },
-        Outcome::Compact(Err(e)) => Reply::Refused(e.to_string()),
+        Outcome::LeaseGrant(Ok((id, ttl))) => ClientReply::LeaseGrant { id, ttl, revision },
+        Outcome::LeaseGrant(Err(e)) => ClientReply::Refused(e.to_string()),
+        Outcome::Compact(Ok(())) => ClientReply::Compact { revision },
+        Outcome::Compact(Err(e)) => ClientReply::Refused(e.to_string()),
         Outcome::Put(Err(e)) | Outcome::DeleteRange(Err(e)) | Outcome::Txn(Err(e)) => {
-            Reply::Refused(e.to_string())
+            ClientReply::Refused(e.to_string())
         }
-        other => Reply::Refused(format!("unexpected outcome {other:?}")),
+        other => ClientReply::Refused(format!("unexpected outcome {other:?}")),
     }
 }

@@ -37,7 +37,7 @@ use madsim::net::Endpoint;
 use madsim::time::Instant;
 use tokio::sync::mpsc;
 
-use crate::api::{ClientOp, Found, Reply, Request, CLIENT_TAG, MEMBER_PORT, PEER_TAG};
+use crate::api::{ClientOp, ClientReply, Found, Request, CLIENT_TAG, MEMBER_PORT, PEER_TAG};
 use crate::clock::SkewedClock;
 use crate::disk::SimDisk;
 use crate::net::{self, NetFaults};

@@ -310,6 +310,7 @@ impl MemberTask {
         if let Some(e) = self.failure.take() {
             return Err(ServerError::Storage(e));
         }
+        self.forget_gone_callers();
         loop {
             let out = self.member.advance(self.clock.now());
             let idle = out.idle;
@@ -318,6 +319,23 @@ impl MemberTask {
                 self.flush_watches();
                 return Ok(());
             }
+        }
+    }
+
+    /// Tells the member which callers waiting for a leader have gone away (their
+    /// client's deadline passed and the call was dropped): their proposals must not
+    /// be applied after the client was told they failed. Run before each round, so a
+    /// leader elected in it never sees them.
+    fn forget_gone_callers(&mut self) {
+        let waiters = &self.waiters;
+        let gone: Vec<Token> = self
+            .member
+            .waiting_for_leader()
+            .filter(|t| matches!(waiters.get(t), Some(Waiter::Answer(tx)) if tx.is_closed()))
+            .collect();
+        for t in gone {
+            self.waiters.remove(&t);
+            self.member.forget(t);
         }
     }
 

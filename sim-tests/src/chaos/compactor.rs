@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use keel_runtime_sim::api::{ClientOp, Reply};
+use keel_runtime_sim::api::{ClientOp, ClientReply};
 use madsim::rand::{thread_rng, Rng};
 use madsim::time::Instant;
 
@@ -43,7 +43,7 @@ pub(crate) async fn compactor_loop(plan: CompactPlan) {
         let get = ClientOp::Get {
             key: Bytes::from_static(b"k0"),
         };
-        let Some(Reply::Get { revision, .. }) = caller.call(member, get).await else {
+        let Some(ClientReply::Get { revision, .. }) = caller.call(member, get).await else {
             continue;
         };
         let below = thread_rng().gen_range(0..=KEEP_AT_MOST);
@@ -54,7 +54,7 @@ pub(crate) async fn compactor_loop(plan: CompactPlan) {
         let compact = ClientOp::Compact {
             revision: revision as i64,
         };
-        if let Some(Reply::Compact { .. }) = caller.call(member, compact).await {
+        if let Some(ClientReply::Compact { .. }) = caller.call(member, compact).await {
             plan.done.fetch_add(1, Ordering::Relaxed);
         }
     }

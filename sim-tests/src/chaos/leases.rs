@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use keel_runtime_sim::api::{ClientOp, Reply};
+use keel_runtime_sim::api::{ClientOp, ClientReply};
 use keel_runtime_sim::observer::Write;
 use madsim::rand::{thread_rng, Rng};
 use madsim::time::Instant;
@@ -90,7 +90,7 @@ pub(crate) async fn lease_loop(plan: LeasePlan) {
                 (rng.gen_range(1..=4), rng.gen_range(0..plan.members))
             };
             let sent = ns_since(plan.epoch);
-            if let Some(Reply::LeaseGrant { id, ttl, .. }) =
+            if let Some(ClientReply::LeaseGrant { id, ttl, .. }) =
                 caller.call(member, ClientOp::LeaseGrant { ttl }).await
             {
                 lock(&plan.log).insert(
@@ -142,14 +142,14 @@ pub(crate) async fn lease_loop(plan: LeasePlan) {
                     let member = (leader_hint + attempt) % plan.members;
                     let sent = ns_since(plan.epoch);
                     match caller.call(member, ClientOp::LeaseKeepAlive { id }).await {
-                        Some(Reply::LeaseKeepAlive { ttl }) if ttl > 0 => {
+                        Some(ClientReply::LeaseKeepAlive { ttl }) if ttl > 0 => {
                             leader_hint = member;
                             if let Some(l) = lock(&plan.log).get_mut(&id) {
                                 l.renewed_ns.push(sent);
                             }
                             break;
                         }
-                        Some(Reply::LeaseKeepAlive { .. }) => {
+                        Some(ClientReply::LeaseKeepAlive { .. }) => {
                             gone = true;
                             break;
                         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use keel_core::auth::AuthCommand;
-use keel_runtime_sim::api::{ClientOp, Reply};
+use keel_runtime_sim::api::{ClientOp, ClientReply};
 use keel_runtime_sim::{Bug, Cluster, ClusterConfig};
 use madsim::runtime::{Handle, Runtime};
 
@@ -59,7 +59,7 @@ async fn scenario(cluster: Cluster) -> Result<(), String> {
     ] {
         let what = format!("{change:?}");
         match c.call(leader, ClientOp::AuthChange(change)).await {
-            Some(Reply::AuthChanged) => {}
+            Some(ClientReply::AuthChanged) => {}
             other => return Err(format!("{what}: {other:?}")),
         }
     }
@@ -75,7 +75,7 @@ async fn scenario(cluster: Cluster) -> Result<(), String> {
         )
         .await
     {
-        Some(Reply::Token(t)) => t,
+        Some(ClientReply::Token(t)) => t,
         other => return Err(format!("login: {other:?}")),
     };
     // ...and is asked with the token before it has caught up: the cut heals while the
@@ -91,7 +91,7 @@ async fn scenario(cluster: Cluster) -> Result<(), String> {
     };
     let (reply, ()) = futures_join(c.call_as(lagging, put, Some(token.clone())), heal).await;
     match reply {
-        Some(Reply::Put { .. }) => Ok(()),
+        Some(ClientReply::Put { .. }) => Ok(()),
         other => Err(format!(
             "a put with a fresh token on a member catching up: {other:?}"
         )),

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use keel_core::mvcc::Event;
-use keel_runtime_sim::api::{ClientOp, Reply, Request, CLIENT_TAG};
+use keel_runtime_sim::api::{ClientOp, ClientReply, Request, CLIENT_TAG};
 use keel_runtime_sim::cluster::member_addr;
 use keel_runtime_sim::observer::Write;
 use keel_runtime_sim::Observer;
@@ -192,7 +192,7 @@ async fn watch_session(
     .ok()?;
     let mut session: Option<WatchSession> = None;
     // Messages are numbered (the creation is 0): madsim's network reorders them.
-    let mut waiting: BTreeMap<u64, Reply> = BTreeMap::new();
+    let mut waiting: BTreeMap<u64, ClientReply> = BTreeMap::new();
     let mut next = 0;
     let mut heard = Instant::now();
     loop {
@@ -205,19 +205,19 @@ async fn watch_session(
             continue;
         };
         heard = Instant::now();
-        let Ok(reply) = payload.downcast::<Reply>() else {
+        let Ok(reply) = payload.downcast::<ClientReply>() else {
             continue;
         };
         let seq = match *reply {
-            Reply::WatchCreated { .. } => 0,
-            Reply::Watch { seq, .. } => seq,
+            ClientReply::WatchCreated { .. } => 0,
+            ClientReply::Watch { seq, .. } => seq,
             _ => continue,
         };
         waiting.insert(seq, *reply);
         while let Some(reply) = waiting.remove(&next) {
             next += 1;
             match (reply, session.as_mut()) {
-                (Reply::WatchCreated { revision }, None) => {
+                (ClientReply::WatchCreated { revision }, None) => {
                     let first = if start <= 0 {
                         revision + 1
                     } else {
@@ -232,7 +232,7 @@ async fn watch_session(
                         canceled: None,
                     });
                 }
-                (Reply::Watch { resp, .. }, Some(s)) => {
+                (ClientReply::Watch { resp, .. }, Some(s)) => {
                     if resp.canceled {
                         s.canceled = Some(resp.compact_revision);
                         return session;

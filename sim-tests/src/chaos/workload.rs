@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use keel_runtime_sim::api::{ClientOp, Reply, Request, CLIENT_TAG};
+use keel_runtime_sim::api::{ClientOp, ClientReply, Request, CLIENT_TAG};
 use keel_runtime_sim::cluster::member_addr;
 use madsim::net::Endpoint;
 use madsim::rand::{thread_rng, Rng};
@@ -58,7 +58,7 @@ impl Caller {
     }
 
     /// Sends `op` to `member` and waits for the answer (None: no answer in time).
-    pub(crate) async fn call(&mut self, member: usize, op: ClientOp) -> Option<Reply> {
+    pub(crate) async fn call(&mut self, member: usize, op: ClientOp) -> Option<ClientReply> {
         self.call_as(member, op, None).await
     }
 
@@ -68,7 +68,7 @@ impl Caller {
         member: usize,
         op: ClientOp,
         token: Option<String>,
-    ) -> Option<Reply> {
+    ) -> Option<ClientReply> {
         self.next_id += 1;
         let id = self.next_id;
         self.ep
@@ -85,7 +85,7 @@ impl Caller {
             .await
             .ok()?;
         match madsim::time::timeout(REQUEST_TIMEOUT, self.ep.recv_from_raw(id)).await {
-            Ok(Ok((payload, _))) => payload.downcast::<Reply>().ok().map(|r| *r),
+            Ok(Ok((payload, _))) => payload.downcast::<ClientReply>().ok().map(|r| *r),
             _ => None,
         }
     }
@@ -193,13 +193,13 @@ pub(crate) async fn call(
         Err(e) => Ok(Err(e)),
     };
     let reply = match answer {
-        Ok(Ok((payload, _))) => payload.downcast::<Reply>().ok().map(|r| *r),
+        Ok(Ok((payload, _))) => payload.downcast::<ClientReply>().ok().map(|r| *r),
         _ => None,
     };
     let at = now_ns(plan.epoch);
     let mut rec = lock(&plan.recorder);
     let output = match reply {
-        Some(Reply::Get { kv, revision }) => KvOutput::Get {
+        Some(ClientReply::Get { kv, revision }) => KvOutput::Get {
             kv: kv.map(|f| KeyValue {
                 value: std::str::from_utf8(&f.value)
                     .ok()
@@ -210,27 +210,27 @@ pub(crate) async fn call(
             }),
             revision,
         },
-        Some(Reply::Put { revision }) => KvOutput::Put { revision },
-        Some(Reply::Delete { deleted, revision }) => KvOutput::Delete { deleted, revision },
-        Some(Reply::Cas {
+        Some(ClientReply::Put { revision }) => KvOutput::Put { revision },
+        Some(ClientReply::Delete { deleted, revision }) => KvOutput::Delete { deleted, revision },
+        Some(ClientReply::Cas {
             succeeded,
             revision,
         }) => KvOutput::Txn {
             succeeded,
             revision,
         },
-        Some(Reply::Refused(_)) => {
+        Some(ClientReply::Refused(_)) => {
             let _ = rec.fail(call);
             return false;
         }
         Some(
-            Reply::LeaseGrant { .. }
-            | Reply::LeaseKeepAlive { .. }
-            | Reply::Compact { .. }
-            | Reply::WatchCreated { .. }
-            | Reply::Watch { .. }
-            | Reply::Token(_)
-            | Reply::AuthChanged,
+            ClientReply::LeaseGrant { .. }
+            | ClientReply::LeaseKeepAlive { .. }
+            | ClientReply::Compact { .. }
+            | ClientReply::WatchCreated { .. }
+            | ClientReply::Watch { .. }
+            | ClientReply::Token(_)
+            | ClientReply::AuthChanged,
         ) => {
             // Not an answer to a key-value request: its effect is unknown.
             let _ = rec.info(call);

@@ -27,7 +27,7 @@ pub struct Registration {
 
 /// How a member's (last) handshake ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum DiscoveryOutcome {
     /// Still running when the run ended.
     Pending,
     /// Discovery completed with this `--initial-cluster`.
@@ -49,7 +49,7 @@ pub struct MemberFacts {
     /// What it registers: `name=peerURL`.
     pub registration: String,
     /// How its last handshake ended.
-    pub outcome: Outcome,
+    pub outcome: DiscoveryOutcome,
 }
 
 /// Everything the checks look at.
@@ -182,7 +182,7 @@ pub fn check(f: &Facts) -> Vec<Problem> {
         .members
         .iter()
         .filter_map(|m| match &m.outcome {
-            Outcome::Done { initial_cluster } => Some((m, initial_cluster.as_str())),
+            DiscoveryOutcome::Done { initial_cluster } => Some((m, initial_cluster.as_str())),
             _ => None,
         })
         .collect();
@@ -267,7 +267,7 @@ pub fn check(f: &Facts) -> Vec<Problem> {
 
     for m in &f.members {
         match &m.outcome {
-            Outcome::Failed(DiscoveryError::FullCluster(full)) => {
+            DiscoveryOutcome::Failed(DiscoveryError::FullCluster(full)) => {
                 if in_first(m) {
                     p(
                         Check::FullCluster,
@@ -287,7 +287,7 @@ pub fn check(f: &Facts) -> Vec<Problem> {
                     );
                 }
             }
-            Outcome::Failed(DiscoveryError::DuplicateName { cluster }) => {
+            DiscoveryOutcome::Failed(DiscoveryError::DuplicateName { cluster }) => {
                 if !first_has_dup_names {
                     p(
                         Check::DuplicateName,
@@ -306,7 +306,7 @@ pub fn check(f: &Facts) -> Vec<Problem> {
                     );
                 }
             }
-            Outcome::Failed(DiscoveryError::DuplicateId) => {
+            DiscoveryOutcome::Failed(DiscoveryError::DuplicateId) => {
                 if !registered(m) {
                     p(
                         Check::DuplicateId,
@@ -319,16 +319,16 @@ pub fn check(f: &Facts) -> Vec<Problem> {
             }
             // Transport failures: the faults explain them (the calm check below does not
             // accept them without faults).
-            Outcome::Failed(
+            DiscoveryOutcome::Failed(
                 DiscoveryError::Timeout(_)
                 | DiscoveryError::Unavailable(_)
                 | DiscoveryError::TooManyRetries,
             ) => {}
-            Outcome::Failed(e) => p(
+            DiscoveryOutcome::Failed(e) => p(
                 Check::UnexpectedError,
                 format!("{} failed with {e:?} ({e})", m.name),
             ),
-            Outcome::Pending => {
+            DiscoveryOutcome::Pending => {
                 if complete {
                     p(
                         Check::Liveness,
@@ -352,18 +352,18 @@ pub fn check(f: &Facts) -> Vec<Problem> {
                     );
                 }
             }
-            Outcome::Done { .. } => {}
+            DiscoveryOutcome::Done { .. } => {}
         }
         if f.calm {
             let verdict_ok = match &m.outcome {
-                Outcome::Done { .. } => in_first(m) && !first_has_dup_names,
-                Outcome::Failed(DiscoveryError::FullCluster(_)) => !in_first(m),
-                Outcome::Failed(DiscoveryError::DuplicateName { .. }) => {
+                DiscoveryOutcome::Done { .. } => in_first(m) && !first_has_dup_names,
+                DiscoveryOutcome::Failed(DiscoveryError::FullCluster(_)) => !in_first(m),
+                DiscoveryOutcome::Failed(DiscoveryError::DuplicateName { .. }) => {
                     in_first(m) && first_has_dup_names
                 }
                 _ => false,
             };
-            if !verdict_ok && m.outcome != Outcome::Pending {
+            if !verdict_ok && m.outcome != DiscoveryOutcome::Pending {
                 p(
                     Check::CalmOutcome,
                     format!(
@@ -391,7 +391,7 @@ mod tests {
         }
     }
 
-    fn member(i: u64, name: &str, outcome: Outcome) -> MemberFacts {
+    fn member(i: u64, name: &str, outcome: DiscoveryOutcome) -> MemberFacts {
         MemberFacts {
             name: name.into(),
             id: 0x100 + i,
@@ -400,8 +400,8 @@ mod tests {
         }
     }
 
-    fn done(c: &str) -> Outcome {
-        Outcome::Done {
+    fn done(c: &str) -> DiscoveryOutcome {
+        DiscoveryOutcome::Done {
             initial_cluster: c.into(),
         }
     }
@@ -425,7 +425,7 @@ mod tests {
                 member(
                     4,
                     "m4",
-                    Outcome::Failed(DiscoveryError::FullCluster(FullCluster {
+                    DiscoveryOutcome::Failed(DiscoveryError::FullCluster(FullCluster {
                         cluster: C3.into(),
                         size: 3,
                     })),
@@ -446,12 +446,13 @@ mod tests {
         // the cluster is incomplete.
         let mut f = good();
         f.calm = false;
-        f.members[2].outcome = Outcome::Failed(DiscoveryError::Timeout("x".into()));
-        f.members[1].outcome = Outcome::Failed(DiscoveryError::DuplicateId);
+        f.members[2].outcome = DiscoveryOutcome::Failed(DiscoveryError::Timeout("x".into()));
+        f.members[1].outcome = DiscoveryOutcome::Failed(DiscoveryError::DuplicateId);
         assert_eq!(check(&f), vec![]);
         f.registrations.retain(|r| r.key != "103" && r.key != "104");
-        f.members[0].outcome = Outcome::Pending;
-        f.members[3].outcome = Outcome::Failed(DiscoveryError::Unavailable("reset".into()));
+        f.members[0].outcome = DiscoveryOutcome::Pending;
+        f.members[3].outcome =
+            DiscoveryOutcome::Failed(DiscoveryError::Unavailable("reset".into()));
         assert_eq!(check(&f), vec![]);
     }
 
@@ -505,14 +506,14 @@ mod tests {
         assert!(checks(&f).contains(&Check::FullCluster));
         // ... and a member holding a place told the cluster is full.
         let mut f = good();
-        f.members[0].outcome = Outcome::Failed(DiscoveryError::FullCluster(FullCluster {
+        f.members[0].outcome = DiscoveryOutcome::Failed(DiscoveryError::FullCluster(FullCluster {
             cluster: C3.into(),
             size: 3,
         }));
         assert!(checks(&f).contains(&Check::FullCluster));
         // ... and "full" naming the wrong members.
         let mut f = good();
-        f.members[3].outcome = Outcome::Failed(DiscoveryError::FullCluster(FullCluster {
+        f.members[3].outcome = DiscoveryOutcome::Failed(DiscoveryError::FullCluster(FullCluster {
             cluster: "m1=http://10.0.2.1:2380".into(),
             size: 3,
         }));
@@ -530,7 +531,7 @@ mod tests {
         for m in &mut f.members[..3] {
             m.outcome = done(c);
         }
-        f.members[3].outcome = Outcome::Failed(DiscoveryError::FullCluster(FullCluster {
+        f.members[3].outcome = DiscoveryOutcome::Failed(DiscoveryError::FullCluster(FullCluster {
             cluster: c.into(),
             size: 3,
         }));
@@ -541,13 +542,14 @@ mod tests {
         );
         // The right outcome: everyone holding a place fails with duplicate name.
         for m in &mut f.members[..3] {
-            m.outcome = Outcome::Failed(DiscoveryError::DuplicateName { cluster: c.into() });
+            m.outcome =
+                DiscoveryOutcome::Failed(DiscoveryError::DuplicateName { cluster: c.into() });
         }
         assert_eq!(check(&f), vec![]);
         // Duplicate name where the names differ is wrong too.
         let mut f = good();
         f.members[0].outcome =
-            Outcome::Failed(DiscoveryError::DuplicateName { cluster: C3.into() });
+            DiscoveryOutcome::Failed(DiscoveryError::DuplicateName { cluster: C3.into() });
         assert!(checks(&f).contains(&Check::DuplicateName));
     }
 
@@ -578,14 +580,14 @@ mod tests {
         let mut f = good();
         f.calm = false;
         f.registrations.retain(|r| r.key != "104");
-        f.members[3].outcome = Outcome::Failed(DiscoveryError::DuplicateId);
+        f.members[3].outcome = DiscoveryOutcome::Failed(DiscoveryError::DuplicateId);
         assert!(checks(&f).contains(&Check::DuplicateId));
     }
 
     #[test]
     fn unexpected_errors_are_reported() {
         let mut f = good();
-        f.members[0].outcome = Outcome::Failed(DiscoveryError::InvalidJson);
+        f.members[0].outcome = DiscoveryOutcome::Failed(DiscoveryError::InvalidJson);
         assert!(checks(&f).contains(&Check::UnexpectedError));
     }
 
@@ -593,21 +595,21 @@ mod tests {
     fn liveness_catches_a_member_stuck_after_the_cluster_filled() {
         let mut f = good();
         f.calm = false;
-        f.members[2].outcome = Outcome::Pending;
+        f.members[2].outcome = DiscoveryOutcome::Pending;
         assert_eq!(checks(&f), BTreeSet::from([Check::Liveness]));
     }
 
     #[test]
     fn calm_outcome_catches_failures_without_faults() {
         let mut f = good();
-        f.members[1].outcome = Outcome::Failed(DiscoveryError::Timeout("x".into()));
+        f.members[1].outcome = DiscoveryOutcome::Failed(DiscoveryError::Timeout("x".into()));
         assert!(checks(&f).contains(&Check::CalmOutcome));
         let mut f = good();
         f.registrations.retain(|r| r.key != "103" && r.key != "104");
-        f.members[2].outcome = Outcome::Pending;
-        f.members[0].outcome = Outcome::Pending;
-        f.members[1].outcome = Outcome::Pending;
-        f.members[3].outcome = Outcome::Failed(DiscoveryError::DuplicateId);
+        f.members[2].outcome = DiscoveryOutcome::Pending;
+        f.members[0].outcome = DiscoveryOutcome::Pending;
+        f.members[1].outcome = DiscoveryOutcome::Pending;
+        f.members[3].outcome = DiscoveryOutcome::Failed(DiscoveryError::DuplicateId);
         assert!(checks(&f).contains(&Check::CalmOutcome));
     }
 }

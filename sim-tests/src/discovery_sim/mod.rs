@@ -16,7 +16,7 @@ pub mod check;
 pub mod run;
 pub mod service;
 
-pub use check::{check, Check, Facts, MemberFacts, Outcome, Problem, Registration};
+pub use check::{check, Check, DiscoveryOutcome, Facts, MemberFacts, Problem, Registration};
 pub use run::{
     replay_command, run_scenario, run_seed, Faults, MemberPlan, Report, Scenario, DISCOVERY_URL,
 };

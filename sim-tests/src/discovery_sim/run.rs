@@ -20,7 +20,7 @@ use madsim::rand::{thread_rng, Rng};
 use madsim::runtime::{Handle, NodeHandle, Runtime};
 use madsim::time::Instant;
 
-use super::check::{check, Facts, MemberFacts, Outcome, Problem, Registration};
+use super::check::{check, DiscoveryOutcome, Facts, MemberFacts, Problem, Registration};
 use super::service::{Handled, HttpRequest, HttpResponse, Store, Watch};
 
 /// Where the discovery service listens.
@@ -258,7 +258,7 @@ impl Report {
     }
 
     /// Members whose outcome satisfies `pred`.
-    pub fn count(&self, pred: impl Fn(&Outcome) -> bool) -> usize {
+    pub fn count(&self, pred: impl Fn(&DiscoveryOutcome) -> bool) -> usize {
         self.facts
             .members
             .iter()
@@ -351,7 +351,7 @@ struct World {
     /// answer goes to: a service crash resets them.
     conns: BTreeMap<u64, SocketAddr>,
     next_conn: u64,
-    outcomes: Vec<Outcome>,
+    outcomes: Vec<DiscoveryOutcome>,
     incarnations: Vec<u32>,
     killed: Vec<bool>,
     /// Keys whose (first) successful create loses its answer.
@@ -439,7 +439,7 @@ async fn simulate(sc: Scenario) -> RunOutput {
         },
         conns: BTreeMap::new(),
         next_conn: 0,
-        outcomes: vec![Outcome::Pending; n],
+        outcomes: vec![DiscoveryOutcome::Pending; n],
         incarnations: vec![0; n],
         killed: vec![false; n],
         lose_create_answer: sc
@@ -603,7 +603,7 @@ async fn control(
                     Vec::new()
                 }
                 Event::KillMember(i) => {
-                    if w.outcomes[i] == Outcome::Pending && !w.killed[i] {
+                    if w.outcomes[i] == DiscoveryOutcome::Pending && !w.killed[i] {
                         w.killed[i] = true;
                         handle.kill(members[i].id());
                         w.trace(format!("{} killed mid-handshake", sc.members[i].name));
@@ -613,7 +613,7 @@ async fn control(
                 Event::RestartMember(i) => {
                     let exited = matches!(
                         w.outcomes[i],
-                        Outcome::Failed(
+                        DiscoveryOutcome::Failed(
                             DiscoveryError::Timeout(_) | DiscoveryError::Unavailable(_)
                         )
                     );
@@ -633,7 +633,7 @@ async fn control(
     loop {
         {
             let w = lock(&world);
-            if !w.outcomes.contains(&Outcome::Pending) {
+            if !w.outcomes.contains(&DiscoveryOutcome::Pending) {
                 return;
             }
         }
@@ -764,19 +764,19 @@ async fn member_main(i: usize, plan: MemberPlan, world: Shared) {
     let (epoch, first) = {
         let mut w = lock(&world);
         w.incarnations[i] += 1;
-        w.outcomes[i] = Outcome::Pending;
+        w.outcomes[i] = DiscoveryOutcome::Pending;
         (w.epoch, w.incarnations[i] == 1)
     };
     if first {
         madsim::time::sleep(Duration::from_millis(plan.start_ms)).await;
     }
-    let finish = |outcome: Outcome| {
+    let finish = |outcome: DiscoveryOutcome| {
         let mut w = lock(&world);
         w.trace(format!("{} ends: {outcome:?}", plan.name));
         w.outcomes[i] = outcome;
     };
     let Ok(ep) = Endpoint::bind(SocketAddr::from(([0, 0, 0, 0], 0))).await else {
-        finish(Outcome::Failed(DiscoveryError::Unavailable(
+        finish(DiscoveryOutcome::Failed(DiscoveryError::Unavailable(
             "cannot bind".into(),
         )));
         return;
@@ -790,7 +790,7 @@ async fn member_main(i: usize, plan: MemberPlan, world: Shared) {
         std::slice::from_ref(&plan.peer_url),
     ) {
         Ok(m) => m,
-        Err(e) => return finish(Outcome::Failed(e)),
+        Err(e) => return finish(DiscoveryOutcome::Failed(e)),
     };
     lock(&world).trace(format!(
         "{} starts discovery as {:x} ({})",
@@ -802,7 +802,7 @@ async fn member_main(i: usize, plan: MemberPlan, world: Shared) {
     let mut step = m.start();
     loop {
         step = match step {
-            Err(e) => return finish(Outcome::Failed(e)),
+            Err(e) => return finish(DiscoveryOutcome::Failed(e)),
             Ok(Action::Done(found)) => {
                 if found.token != DISCOVERY_URL {
                     lock(&world).problems.push(Problem {
@@ -810,7 +810,7 @@ async fn member_main(i: usize, plan: MemberPlan, world: Shared) {
                         detail: format!("{} got token {:?}", plan.name, found.token),
                     });
                 }
-                return finish(Outcome::Done {
+                return finish(DiscoveryOutcome::Done {
                     initial_cluster: found.initial_cluster,
                 });
             }

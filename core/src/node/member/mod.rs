@@ -174,6 +174,21 @@ impl Member {
         self.pending.len()
     }
 
+    /// The callers whose requests wait for a leader (proposals first, oldest first).
+    /// A driver that can tell a caller went away (its client's deadline passed, its
+    /// stream was reset) checks these before each [`Member::advance`] and calls
+    /// [`Member::forget`] for the gone: etcd drops such a proposal with its context,
+    /// so a put the client gave up on is never applied later behind its back.
+    pub fn waiting_for_leader(&self) -> impl Iterator<Item = Token> + '_ {
+        self.leaderless.tokens()
+    }
+
+    /// `token`'s caller is gone: if its request still waits for a leader it is dropped
+    /// unanswered and never proposed. (Once proposed, its outcome stands.)
+    pub fn forget(&mut self, token: Token) {
+        self.leaderless.forget(token);
+    }
+
     /// A peer's raft message.
     pub fn step(&mut self, now: Time, m: Message) {
         self.heard.insert(m.from.0, now);
@@ -430,6 +445,11 @@ impl Member {
     fn resume_leaderless(&mut self, now: Time) {
         if self.leaderless.is_empty() || !self.raft.leader().is_some() {
             return;
+        }
+        // What passed its deadline since the last housekeeping is answered now, never
+        // proposed: its caller's own timer has told it the request failed.
+        for t in self.leaderless.expire(now) {
+            self.reply(t, Err(MemberError::Timeout));
         }
         let (proposals, reads) = self.leaderless.take();
         for p in proposals {

@@ -157,12 +157,18 @@ impl Harness {
     }
 
     fn put(&mut self, id: u64, key: &str, require_leader: bool) -> Token {
-        let cmd = Command::Put(PutRequest {
+        let cmd = put_cmd(key);
+        self.request(id, Request::Propose { cmd, auth: None }, require_leader)
+    }
+
+    /// Whether the leader's keyspace holds `key`.
+    fn has_key(&mut self, key: &str) -> bool {
+        let l = self.leader().expect("a leader");
+        let r = self.m(l).sm.kv.store.range(&crate::mvcc::RangeRequest {
             key: Bytes::copy_from_slice(key.as_bytes()),
-            value: Bytes::from_static(b"v"),
             ..Default::default()
         });
-        self.request(id, Request::Propose { cmd, auth: None }, require_leader)
+        !r.expect("range").kvs.is_empty()
     }
 
     fn answer(&self, token: Token) -> Option<&Result<Response, MemberError>> {
@@ -181,6 +187,14 @@ impl Harness {
             }))
         )
     }
+}
+
+fn put_cmd(key: &str) -> Command {
+    Command::Put(PutRequest {
+        key: Bytes::copy_from_slice(key.as_bytes()),
+        value: Bytes::from_static(b"v"),
+        ..Default::default()
+    })
 }
 
 fn elected(n: u64) -> (Harness, u64) {
@@ -237,17 +251,64 @@ fn a_put_waiting_for_a_leader_times_out_at_its_deadline_and_is_never_proposed() 
     assert_eq!(h.answer(t), Some(&Err(MemberError::Timeout)));
     h.cut.clear();
     h.run(3_000);
-    let l = h.leader().expect("a leader");
-    let kv = &h.m(l).sm.kv.store;
-    let r = kv
-        .range(&crate::mvcc::RangeRequest {
-            key: Bytes::from_static(b"late"),
-            ..Default::default()
-        })
-        .expect("range");
     assert!(
-        r.kvs.is_empty(),
+        !h.has_key("late"),
         "a request answered as failed never applies"
+    );
+}
+
+#[test]
+fn a_put_past_its_deadline_when_a_leader_returns_is_not_proposed() {
+    let (mut h, leader) = elected(3);
+    let follower = (1..=3).find(|i| *i != leader).expect("a follower");
+    // No housekeeping on the follower: only the return of a leader can expire it.
+    h.m(follower).cfg.housekeeping_ms = 1 << 40;
+    h.m(follower).housekeeping_at = Time(1 << 40);
+    h.cut.insert(follower);
+    h.run(3_000);
+    let token = Token(999);
+    let (now, cmd) = (h.now, put_cmd("late"));
+    let call = Call {
+        token,
+        deadline: now.plus(500),
+        require_leader: false,
+    };
+    h.m(follower)
+        .request(now, call, Request::Propose { cmd, auth: None });
+    h.run(1_000);
+    assert_eq!(
+        h.answer(token),
+        None,
+        "nothing expires it before the leader"
+    );
+    h.cut.clear();
+    h.run(3_000);
+    assert_eq!(h.answer(token), Some(&Err(MemberError::Timeout)));
+    assert!(
+        !h.has_key("late"),
+        "a request past its deadline never applies"
+    );
+}
+
+#[test]
+fn a_put_whose_caller_is_gone_is_never_proposed() {
+    let (mut h, leader) = elected(3);
+    let follower = (1..=3).find(|i| *i != leader).expect("a follower");
+    h.cut.insert(follower);
+    h.run(3_000);
+    let gone = h.put(follower, "gone", false);
+    let stays = h.put(follower, "stays", false);
+    h.run(100);
+    let waiting: Vec<Token> = h.m(follower).waiting_for_leader().collect();
+    assert_eq!(waiting, [gone, stays]);
+    h.m(follower).forget(gone);
+    h.cut.clear();
+    h.run(3_000);
+    assert_eq!(h.answer(gone), None, "a gone caller gets no answer");
+    assert!(h.applied_put(stays), "{:?}", h.answer(stays));
+    assert!(
+        !h.has_key("gone"),
+        "what its caller gave up on never applies"
     );
 }
 

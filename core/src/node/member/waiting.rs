@@ -108,6 +108,26 @@ impl Leaderless {
         gone
     }
 
+    /// The callers waiting, oldest proposals first, then the reads.
+    pub(super) fn tokens(&self) -> impl Iterator<Item = Token> + '_ {
+        let proposals = self.proposals.iter().map(|p| p.token);
+        proposals.chain(self.reads.iter().map(|(_, t)| *t))
+    }
+
+    /// Drops `token`'s request, whose caller is gone: it is never proposed. Whether it
+    /// was waiting here.
+    pub(super) fn forget(&mut self, token: Token) -> bool {
+        if let Some(i) = self.proposals.iter().position(|p| p.token == token) {
+            if let Some(p) = self.proposals.remove(i) {
+                self.bytes -= p.data.len();
+            }
+            return true;
+        }
+        let before = self.reads.len();
+        self.reads.retain(|(_, t)| *t != token);
+        self.reads.len() != before
+    }
+
     /// Everything waiting, oldest first, to submit now that a leader is known.
     pub(super) fn take(&mut self) -> (Vec<WaitingProposal>, Vec<(Time, Token)>) {
         self.bytes = 0;
@@ -147,6 +167,28 @@ mod tests {
         );
         assert!(reads.is_empty());
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn a_forgotten_request_is_never_handed_out() {
+        let mut w = Leaderless::default();
+        assert!(w.wait_propose(proposal(100, 1, 5)).is_ok());
+        assert!(w.wait_propose(proposal(100, 2, 7)).is_ok());
+        assert!(w.wait_reads([(Time(100), Token(3))]).is_empty());
+        assert_eq!(
+            w.tokens().collect::<Vec<_>>(),
+            [Token(1), Token(2), Token(3)]
+        );
+        assert!(w.forget(Token(1)));
+        assert!(w.forget(Token(3)));
+        assert!(!w.forget(Token(3)), "forgotten once");
+        assert_eq!(w.bytes, 7, "the forgotten proposal's bytes are freed");
+        let (proposals, reads) = w.take();
+        assert_eq!(
+            proposals.iter().map(|p| p.token).collect::<Vec<_>>(),
+            [Token(2)]
+        );
+        assert!(reads.is_empty());
     }
 
     #[test]
