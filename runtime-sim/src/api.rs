@@ -6,7 +6,9 @@
 //! A watch is a stream: the member answers [`ClientOp::Watch`] with
 //! [`ClientReply::WatchCreated`] and then sends [`ClientReply::Watch`] messages, all under the
 //! request's ID as tag, numbered from 0 so the client can put them back in order
-//! (madsim's network reorders messages; gRPC's stream would not).
+//! (madsim's network reorders messages; gRPC's stream would not). A watch opened with
+//! require-leader is refused on a member that knows no leader, and ended with
+//! [`ClientReply::StreamEnded`] once its member has had none for too long.
 
 use bytes::Bytes;
 use keel_core::mvcc::WatchResponse;
@@ -174,6 +176,18 @@ pub enum ClientReply {
         seq: u64,
         /// The response: events, a progress notification (no events) or a cancellation.
         resp: WatchResponse,
+        /// Global time the member sent it (for checks: a stream opened with
+        /// require-leader must carry nothing once its member has long had no leader).
+        sent_ns: u64,
+    },
+    /// The stream ended with an error, as a gRPC stream ends with a status: the last
+    /// message of a watch stream (etcd's "etcdserver: no leader" for a require-leader
+    /// stream on a member without a leader for too long).
+    StreamEnded {
+        /// Position in the stream.
+        seq: u64,
+        /// The status message.
+        reason: String,
     },
     /// A simple token to make requests with.
     Token(String),

@@ -72,6 +72,8 @@ pub struct Cluster {
     paused: Vec<bool>,
     controls: Vec<Arc<Mutex<Vec<ConfChange>>>>,
     founders: usize,
+    /// The global clock's zero for the members (times the observer records count from it).
+    epoch: Instant,
 }
 
 /// The address of member `i` (0-based).
@@ -108,6 +110,7 @@ impl Cluster {
             paused: vec![false; ids.len()],
             controls: Vec::new(),
             founders: cfg.members,
+            epoch,
         };
         for (i, id) in ids.iter().enumerate() {
             let spec = MemberSpec {
@@ -154,6 +157,11 @@ impl Cluster {
     /// Whether the cluster has no members.
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
+    }
+
+    /// The global clock's zero: the observer's times count from it.
+    pub fn epoch(&self) -> Instant {
+        self.epoch
     }
 
     /// Member IDs, by index.

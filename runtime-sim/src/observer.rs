@@ -40,6 +40,8 @@ struct State {
     notes: Vec<String>,
     writes: BTreeMap<u64, Write>,
     counts: BTreeMap<&'static str, u64>,
+    /// Per member, when it learned or lost a leader: (global ns, leader known).
+    leader_known: BTreeMap<u64, Vec<(u64, bool)>>,
 }
 
 /// Shared event sink of one simulated run.
@@ -60,6 +62,7 @@ impl Default for Observer {
             notes: Vec::new(),
             writes: BTreeMap::new(),
             counts: BTreeMap::new(),
+            leader_known: BTreeMap::new(),
         })))
     }
 }
@@ -87,6 +90,21 @@ impl Observer {
         let mut s = self.state();
         event.hash(&mut s.trace);
         s.events += 1;
+    }
+
+    /// `member` learned a leader (`known`) or lost it (a process starts without one) at
+    /// global time `at_ns`.
+    pub fn leader_known(&self, member: u64, known: bool, at_ns: u64) {
+        let mut s = self.state();
+        let timeline = s.leader_known.entry(member).or_default();
+        if timeline.last().is_none_or(|(_, k)| *k != known) {
+            timeline.push((at_ns, known));
+        }
+    }
+
+    /// What [`Observer::leader_known`] recorded, by member.
+    pub fn leader_timelines(&self) -> BTreeMap<u64, Vec<(u64, bool)>> {
+        self.state().leader_known.clone()
     }
 
     /// `member` became leader of `term`.

@@ -16,7 +16,7 @@ pub use compactor::{AutoCompaction, Compactor};
 pub use member::MemberBug;
 pub use member::{
     AppliedRecord, AuthNote, Call, Header, Member, MemberChange, MemberConfig, MemberError, Note,
-    Output, Request, Response, Status, Token,
+    Output, Request, Response, Status, Token, NO_LEADER_PERIODS,
 };
 pub use state_machine::{
     alarm, decode_members, write_members, Applied, MemberInfo, NodeImageError, Outcome,

@@ -25,6 +25,8 @@ pub(super) struct Sink {
     pub(super) to: SocketAddr,
     pub(super) tag: u64,
     pub(super) next_seq: u64,
+    /// Opened with require-leader: ended when the member has long had no leader.
+    pub(super) require_leader: bool,
 }
 
 impl Process {
@@ -148,6 +150,11 @@ impl Process {
                 start_revision,
                 prev_kv,
             } => {
+                // As the gRPC interceptor refuses a require-leader call.
+                if req.require_leader && !self.member.raft.leader().is_some() {
+                    let refused = ClientReply::Refused(MemberError::NoLeader.to_string());
+                    return self.reply(from, req.id, refused);
+                }
                 let wreq = WatchRequest {
                     key,
                     range_end,
@@ -160,6 +167,7 @@ impl Process {
                     to: from,
                     tag: req.id,
                     next_seq: 1,
+                    require_leader: req.require_leader,
                 };
                 self.sinks.insert(wid, sink);
                 self.watch_by_tag.insert((from, req.id), wid);
@@ -301,7 +309,35 @@ impl Process {
         let seq = sink.next_seq;
         sink.next_seq += 1;
         let (to, tag) = (sink.to, sink.tag);
-        self.reply(to, tag, ClientReply::Watch { seq, resp });
+        let sent_ns = global_ns(self.env.epoch);
+        self.reply(to, tag, ClientReply::Watch { seq, resp, sent_ns });
+    }
+
+    /// Ends every stream opened with require-leader (the member's leader monitor said
+    /// so), as the gRPC layer ends them with "etcdserver: no leader".
+    pub(super) fn end_leaderless_streams(&mut self) {
+        let ended: Vec<i64> = self
+            .sinks
+            .iter()
+            .filter(|(_, s)| s.require_leader)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ended {
+            let Some(s) = self.sinks.remove(&id) else {
+                continue;
+            };
+            self.watch_by_tag.remove(&(s.to, s.tag));
+            self.member.watch_cancel(id);
+            let reason = MemberError::NoLeader.to_string();
+            let end = ClientReply::StreamEnded {
+                seq: s.next_seq,
+                reason,
+            };
+            self.reply(s.to, s.tag, end);
+            self.env
+                .obs
+                .count("require-leader watch streams ended for want of a leader", 1);
+        }
     }
 
     pub(super) fn reply(&self, to: SocketAddr, id: u64, reply: ClientReply) {

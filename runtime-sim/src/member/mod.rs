@@ -23,8 +23,8 @@ use keel_core::mvcc::{
 #[cfg(feature = "planted-bugs")]
 use keel_core::node::MemberBug;
 use keel_core::node::{
-    Call, Command, Member, MemberChange, MemberConfig, MemberError, MemberInfo, Outcome, Output,
-    Request as MemberRequest, Response, StateMachine, Token,
+    Call, Command, Member, MemberChange, MemberConfig, MemberError, MemberInfo, Note, Outcome,
+    Output, Request as MemberRequest, Response, StateMachine, Token,
 };
 #[cfg(feature = "planted-bugs")]
 use keel_core::raft::PlantedBug;
@@ -85,6 +85,9 @@ pub enum Bug {
     /// A simple token unknown here is refused at once, without waiting for the member to
     /// apply the Authenticate entry it names.
     TokenWithoutWait,
+    /// Watch streams opened with require-leader are never ended, however long the
+    /// member has had no leader.
+    StreamsOutliveLeader,
 }
 
 /// What a member is.
@@ -193,17 +196,18 @@ pub async fn run(spec: MemberSpec, env: MemberEnv) {
             _ = madsim::time::sleep(p.sleep_duration()) => {
                 let now = p.now();
                 p.member.tick(now);
-                if Instant::now() >= p.progress_at {
-                    p.progress_at = Instant::now() + Duration::from_millis(HOUSEKEEPING_MS);
-                    for r in p.member.watch_progress() {
-                        p.send_watch(r);
-                    }
-                }
             }
         }
         p.take_control();
         if let Err(e) = p.drive().await {
             return env.obs.note(format!("member {id:x} stopped: {e}"));
+        }
+        // After the round, which ends the streams the leader monitor says must end.
+        if Instant::now() >= p.progress_at {
+            p.progress_at = Instant::now() + Duration::from_millis(HOUSEKEEPING_MS);
+            for r in p.member.watch_progress() {
+                p.send_watch(r);
+            }
         }
     }
 }
@@ -326,8 +330,11 @@ impl Process {
         match spec.bug {
             Some(Bug::RefuseButPropose) => member.plant(MemberBug::RefuseButPropose),
             Some(Bug::ReleaseWalAhead) => member.plant(MemberBug::ReleaseWalAhead),
+            Some(Bug::StreamsOutliveLeader) => member.plant(MemberBug::StreamsOutliveLeader),
             _ => {}
         }
+        // A process starts knowing no leader (its monitor counts from here).
+        env.obs.leader_known(spec.id, false, global_ns(env.epoch));
         Ok(Process {
             member,
             spec,
@@ -438,8 +445,17 @@ impl Process {
     async fn execute(&mut self, out: Output) -> Result<(), String> {
         let id = self.spec.id;
         self.wake = out.wake_at;
-        if let Some(st) = out.status.filter(|st| st.is_leader) {
-            self.env.obs.leader(id, st.term);
+        if let Some(st) = out.status {
+            let at = global_ns(self.env.epoch);
+            self.env.obs.leader_known(id, st.leader != 0, at);
+            if st.is_leader {
+                self.env.obs.leader(id, st.term);
+            }
+        }
+        for n in &out.notes {
+            if *n == Note::EndLeaderlessStreams {
+                self.end_leaderless_streams();
+            }
         }
         for m in out.messages {
             let Some(to) = self.spec.members.get(&m.to.0).copied() else {

@@ -8,19 +8,18 @@
 //!   `keel_core::node::Member`, which also honours require-leader for the callers it
 //!   is given it by, as the simulator's clients do);
 //! - a stream (Watch, LeaseKeepAlive, Snapshot, Observe, health Watch) already open is
-//!   ended with that error once the member has gone [`NO_LEADER_PERIODS`] election
-//!   timeouts without a leader (etcd's `monitorLeader`), so a watcher stuck on a member
-//!   cut off from the quorum learns it and reconnects elsewhere instead of waiting
-//!   silently forever. The end is delivered when hyper next polls the body: a stream
-//!   whose client stopped reading (its flow-control window full) is not polled, and ends
-//!   only when the client goes.
+//!   ended with that error when the member's leader monitor says so (etcd's
+//!   `monitorLeader`, in core: [`keel_core::node::NO_LEADER_PERIODS`] election timeouts
+//!   without a leader), so a watcher stuck on a member cut off from the quorum learns it
+//!   and reconnects elsewhere instead of waiting silently forever. The end is delivered
+//!   when hyper next polls the body: a stream whose client stopped reading (its
+//!   flow-control window full) is not polled, and ends only when the client goes.
 
 use super::server_status;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -34,11 +33,6 @@ use tonic::Status;
 
 use crate::member::{MemberHandle, ServerError};
 use crate::metrics::Metrics;
-
-/// Election timeouts in a row without a leader after which required-leader streams end
-/// (etcd's `maxNoLeaderCnt`): reconnecting a stream costs more than refusing a call, so
-/// streams are given longer.
-pub const NO_LEADER_PERIODS: u32 = 3;
 
 /// The calls that stream their answers: only these are ended on a lasting loss.
 const STREAMS: [&str; 5] = [
@@ -58,41 +52,13 @@ pub struct Interceptor {
 }
 
 impl Interceptor {
-    /// Interceptors for member `m`; starts its leader monitor, which stops with the member.
+    /// Interceptors for member `m`.
     pub fn new(m: &MemberHandle) -> Arc<Interceptor> {
-        let (lost_tx, leader_lost) = watch::channel(0);
-        let election = Duration::from_millis(m.election_ms.max(1));
-        tokio::spawn(monitor_leader(m.status.clone(), election, lost_tx));
         Arc::new(Interceptor {
             metrics: m.metrics.clone(),
             status: m.status.clone(),
-            leader_lost,
+            leader_lost: m.leader_lost.clone(),
         })
-    }
-}
-
-/// Ends required-leader streams while the member has gone [`NO_LEADER_PERIODS`] election
-/// timeouts without a leader (again every timeout until one is known), as etcd does.
-async fn monitor_leader(
-    status: watch::Receiver<crate::member::Status>,
-    election: Duration,
-    lost: watch::Sender<u64>,
-) {
-    let mut without = 0u32;
-    loop {
-        tokio::time::sleep(election).await;
-        // The member has stopped (its status sender is gone).
-        if status.has_changed().is_err() {
-            return;
-        }
-        if status.borrow().leader == 0 {
-            without = without.saturating_add(1);
-        } else {
-            without = 0;
-        }
-        if without >= NO_LEADER_PERIODS {
-            lost.send_modify(|n| *n += 1);
-        }
     }
 }
 

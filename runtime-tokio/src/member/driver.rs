@@ -58,6 +58,8 @@ pub struct MemberTask {
     net: PeerNet,
     metrics: Arc<Metrics>,
     status: watch::Sender<Status>,
+    /// Bumped each time required-leader streams are to end (see `grpc::interceptor`).
+    leader_lost: watch::Sender<u64>,
     waiters: HashMap<Token, Waiter>,
     next_token: u64,
     wake: Instant,
@@ -149,6 +151,7 @@ pub fn start_with_dialer(
     let net = PeerNet::with_dialer(cfg.id, cfg.cluster_id, fatal_tx.clone(), dialer);
     let metrics = Arc::new(Metrics::default());
     let (status_tx, status_rx) = watch::channel(Status::default());
+    let (leader_lost_tx, leader_lost_rx) = watch::channel(0);
     let (tx, rx) = mpsc::channel(65536);
     let inbox = tx.downgrade();
     let handle = MemberHandle {
@@ -156,6 +159,7 @@ pub fn start_with_dialer(
         id: cfg.id,
         cluster_id: cfg.cluster_id,
         status: status_rx,
+        leader_lost: leader_lost_rx,
         metrics: metrics.clone(),
         max_request_bytes: cfg.max_request_bytes,
         election_ms: cfg.election_ms,
@@ -191,6 +195,7 @@ pub fn start_with_dialer(
         net: net.clone(),
         metrics,
         status: status_tx,
+        leader_lost: leader_lost_tx,
         waiters: HashMap::new(),
         next_token: 1,
         wake: Instant::now(),
@@ -456,6 +461,7 @@ impl MemberTask {
                 self.metrics.proposals_failed.fetch_add(1, Relaxed);
             }
             Note::Removed => tracing::warn!("{}", crate::peer::REMOVED_TEXT),
+            Note::EndLeaderlessStreams => self.leader_lost.send_modify(|n| *n += 1),
         }
     }
 

@@ -142,6 +142,9 @@ pub struct MemberHandle {
     pub cluster_id: u64,
     /// Latest leader and term.
     pub status: watch::Receiver<Status>,
+    /// Changes each time streams opened with require-leader are to end (the member's
+    /// leader monitor: too long without a leader).
+    pub leader_lost: watch::Receiver<u64>,
     /// Counters and histograms for `/metrics`.
     pub metrics: Arc<Metrics>,
     /// `--max-request-bytes`.

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use keel_core::node::NO_LEADER_PERIODS;
 use keel_core::raft::ReadMode;
 use keel_runtime_sim::observer::Write;
 use keel_runtime_sim::{Bug, Cluster, ClusterConfig};
@@ -19,7 +20,7 @@ use super::compactor::{self, CompactPlan};
 use super::leases::{self, check_leases, LeaseLog, LeasePlan, SharedLeases};
 use super::nemesis::{self, ClockFaults, FaultMix};
 use super::revisions::check_revisions_follow_real_time;
-use super::watches::{self, check_watches, WatchChain, WatchPlan};
+use super::watches::{self, check_leaderless_streams, check_watches, WatchChain, WatchPlan};
 use super::workload::{self, client_ip, ClientPlan, KvHistory, SharedRecorder};
 use crate::linearizability::models::etcd_kv::{EtcdKv, KvInput};
 use crate::linearizability::{check_with, CheckOptions, Recorder, Verdict, DEFAULT_MAX_STEPS};
@@ -61,6 +62,9 @@ pub struct Scenario {
 /// one key (seed 49 of the standard mix, once leaderless waits expire as a leader
 /// returns) undecided; the full budget decides it in under a second.
 const LINEARIZABILITY_STEPS: u64 = DEFAULT_MAX_STEPS;
+
+/// Allowance beyond the leader monitor's bound for a round of the member's loop.
+const MONITOR_SLACK_MS: u64 = 50;
 
 /// Simulated time a run may take beyond its fault schedule (the final reads take at
 /// most 4 keys x 20 attempts x 2 s) before it counts as hung.
@@ -139,7 +143,10 @@ impl Scenario {
     /// lease bug and snapshots for the WAL release bug.
     pub fn with_bug(seed: u64, bug: Bug) -> Scenario {
         let mut s = match bug {
-            Bug::LeaseReadPastBound => Scenario::standard(seed | 1),
+            // Odd seeds have lease reads: the n-th odd one (`seed | 1` ran each twice).
+            Bug::LeaseReadPastBound => {
+                Scenario::standard(seed.saturating_mul(2).saturating_sub(1) | 1)
+            }
             // WAL is released only behind snapshots.
             Bug::ReleaseWalAhead => Scenario::snapshots(seed),
             _ => Scenario::standard(seed),
@@ -258,6 +265,11 @@ struct Raw {
     chains: Vec<WatchChain>,
     leases: BTreeMap<i64, LeaseLog>,
     compactions: usize,
+    /// Per member ID, when it learned or lost a leader.
+    leader_timelines: BTreeMap<u64, Vec<(u64, bool)>>,
+    /// Member IDs by index.
+    member_ids: Vec<u64>,
+    election_ms: u64,
 }
 
 impl Scenario {
@@ -312,6 +324,15 @@ pub fn run_seed(seed: u64, scenario: &Scenario) -> Report {
     }
     if let Some(allowance) = scenario.lease_clock_allowance_ppm() {
         if let Err(e) = check_leases(&raw.writes, &raw.leases, allowance) {
+            problems.push(e);
+        }
+        // The leader monitor measures on the member's clock too: by its own reading
+        // streams end within NO_LEADER_PERIODS election timeouts of the loss.
+        let local_ms = u64::from(NO_LEADER_PERIODS) * raw.election_ms;
+        let bound_ms = local_ms + local_ms * allowance / 1_000_000 + MONITOR_SLACK_MS;
+        let id = |i: usize| raw.member_ids.get(i).copied().unwrap_or(0);
+        let timelines = &raw.leader_timelines;
+        if let Err(e) = check_leaderless_streams(&raw.chains, timelines, id, bound_ms * 1_000_000) {
             problems.push(e);
         }
     }
@@ -379,6 +400,8 @@ async fn simulate(sc: Scenario) -> Raw {
         ..ClusterConfig::default()
     });
     let obs = cluster.observer().clone();
+    let member_ids = cluster.ids().to_vec();
+    let election_ms = ClusterConfig::default().election_ms;
     let cluster = Arc::new(Mutex::new(cluster));
     let recorder: SharedRecorder = Arc::new(Mutex::new(Recorder::new()));
     let until = epoch + Duration::from_millis(sc.duration_ms);
@@ -465,6 +488,9 @@ async fn simulate(sc: Scenario) -> Raw {
         conf_changes: obs.conf_changes(),
         counts: obs.counts(),
         compactions: compactions.load(Ordering::Relaxed),
+        leader_timelines: obs.leader_timelines(),
+        member_ids,
+        election_ms,
     }
 }
 

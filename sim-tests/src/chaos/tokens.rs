@@ -130,7 +130,7 @@ where
     .await
 }
 
-fn leader_index(c: &Cluster) -> Result<usize, String> {
+pub(super) fn leader_index(c: &Cluster) -> Result<usize, String> {
     let leader = c.observer().latest_leader();
     c.ids()
         .iter()

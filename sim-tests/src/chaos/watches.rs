@@ -48,6 +48,12 @@ pub struct WatchSession {
     pub covered_to: u64,
     /// The compact revision, if the watch was canceled.
     pub canceled: Option<i64>,
+    /// Opened with require-leader.
+    pub require_leader: bool,
+    /// When the member sent each response received (global ns).
+    pub sent_ns: Vec<u64>,
+    /// The status the member ended the stream with, if it did.
+    pub ended: Option<String>,
 }
 
 /// A watcher's watch of one range: its first session and every resumption, each
@@ -140,9 +146,24 @@ pub(crate) async fn watcher_loop(plan: WatchPlan) {
         while Instant::now() < chain_end {
             tag += 1;
             let member = thread_rng().gen_range(0..plan.members);
-            let hold = Duration::from_millis(thread_rng().gen_range(1000..6000));
+            // Half the sessions require a leader (as etcdctl's and Kubernetes' watches
+            // do), held long enough to outlast a member's loss of its leader.
+            let require_leader = thread_rng().gen_bool(0.5);
+            let hold = if require_leader {
+                3000..10_000
+            } else {
+                1000..6000
+            };
+            let hold = Duration::from_millis(thread_rng().gen_range(hold));
             let deadline = (Instant::now() + hold).min(chain_end);
-            let session = watch_session(&ep, &chain, member, tag, next_start, deadline).await;
+            let opts = SessionOpts {
+                member,
+                tag,
+                start: next_start,
+                deadline,
+                require_leader,
+            };
+            let session = watch_session(&ep, &chain, opts).await;
             match session {
                 Some(s) => {
                     next_start = s.covered_to as i64 + 1;
@@ -161,16 +182,29 @@ pub(crate) async fn watcher_loop(plan: WatchPlan) {
     }
 }
 
-/// Opens a watch on `member` from `start` and follows it until `deadline`, until it is
-/// canceled or until it goes silent; None if it was never created.
-async fn watch_session(
-    ep: &Endpoint,
-    chain: &WatchChain,
+/// One session's parameters.
+struct SessionOpts {
+    /// The member (index).
     member: usize,
+    /// The watch request's ID.
     tag: u64,
+    /// The start revision to ask for.
     start: i64,
+    /// When to give the session up.
     deadline: Instant,
-) -> Option<WatchSession> {
+    require_leader: bool,
+}
+
+/// Opens a watch on `member` from `start` and follows it until `deadline`, until it is
+/// canceled or ended or until it goes silent; None if it was never created.
+async fn watch_session(ep: &Endpoint, chain: &WatchChain, o: SessionOpts) -> Option<WatchSession> {
+    let SessionOpts {
+        member,
+        tag,
+        start,
+        deadline,
+        require_leader,
+    } = o;
     let to = member_addr(member);
     let op = ClientOp::Watch {
         key: chain.key.clone(),
@@ -184,7 +218,7 @@ async fn watch_session(
         Box::new(Request {
             id: tag,
             op,
-            require_leader: false,
+            require_leader,
             token: None,
         }),
     )
@@ -210,7 +244,9 @@ async fn watch_session(
         };
         let seq = match *reply {
             ClientReply::WatchCreated { .. } => 0,
-            ClientReply::Watch { seq, .. } => seq,
+            ClientReply::Watch { seq, .. } | ClientReply::StreamEnded { seq, .. } => seq,
+            // Refused at once (require-leader on a member without a leader).
+            ClientReply::Refused(_) if session.is_none() => return None,
             _ => continue,
         };
         waiting.insert(seq, *reply);
@@ -230,9 +266,17 @@ async fn watch_session(
                         events: Vec::new(),
                         covered_to: first - 1,
                         canceled: None,
+                        require_leader,
+                        sent_ns: Vec::new(),
+                        ended: None,
                     });
                 }
-                (ClientReply::Watch { resp, .. }, Some(s)) => {
+                (ClientReply::StreamEnded { reason, .. }, Some(s)) => {
+                    s.ended = Some(reason);
+                    return session;
+                }
+                (ClientReply::Watch { resp, sent_ns, .. }, Some(s)) => {
+                    s.sent_ns.push(sent_ns);
                     if resp.canceled {
                         s.canceled = Some(resp.compact_revision);
                         return session;
@@ -262,6 +306,49 @@ async fn watch_session(
         )
         .await;
     session
+}
+
+/// Checks that streams opened with require-leader end once their member has long had no
+/// leader: no response may be sent on one after its member has gone `bound_ns` without a
+/// leader (`timelines`: per member ID, when it learned or lost one; `member_id`: the ID
+/// of the member at an index). And a stream ends only with "etcdserver: no leader".
+pub fn check_leaderless_streams(
+    chains: &[WatchChain],
+    timelines: &BTreeMap<u64, Vec<(u64, bool)>>,
+    member_id: impl Fn(usize) -> u64,
+    bound_ns: u64,
+) -> Result<(), String> {
+    for c in chains {
+        for s in c.sessions.iter().filter(|s| s.require_leader) {
+            if let Some(reason) = s.ended.as_ref().filter(|r| *r != "etcdserver: no leader") {
+                return Err(format!(
+                    "watcher {}: a require-leader stream on member {} ended with {reason:?}",
+                    c.watcher, s.member
+                ));
+            }
+            let id = member_id(s.member);
+            let Some(timeline) = timelines.get(&id) else {
+                continue;
+            };
+            for &sent in &s.sent_ns {
+                // The member's last change of mind before it sent this.
+                let last = timeline.iter().rev().find(|(at, _)| *at <= sent);
+                if let Some(&(lost, false)) = last {
+                    if sent - lost > bound_ns {
+                        return Err(format!(
+                            "watcher {}: member {id:x} sent a response on a require-leader \
+                             watch stream {} ms after it lost its leader; such streams must \
+                             end within {} ms",
+                            c.watcher,
+                            (sent - lost) / 1_000_000,
+                            bound_ns / 1_000_000
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn describe(e: &Event) -> String {
@@ -442,7 +529,47 @@ mod tests {
             events,
             covered_to,
             canceled: None,
+            require_leader: false,
+            sent_ns: Vec::new(),
+            ended: None,
         }
+    }
+
+    /// A require-leader session on member index 0 (ID 1) with responses sent at these
+    /// milliseconds.
+    fn leader_session(sent_ms: &[u64], ended: Option<&str>) -> WatchChain {
+        let mut s = session(1, 1, Vec::new());
+        s.require_leader = true;
+        s.sent_ns = sent_ms.iter().map(|ms| ms * 1_000_000).collect();
+        s.ended = ended.map(str::to_string);
+        chain(vec![s])
+    }
+
+    /// Member 1 knew a leader until 1 s, then none.
+    fn lost_at_1s() -> BTreeMap<u64, Vec<(u64, bool)>> {
+        BTreeMap::from([(
+            1,
+            vec![(0, false), (10_000_000, true), (1_000_000_000, false)],
+        )])
+    }
+
+    #[test]
+    fn a_require_leader_stream_served_past_the_bound_is_caught() {
+        let check = |c: WatchChain| {
+            check_leaderless_streams(&[c], &lost_at_1s(), |i| i as u64 + 1, 3_050_000_000)
+        };
+        let ended = Some("etcdserver: no leader");
+        assert_eq!(check(leader_session(&[500, 1_500, 3_900], ended)), Ok(()));
+        let e = check(leader_session(&[500, 4_100], None)).unwrap_err();
+        assert!(e.contains("3100 ms after it lost its leader"), "{e}");
+        let mut plain = leader_session(&[4_100], None);
+        plain.sessions[0].require_leader = false;
+        assert_eq!(check(plain), Ok(()), "only require-leader streams end");
+        let e = check(leader_session(
+            &[500],
+            Some("etcdserver: request timed out"),
+        ));
+        assert!(e.unwrap_err().contains("ended with"));
     }
 
     fn chain(sessions: Vec<WatchSession>) -> WatchChain {

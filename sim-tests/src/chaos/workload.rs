@@ -62,6 +62,45 @@ impl Caller {
         self.call_as(member, op, None).await
     }
 
+    /// Sends `op` to `member` without waiting: the ID its answers (a stream's too) carry.
+    pub(crate) async fn send(
+        &mut self,
+        member: usize,
+        op: ClientOp,
+        require_leader: bool,
+    ) -> Option<u64> {
+        let req = |id| Request {
+            id,
+            op,
+            require_leader,
+            token: None,
+        };
+        self.send_request(member, req).await
+    }
+
+    async fn send_request(
+        &mut self,
+        member: usize,
+        req: impl FnOnce(u64) -> Request,
+    ) -> Option<u64> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let to = member_addr(member);
+        self.ep
+            .send_to_raw(to, CLIENT_TAG, Box::new(req(id)))
+            .await
+            .ok()?;
+        Some(id)
+    }
+
+    /// The next answer under `id`, waiting at most `limit`.
+    pub(crate) async fn recv(&mut self, id: u64, limit: Duration) -> Option<ClientReply> {
+        match madsim::time::timeout(limit, self.ep.recv_from_raw(id)).await {
+            Ok(Ok((payload, _))) => payload.downcast::<ClientReply>().ok().map(|r| *r),
+            _ => None,
+        }
+    }
+
     /// [`Caller::call`] with a simple auth token.
     pub(crate) async fn call_as(
         &mut self,
@@ -69,25 +108,14 @@ impl Caller {
         op: ClientOp,
         token: Option<String>,
     ) -> Option<ClientReply> {
-        self.next_id += 1;
-        let id = self.next_id;
-        self.ep
-            .send_to_raw(
-                member_addr(member),
-                CLIENT_TAG,
-                Box::new(Request {
-                    id,
-                    op,
-                    require_leader: false,
-                    token,
-                }),
-            )
-            .await
-            .ok()?;
-        match madsim::time::timeout(REQUEST_TIMEOUT, self.ep.recv_from_raw(id)).await {
-            Ok(Ok((payload, _))) => payload.downcast::<ClientReply>().ok().map(|r| *r),
-            _ => None,
-        }
+        let req = |id| Request {
+            id,
+            op,
+            require_leader: false,
+            token,
+        };
+        let id = self.send_request(member, req).await?;
+        self.recv(id, REQUEST_TIMEOUT).await
     }
 }
 
@@ -229,6 +257,7 @@ pub(crate) async fn call(
             | ClientReply::Compact { .. }
             | ClientReply::WatchCreated { .. }
             | ClientReply::Watch { .. }
+            | ClientReply::StreamEnded { .. }
             | ClientReply::Token(_)
             | ClientReply::AuthChanged,
         ) => {

@@ -163,6 +163,9 @@ pub enum Note {
     ProposalFailed,
     /// This member was removed from the cluster.
     Removed,
+    /// Streams opened with require-leader must end now with "etcdserver: no leader"
+    /// ([`super::NO_LEADER_PERIODS`] election timeouts in a row without a leader).
+    EndLeaderlessStreams,
 }
 
 /// What the auth token keeper must do (every member keeps simple tokens in step with

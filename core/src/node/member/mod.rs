@@ -6,9 +6,9 @@
 //!
 //! The driver's loop:
 //! - hand in inputs, each with the current time: [`Member::step`] (a peer message),
-//!   [`Member::request`] (a client's call), [`Member::tick`] (when [`Output::wake_at`]
-//!   is due), [`Member::persisted`] (a persist batch is durable),
-//!   [`Member::snapshot_saved`] (a snapshot file is durable);
+//!   [`Member::request`] (a client's call), [`Member::forget`] (a caller went away),
+//!   [`Member::tick`] (when [`Output::wake_at`] is due), [`Member::persisted`] (a
+//!   persist batch is durable), [`Member::snapshot_saved`] (a snapshot file is durable);
 //! - then call [`Member::advance`] until it reports [`Output::idle`], executing each
 //!   [`Output`]: send its messages, write (and sync when told) its persist batch and
 //!   call `persisted`, write its snapshot off the loop, deliver its replies, and obey
@@ -17,11 +17,13 @@
 //! What stays in a driver is I/O: sockets, files, timers, and a token → reply-channel
 //! table. Everything that decides — waiting for a leader, ReadIndex batching, serving
 //! reads once applied, membership checks, publishing this member, request numbers and
-//! lease IDs, lease expiry, auto compaction, snapshot cadence — is here.
+//! lease IDs, lease expiry, auto compaction, snapshot cadence, when require-leader
+//! streams end ([`Note::EndLeaderlessStreams`]) — is here.
 
 mod apply;
 mod error;
 mod interface;
+mod leader_monitor;
 mod reconfig;
 #[cfg(test)]
 mod tests;
@@ -43,6 +45,8 @@ pub use interface::{
     AppliedRecord, AuthNote, Call, Header, MemberConfig, Note, Output, Request, Response, Status,
     Token,
 };
+use leader_monitor::LeaderMonitor;
+pub use leader_monitor::NO_LEADER_PERIODS;
 pub use reconfig::MemberChange;
 use waiting::{Leaderless, WaitingProposal};
 pub use waiting::{MAX_WAITING, MAX_WAITING_BYTES};
@@ -95,6 +99,7 @@ pub struct Member {
     compactor: Compactor,
     status: Status,
     housekeeping_at: Time,
+    leader_monitor: LeaderMonitor,
     /// When raft wants its next tick.
     raft_wake: Option<Time>,
     applied_since_snapshot: u64,
@@ -117,6 +122,8 @@ pub enum MemberBug {
     /// WAL segments are released behind every applied entry, whether or not a durable
     /// snapshot covers them.
     ReleaseWalAhead,
+    /// Required-leader streams are never ended, however long the member has no leader.
+    StreamsOutliveLeader,
 }
 
 impl Member {
@@ -143,6 +150,7 @@ impl Member {
             compactor: Compactor::new(cfg.auto_compaction),
             status: Status::default(),
             housekeeping_at: now.plus(cfg.housekeeping_ms),
+            leader_monitor: LeaderMonitor::new(cfg.election_ms, now),
             raft_wake: None,
             applied_since_snapshot: 0,
             snapshot_writing: false,
@@ -228,7 +236,7 @@ impl Member {
         }
     }
 
-    /// Timers: raft's, and housekeeping when due.
+    /// Timers: raft's, and housekeeping when due (the leader monitor's at every advance).
     pub fn tick(&mut self, now: Time) {
         self.raft.tick(now);
         if now >= self.housekeeping_at {
@@ -344,6 +352,7 @@ impl Member {
     /// Runs what is ready and returns what the driver must do; call again until
     /// [`Output::idle`].
     pub fn advance(&mut self, now: Time) -> Output {
+        self.monitor_leader(now);
         self.flush_reads(now);
         self.resume_leaderless(now);
         let mut persisting = false;
@@ -379,9 +388,23 @@ impl Member {
         out
     }
 
+    /// Ends required-leader streams when the leader has been gone too long. Checked
+    /// first thing in a round, so nothing more is sent on them after a long pause.
+    fn monitor_leader(&mut self, now: Time) {
+        if self.leader_monitor.check(now) {
+            #[cfg(feature = "planted-bugs")]
+            if self.planted(MemberBug::StreamsOutliveLeader) {
+                return;
+            }
+            self.out.notes.push(Note::EndLeaderlessStreams);
+        }
+    }
+
     fn wake_at(&self, now: Time) -> Time {
         let raft = self.raft_wake.unwrap_or(now.plus(self.cfg.housekeeping_ms));
-        let mut at = raft.min(self.housekeeping_at);
+        let mut at = raft
+            .min(self.housekeeping_at)
+            .min(self.leader_monitor.due());
         if self.removed_at.is_some() {
             at = at.min(now.plus(100));
         }
@@ -574,6 +597,7 @@ impl Member {
                 Note::NoLeader { term }
             });
         }
+        self.leader_monitor.observe(now, leader != 0);
         self.status.leader = leader;
         self.status.term = term;
         self.status.is_leader = is_leader;
