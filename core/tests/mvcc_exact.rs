@@ -2,8 +2,8 @@
 
 use bytes::Bytes;
 use keel_core::mvcc::{
-    Compare, CompareResult, CompareTarget, DeleteRangeRequest, KvStore, MvccError, PutRequest,
-    RangeRequest, RequestOp, ResponseOp, TxnRequest,
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, KvStore, LeaseId, MvccError,
+    PutRequest, RangeRequest, RequestOp, ResponseOp, TxnRequest,
 };
 
 fn b(s: &str) -> Bytes {
@@ -337,7 +337,7 @@ fn state_snapshots_round_trip_and_reject_corruption() {
     let mut st = KvState::new(u64::MAX, 1);
     st.store.grant_lease(5);
     st.lessor
-        .grant(5, 10, keel_core::raft::Time(0))
+        .grant(LeaseId(5), 10, keel_core::raft::Time(0))
         .expect("grant");
     st.put(&PutRequest {
         key: b("a"),
@@ -353,7 +353,7 @@ fn state_snapshots_round_trip_and_reject_corruption() {
     assert_eq!(back.applied, 77);
     assert_eq!(back.store.hash_kv(0), st.store.hash_kv(0));
     assert_eq!(back.store.lease_keys(5), vec![b("a")]);
-    assert_eq!(back.lessor.ids(), vec![5]);
+    assert_eq!(back.lessor.ids(), vec![LeaseId(5)]);
     for i in 0..snap.len() {
         let mut bad = snap.clone();
         bad[i] ^= 0x10;
@@ -430,11 +430,11 @@ fn hash_covers_the_whole_backend_but_the_consistent_index() {
 
     let before = x.hash();
     x.lessor
-        .grant(7, 10, keel_core::raft::Time(0))
+        .grant(LeaseId(7), 10, keel_core::raft::Time(0))
         .expect("grant");
     assert_ne!(x.hash(), before, "leases are hashed");
     y.lessor
-        .grant(7, 10, keel_core::raft::Time(0))
+        .grant(LeaseId(7), 10, keel_core::raft::Time(0))
         .expect("grant");
     assert_eq!(x.hash(), y.hash());
 

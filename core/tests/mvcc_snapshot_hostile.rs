@@ -6,13 +6,13 @@
 mod counting_alloc;
 
 use bytes::Bytes;
-use keel_core::mvcc::{KvState, PutRequest, RangeRequest};
+use keel_core::mvcc::{KvState, LeaseId, PutRequest, RangeRequest};
 use keel_core::raft::Time;
 use proptest::prelude::*;
 
 fn sample() -> Vec<u8> {
     let mut st = KvState::new(u64::MAX, 1);
-    st.lessor.grant(9, 30, Time(0)).expect("grant");
+    st.lessor.grant(LeaseId(9), 30, Time(0)).expect("grant");
     st.store.grant_lease(9);
     for i in 0..12u8 {
         st.put(&PutRequest {

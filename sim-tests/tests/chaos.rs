@@ -245,19 +245,22 @@ fn planted_bug_lease_read_past_its_bound_is_caught() {
 /// (the planted bug), so the scenario does reach a lagging member.
 #[test]
 fn simple_tokens_work_on_a_lagging_member() {
+    targeted(token_on_a_lagging_member, Bug::TokenWithoutWait);
+}
+
+/// A targeted scenario: it must pass on every seed, and fail on some with `bug` planted
+/// (so it does reach what the bug breaks).
+fn targeted(scenario: fn(u64, Option<Bug>) -> Result<(), String>, bug: Bug) {
     for seed in 1..=BUG_SEEDS {
-        if let Err(e) = token_on_a_lagging_member(seed, None) {
+        if let Err(e) = scenario(seed, None) {
             panic!("seed {seed}: {e}");
         }
     }
     let caught = (1..=BUG_SEEDS)
-        .filter(|seed| token_on_a_lagging_member(*seed, Some(Bug::TokenWithoutWait)).is_err())
+        .filter(|seed| scenario(*seed, Some(bug)).is_err())
         .count();
-    println!("TokenWithoutWait: caught by {caught} of {BUG_SEEDS} seeds");
-    assert!(
-        caught > 0,
-        "TokenWithoutWait went unnoticed in {BUG_SEEDS} seeds"
-    );
+    println!("{bug:?}: caught by {caught} of {BUG_SEEDS} seeds");
+    assert!(caught > 0, "{bug:?} went unnoticed in {BUG_SEEDS} seeds");
 }
 
 #[test]
@@ -276,19 +279,9 @@ fn planted_bug_release_wal_ahead_is_caught() {
 /// every require-leader stream, but reach a long enough loss on few seeds.)
 #[test]
 fn require_leader_watches_end_on_a_cut_off_member() {
-    for seed in 1..=BUG_SEEDS {
-        if let Err(e) = require_leader_watch_on_a_cut_off_member(seed, None) {
-            panic!("seed {seed}: {e}");
-        }
-    }
-    let bug = Some(Bug::StreamsOutliveLeader);
-    let caught = (1..=BUG_SEEDS)
-        .filter(|seed| require_leader_watch_on_a_cut_off_member(*seed, bug).is_err())
-        .count();
-    println!("StreamsOutliveLeader: caught by {caught} of {BUG_SEEDS} seeds");
-    assert!(
-        caught > 0,
-        "StreamsOutliveLeader went unnoticed in {BUG_SEEDS} seeds"
+    targeted(
+        require_leader_watch_on_a_cut_off_member,
+        Bug::StreamsOutliveLeader,
     );
 }
 

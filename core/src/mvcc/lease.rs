@@ -10,6 +10,19 @@ use std::collections::BTreeMap;
 
 use crate::raft::Time;
 
+/// A lease's ID (etcd's `LeaseID`, an int64 on the wire). A type of its own in the
+/// lessor's and the member's interfaces, where it sits beside TTLs and revisions that
+/// are i64s too: a TTL passed as an ID must not compile.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
+pub struct LeaseId(pub i64);
+
+impl std::fmt::Display for LeaseId {
+    /// As etcdctl prints it: 16 hex digits.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
 /// etcd's largest lease TTL, in seconds.
 pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
 
@@ -44,7 +57,7 @@ struct Lease {
 /// The lease table of one member.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Lessor {
-    leases: BTreeMap<i64, Lease>,
+    leases: BTreeMap<LeaseId, Lease>,
     primary: bool,
     min_ttl: i64,
 }
@@ -61,8 +74,8 @@ impl Lessor {
     }
 
     /// Applies a committed grant. Returns the TTL actually granted.
-    pub fn grant(&mut self, id: i64, ttl: i64, now: Time) -> Result<i64, LeaseError> {
-        if id == 0 {
+    pub fn grant(&mut self, id: LeaseId, ttl: i64, now: Time) -> Result<i64, LeaseError> {
+        if id.0 == 0 {
             return Err(LeaseError::ZeroId);
         }
         if ttl > MAX_LEASE_TTL {
@@ -78,7 +91,7 @@ impl Lessor {
     }
 
     /// Applies a committed revoke (the keys are deleted by the keyspace).
-    pub fn revoke(&mut self, id: i64) -> Result<(), LeaseError> {
+    pub fn revoke(&mut self, id: LeaseId) -> Result<(), LeaseError> {
         self.leases
             .remove(&id)
             .map(|_| ())
@@ -90,7 +103,7 @@ impl Lessor {
     /// client told "another TTL" would lose its keys moments later (found by the
     /// simulator). etcd answers "lease not found" once the revocation is through; this
     /// answers it at once.
-    pub fn renew(&mut self, id: i64, now: Time) -> Result<i64, LeaseError> {
+    pub fn renew(&mut self, id: LeaseId, now: Time) -> Result<i64, LeaseError> {
         if !self.primary {
             return Err(LeaseError::NotPrimary);
         }
@@ -103,7 +116,7 @@ impl Lessor {
     }
 
     /// (granted TTL, remaining seconds rounded up) of a lease.
-    pub fn time_to_live(&self, id: i64, now: Time) -> Result<(i64, i64), LeaseError> {
+    pub fn time_to_live(&self, id: LeaseId, now: Time) -> Result<(i64, i64), LeaseError> {
         let l = self.leases.get(&id).ok_or(LeaseError::NotFound)?;
         let remaining = match l.expiry {
             Some(e) => (e.since(now) as i64 + 999) / 1000,
@@ -113,7 +126,7 @@ impl Lessor {
     }
 
     /// Every lease ID, ascending.
-    pub fn ids(&self) -> Vec<i64> {
+    pub fn ids(&self) -> Vec<LeaseId> {
         self.leases.keys().copied().collect()
     }
 
@@ -128,14 +141,14 @@ impl Lessor {
     }
 
     /// Whether a lease exists.
-    pub fn contains(&self, id: i64) -> bool {
+    pub fn contains(&self, id: LeaseId) -> bool {
         self.leases.contains_key(&id)
     }
 
     /// Leases whose time is up (leader only), soonest first, at most `max`: the server
     /// proposes their revocation.
-    pub fn expired(&self, now: Time, max: usize) -> Vec<i64> {
-        let mut due: Vec<(Time, i64)> = self
+    pub fn expired(&self, now: Time, max: usize) -> Vec<LeaseId> {
+        let mut due: Vec<(Time, LeaseId)> = self
             .leases
             .iter()
             .filter_map(|(id, l)| l.expiry.filter(|e| *e <= now).map(|e| (e, *id)))
@@ -161,12 +174,12 @@ impl Lessor {
     }
 
     /// (ID, granted TTL) of every lease (for snapshots).
-    pub fn export(&self) -> Vec<(i64, i64)> {
+    pub fn export(&self) -> Vec<(LeaseId, i64)> {
         self.leases.iter().map(|(id, l)| (*id, l.ttl)).collect()
     }
 
     /// Restores leases from a snapshot (not primary: expiry starts at promotion).
-    pub fn import(&mut self, leases: &[(i64, i64)]) {
+    pub fn import(&mut self, leases: &[(LeaseId, i64)]) {
         self.primary = false;
         self.leases = leases
             .iter()
@@ -195,38 +208,42 @@ mod tests {
     #[test]
     fn only_the_primary_expires_and_promotion_extends() {
         let mut l = Lessor::new(2);
-        assert_eq!(l.grant(7, 1, Time(0)), Ok(2), "raised to the minimum TTL");
-        assert_eq!(l.grant(7, 5, Time(0)), Err(LeaseError::Exists));
-        assert_eq!(l.grant(0, 5, Time(0)), Err(LeaseError::ZeroId));
         assert_eq!(
-            l.grant(8, MAX_LEASE_TTL + 1, Time(0)),
+            l.grant(LeaseId(7), 1, Time(0)),
+            Ok(2),
+            "raised to the minimum TTL"
+        );
+        assert_eq!(l.grant(LeaseId(7), 5, Time(0)), Err(LeaseError::Exists));
+        assert_eq!(l.grant(LeaseId(0), 5, Time(0)), Err(LeaseError::ZeroId));
+        assert_eq!(
+            l.grant(LeaseId(8), MAX_LEASE_TTL + 1, Time(0)),
             Err(LeaseError::TtlTooLarge)
         );
         assert!(
             l.expired(Time(1_000_000), 10).is_empty(),
             "a follower never expires"
         );
-        assert_eq!(l.renew(7, Time(0)), Err(LeaseError::NotPrimary));
+        assert_eq!(l.renew(LeaseId(7), Time(0)), Err(LeaseError::NotPrimary));
         l.promote(Time(10_000), 1_000);
-        assert_eq!(l.time_to_live(7, Time(10_000)), Ok((2, 3)));
+        assert_eq!(l.time_to_live(LeaseId(7), Time(10_000)), Ok((2, 3)));
         assert!(
             l.expired(Time(12_999), 10).is_empty(),
             "extended by the election timeout"
         );
-        assert_eq!(l.renew(7, Time(12_999)), Ok(2));
+        assert_eq!(l.renew(LeaseId(7), Time(12_999)), Ok(2));
         assert!(l.expired(Time(14_998), 10).is_empty());
-        assert_eq!(l.time_to_live(7, Time(14_001)), Ok((2, 1)));
-        assert_eq!(l.expired(Time(14_999), 10), vec![7]);
+        assert_eq!(l.time_to_live(LeaseId(7), Time(14_001)), Ok((2, 1)));
+        assert_eq!(l.expired(Time(14_999), 10), vec![LeaseId(7)]);
         assert_eq!(
-            l.renew(7, Time(15_000)),
+            l.renew(LeaseId(7), Time(15_000)),
             Err(LeaseError::NotFound),
             "an expired lease (its revocation may be in the log) is not renewed"
         );
         l.demote();
         assert!(l.expired(Time(99_000), 10).is_empty());
-        assert_eq!(l.revoke(7), Ok(()));
+        assert_eq!(l.revoke(LeaseId(7)), Ok(()));
         assert_eq!(
-            l.revoke(7).map_err(|e| e.to_string()),
+            l.revoke(LeaseId(7)).map_err(|e| e.to_string()),
             Err("etcdserver: requested lease not found".into())
         );
     }

@@ -24,7 +24,7 @@ mod types;
 mod value_slab;
 mod watch;
 
-pub use lease::{LeaseError, Lessor, MAX_LEASE_TTL};
+pub use lease::{LeaseError, LeaseId, Lessor, MAX_LEASE_TTL};
 pub use state::{KvState, StateDecodeError};
 pub use store::{KvStore, DEFAULT_MAX_TXN_OPS};
 pub use types::{

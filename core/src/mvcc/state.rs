@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use super::key_index::{Generation, KeyIndex, Version};
-use super::lease::Lessor;
+use super::lease::{LeaseId, Lessor};
 use super::store::KvStore;
 use super::types::{
     MvccError, PutRequest, PutResponse, RequestOp, Revision, TxnRequest, TxnResponse,
@@ -150,7 +150,7 @@ impl KvState {
         let leases = self.lessor.export();
         put_u64(w, leases.len() as u64);
         for (id, ttl) in leases {
-            put_i64(w, id);
+            put_i64(w, id.0);
             put_i64(w, ttl);
         }
     }
@@ -222,7 +222,7 @@ impl KvState {
         let nleases = r.count(16)?;
         let mut leases = Vec::with_capacity(nleases);
         for _ in 0..nleases {
-            leases.push((r.i64()?, r.i64()?));
+            leases.push((LeaseId(r.i64()?), r.i64()?));
         }
         if r.at != body.len() {
             return Err(StateDecodeError::Malformed(r.at));

@@ -8,6 +8,7 @@ use bytes::Bytes;
 
 use super::key_index::{KeyIndex, Visible};
 use super::keytree::{Key, KeyTree};
+use super::lease::LeaseId;
 use super::types::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, Event,
     EventKind, KeyValue, MvccError, PutRequest, PutResponse, RangeRequest, RangeResponse,
@@ -162,13 +163,13 @@ impl KvStore {
         keys: Vec<(Bytes, KeyIndex)>,
         current: i64,
         compacted: i64,
-        leases: &[(i64, i64)],
+        leases: &[(LeaseId, i64)],
     ) -> KvStore {
         let mut s = KvStore::new();
         s.current = current;
         s.compacted = compacted;
         for (id, _) in leases {
-            s.leases.entry(*id).or_default();
+            s.leases.entry(id.0).or_default();
         }
         for (k, ki) in keys {
             s.size += ki.bytes(k.len());

@@ -18,8 +18,8 @@ use crate::auth::{
     AuthCommand, AuthDecodeError, AuthError, AuthInfo, AuthOutcome, AuthStore, PermKind,
 };
 use crate::mvcc::{
-    DeleteRangeResponse, KvState, LeaseError, MvccError, PutRequest, PutResponse, RangeRequest,
-    RequestOp, StateDecodeError, TxnRequest, TxnResponse,
+    DeleteRangeResponse, KvState, LeaseError, LeaseId, MvccError, PutRequest, PutResponse,
+    RangeRequest, RequestOp, StateDecodeError, TxnRequest, TxnResponse,
 };
 use crate::raft::{ConfChange, Entry, EntryPayload, Time};
 
@@ -385,14 +385,14 @@ impl StateMachine {
             Command::Txn(t) => Outcome::Txn(self.kv.txn(&t)),
             Command::Compact { revision, .. } => Outcome::Compact(self.kv.store.compact(revision)),
             Command::LeaseGrant { id, ttl } => {
-                let r = self.kv.lessor.grant(id, ttl, now);
+                let r = self.kv.lessor.grant(LeaseId(id), ttl, now);
                 if r.is_ok() {
                     self.kv.store.grant_lease(id);
                 }
                 Outcome::LeaseGrant(r.map(|ttl| (id, ttl)))
             }
             Command::LeaseRevoke { id } => {
-                let r = self.kv.lessor.revoke(id);
+                let r = self.kv.lessor.revoke(LeaseId(id));
                 if r.is_ok() {
                     // The keyspace knows the lease iff the lessor did; its error is moot.
                     let _ = self.kv.store.revoke_lease(id);
@@ -702,7 +702,7 @@ mod tests {
         sm.apply(&command_entry(1, 2, 1, grant), Time(0));
         sm.track_leadership(Some(4), Time(5_000), 1_000);
         assert_eq!(
-            sm.kv.lessor.renew(7, Time(5_000)),
+            sm.kv.lessor.renew(LeaseId(7), Time(5_000)),
             Err(LeaseError::NotPrimary),
             "entries of earlier terms may be unapplied: no renewal yet"
         );
@@ -712,7 +712,7 @@ mod tests {
         );
         sm.track_leadership(Some(4), Time(5_100), 1_000);
         assert_eq!(
-            sm.kv.lessor.renew(7, Time(5_100)),
+            sm.kv.lessor.renew(LeaseId(7), Time(5_100)),
             Err(LeaseError::NotPrimary)
         );
         let empty = Entry {
@@ -723,7 +723,7 @@ mod tests {
         sm.apply(&empty, Time(5_200));
         sm.track_leadership(Some(4), Time(5_200), 1_000);
         assert_eq!(
-            sm.kv.lessor.renew(7, Time(5_200)),
+            sm.kv.lessor.renew(LeaseId(7), Time(5_200)),
             Err(LeaseError::NotFound),
             "primary now, and the lease is gone"
         );
@@ -731,12 +731,12 @@ mod tests {
             &command_entry(4, 4, 3, Command::LeaseGrant { id: 8, ttl: 2 }),
             Time(5_300),
         );
-        assert_eq!(sm.kv.lessor.renew(8, Time(5_300)), Ok(2));
+        assert_eq!(sm.kv.lessor.renew(LeaseId(8), Time(5_300)), Ok(2));
         // Leading again in a later term (no step down seen in between): demoted until
         // that term's entry is applied.
         sm.track_leadership(Some(6), Time(6_000), 1_000);
         assert_eq!(
-            sm.kv.lessor.renew(8, Time(6_000)),
+            sm.kv.lessor.renew(LeaseId(8), Time(6_000)),
             Err(LeaseError::NotPrimary)
         );
         sm.track_leadership(None, Time(6_000), 1_000);

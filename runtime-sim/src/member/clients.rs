@@ -130,14 +130,14 @@ impl Process {
                 physical: false,
             },
             ClientOp::LeaseGrant { ttl } => Command::LeaseGrant {
-                id: self.member.new_lease_id(),
+                id: self.member.new_lease_id().0,
                 ttl,
             },
             ClientOp::LeaseKeepAlive { id } => {
                 // As runtime-tokio's keepalive: the local lessor renews if it is the
                 // leader's (a follower there forwards to the leader; here the client
                 // tries another member).
-                let reply = match self.member.renew_lease(now, id) {
+                let reply = match self.member.renew_lease(now, LeaseId(id)) {
                     Ok(ttl) => ClientReply::LeaseKeepAlive { ttl },
                     Err(LeaseError::NotFound) => ClientReply::LeaseKeepAlive { ttl: 0 },
                     Err(e) => ClientReply::Refused(e.to_string()),

@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use keel_core::auth::{AuthCommand, AuthInfo, AuthOutcome, SimpleTokens, TokenCheck};
 use keel_core::mvcc::{
-    Compare, CompareResult, CompareTarget, DeleteRangeRequest, LeaseError, PutRequest,
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, LeaseError, LeaseId, PutRequest,
     RangeRequest, RequestOp, TxnRequest, WatchRequest, WatchResponse,
 };
 #[cfg(feature = "planted-bugs")]

@@ -8,6 +8,7 @@
 use super::{server_status, Grpc};
 use std::sync::Arc;
 
+use keel_core::mvcc::LeaseId;
 use tonic::Status;
 
 use super::lease;
@@ -51,13 +52,15 @@ async fn answer(m: MemberHandle, call: Call) -> Result<Answer, Status> {
             let ((), (applied, _)) = m.kv_view(false, |_| ()).await.grpc()?;
             Ok(Answer::Changed { header, applied })
         }
-        Call::Renew(id) => match lease::renew_as_leader(&m, id).await? {
+        Call::Renew(id) => match lease::renew_as_leader(&m, LeaseId(id)).await? {
             Some((ttl, h)) => Ok(Answer::Renewed(ttl, h)),
             None => Err(not_leader()),
         },
-        Call::TimeToLive { id, keys } => match lease::time_to_live_here(&m, id, keys).await? {
-            Some(t) => Ok(Answer::TimeToLive(t)),
-            None => Err(not_leader()),
-        },
+        Call::TimeToLive { id, keys } => {
+            match lease::time_to_live_here(&m, LeaseId(id), keys).await? {
+                Some(t) => Ok(Answer::TimeToLive(t)),
+                None => Err(not_leader()),
+            }
+        }
     }
 }

@@ -5,7 +5,7 @@
 use super::authz::caller;
 use super::permitted;
 use super::{server_status, Grpc};
-use keel_core::mvcc::LeaseError;
+use keel_core::mvcc::{LeaseError, LeaseId};
 use keel_core::node::{Command, Outcome};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -32,7 +32,7 @@ impl LeaseService {
 /// The outcome of renewing a lease here: Some(ttl) (0: not found), None: not leader.
 async fn renew_local(
     m: &MemberHandle,
-    id: i64,
+    id: LeaseId,
 ) -> Result<Option<(i64, crate::member::Header)>, Status> {
     let r = m.renew_lease(id).await.grpc()?;
     match r {
@@ -51,7 +51,7 @@ const LEADER_NOT_READY_RETRIES: u32 = 100;
 /// another member leads.
 pub(super) async fn renew_as_leader(
     m: &MemberHandle,
-    id: i64,
+    id: LeaseId,
 ) -> Result<Option<(i64, Header)>, Status> {
     // A new leader's lessor is not primary until it has applied an entry of its term
     // (`StateMachine::track_leadership`); forwarding would reach this member again, so it
@@ -72,7 +72,7 @@ pub(super) async fn renew_as_leader(
 }
 
 async fn keepalive_one(m: &MemberHandle, id: i64) -> Result<pb::LeaseKeepAliveResponse, Status> {
-    let (ttl, h) = match renew_as_leader(m, id).await? {
+    let (ttl, h) = match renew_as_leader(m, LeaseId(id)).await? {
         Some(r) => r,
         None => match forward::to_leader(m, Call::Renew(id)).await? {
             Answer::Renewed(ttl, h) => (ttl, h),
@@ -89,7 +89,7 @@ async fn keepalive_one(m: &MemberHandle, id: i64) -> Result<pb::LeaseKeepAliveRe
 /// Lease `id`'s remaining time, answered here; None when only the leader knows it.
 pub(super) async fn time_to_live_here(
     m: &MemberHandle,
-    id: i64,
+    id: LeaseId,
     keys: bool,
 ) -> Result<Option<LeaseTtl>, Status> {
     let LeaseView {
@@ -125,7 +125,7 @@ impl pb::lease_server::Lease for LeaseService {
         let id = if r.id != 0 {
             r.id
         } else {
-            self.m.new_lease_id().await.grpc()?
+            self.m.new_lease_id().await.grpc()?.0
         };
         match self
             .m
@@ -203,7 +203,7 @@ impl pb::lease_server::Lease for LeaseService {
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
         let r = req.into_inner();
         let (id, keys) = (r.id, r.keys);
-        let t = match time_to_live_here(&self.m, id, keys).await? {
+        let t = match time_to_live_here(&self.m, LeaseId(id), keys).await? {
             Some(t) => t,
             None => match forward::to_leader(&self.m, Call::TimeToLive { id, keys }).await? {
                 Answer::TimeToLive(t) => t,
@@ -226,7 +226,10 @@ impl pb::lease_server::Lease for LeaseService {
         let (ids, h) = self.m.lease_ids().await.grpc()?;
         Ok(Response::new(pb::LeaseLeasesResponse {
             header: header(&self.m, h),
-            leases: ids.into_iter().map(|id| pb::LeaseStatus { id }).collect(),
+            leases: ids
+                .into_iter()
+                .map(|id| pb::LeaseStatus { id: id.0 })
+                .collect(),
         }))
     }
 }

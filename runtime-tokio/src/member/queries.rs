@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use keel_core::auth::{AuthError, AuthInfo, AuthStore};
 use keel_core::mvcc::{
-    KvStore, LeaseError, MvccError, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    KvStore, LeaseError, LeaseId, MvccError, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
     WatchRequest, WatchResponse,
 };
 use keel_core::node::MemberInfo;
@@ -187,7 +187,7 @@ impl MemberHandle {
     /// Renews lease `id` on this member's lessor: its TTL, or why not.
     pub async fn renew_lease(
         &self,
-        id: i64,
+        id: LeaseId,
     ) -> Result<(Result<i64, LeaseError>, Header), ServerError> {
         self.local(move |c: &mut MemberTask| {
             let now = c.clock.now();
@@ -197,7 +197,7 @@ impl MemberHandle {
     }
 
     /// Lease `id` as this member's lessor sees it.
-    pub async fn lease_view(&self, id: i64, keys: bool) -> Result<LeaseView, ServerError> {
+    pub async fn lease_view(&self, id: LeaseId, keys: bool) -> Result<LeaseView, ServerError> {
         self.local(move |c: &mut MemberTask| {
             let now = c.clock.now();
             let sm = &c.member.sm;
@@ -205,7 +205,7 @@ impl MemberHandle {
                 primary: sm.kv.lessor.is_primary(),
                 ttl: sm.kv.lessor.time_to_live(id, now),
                 keys: if keys {
-                    sm.kv.store.lease_keys(id)
+                    sm.kv.store.lease_keys(id.0)
                 } else {
                     Vec::new()
                 },
@@ -216,13 +216,13 @@ impl MemberHandle {
     }
 
     /// A fresh lease ID.
-    pub async fn new_lease_id(&self) -> Result<i64, ServerError> {
+    pub async fn new_lease_id(&self) -> Result<LeaseId, ServerError> {
         self.local(|c: &mut MemberTask| c.member.new_lease_id())
             .await
     }
 
     /// Every lease's ID, linearizably.
-    pub async fn lease_ids(&self) -> Result<(Vec<i64>, Header), ServerError> {
+    pub async fn lease_ids(&self) -> Result<(Vec<LeaseId>, Header), ServerError> {
         self.read(true, |c: &mut MemberTask| {
             (c.member.sm.kv.lessor.ids(), c.header())
         })

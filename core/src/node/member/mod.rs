@@ -34,7 +34,7 @@ use std::collections::{BTreeSet, HashMap};
 use bytes::Bytes;
 
 use crate::auth::AuthInfo;
-use crate::mvcc::{LeaseError, WatchHub, WatchRequest, WatchResponse};
+use crate::mvcc::{LeaseError, LeaseId, WatchHub, WatchRequest, WatchResponse};
 use crate::node::{encode_command, Command, Compactor, Proposal, StateMachine};
 use crate::raft::{
     LogIndex, Message, PersistSeq, ProposeError, RaftNode, ReadCtx, ReadError, Ready, Role, Time,
@@ -95,7 +95,7 @@ pub struct Member {
     /// When each peer was last heard from (for the strict reconfiguration checks).
     heard: HashMap<u64, Time>,
     /// Leases whose revocation this member proposed.
-    revoking: BTreeSet<i64>,
+    revoking: BTreeSet<LeaseId>,
     compactor: Compactor,
     status: Status,
     housekeeping_at: Time,
@@ -247,10 +247,10 @@ impl Member {
 
     /// A fresh lease ID (etcd generates them on the member that receives the grant),
     /// laid out as etcd's idutil generator lays them out (16 hex digits).
-    pub fn new_lease_id(&mut self) -> i64 {
+    pub fn new_lease_id(&mut self) -> LeaseId {
         self.next_lease_id = (self.next_lease_id + 1) & ((1 << 48) - 1);
         let id = ((self.cfg.id & 0xffff) << 48 | self.next_lease_id) & (i64::MAX as u64);
-        (id as i64).max(1)
+        LeaseId((id as i64).max(1))
     }
 
     /// Starts handing leadership to `target` (etcd's MoveLeader): this member must lead
@@ -274,7 +274,7 @@ impl Member {
 
     /// Renews a lease (the leader's lessor alone tracks expiry; a follower's answers
     /// "not primary"): its granted TTL.
-    pub fn renew_lease(&mut self, now: Time, id: i64) -> Result<i64, LeaseError> {
+    pub fn renew_lease(&mut self, now: Time, id: LeaseId) -> Result<i64, LeaseError> {
         self.sm.kv.lessor.renew(id, now)
     }
 
@@ -542,7 +542,7 @@ impl Member {
                 if self.revoking.insert(id) {
                     // As etcd's lessor revokes WithRoot: the member's own authority,
                     // never a client's, so auth never keeps an expired lease alive.
-                    let cmd = Command::LeaseRevoke { id };
+                    let cmd = Command::LeaseRevoke { id: id.0 };
                     self.propose(now, cmd, Some(AuthInfo::member()), None);
                 }
             }

@@ -386,8 +386,8 @@ fn lease_ids_follow_etcds_layout_and_never_repeat() {
     let a = h.m(1).new_lease_id();
     let b = h.m(1).new_lease_id();
     assert_ne!(a, b);
-    assert_eq!(a as u64 >> 48, 1, "the member ID's low 16 bits lead");
-    assert_eq!(b - a, 1);
+    assert_eq!(a.0 as u64 >> 48, 1, "the member ID's low 16 bits lead");
+    assert_eq!(b.0 - a.0, 1);
 }
 
 #[test]
