@@ -8,6 +8,7 @@
 mod error;
 mod image;
 mod perms;
+mod query;
 mod simple_tokens;
 mod store;
 
@@ -16,6 +17,7 @@ use bytes::Bytes;
 pub use error::AuthError;
 pub use image::AuthDecodeError;
 pub use perms::covers;
+pub use query::{AuthAnswer, AuthQuery};
 pub use simple_tokens::{index_of, SimpleTokens, TokenCheck, TokenKeeper, MAX_TOKENS};
 pub use store::AuthStore;
 

@@ -6,7 +6,9 @@
 //! proposing, so every member stores the same hash and apply stays cheap.
 
 use super::Grpc;
-use keel_core::auth::{AuthCommand, AuthError, AuthInfo, AuthOutcome, PermKind, Permission};
+use keel_core::auth::{
+    AuthAnswer, AuthCommand, AuthError, AuthInfo, AuthOutcome, AuthQuery, PermKind, Permission,
+};
 use keel_core::node::{Command, Outcome};
 use tonic::{Request, Response, Status};
 
@@ -14,7 +16,6 @@ use super::authz::{auth_status, caller};
 use super::{header, mismatched};
 use crate::member::{Header, MemberHandle};
 use crate::pb::{authpb, etcdserverpb as pb};
-use keel_core::auth::AuthStore;
 
 /// The Auth service.
 pub struct AuthService {
@@ -50,19 +51,15 @@ impl AuthService {
         }
     }
 
-    /// Runs `f` on the replicated auth store once it is up to date (ReadIndex), as the
+    /// Asks `q` of the replicated auth store once it is up to date (ReadIndex), as the
     /// caller of `req`.
-    async fn query<T, R, F>(&self, req: &Request<T>, f: F) -> Result<(R, Header), Status>
-    where
-        R: Send + 'static,
-        F: FnOnce(&AuthStore, Option<&AuthInfo>) -> Result<R, AuthError> + Send + 'static,
-    {
+    async fn query<T>(
+        &self,
+        req: &Request<T>,
+        q: AuthQuery,
+    ) -> Result<(AuthAnswer, Header), Status> {
         let who = caller(&self.m, req).await?;
-        let (r, h) = self
-            .m
-            .auth_view(true, move |auth| f(auth, who.as_ref()))
-            .await
-            .grpc()?;
+        let (r, h) = self.m.auth_query(true, who, q).await.grpc()?;
         Ok((r.map_err(auth_status)?, h))
     }
 
@@ -118,12 +115,12 @@ impl pb::auth_server::Auth for AuthService {
     ) -> Result<Response<pb::AuthStatusResponse>, Status> {
         // Root's only, as in etcd 3.5 (the release that added AuthStatus lists it in
         // `needAdminPermission`): with auth on, the caller needs the root role.
-        let ((enabled, auth_revision), h) = self
-            .query(&req, |a, who| {
-                a.check_admin(who)?;
-                Ok((a.enabled(), a.revision()))
-            })
-            .await?;
+        let (AuthAnswer::Status { enabled, revision }, h) =
+            self.query(&req, AuthQuery::Status).await?
+        else {
+            return Err(mismatched());
+        };
+        let auth_revision = revision;
         Ok(Response::new(pb::AuthStatusResponse {
             header: header(&self.m, h),
             enabled,
@@ -136,15 +133,15 @@ impl pb::auth_server::Auth for AuthService {
         req: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
         let r = req.into_inner();
-        let name = r.name.clone();
-        let ((enabled, hash), _) = self
-            .m
-            .auth_view(true, move |a| {
-                let hash = a.password_hash(&name).map(str::to_string);
-                (a.enabled(), hash)
-            })
-            .await
-            .grpc()?;
+        let login = AuthQuery::Login(r.name.clone());
+        let (answer, _) = self.m.auth_query(true, None, login).await.grpc()?;
+        let Ok(AuthAnswer::Login {
+            enabled,
+            password_hash: hash,
+        }) = answer
+        else {
+            return Err(mismatched());
+        };
         if !enabled {
             return Err(auth_status(AuthError::AuthNotEnabled));
         }
@@ -210,18 +207,8 @@ impl pb::auth_server::Auth for AuthService {
         req: Request<pb::AuthUserGetRequest>,
     ) -> Result<Response<pb::AuthUserGetResponse>, Status> {
         let name = req.get_ref().name.clone();
-        let (roles, h) = self
-            .query(&req, move |a, who| {
-                // Root may read any user; a user may read itself.
-                let own = who.is_some_and(|w| w.user == name);
-                if !own {
-                    a.check_admin(who)?;
-                }
-                a.user(&name)
-                    .map(|u| u.roles.clone())
-                    .ok_or(AuthError::UserNotFound)
-            })
-            .await?;
+        let (answer, h) = self.query(&req, AuthQuery::UserRoles(name)).await?;
+        let roles = names(answer)?;
         Ok(Response::new(pb::AuthUserGetResponse {
             header: header(&self.m, h),
             roles,
@@ -232,12 +219,8 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         req: Request<pb::AuthUserListRequest>,
     ) -> Result<Response<pb::AuthUserListResponse>, Status> {
-        let (users, h) = self
-            .query(&req, |a, who| {
-                a.check_admin(who)?;
-                Ok(a.user_names())
-            })
-            .await?;
+        let (answer, h) = self.query(&req, AuthQuery::UserNames).await?;
+        let users = names(answer)?;
         Ok(Response::new(pb::AuthUserListResponse {
             header: header(&self.m, h),
             users,
@@ -312,19 +295,11 @@ impl pb::auth_server::Auth for AuthService {
         req: Request<pb::AuthRoleGetRequest>,
     ) -> Result<Response<pb::AuthRoleGetResponse>, Status> {
         let name = req.get_ref().role.clone();
-        let (perm, h) = self
-            .query(&req, move |a, who| {
-                // Root may read any role; a user may read the roles granted to it.
-                let own = who
-                    .and_then(|w| a.user(&w.user))
-                    .is_some_and(|u| u.roles.contains(&name));
-                if !own {
-                    a.check_admin(who)?;
-                }
-                let role = a.role(&name).ok_or(AuthError::RoleNotFound)?;
-                Ok(role.perms.iter().map(perm_out).collect())
-            })
-            .await?;
+        let (AuthAnswer::Perms(perms), h) = self.query(&req, AuthQuery::RolePerms(name)).await?
+        else {
+            return Err(mismatched());
+        };
+        let perm = perms.iter().map(perm_out).collect();
         Ok(Response::new(pb::AuthRoleGetResponse {
             header: header(&self.m, h),
             perm,
@@ -335,12 +310,8 @@ impl pb::auth_server::Auth for AuthService {
         &self,
         req: Request<pb::AuthRoleListRequest>,
     ) -> Result<Response<pb::AuthRoleListResponse>, Status> {
-        let (roles, h) = self
-            .query(&req, |a, who| {
-                a.check_admin(who)?;
-                Ok(a.role_names())
-            })
-            .await?;
+        let (answer, h) = self.query(&req, AuthQuery::RoleNames).await?;
+        let roles = names(answer)?;
         Ok(Response::new(pb::AuthRoleListResponse {
             header: header(&self.m, h),
             roles,
@@ -392,6 +363,14 @@ impl pb::auth_server::Auth for AuthService {
         Ok(Response::new(pb::AuthRoleRevokePermissionResponse {
             header,
         }))
+    }
+}
+
+/// The names in a UserRoles, UserNames or RoleNames answer.
+fn names(answer: AuthAnswer) -> Result<Vec<String>, Status> {
+    match answer {
+        AuthAnswer::Names(names) => Ok(names),
+        _ => Err(mismatched()),
     }
 }
 

@@ -7,7 +7,7 @@
 use super::Grpc;
 use std::future::Future;
 
-use keel_core::auth::{AuthError, AuthInfo, AuthStore, PermKind};
+use keel_core::auth::{AuthError, AuthInfo, AuthQuery};
 use tonic::{Code, Request, Status};
 
 use super::recipes::prefix_end;
@@ -104,32 +104,26 @@ pub fn maintenance_denied(e: AuthError) -> Status {
     Status::unknown(format!("auth: {text}"))
 }
 
-/// Runs `f` against the member's auth store as the caller of `req`: the outer error is
-/// the request's own (a bad token, a stopped member), the inner one the refusal.
-pub async fn check<T, F>(
+/// Asks `q` of the member's auth store as the caller of `req`: the outer error is the
+/// request's own (a bad token, a stopped member), the inner one the refusal.
+pub async fn check<T>(
     m: &MemberHandle,
     req: &Request<T>,
-    f: F,
-) -> Result<Result<(), AuthError>, Status>
-where
-    F: FnOnce(&AuthStore, Option<&AuthInfo>) -> Result<(), AuthError> + Send + 'static,
-{
+    q: AuthQuery,
+) -> Result<Result<(), AuthError>, Status> {
     let who = caller(m, req).await?;
-    check_as(m, who, f).await
+    check_as(m, who, q).await
 }
 
 /// [`check`] for a caller already resolved.
-async fn check_as<F>(
+async fn check_as(
     m: &MemberHandle,
     who: Option<AuthInfo>,
-    f: F,
-) -> Result<Result<(), AuthError>, Status>
-where
-    F: FnOnce(&AuthStore, Option<&AuthInfo>) -> Result<(), AuthError> + Send + 'static,
-{
-    m.auth_view(false, move |a| f(a, who.as_ref()))
+    q: AuthQuery,
+) -> Result<Result<(), AuthError>, Status> {
+    m.auth_query(false, who, q)
         .await
-        .map(|(r, _)| r)
+        .map(|(r, _)| r.map(|_| ()))
         .grpc()
 }
 
@@ -143,12 +137,11 @@ pub async fn check_recipe<T>(
     dir: Vec<u8>,
 ) -> Result<Option<AuthInfo>, Status> {
     let who = caller(m, req).await?;
-    check_as(m, who.clone(), move |a, who| {
-        let end = prefix_end(&dir);
-        a.check(who, &dir, &end, PermKind::Read)?;
-        a.check(who, &dir, &end, PermKind::Write)
-    })
-    .await?
-    .map_err(auth_status)?;
+    let range_end = prefix_end(&dir).to_vec();
+    let q = AuthQuery::ReadWrite {
+        key: dir,
+        range_end,
+    };
+    check_as(m, who.clone(), q).await?.map_err(auth_status)?;
     Ok(who)
 }

@@ -6,6 +6,7 @@
 
 use super::authz::{auth_status, check};
 use super::{server_status, Grpc};
+use keel_core::auth::AuthQuery;
 use keel_core::discovery::{check_url, member_id};
 use tonic::{Request, Response, Status};
 
@@ -102,7 +103,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         req: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        check(&self.m, &req, |a, who| a.check_admin(who))
+        check(&self.m, &req, AuthQuery::Admin)
             .await?
             .map_err(auth_status)?;
         let r = req.into_inner();
@@ -135,7 +136,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         req: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        check(&self.m, &req, |a, who| a.check_admin(who))
+        check(&self.m, &req, AuthQuery::Admin)
             .await?
             .map_err(auth_status)?;
         let r = req.into_inner();
@@ -147,7 +148,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         req: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        check(&self.m, &req, |a, who| a.check_admin(who))
+        check(&self.m, &req, AuthQuery::Admin)
             .await?
             .map_err(auth_status)?;
         let r = req.into_inner();
@@ -172,7 +173,7 @@ impl pb::cluster_server::Cluster for ClusterService {
         &self,
         req: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        check(&self.m, &req, |a, who| a.check_admin(who))
+        check(&self.m, &req, AuthQuery::Admin)
             .await?
             .map_err(auth_status)?;
         let r = req.into_inner();

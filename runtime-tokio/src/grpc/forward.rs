@@ -49,7 +49,7 @@ async fn answer(m: MemberHandle, call: Call) -> Result<Answer, Status> {
     match call {
         Call::Change(change) => {
             let header = m.change(change).await.grpc()?;
-            let ((), (applied, _)) = m.kv_view(false, |_| ()).await.grpc()?;
+            let (applied, _) = m.raft_position().await.grpc()?;
             Ok(Answer::Changed { header, applied })
         }
         Call::Renew(id) => match lease::renew_as_leader(&m, LeaseId(id)).await? {

@@ -6,6 +6,7 @@ use super::authz::{check, maintenance_denied};
 use super::{server_status, Grpc};
 use std::time::Duration;
 
+use keel_core::auth::AuthQuery;
 use keel_core::node::{alarm, Command, Outcome};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -97,7 +98,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         req: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        check(&self.m, &req, |a, who| a.check_admin(who))
+        check(&self.m, &req, AuthQuery::Admin)
             .await?
             .map_err(maintenance_denied)?;
         // The keyspace lives in memory and frees what compaction releases at once:
@@ -109,7 +110,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         req: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
-        check(&self.m, &req, |a, who| a.check_admin(who))
+        check(&self.m, &req, AuthQuery::Admin)
             .await?
             .map_err(maintenance_denied)?;
         let (hash, h) = self.m.state_hash().await.grpc()?;
@@ -123,7 +124,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         req: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
-        check(&self.m, &req, |a, who| a.check_admin(who))
+        check(&self.m, &req, AuthQuery::Admin)
             .await?
             .map_err(maintenance_denied)?;
         let rev = req.into_inner().revision;
@@ -143,7 +144,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         req: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        check(&self.m, &req, |a, who| a.check_admin(who))
+        check(&self.m, &req, AuthQuery::Admin)
             .await?
             .map_err(maintenance_denied)?;
         let image = self.m.state_image().await.grpc()?;
@@ -181,7 +182,7 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         &self,
         req: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        check(&self.m, &req, |a, who| a.check_admin(who))
+        check(&self.m, &req, AuthQuery::Admin)
             .await?
             .map_err(maintenance_denied)?;
         let target = req.into_inner().target_id;

@@ -4,12 +4,15 @@
 //! snapshot of the keyspace (off the member task) changes this file and no handler.
 
 use bytes::Bytes;
-use keel_core::auth::{AuthError, AuthInfo, AuthStore};
+use keel_core::auth::{AuthAnswer, AuthError, AuthInfo, AuthQuery};
 use keel_core::mvcc::{
-    KvStore, LeaseError, LeaseId, MvccError, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    LeaseError, LeaseId, MvccError, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
     WatchRequest, WatchResponse,
 };
 use keel_core::node::MemberInfo;
+
+use crate::v2keys::json::Event as V2Event;
+use crate::v2keys::store::{self as v2_store, Plan as V2Plan, V2Error, Write as V2Write};
 
 use super::{Header, MemberHandle, MemberTask, ServerError, WatchSink};
 
@@ -229,35 +232,52 @@ impl MemberHandle {
         .await
     }
 
-    /// `f` over the auth store (linearizably), with the header.
-    pub async fn auth_view<R, F>(
+    /// The answer to `q` asked of the auth store on behalf of `who` (linearizably:
+    /// after a ReadIndex), with the header; the inner error is the refusal.
+    pub async fn auth_query(
         &self,
         linearizable: bool,
-        f: F,
-    ) -> Result<(R, Header), ServerError>
-    where
-        R: Send + 'static,
-        F: FnOnce(&AuthStore) -> R + Send + 'static,
-    {
+        who: Option<AuthInfo>,
+        q: AuthQuery,
+    ) -> Result<(Result<AuthAnswer, AuthError>, Header), ServerError> {
         self.read(linearizable, move |c: &mut MemberTask| {
-            (f(&c.member.sm.auth), c.header())
+            (q.answer(&c.member.sm.auth, who.as_ref()), c.header())
         })
         .await
     }
 
-    /// `f` over the keyspace (linearizably), with the applied index and term.
-    pub async fn kv_view<R, F>(
+    /// This member's applied index and term, as served now (not linearizable).
+    pub async fn raft_position(&self) -> Result<(u64, u64), ServerError> {
+        self.local(|c: &mut MemberTask| (c.member.sm.applied(), c.member.raft.term().0))
+            .await
+    }
+
+    /// The v2 keys API's GET of `path` over the keyspace (linearizably): the event, the
+    /// revision it was read at, and the applied index and term.
+    pub(crate) async fn v2_get(
         &self,
-        linearizable: bool,
-        f: F,
-    ) -> Result<(R, (u64, u64)), ServerError>
-    where
-        R: Send + 'static,
-        F: FnOnce(&KvStore) -> R + Send + 'static,
-    {
-        self.read(linearizable, move |c: &mut MemberTask| {
+        path: String,
+        recursive: bool,
+        sorted: bool,
+    ) -> Result<(Result<V2Event, V2Error>, i64, (u64, u64)), ServerError> {
+        self.read(true, move |c: &mut MemberTask| {
             let m = &c.member;
-            (f(&m.sm.kv.store), (m.sm.applied(), m.raft.term().0))
+            let kv = &m.sm.kv.store;
+            let got = v2_store::get(kv, &path, recursive, sorted);
+            (got, kv.revision(), (m.sm.applied(), m.raft.term().0))
+        })
+        .await
+    }
+
+    /// The v2 keys API's plan for writing `w` at `path`: a txn that succeeds only if
+    /// the keyspace is still as read here (linearizably).
+    pub(crate) async fn v2_plan(
+        &self,
+        path: String,
+        w: V2Write,
+    ) -> Result<Result<V2Plan, V2Error>, ServerError> {
+        self.read(true, move |c: &mut MemberTask| {
+            v2_store::plan(&c.member.sm.kv.store, &path, &w)
         })
         .await
     }

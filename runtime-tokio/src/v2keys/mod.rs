@@ -16,9 +16,9 @@
 //! member's watch hub from `waitIndex` (history included, until compacted).
 
 mod form;
-mod json;
+pub(crate) mod json;
 pub mod keys;
-mod store;
+pub(crate) mod store;
 
 use std::sync::Arc;
 
@@ -320,11 +320,9 @@ async fn parse(req: Request) -> Result<KeyRequest, V2Error> {
 
 async fn get(ctx: &Ctx, r: &KeyRequest) -> Result<Response, V2Error> {
     let (path, recursive, sorted) = (r.path.clone(), r.recursive, r.sorted);
-    let ((res, rev), raft) = ctx
+    let (res, rev, raft) = ctx
         .m
-        .kv_view(true, move |kv| {
-            (store::get(kv, &path, recursive, sorted), kv.revision())
-        })
+        .v2_get(path, recursive, sorted)
         .await
         .map_err(internal)?;
     Ok(event_response(ctx, &res?, false, rev, raft))
@@ -333,11 +331,7 @@ async fn get(ctx: &Ctx, r: &KeyRequest) -> Result<Response, V2Error> {
 async fn write(ctx: &Ctx, r: &KeyRequest, w: Write) -> Result<Response, V2Error> {
     for _ in 0..MAX_ATTEMPTS {
         let (path, w2) = (r.path.clone(), w.clone());
-        let (plan, _) = ctx
-            .m
-            .kv_view(true, move |kv| store::plan(kv, &path, &w2))
-            .await
-            .map_err(internal)?;
+        let plan = ctx.m.v2_plan(path, w2).await.map_err(internal)?;
         let plan = plan?;
         let (outcome, h) = ctx
             .m
@@ -346,11 +340,7 @@ async fn write(ctx: &Ctx, r: &KeyRequest, w: Write) -> Result<Response, V2Error>
             .map_err(internal)?;
         match outcome {
             Outcome::Txn(Ok(t)) if t.succeeded => {
-                let raft = ctx
-                    .m
-                    .kv_view(false, |_| ())
-                    .await
-                    .map_or((0, h.raft_term), |((), raft)| raft);
+                let raft = ctx.m.raft_position().await.unwrap_or((0, h.raft_term));
                 let mut ev = plan.done.event(h.revision);
                 let created = ev.is_created();
                 if r.no_value_on_success && ev.action != "delete" {
