@@ -115,12 +115,16 @@ impl pb::auth_server::Auth for AuthService {
     ) -> Result<Response<pb::AuthStatusResponse>, Status> {
         // Root's only, as in etcd 3.5 (the release that added AuthStatus lists it in
         // `needAdminPermission`): with auth on, the caller needs the root role.
-        let (AuthAnswer::Status { enabled, revision }, h) =
-            self.query(&req, AuthQuery::Status).await?
+        let (
+            AuthAnswer::Status {
+                enabled,
+                revision: auth_revision,
+            },
+            h,
+        ) = self.query(&req, AuthQuery::Status).await?
         else {
             return Err(mismatched());
         };
-        let auth_revision = revision;
         Ok(Response::new(pb::AuthStatusResponse {
             header: header(&self.m, h),
             enabled,

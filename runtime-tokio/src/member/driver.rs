@@ -162,7 +162,6 @@ pub fn start_with_dialer(
         leader_lost: leader_lost_rx,
         metrics: metrics.clone(),
         max_request_bytes: cfg.max_request_bytes,
-        election_ms: cfg.election_ms,
         watch_progress_interval: cfg.watch_progress_interval,
         tokens: tokens.clone(),
         passwords: Arc::new(Passwords::new(cfg.bcrypt_cost)),

@@ -149,8 +149,6 @@ pub struct MemberHandle {
     pub metrics: Arc<Metrics>,
     /// `--max-request-bytes`.
     pub max_request_bytes: usize,
-    /// `--election-timeout` in ms.
-    pub election_ms: u64,
     /// Period of watch progress notifications.
     pub watch_progress_interval: Duration,
     /// Auth tokens (`--auth-token`): issued by Authenticate, resolved for every request.

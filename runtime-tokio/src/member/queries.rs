@@ -248,8 +248,7 @@ impl MemberHandle {
 
     /// This member's applied index and term, as served now (not linearizable).
     pub async fn raft_position(&self) -> Result<(u64, u64), ServerError> {
-        self.local(|c: &mut MemberTask| (c.member.sm.applied(), c.member.raft.term().0))
-            .await
+        self.local(|c: &mut MemberTask| c.raft_position()).await
     }
 
     /// The v2 keys API's GET of `path` over the keyspace (linearizably): the event, the
@@ -261,10 +260,9 @@ impl MemberHandle {
         sorted: bool,
     ) -> Result<(Result<V2Event, V2Error>, i64, (u64, u64)), ServerError> {
         self.read(true, move |c: &mut MemberTask| {
-            let m = &c.member;
-            let kv = &m.sm.kv.store;
+            let kv = &c.member.sm.kv.store;
             let got = v2_store::get(kv, &path, recursive, sorted);
-            (got, kv.revision(), (m.sm.applied(), m.raft.term().0))
+            (got, kv.revision(), c.raft_position())
         })
         .await
     }
@@ -373,5 +371,12 @@ impl MemberHandle {
     pub async fn watch_progress(&self) -> Result<(Vec<WatchResponse>, Header), ServerError> {
         self.local(|c: &mut MemberTask| (c.member.watch_progress(), c.header()))
             .await
+    }
+}
+
+impl MemberTask {
+    /// This member's applied index and term.
+    fn raft_position(&self) -> (u64, u64) {
+        (self.member.sm.applied(), self.member.raft.term().0)
     }
 }

@@ -390,7 +390,7 @@ pub fn run_seed(seed: u64, scenario: &Scenario) -> Report {
 async fn simulate(sc: Scenario) -> Raw {
     let handle = Handle::current();
     let epoch = Instant::now();
-    let cluster = Cluster::start(&ClusterConfig {
+    let cfg = ClusterConfig {
         members: sc.members,
         read_mode: sc.read_mode,
         bug: sc.bug,
@@ -398,10 +398,11 @@ async fn simulate(sc: Scenario) -> Raw {
         clock_offsets_ms: nemesis::start_offsets(&sc.mix, sc.members + sc.spares),
         snapshot_every: sc.snapshot_every,
         ..ClusterConfig::default()
-    });
+    };
+    let cluster = Cluster::start(&cfg);
     let obs = cluster.observer().clone();
     let member_ids = cluster.ids().to_vec();
-    let election_ms = ClusterConfig::default().election_ms;
+    let election_ms = cfg.election_ms;
     let cluster = Arc::new(Mutex::new(cluster));
     let recorder: SharedRecorder = Arc::new(Mutex::new(Recorder::new()));
     let until = epoch + Duration::from_millis(sc.duration_ms);

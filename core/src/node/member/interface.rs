@@ -164,7 +164,7 @@ pub enum Note {
     /// This member was removed from the cluster.
     Removed,
     /// Streams opened with require-leader must end now with "etcdserver: no leader"
-    /// ([`super::NO_LEADER_PERIODS`] election timeouts in a row without a leader).
+    /// (the leader has been gone too long: see [`super::NO_LEADER_PERIODS`]).
     EndLeaderlessStreams,
 }
 
