@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod discovery;
+pub mod etcd;
 pub mod mvcc;
 pub mod node;
 pub mod raft;

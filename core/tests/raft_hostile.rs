@@ -149,12 +149,18 @@ proptest! {
             c.net.push(m);
             // A forged message must not start an endless exchange (e.g. two members
             // forwarding a request to each other forever).
-            let delivered = c.stabilize();
+            let delivered = c.stabilize_at_most(1_000);
             prop_assert!(delivered < 1_000, "message storm: {delivered} deliveries");
             if let Some(l) = c.leader() {
                 let _ = c.propose(l);
             }
-            c.advance(u64::from(ms));
+            // Time passing must not start one either (checked per step, as `advance`
+            // would deliver up to a million messages per millisecond).
+            for _ in 0..ms {
+                c.tick(1);
+                let delivered = c.stabilize_at_most(1_000);
+                prop_assert!(delivered < 1_000, "message storm: {delivered} deliveries");
+            }
         }
         for id in c.live() {
             let n = c.node(id);
@@ -162,5 +168,54 @@ proptest! {
             prop_assert!(n.committed() <= n.last_index());
             prop_assert!(n.snapshot_index() <= n.applied());
         }
+    }
+}
+
+/// Found by `hostile_peers_never_panic` (1 run in about 50): forged heartbeats of a
+/// later term made member 2 commit an entry the next leader does not have; the leader's
+/// probe of it was refused, re-sent at once unchanged, refused again, forever.
+#[test]
+fn a_refused_probe_that_cannot_back_off_is_not_resent_at_once() {
+    let opts = ClusterOptions {
+        check: false,
+        ..ClusterOptions::default()
+    };
+    let mut c = Cluster::with(3, 0, opts, |_| {});
+    let l = c.elect_any();
+    for _ in 0..5 {
+        let _ = c.propose(l);
+    }
+    c.advance(20);
+    let msg = |from, to, body| Message {
+        from: MemberId(from),
+        to: MemberId(to),
+        term: Term(3),
+        body,
+    };
+    let heartbeat = |commit| MessageBody::Heartbeat {
+        commit: LogIndex(commit),
+        round: 0,
+    };
+    let forged = [
+        (msg(1, 3, heartbeat(0)), 0),
+        (msg(3, 2, heartbeat(10)), 0),
+        (msg(2, 1, MessageBody::TimeoutNow), 1),
+    ];
+    for (m, ms) in forged {
+        c.net.push(m);
+        assert!(c.stabilize_at_most(1_000) < 1_000);
+        if let Some(l) = c.leader() {
+            let _ = c.propose(l);
+        }
+        for _ in 0..ms {
+            c.tick(1);
+            let delivered = c.stabilize_at_most(1_000);
+            assert!(delivered < 1_000, "message storm: {delivered} deliveries");
+        }
+    }
+    // Time goes on: retries are paced by heartbeats, never a storm.
+    for _ in 0..500 {
+        c.tick(1);
+        assert!(c.stabilize_at_most(1_000) < 1_000);
     }
 }

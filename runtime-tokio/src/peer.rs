@@ -122,6 +122,16 @@ impl PeerNet {
         }
     }
 
+    /// Refuses these members from now on, as removed. For removals applied before the
+    /// table was first filled (`--force-new-cluster` removes every other member at
+    /// start), which [`PeerNet::set_members`] cannot see leave; adding one back to the
+    /// table lifts it.
+    pub fn mark_removed(&self, ids: impl IntoIterator<Item = u64>) {
+        if let Ok(mut removed) = self.inner.removed.lock() {
+            removed.extend(ids.into_iter().filter(|id| *id != self.inner.id));
+        }
+    }
+
     fn is_removed(&self, id: u64) -> bool {
         self.inner.removed.lock().is_ok_and(|r| r.contains(&id))
     }

@@ -213,3 +213,77 @@ fn a_snapshot_image_whose_wal_marker_was_lost_is_resumed_and_marked() {
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(m.applied, 1003, "the entries after the image are replayed");
 }
+
+/// `--force-new-cluster` on real WAL files: the forced removes are written after every
+/// durable entry (those past the durable commit index too), and every later open finds
+/// all of them, then the removes, committed.
+#[test]
+fn forced_removes_follow_every_durable_entry_on_disk() {
+    use keel_core::raft::{
+        force_new_cluster, ConfChange, Entry, HardState, PersistBatch, PersistSeq, Term,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let open = || Storage::open(dir.path(), 7, 1, POLICY).expect("storage opens");
+    let (mut storage, rec) = open();
+    assert!(rec.state.is_none());
+    // A founder of {1, 2, 3}, then puts; 12 entries of term 2, committed through 10. The
+    // small segments make the log span several files.
+    let mut entries: Vec<Entry> = (1..=3)
+        .map(|i| Entry {
+            term: Term(1),
+            index: LogIndex(i),
+            payload: EntryPayload::ConfChange(ConfChange::AddVoter(MemberId(i))),
+        })
+        .collect();
+    entries.extend((4..=12).map(|i| Entry {
+        term: Term(2),
+        index: LogIndex(i),
+        payload: EntryPayload::Normal(Bytes::from(vec![i as u8; 600])),
+    }));
+    storage
+        .persist(&PersistBatch {
+            seq: PersistSeq(1),
+            hard_state: Some(HardState {
+                term: Term(2),
+                vote: MemberId(2),
+                commit: LogIndex(10),
+            }),
+            snapshot: Some(Snapshot::default()),
+            entries: entries.clone(),
+            must_sync: true,
+        })
+        .expect("persist");
+    drop(storage);
+
+    let (mut storage, rec) = open();
+    let state = rec.state.expect("a WAL to restart from");
+    assert_eq!(state.entries, entries);
+    let forced = force_new_cluster(state, MemberId(1)).expect("forced");
+    assert_eq!(forced.adopted, 2);
+    storage
+        .persist(forced.persist.as_ref().expect("removes to write"))
+        .expect("persist");
+    drop(storage);
+
+    for _ in 0..2 {
+        let (storage, rec) = open();
+        let state = rec.state.expect("a WAL to restart from");
+        assert_eq!(state.entries, forced.state.entries);
+        assert_eq!(state.hard_state.commit, LogIndex(14));
+        assert_eq!(&state.entries[..12], &entries[..]);
+        let payloads: Vec<&EntryPayload> = state.entries[12..].iter().map(|e| &e.payload).collect();
+        assert_eq!(
+            payloads,
+            [
+                &EntryPayload::ConfChange(ConfChange::Remove(MemberId(2))),
+                &EntryPayload::ConfChange(ConfChange::Remove(MemberId(3))),
+            ]
+        );
+        let mut node =
+            RaftNode::restart(Config::new(MemberId(1)), state, Time(0)).expect("restart");
+        // Raft hands every entry to the application, the removes last, and is alone.
+        assert_eq!(node.ready().committed.len(), 14);
+        assert_eq!(node.conf(), &ConfState::with_voters([MemberId(1)]));
+        drop(storage);
+    }
+}

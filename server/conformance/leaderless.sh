@@ -15,17 +15,6 @@ here="$(cd "$(dirname "$0")" && pwd)"
 KEEL="${1:-$here/../../target/release/keel}"
 source "$here/lib.sh"
 
-# within SECONDS CMD...: true once CMD succeeds, polled every 0.1 s for at most SECONDS.
-within() {
-    local deadline=$((SECONDS + $1))
-    shift
-    while [ $SECONDS -lt $deadline ]; do
-        if "$@"; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
-
 # bg NAME CMD...: runs CMD in the background, its output in $work/NAME.out and, once it
 # ends, its exit code in $work/NAME.rc (a finished child stays a zombie until waited
 # for, so `kill -0` cannot tell that it ended). At most 60 s: the cleanup at exit kills

@@ -22,6 +22,17 @@ fail() {
 passed=0
 ok() { passed=$((passed + 1)); echo "ok - $*"; }
 
+# within SECONDS CMD...: true once CMD succeeds, polled every 0.1 s for at most SECONDS.
+within() {
+    local deadline=$((SECONDS + $1))
+    shift
+    while [ $SECONDS -lt $deadline ]; do
+        if "$@"; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
 wait_healthy() { # endpoint [seconds]: bounded by wall time (one probe can take 2 s)
     local deadline=$((SECONDS + ${2:-15}))
     while [ $SECONDS -lt $deadline ]; do

@@ -98,6 +98,7 @@ const SPECS: &[Spec] = &[
     value("discovery-proxy", "", "HTTP proxy to use for traffic to discovery service."),
     value("discovery-srv", "", "DNS domain used to bootstrap initial cluster."),
     value("discovery-srv-name", "", "Suffix to the dns srv name queried when bootstrapping."),
+    switch("force-new-cluster", "false", "Force to create a new one member cluster."),
     switch("strict-reconfig-check", "true", "Reject reconfiguration requests that would cause quorum loss."),
     switch("pre-vote", "false", "Enable the raft Pre-Vote algorithm to prevent disruption when a node rejoins."),
     value("auto-compaction-mode", "periodic", "Interpret auto-compaction-retention as 'periodic' time or 'revision' count."),
@@ -410,6 +411,9 @@ pub struct ServerConfig {
     pub discovery_srv: Option<String>,
     /// `--discovery-srv-name`, if set.
     pub discovery_srv_name: Option<String>,
+    /// `--force-new-cluster`: restart from the data dir as a one-member cluster, every
+    /// other member removed (ignored when the data dir holds no WAL yet, as in etcd).
+    pub force_new_cluster: bool,
     /// `--strict-reconfig-check`.
     pub strict_reconfig_check: bool,
     /// `--pre-vote`.
@@ -868,6 +872,7 @@ impl Raw {
             discovery_proxy: self.optional("discovery-proxy"),
             discovery_srv,
             discovery_srv_name: self.optional("discovery-srv-name"),
+            force_new_cluster: self.bool("force-new-cluster")?,
             strict_reconfig_check: self.bool("strict-reconfig-check")?,
             pre_vote: self.bool("pre-vote")?,
             enable_v2: self.bool("enable-v2")?,

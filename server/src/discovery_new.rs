@@ -133,6 +133,7 @@ mod tests {
             data_dir: dir.join("d"),
             initial_members: vec![me],
             new_cluster: true,
+            force_new_cluster: false,
             heartbeat_ms: 50,
             election_ms: 500,
             snapshot_count: 100_000,

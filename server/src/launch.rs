@@ -240,6 +240,7 @@ async fn member_config(cfg: &ServerConfig, dialer: &PeerDialer) -> Result<Start,
         data_dir,
         initial_members: members,
         new_cluster,
+        force_new_cluster: cfg.force_new_cluster,
         enable_v2: cfg.enable_v2,
         strict_reconfig: cfg.strict_reconfig_check,
         auth_token: cfg.auth_token.clone(),
@@ -271,19 +272,30 @@ fn found(
     initial_cluster: &str,
     token: &str,
 ) -> Result<(u64, u64, Vec<MemberInfo>), String> {
-    let initial = bootstrap_members(
+    founding_members(
         initial_cluster,
         &cfg.name,
         &cfg.initial_advertise_peer_urls,
         token,
     )
-    .map_err(|e| e.to_string())?;
+}
+
+/// The members `--initial-cluster` and its token found, with IDs derived as etcd derives
+/// them: (member `name`'s ID, the cluster ID, the members). Also what a restore writes.
+pub fn founding_members(
+    initial_cluster: &str,
+    name: &str,
+    advertise_peer_urls: &[String],
+    token: &str,
+) -> Result<(u64, u64, Vec<MemberInfo>), String> {
+    let initial = bootstrap_members(initial_cluster, name, advertise_peer_urls, token)
+        .map_err(|e| e.to_string())?;
     let ids: Vec<u64> = initial.iter().map(|m| m.id).collect();
     let own = initial
         .iter()
-        .find(|m| m.name == cfg.name)
+        .find(|m| m.name == name)
         .map(|m| m.id)
-        .ok_or_else(|| format!("{} not listed in the initial cluster config", cfg.name))?;
+        .ok_or_else(|| format!("{name} not listed in the initial cluster config"))?;
     let members: Vec<MemberInfo> = initial
         .into_iter()
         .map(|m| MemberInfo {

@@ -2,6 +2,7 @@
 //! and `keelctl` (benchmarks and operator tools).
 //!
 
+pub mod backup;
 pub mod bootstrap;
 pub mod client_bench;
 pub mod config;

@@ -188,6 +188,45 @@ fn config_bool_forms() {
 }
 
 #[test]
+fn config_force_new_cluster_flag_and_variable() {
+    let force = |args: &[&str], vars: &[(&str, &str)]| {
+        parse_with_env(args, vars)
+            .map(|c| c.force_new_cluster)
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(force(&[], &[]), Ok(false));
+    assert_eq!(force(&["--force-new-cluster"], &[]), Ok(true));
+    assert_eq!(force(&["-force-new-cluster"], &[]), Ok(true));
+    assert_eq!(force(&["--force-new-cluster=true"], &[]), Ok(true));
+    assert_eq!(force(&["--force-new-cluster=false"], &[]), Ok(false));
+    assert_eq!(force(&[], &[("ETCD_FORCE_NEW_CLUSTER", "true")]), Ok(true));
+    assert_eq!(
+        force(&[], &[("ETCD_FORCE_NEW_CLUSTER", "false")]),
+        Ok(false)
+    );
+    // The flag beats its variable, as for every flag.
+    assert_eq!(
+        force(
+            &["--force-new-cluster=false"],
+            &[("ETCD_FORCE_NEW_CLUSTER", "true")]
+        ),
+        Ok(false)
+    );
+    assert_eq!(
+        force(&[], &[("ETCD_FORCE_NEW_CLUSTER", "yes")]),
+        Err(
+            "invalid value \"yes\" for ETCD_FORCE_NEW_CLUSTER: expected a boolean (true or false)"
+                .into()
+        )
+    );
+    // Go's boolean flags never take the next word as their value.
+    assert_eq!(
+        force(&["--force-new-cluster", "true"], &[]),
+        Err("'true' is not a valid flag".into())
+    );
+}
+
+#[test]
 fn config_command_line_errors_are_one_line() {
     assert_eq!(err(&["--foo"]), "unknown flag --foo");
     assert_eq!(err(&["-foo=1"]), "unknown flag --foo");

@@ -34,6 +34,48 @@ impl AuthStore {
         }
     }
 
+    /// A store with these users and roles (as read from elsewhere, such as an etcd
+    /// backend); role lists and permissions are put in the order the store keeps.
+    pub fn from_parts(
+        enabled: bool,
+        revision: u64,
+        users: impl IntoIterator<Item = User>,
+        roles: impl IntoIterator<Item = Role>,
+    ) -> AuthStore {
+        AuthStore {
+            enabled,
+            revision,
+            users: users
+                .into_iter()
+                .map(|mut u| {
+                    u.roles.sort();
+                    u.roles.dedup();
+                    (u.name.clone(), u)
+                })
+                .collect(),
+            roles: roles
+                .into_iter()
+                .map(|mut r| {
+                    r.perms
+                        .sort_by(|a, b| (&a.key, &a.range_end).cmp(&(&b.key, &b.range_end)));
+                    r.perms
+                        .dedup_by(|a, b| (&a.key, &a.range_end) == (&b.key, &b.range_end));
+                    (r.name.clone(), r)
+                })
+                .collect(),
+        }
+    }
+
+    /// Every user, by name.
+    pub fn users(&self) -> impl Iterator<Item = &User> {
+        self.users.values()
+    }
+
+    /// Every role, by name.
+    pub fn roles(&self) -> impl Iterator<Item = &Role> {
+        self.roles.values()
+    }
+
     /// Whether auth is enabled.
     pub fn enabled(&self) -> bool {
         self.enabled

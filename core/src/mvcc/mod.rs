@@ -18,6 +18,7 @@
 mod key_index;
 pub mod keytree;
 mod lease;
+mod rows;
 mod state;
 mod store;
 mod types;
@@ -25,6 +26,7 @@ mod value_slab;
 mod watch;
 
 pub use lease::{LeaseError, LeaseId, Lessor, MAX_LEASE_TTL};
+pub use rows::{Row, RowError, RowImport};
 pub use state::{KvState, StateDecodeError};
 pub use store::{KvStore, DEFAULT_MAX_TXN_OPS};
 pub use types::{

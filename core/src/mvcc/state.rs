@@ -53,6 +53,26 @@ impl KvState {
         }
     }
 
+    /// A state holding `store` and `leases` at applied index `applied` (a keyspace
+    /// rebuilt from elsewhere, such as an etcd backend).
+    pub fn from_store(
+        store: KvStore,
+        leases: &[(LeaseId, i64)],
+        applied: u64,
+        quota_bytes: u64,
+        min_lease_ttl: i64,
+    ) -> KvState {
+        let mut lessor = Lessor::new(min_lease_ttl);
+        lessor.import(leases);
+        KvState {
+            store,
+            lessor,
+            applied,
+            quota_bytes,
+            nospace: false,
+        }
+    }
+
     /// Whether the NOSPACE alarm is raised.
     pub fn nospace_alarm(&self) -> bool {
         self.nospace

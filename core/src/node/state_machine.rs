@@ -17,6 +17,7 @@ use super::command::{decode_command, Command, Proposal};
 use crate::auth::{
     AuthCommand, AuthDecodeError, AuthError, AuthInfo, AuthOutcome, AuthStore, PermKind,
 };
+use crate::etcd::backend::{Backend, BackendView};
 use crate::mvcc::{
     DeleteRangeResponse, KvState, LeaseError, LeaseId, MvccError, PutRequest, PutResponse,
     RangeRequest, RequestOp, StateDecodeError, TxnRequest, TxnResponse,
@@ -201,6 +202,43 @@ impl StateMachine {
             quota_bytes,
             min_lease_ttl,
         }
+    }
+
+    /// A copy of what etcd's backend would hold of this state, to write out as an etcd
+    /// database away from the member: the keyspace index is cloned (values are shared,
+    /// not copied), NOSPACE reported against `local_member`.
+    pub fn backend_view(&self, local_member: u64) -> BackendView {
+        BackendView {
+            store: self.kv.store.clone(),
+            leases: self.kv.lessor.export(),
+            auth: self.auth.clone(),
+            members: self.members.values().cloned().collect(),
+            alarms: self.alarms(local_member),
+            consistent_index: self.kv.applied,
+        }
+    }
+
+    /// A state rebuilt from an etcd backend as `etcdctl snapshot restore` rebuilds one:
+    /// keyspace, leases, auth and alarms kept, the member table replaced by `members`,
+    /// applied up to `applied`.
+    pub fn from_backend(
+        backend: Backend,
+        members: impl IntoIterator<Item = MemberInfo>,
+        applied: u64,
+        quota_bytes: u64,
+        min_lease_ttl: i64,
+    ) -> StateMachine {
+        let mut sm = StateMachine::new(quota_bytes, min_lease_ttl, members);
+        sm.kv = KvState::from_store(
+            backend.store,
+            &backend.leases,
+            applied,
+            quota_bytes,
+            min_lease_ttl,
+        );
+        sm.auth = backend.auth;
+        sm.alarms = backend.alarms.into_iter().map(|a| (a, ())).collect();
+        sm
     }
 
     /// Index of the last applied entry.

@@ -27,6 +27,7 @@ mod read_index;
 mod ready;
 mod replication;
 mod snapshot;
+mod standalone;
 /// A deterministic in-memory cluster for raft tests (`testkit` feature: tests only).
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -42,6 +43,7 @@ pub use error::{
 pub use message::{Message, MessageBody, RejectHint};
 pub use node::{Proposed, RaftNode, RestartError, Role, SoftState};
 pub use ready::{PersistBatch, ReadState, Ready};
+pub use standalone::{force_new_cluster, ForcedRestart};
 pub use types::{
     ConfChange, ConfState, Entry, EntryPayload, HardState, LogIndex, MemberId, PersistSeq, ReadCtx,
     RecoveredState, Snapshot, SnapshotMeta, Term, Time,

@@ -138,7 +138,15 @@ impl Progress {
                     return false; // Stale: not the probe we are waiting for.
                 }
                 // `hint` is the highest index that may match: probe right after it.
-                self.next = rejected.min(hint.next()).max(self.matched.next());
+                let next = rejected.min(hint.next()).max(self.matched.next());
+                if next == self.next {
+                    // The follower refuses an index it acknowledged before (only a
+                    // member told a forged commit index gets here): probing the same
+                    // index again at once would repeat the exchange forever. The probe
+                    // stays paused; the next heartbeat's answer retries it.
+                    return false;
+                }
+                self.next = next;
                 self.state = ReplState::Probe { paused: false };
                 true
             }

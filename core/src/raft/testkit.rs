@@ -546,7 +546,8 @@ impl Cluster {
         true
     }
 
-    fn deliver_msg(&mut self, m: Message) {
+    /// Delivers one message now (unless its link is cut).
+    pub fn deliver_msg(&mut self, m: Message) {
         if self.cut.contains(&(m.from, m.to)) {
             return;
         }
@@ -579,8 +580,14 @@ impl Cluster {
     /// Delivers messages in order until none are in flight (bounded); returns how many
     /// were delivered.
     pub fn stabilize(&mut self) -> usize {
+        self.stabilize_at_most(1_000_000)
+    }
+
+    /// As [`Cluster::stabilize`], stopping after `max` deliveries (a test that checks
+    /// for message storms stops one early instead of delivering a million).
+    pub fn stabilize_at_most(&mut self, max: usize) -> usize {
         let mut delivered = 0;
-        while !self.net.is_empty() && delivered < 1_000_000 {
+        while !self.net.is_empty() && delivered < max {
             let m = self.net.remove(0);
             self.deliver_msg(m);
             delivered += 1;

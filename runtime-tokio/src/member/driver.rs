@@ -11,7 +11,9 @@ use keel_core::node::{
     AuthNote, Call, Member, MemberConfig as CoreConfig, Note, Output, Request, Response,
     StateMachine, Token,
 };
-use keel_core::raft::{ConfState, Config, LogIndex, MemberId, RaftNode, Time};
+use keel_core::raft::{
+    force_new_cluster, ConfState, Config, LogIndex, MemberId, RaftNode, RecoveredState, Time,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::WatchSink;
@@ -109,9 +111,18 @@ pub fn start_with_dialer(
     let tokens = Arc::new(
         Tokens::from_spec(&cfg.auth_token, cfg.auth_token_ttl).map_err(StartError::AuthToken)?,
     );
-    let (storage, rec) = Storage::open(&cfg.data_dir, cfg.cluster_id, cfg.id, policy)?;
+    let (mut storage, mut rec) = Storage::open(&cfg.data_dir, cfg.cluster_id, cfg.id, policy)?;
     for w in &rec.warnings {
         tracing::warn!("{w}");
+    }
+    // etcd ignores `--force-new-cluster` when there is no WAL to restart from.
+    let mut forced_out = Vec::new();
+    if cfg.force_new_cluster {
+        if let Some(state) = rec.state.take() {
+            let (state, removed) = force_standalone(&mut storage, state, &cfg)?;
+            rec.state = Some(state);
+            forced_out = removed;
+        }
     }
     let clock = MonotonicClock::start();
     let now = clock.now();
@@ -149,6 +160,9 @@ pub fn start_with_dialer(
     };
     let (fatal_tx, fatal_rx) = mpsc::unbounded_channel();
     let net = PeerNet::with_dialer(cfg.id, cfg.cluster_id, fatal_tx.clone(), dialer);
+    // The removes are applied before the peer table is first filled, so it never sees
+    // these members leave: refuse them from the start, as etcd refuses removed members.
+    net.mark_removed(forced_out.iter().map(|id| id.0));
     let metrics = Arc::new(Metrics::default());
     let (status_tx, status_rx) = watch::channel(Status::default());
     let (leader_lost_tx, leader_lost_rx) = watch::channel(0);
@@ -166,6 +180,7 @@ pub fn start_with_dialer(
         tokens: tokens.clone(),
         passwords: Arc::new(Passwords::new(cfg.bcrypt_cost)),
         peers: net.clone(),
+        snap_dir: cfg.data_dir.join("member").join("snap"),
     };
     let start_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -204,6 +219,40 @@ pub fn start_with_dialer(
     };
     tokio::spawn(run(core, rx, fatal_tx));
     Ok((handle, net, fatal_rx))
+}
+
+/// `--force-new-cluster` on a data dir with a WAL: rewrites the recovered state as a
+/// one-member cluster of this member ([`force_new_cluster`]) and makes that durable
+/// before raft restarts from it, so a later restart without the flag finds the same
+/// cluster. Returns the state and the members removed.
+fn force_standalone(
+    storage: &mut Storage,
+    state: RecoveredState,
+    cfg: &MemberConfig,
+) -> Result<(RecoveredState, Vec<MemberId>), StartError> {
+    let forced = force_new_cluster(state, MemberId(cfg.id))
+        .map_err(|e| StartError::Recover(format!("--force-new-cluster: {e}")))?;
+    if forced.adopted > 0 {
+        // etcd discards these; one of them may be a write the leader acknowledged.
+        tracing::warn!(
+            commit_index_from_wal = forced.commit.0,
+            number_of_kept_entries = forced.adopted,
+            "committing the WAL entries past the durable commit index"
+        );
+    }
+    if let Some(batch) = &forced.persist {
+        storage.persist(batch)?;
+    }
+    let removed: Vec<String> = forced.removed.iter().map(|id| id.to_string()).collect();
+    tracing::warn!(
+        cluster_id = %format!("{:x}", cfg.cluster_id),
+        local_member_id = %format!("{:x}", cfg.id),
+        commit_index = forced.state.hard_state.commit.0,
+        removed_members = %removed.join(","),
+        added_self = forced.added_self,
+        "forcing restart member"
+    );
+    Ok((forced.state, forced.removed))
 }
 
 async fn run(

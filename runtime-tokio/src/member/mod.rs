@@ -52,6 +52,10 @@ pub struct MemberConfig {
     pub initial_members: Vec<MemberInfo>,
     /// `--initial-cluster-state new` (bootstrap) or `existing` (join).
     pub new_cluster: bool,
+    /// `--force-new-cluster`: restart from the data dir's WAL as a one-member cluster,
+    /// every other member removed (see [`keel_core::raft::force_new_cluster`]); ignored
+    /// when the data dir holds no WAL, as etcd ignores it.
+    pub force_new_cluster: bool,
     /// `--heartbeat-interval` in ms.
     pub heartbeat_ms: u64,
     /// `--election-timeout` in ms.
@@ -157,6 +161,8 @@ pub struct MemberHandle {
     pub passwords: Arc<Passwords>,
     /// The peer transport, for calls only the leader answers.
     pub(crate) peers: PeerNet,
+    /// `member/snap` of the data dir: where Snapshot RPC databases are written.
+    pub snap_dir: std::path::PathBuf,
 }
 
 impl MemberHandle {

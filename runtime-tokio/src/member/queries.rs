@@ -5,6 +5,7 @@
 
 use bytes::Bytes;
 use keel_core::auth::{AuthAnswer, AuthError, AuthInfo, AuthQuery};
+use keel_core::etcd::backend::BackendView;
 use keel_core::mvcc::{
     LeaseError, LeaseId, MvccError, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
     WatchRequest, WatchResponse,
@@ -172,9 +173,10 @@ impl MemberHandle {
         .await
     }
 
-    /// The state image (what a snapshot carries).
-    pub async fn state_image(&self) -> Result<Bytes, ServerError> {
-        self.local(|c: &mut MemberTask| c.member.sm.snapshot())
+    /// A copy of what etcd's backend would hold (for the Snapshot RPC): the index is
+    /// cloned on the member task, the values shared.
+    pub async fn backend_view(&self) -> Result<BackendView, ServerError> {
+        self.local(|c: &mut MemberTask| c.member.sm.backend_view(c.id))
             .await
     }
 

@@ -115,6 +115,7 @@ pub fn config(plan: &Plan, i: usize, dir: &Path) -> MemberConfig {
             })
             .collect(),
         new_cluster: true,
+        force_new_cluster: false,
         enable_v2: false,
         strict_reconfig: true,
         heartbeat_ms: 50,

@@ -1,6 +1,8 @@
 //! keelctl: Keel's operator tool. `keelctl bench raft|wal|mvcc` measure the core's parts;
 //! `keelctl bench put|range|txn-put|watch` load a running cluster (Keel or etcd) through
-//! etcd's gRPC API; `keelctl discovery new` makes a v2 discovery URL.
+//! etcd's gRPC API; `keelctl discovery new` makes a v2 discovery URL; `keelctl snapshot
+//! status|restore` and `keelctl migrate` read etcd's backup files and data dirs (see README,
+//! "Backup and restore").
 
 #![allow(unsafe_code)] // Only for the heap-counting allocator below.
 
@@ -11,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 use keel_runtime_tokio::WriteMode;
+use keel_server::backup;
 use keel_server::client_bench::{self, Target, Workload};
 use keel_server::raft_bench::{self, RaftBench};
 use keel_server::wal_bench::{self, WalBench};
@@ -90,6 +93,68 @@ enum Command {
     /// v2 discovery tokens.
     #[command(subcommand)]
     Discovery(Discovery),
+    /// etcd snapshot files (from `etcdctl snapshot save` against etcd or keel).
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
+    /// Turns a stopped etcd member's data dir into a keel data dir (no running etcd needed).
+    Migrate(MigrateArgs),
+}
+
+#[derive(Subcommand)]
+enum SnapshotCmd {
+    /// Hash, revision, total keys and size, as `etcdctl snapshot status` prints them.
+    Status(SnapshotStatusArgs),
+    /// Writes a keel data dir from a snapshot, as `etcdctl snapshot restore` writes etcd's.
+    Restore(SnapshotRestoreArgs),
+}
+
+#[derive(Args)]
+struct SnapshotStatusArgs {
+    /// The snapshot file.
+    file: std::path::PathBuf,
+    /// Output format: simple, table, json or fields (etcdctl's -w).
+    #[arg(short = 'w', long = "write-out", default_value = "simple")]
+    write_out: String,
+}
+
+/// etcdctl's restore flags.
+#[derive(Args)]
+struct RestoreFlags {
+    /// Path to the data directory to write (default: <name>.etcd).
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
+    /// Human-readable name for this member.
+    #[arg(long, default_value = "default")]
+    name: String,
+    /// Initial cluster configuration for restore bootstrap.
+    #[arg(long, default_value = "default=http://localhost:2380")]
+    initial_cluster: String,
+    /// Initial cluster token for the cluster during restore bootstrap.
+    #[arg(long, default_value = "etcd-cluster")]
+    initial_cluster_token: String,
+    /// List of this member's peer URLs to advertise to the rest of the cluster.
+    #[arg(long, default_value = "http://localhost:2380", value_delimiter = ',')]
+    initial_advertise_peer_urls: Vec<String>,
+}
+
+#[derive(Args)]
+struct SnapshotRestoreArgs {
+    /// The snapshot file.
+    file: std::path::PathBuf,
+    #[command(flatten)]
+    flags: RestoreFlags,
+    /// Ignore snapshot integrity hash value (required if copied from a data directory).
+    #[arg(long)]
+    skip_hash_check: bool,
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    /// The stopped etcd member's --data-dir (its member/snap/db is read).
+    #[arg(long)]
+    from_etcd_data_dir: std::path::PathBuf,
+    #[command(flatten)]
+    flags: RestoreFlags,
 }
 
 #[derive(Subcommand)]
@@ -293,6 +358,21 @@ struct RaftArgs {
 fn main() {
     let cli = Cli::parse();
     match cli.command {
+        Command::Snapshot(SnapshotCmd::Status(a)) => {
+            match backup::status(&a.file).and_then(|st| backup::render_status(&st, &a.write_out)) {
+                Ok(text) => print!("{text}"),
+                Err(e) => {
+                    eprintln!("Error: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Command::Snapshot(SnapshotCmd::Restore(a)) => restore(a.file, a.flags, a.skip_hash_check),
+        Command::Migrate(a) => restore(
+            a.from_etcd_data_dir.join("member").join("snap").join("db"),
+            a.flags,
+            true,
+        ),
         Command::Discovery(Discovery::New(a)) => {
             match keel_server::discovery_new::run(&a.endpoint, &a.prefix, a.size) {
                 Ok(url) => println!("{url}"),
@@ -404,6 +484,33 @@ fn main() {
                     }
                 }
             }
+        }
+    }
+}
+
+fn restore(file: std::path::PathBuf, f: RestoreFlags, skip_hash_check: bool) {
+    let args = backup::RestoreArgs {
+        file: file.clone(),
+        data_dir: f.data_dir,
+        name: f.name,
+        initial_cluster: f.initial_cluster,
+        initial_cluster_token: f.initial_cluster_token,
+        initial_advertise_peer_urls: f.initial_advertise_peer_urls,
+        skip_hash_check,
+    };
+    match backup::restore(&args) {
+        Ok(r) => println!(
+            "restored snapshot {} into {} (member {:x} of cluster {:x}): {} keys at revision {}",
+            file.display(),
+            r.data_dir.display(),
+            r.member_id,
+            r.cluster_id,
+            r.keys,
+            r.revision
+        ),
+        Err(e) => {
+            eprintln!("Error: {e}");
+            std::process::exit(1);
         }
     }
 }
