@@ -91,6 +91,9 @@ for round in $(seq "$ROUNDS"); do
     for sys in $order; do
         if [ "$sys" = keel ]; then port=17379; pid=$pid_keel; else port=17479; pid=$pid_etcd; fi
         save "$sys" "$port" "$pid"
+        # keel logs how long the member task spent copying its index (the only part of a
+        # save that runs on it) and how long writing the database took.
+        if [ "$sys" = keel ]; then grep -o 'sent database snapshot.*' "$work/keel.log" | tail -1 || true; fi
         echo -n "$sys gets, quiet:       "; gets "$port"
         etcdctl --endpoints="127.0.0.1:$port" --command-timeout=600s snapshot save "$work/bg.db" >/dev/null 2>&1 &
         bgsave=$!
