@@ -208,7 +208,7 @@ n=$( (timeout 3.5 $T --endpoints="$fol" lease keep-alive "$lid3" 2>/dev/null || 
 $T --endpoints="$fol" lease timetolive "$lid" | matches "granted with TTL(30s)" || fail "timetolive via a TLS follower: $($T --endpoints="$fol" lease timetolive "$lid" 2>&1)"
 added=$($T --endpoints="$fol" member add spare --learner --peer-urls=https://127.0.0.1:28780 2>&1) ||
     fail "member add via a TLS follower: $added"
-spare=$(echo "$added" | sed -n 's/^Member \([0-9a-f]*\) added.*/\1/p')
+spare=$(echo "$added" | sed -n 's/^Member *\([0-9a-f]*\) added.*/\1/p')
 $T --endpoints="$fol" member remove "$spare" | matches "Member *$spare removed" ||
     fail "member remove via a TLS follower: $($T --endpoints="$fol" member remove "$spare" 2>&1)"
 ok "through a follower over TLS with client certificates: lease keep-alive and timetolive, member add and remove"
@@ -221,7 +221,7 @@ R="$T --user root:rootpw"
 fol=$(tleader | awk '$3 == "False" {print $1}' | head -1)
 added=$($R --endpoints="$fol" member add spare2 --learner --peer-urls=https://127.0.0.1:28880 2>&1) ||
     fail "member add via a follower with auth: $added"
-spare=$(echo "$added" | sed -n 's/^Member \([0-9a-f]*\) added.*/\1/p')
+spare=$(echo "$added" | sed -n 's/^Member *\([0-9a-f]*\) added.*/\1/p')
 run $T --user alice:alicepw --endpoints="$fol" member remove "$spare"
 [ "$rc" != 0 ] && echo "$out" | matches "permission denied" || fail "a non-root user removed a member: $out"
 $R --endpoints="$fol" member remove "$spare" | matches "Member *$spare removed" ||
