@@ -546,8 +546,7 @@ impl Cluster {
         true
     }
 
-    /// Delivers one message now (unless its link is cut).
-    pub fn deliver_msg(&mut self, m: Message) {
+    fn deliver_msg(&mut self, m: Message) {
         if self.cut.contains(&(m.from, m.to)) {
             return;
         }
