@@ -10,14 +10,13 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{channel, plan, wait_leader, Plan, Running};
+use common::{channel, plan, retry, wait_leader, Plan, Running};
 use keel_core::node::MemberInfo;
 use keel_runtime_tokio::pb::etcdserverpb as pb;
 use keel_runtime_tokio::peer::fetch_members;
 use pb::cluster_client::ClusterClient;
 use pb::kv_client::KvClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic::Code;
 
 const KEYS: usize = 100;
 
@@ -44,24 +43,6 @@ async fn start_founder(p: &mut Plan, i: usize, dir: &std::path::Path, force: boo
         c.force_new_cluster = force;
     })
     .await
-}
-
-/// Retries `f` while it fails with a transient error (an election, a change in
-/// progress), up to 20 s.
-async fn retry<T, F, Fut>(mut f: F) -> Result<T, tonic::Status>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        match f().await {
-            Err(e) if e.code() == Code::Unavailable && tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            r => return r,
-        }
-    }
 }
 
 /// The IDs `url` lists as members (a linearizable member list).

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{channel, plan, wait_leader, Plan, Running};
+use common::{channel, plan, retry, wait_leader, Plan, Running};
 use keel_runtime_tokio::pb::etcdserverpb as pb;
 use keel_runtime_tokio::peer::fetch_members;
 use pb::cluster_client::ClusterClient;
@@ -85,24 +85,6 @@ async fn member_add(
         })
         .await
         .map(|r| r.into_inner())
-}
-
-/// Retries `f` while it fails with a transient error (a change in progress, a leader
-/// election), up to 20 s.
-async fn retry<T, F, Fut>(mut f: F) -> Result<T, tonic::Status>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        match f().await {
-            Err(e) if e.code() == Code::Unavailable && tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            r => return r,
-        }
-    }
 }
 
 async fn voters_and_learners(url: &str) -> (usize, usize) {
