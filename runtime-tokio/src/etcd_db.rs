@@ -7,7 +7,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use keel_core::etcd::backend::{write_backend, BackendView};
+use keel_core::etcd::backend::{write_backend, Backend};
 use keel_core::etcd::bolt::{BoltWriteError, BoltWriter, PageSink};
 
 /// Pages written straight into a file at their offsets.
@@ -22,7 +22,7 @@ impl PageSink for FileSink {
 
 /// Writes `view` as an etcd database into an unnamed file in `dir` (gone when closed,
 /// even after a crash); returns the file and the database's size in bytes.
-pub fn write_backend_file(view: BackendView, dir: &Path) -> io::Result<(File, u64)> {
+pub fn write_backend_file(view: Backend, dir: &Path) -> io::Result<(File, u64)> {
     let file = tempfile::tempfile_in(dir)?;
     let (sink, size) =
         write_backend(view, BoltWriter::new(FileSink(file))).map_err(|e| match e {

@@ -82,11 +82,8 @@ fn read_file(path: &Path) -> Result<Vec<u8>, String> {
 /// `snapshot status`: hash, revision, keys and size as etcdctl computes them.
 pub fn status(path: &Path) -> Result<DbStatus, String> {
     let bytes = read_file(path)?;
-    let db = if bytes.len() % 512 == HASH_LEN {
-        &bytes[..bytes.len() - HASH_LEN]
-    } else {
-        &bytes[..]
-    };
+    // etcdctl's status reads the database without checking the hash.
+    let db = snapshot_db(&bytes, true)?;
     let db = BoltDb::open(db).map_err(|e| e.to_string())?;
     db_status(&db).map_err(|e| e.to_string())
 }

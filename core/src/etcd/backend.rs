@@ -27,38 +27,23 @@ use crate::node::MemberInfo;
 /// The cluster version etcd 3.4 records (`cluster` bucket), as keel reports it.
 pub const CLUSTER_VERSION: &str = "3.4.0";
 
-/// A consistent copy of what an etcd backend holds, taken on the member task (see
-/// `StateMachine::backend_view`) and written out away from it.
+/// What an etcd backend holds, in keel's types: a consistent copy of a member's state
+/// (taken on the member task by `StateMachine::backend_view`, written out away from it
+/// by [`write_backend`]) or what [`read_backend`] found in a file.
 #[derive(Clone, Debug)]
-pub struct BackendView {
-    /// The keyspace (a clone of the member's index; values are shared).
-    pub store: KvStore,
-    /// (ID, granted TTL) of every lease.
-    pub leases: Vec<(LeaseId, i64)>,
-    /// Users, roles, enabled flag and revision.
-    pub auth: AuthStore,
-    /// The member table.
-    pub members: Vec<MemberInfo>,
-    /// Raised alarms: (member, type).
-    pub alarms: Vec<(u64, i32)>,
-    /// The last applied raft index (etcd's consistent index).
-    pub consistent_index: u64,
-}
-
-/// What an etcd backend holds, read into keel's types.
-#[derive(Debug)]
 pub struct Backend {
-    /// The keyspace with its compaction and lease attachments.
+    /// The keyspace with its compaction and lease attachments (a member's copy shares
+    /// its values with the member's index).
     pub store: KvStore,
     /// (ID, granted TTL) of every lease.
     pub leases: Vec<(LeaseId, i64)>,
     /// Users, roles, enabled flag and revision.
     pub auth: AuthStore,
-    /// The member table of the cluster that wrote it (a restore replaces it).
+    /// The member table (a restore replaces it).
     pub members: Vec<MemberInfo>,
     /// Raised alarms: (member, type).
     pub alarms: Vec<(u64, i32)>,
-    /// The last raft index applied to it.
+    /// The last raft index applied to it (etcd's consistent index).
     pub consistent_index: u64,
 }
 
@@ -126,7 +111,7 @@ pub fn parse_revision_key(k: &[u8]) -> Option<(Revision, bool)> {
 /// keyspace is walked in revision order from the view's own copy, so nothing but the
 /// page being filled and that order is held beside it.
 pub fn write_backend<S: PageSink>(
-    mut view: BackendView,
+    mut view: Backend,
     mut w: BoltWriter<S>,
 ) -> Result<(S, u64), BoltWriteError<S::Error>> {
     // History a compaction has not yet freed is not part of etcd's backend.
@@ -443,9 +428,9 @@ fn parse_member(v: &[u8]) -> Option<MemberInfo> {
 mod tests {
     use super::*;
     use crate::auth::AuthCommand;
-    use crate::mvcc::{DeleteRangeRequest, PutRequest, RangeRequest};
+    use crate::mvcc::{DeleteRangeRequest, PutRequest};
 
-    fn view() -> BackendView {
+    fn view() -> Backend {
         let mut store = KvStore::new();
         store.grant_lease(0x1234);
         for i in 0..200 {
@@ -492,7 +477,7 @@ mod tests {
         ] {
             auth.apply(&c).expect("auth");
         }
-        BackendView {
+        Backend {
             store,
             leases: vec![(LeaseId(0x1234), 60)],
             auth,
@@ -506,17 +491,6 @@ mod tests {
             alarms: vec![(0x8e9e05c52164694d, 1)],
             consistent_index: 42,
         }
-    }
-
-    fn all(s: &KvStore, rev: i64) -> Vec<KeyValue> {
-        s.range(&RangeRequest {
-            key: Bytes::from_static(b"\0"),
-            range_end: Bytes::from_static(b"\0"),
-            revision: rev,
-            ..RangeRequest::default()
-        })
-        .expect("range")
-        .kvs
     }
 
     #[test]
@@ -533,7 +507,11 @@ mod tests {
         assert_eq!(b.store.compacted_revision(), 150);
         assert_eq!(b.store.revision(), v.store.revision());
         for rev in 150..=v.store.revision() {
-            assert_eq!(all(&b.store, rev), all(&v.store, rev), "at revision {rev}");
+            assert_eq!(
+                b.store.all_at(rev),
+                v.store.all_at(rev),
+                "at revision {rev}"
+            );
         }
         assert_eq!(b.store.lease_keys(0x1234), v.store.lease_keys(0x1234));
         assert_eq!(b.leases, v.leases);

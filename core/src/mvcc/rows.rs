@@ -210,9 +210,24 @@ impl RowImport {
 }
 
 #[cfg(test)]
+impl KvStore {
+    /// Every key as of `rev` (tests comparing a keyspace with its rebuilt copy).
+    pub(crate) fn all_at(&self, rev: i64) -> Vec<KeyValue> {
+        self.range(&crate::mvcc::RangeRequest {
+            key: Bytes::from_static(b"\0"),
+            range_end: Bytes::from_static(b"\0"),
+            revision: rev,
+            ..Default::default()
+        })
+        .expect("range")
+        .kvs
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mvcc::{DeleteRangeRequest, PutRequest, RangeRequest};
+    use crate::mvcc::{DeleteRangeRequest, PutRequest};
 
     fn put(s: &mut KvStore, k: &str, v: &str, lease: i64) {
         s.put(&PutRequest {
@@ -230,17 +245,6 @@ mod tests {
             ..DeleteRangeRequest::default()
         })
         .expect("delete");
-    }
-
-    fn all(s: &KvStore, rev: i64) -> Vec<KeyValue> {
-        s.range(&RangeRequest {
-            key: Bytes::from_static(b"\0"),
-            range_end: Bytes::from_static(b"\0"),
-            revision: rev,
-            ..RangeRequest::default()
-        })
-        .expect("range")
-        .kvs
     }
 
     fn sample() -> KvStore {
@@ -273,7 +277,7 @@ mod tests {
         let back = reimport(&s);
         assert_eq!(back.revision(), s.revision());
         for rev in 1..=s.revision() {
-            assert_eq!(all(&back, rev), all(&s, rev), "at revision {rev}");
+            assert_eq!(back.all_at(rev), s.all_at(rev), "at revision {rev}");
         }
         assert_eq!(back.lease_keys(7), vec![Bytes::from_static(b"leased")]);
         assert_eq!(back.hash_kv(0), s.hash_kv(0));
@@ -288,7 +292,7 @@ mod tests {
         let back = reimport(&s);
         assert_eq!(back.compacted_revision(), at);
         for rev in at..=s.revision() {
-            assert_eq!(all(&back, rev), all(&s, rev), "at revision {rev}");
+            assert_eq!(back.all_at(rev), s.all_at(rev), "at revision {rev}");
         }
         assert_eq!(back.hash_kv(0), s.hash_kv(0));
     }

@@ -247,15 +247,13 @@ impl KvState {
         if r.at != body.len() {
             return Err(StateDecodeError::Malformed(r.at));
         }
-        let mut lessor = Lessor::new(min_lease_ttl);
-        lessor.import(&leases);
-        Ok(KvState {
-            store: KvStore::import(keys, current, compacted, &leases),
-            lessor,
+        Ok(KvState::from_store(
+            KvStore::import(keys, current, compacted, &leases),
+            &leases,
             applied,
             quota_bytes,
-            nospace: false,
-        })
+            min_lease_ttl,
+        ))
     }
 }
 

@@ -17,7 +17,7 @@ use super::command::{decode_command, Command, Proposal};
 use crate::auth::{
     AuthCommand, AuthDecodeError, AuthError, AuthInfo, AuthOutcome, AuthStore, PermKind,
 };
-use crate::etcd::backend::{Backend, BackendView};
+use crate::etcd::backend::Backend;
 use crate::mvcc::{
     DeleteRangeResponse, KvState, LeaseError, LeaseId, MvccError, PutRequest, PutResponse,
     RangeRequest, RequestOp, StateDecodeError, TxnRequest, TxnResponse,
@@ -207,8 +207,8 @@ impl StateMachine {
     /// A copy of what etcd's backend would hold of this state, to write out as an etcd
     /// database away from the member: the keyspace index is cloned (values are shared,
     /// not copied), NOSPACE reported against `local_member`.
-    pub fn backend_view(&self, local_member: u64) -> BackendView {
-        BackendView {
+    pub fn backend_view(&self, local_member: u64) -> Backend {
+        Backend {
             store: self.kv.store.clone(),
             leases: self.kv.lessor.export(),
             auth: self.auth.clone(),

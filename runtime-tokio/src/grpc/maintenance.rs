@@ -24,7 +24,7 @@ const SNAPSHOT_CHUNK: usize = 32 << 10;
 /// Writes the etcd database of `view` and streams it to `tx` in etcd's chunks, its
 /// SHA-256 in the last message (what `etcdctl snapshot restore` checks).
 fn stream_snapshot(
-    view: keel_core::etcd::backend::BackendView,
+    view: keel_core::etcd::backend::Backend,
     dir: &std::path::Path,
     tx: &mpsc::Sender<Result<pb::SnapshotResponse, Status>>,
     copied: Duration,

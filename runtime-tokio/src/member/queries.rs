@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 use keel_core::auth::{AuthAnswer, AuthError, AuthInfo, AuthQuery};
-use keel_core::etcd::backend::BackendView;
+use keel_core::etcd::backend::Backend;
 use keel_core::mvcc::{
     LeaseError, LeaseId, MvccError, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
     WatchRequest, WatchResponse,
@@ -175,7 +175,7 @@ impl MemberHandle {
 
     /// A copy of what etcd's backend would hold (for the Snapshot RPC): the index is
     /// cloned on the member task, the values shared.
-    pub async fn backend_view(&self) -> Result<BackendView, ServerError> {
+    pub async fn backend_view(&self) -> Result<Backend, ServerError> {
         self.local(|c: &mut MemberTask| c.member.sm.backend_view(c.id))
             .await
     }
