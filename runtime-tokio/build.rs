@@ -1,7 +1,10 @@
 //! Compiles etcd's gRPC API (proto/) into Rust: protox parses the .proto files in
 //! pure Rust (no system protoc), tonic-prost-build generates prost messages plus tonic
 //! clients and servers. `bytes` fields become `bytes::Bytes` so keys and values are
-//! zero-copy slices of the request buffer.
+//! zero-copy slices of the request buffer. pbjson-build derives, from the same
+//! descriptors, the serde impls of grpc-gateway's JSON mapping that the HTTP/JSON
+//! gateway speaks (proto field names, 64-bit integers as strings, bytes as base64, enum
+//! names, defaults omitted, unknown fields ignored).
 
 use std::path::Path;
 
@@ -26,10 +29,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let fds = protox::compile(PROTOS, [PROTO_DIR])?;
+    let descriptors = prost::Message::encode_to_vec(&fds);
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
         .bytes(".")
         .compile_fds(fds)?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptors)?
+        .preserve_proto_field_names()
+        .ignore_unknown_fields()
+        .build(&[
+            ".mvccpb",
+            ".authpb",
+            ".etcdserverpb",
+            ".v3lockpb",
+            ".v3electionpb",
+        ])?;
     Ok(())
 }

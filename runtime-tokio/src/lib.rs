@@ -12,6 +12,7 @@ use keel_core::raft::Time;
 pub mod auth;
 pub mod etcd_db;
 pub mod founding;
+pub mod gateway;
 pub mod go_duration;
 pub mod grpc;
 pub mod http;

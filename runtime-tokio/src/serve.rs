@@ -10,7 +10,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::member::{start_with_dialer, MemberConfig, MemberHandle};
 use crate::tls::{tls_incoming, PeerDialer};
 use crate::version::ETCD_CAPABILITY_VERSION;
-use crate::{grpc, http, peer, v2keys};
+use crate::{gateway, grpc, http, peer, v2keys};
 
 /// A bound listener and, for an https URL, the TLS it serves.
 pub struct Listener {
@@ -77,16 +77,23 @@ pub async fn run_with_tls(
     let mut servers = Vec::new();
     let interceptor = grpc::interceptor::Interceptor::new(&handle);
     for l in client {
-        let mut router = grpc::routes(&handle)
-            .into_axum_router()
-            .merge(http::router(handle.clone()));
+        let grpc =
+            grpc::routes(&handle)
+                .into_axum_router()
+                .layer(axum::middleware::from_fn_with_state(
+                    interceptor.clone(),
+                    grpc::interceptor::intercept,
+                ));
+        // The JSON gateway calls through `grpc`, interceptors and all, as a gRPC client's
+        // call would go.
+        let mut router = grpc
+            .clone()
+            .merge(http::router(handle.clone()))
+            .merge(gateway::router(grpc, handle.max_request_bytes));
         if enable_v2 {
             router = router.merge(v2keys::router(handle.clone(), stop_rx.clone()));
         }
-        let router = router.layer(axum::middleware::from_fn_with_state(
-            interceptor.clone(),
-            grpc::interceptor::intercept,
-        ));
+        let router = router.fallback(gateway::fallback);
         let mut stop = stop_rx.clone();
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;

@@ -107,8 +107,14 @@ impl KvStore {
     /// Every change to keys in `[key, range_end)` at revisions `from..=to`, in revision
     /// order, from the key histories (for watchers catching up). `from` must not be
     /// below the compacted revision.
+    ///
+    /// An event's previous key-value is what a range at the revision before it reads, as
+    /// etcd looks it up: none when that revision is compacted, even while the version
+    /// awaits its physical removal (compaction runs in batches).
     pub fn history(&self, key: &Bytes, range_end: &Bytes, from: i64, to: i64) -> Vec<Event> {
         let mut out = Vec::new();
+        let readable =
+            |rev: i64, prev: &Option<KeyValue>| prev.clone().filter(|_| rev > self.compacted);
         let (lo, hi) = bounds(key, range_end);
         for (k, ki) in self.index.range(lo, hi) {
             let k = Bytes::copy_from_slice(&k);
@@ -129,7 +135,7 @@ impl KvStore {
                             kind: EventKind::Put,
                             rev: v.rev,
                             kv: kv.clone(),
-                            prev_kv: prev.clone(),
+                            prev_kv: readable(v.rev.main, &prev),
                         });
                     }
                     prev = Some(kv);
@@ -143,7 +149,7 @@ impl KvStore {
                             mod_revision: t.main,
                             ..KeyValue::default()
                         },
-                        prev_kv: prev.clone(),
+                        prev_kv: readable(t.main, &prev),
                     });
                 }
             }

@@ -120,7 +120,8 @@ impl pb::election_server::Election for ElectionService {
     ) -> Result<Response<pb::LeaderResponse>, Status> {
         check_recipe(&self.m, &req, dir(&req.get_ref().name)).await?;
         let (kv, h) = leader_of(&self.m, &req.into_inner().name).await?;
-        let kv = kv.ok_or_else(|| Status::not_found("election: no leader"))?;
+        // etcd returns concurrency's plain ErrElectionNoLeader: gRPC code Unknown.
+        let kv = kv.ok_or_else(|| Status::unknown("election: no leader"))?;
         Ok(Response::new(pb::LeaderResponse {
             header: header(&self.m, h),
             kv: Some(kv_out(kv)),

@@ -175,8 +175,8 @@ impl http_body::Body for EndOnLeaderLoss {
     }
 }
 
-/// The code names grpc-go's Prometheus interceptors use.
-fn grpc_code_name(code: i32) -> &'static str {
+/// The code names grpc-go's Prometheus interceptors (and its error texts) use.
+pub(crate) fn grpc_code_name(code: i32) -> &'static str {
     const NAMES: [&str; 17] = [
         "OK",
         "Canceled",

@@ -43,7 +43,8 @@ fn stream_snapshot(
         sent += n as u64;
         let msg = pb::SnapshotResponse {
             header: None,
-            remaining_bytes: size - sent + 32,
+            // As etcd: the bytes of the database still to come (the hash is not counted).
+            remaining_bytes: size - sent,
             blob: bytes::Bytes::copy_from_slice(&buf[..n]),
         };
         if tx.blocking_send(Ok(msg)).is_err() {

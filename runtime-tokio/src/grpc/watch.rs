@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::authz::caller;
+use super::authz::{auth_status, caller};
 use super::convert::event_out;
 use super::header;
 use crate::member::{watch_channel, Header, MemberHandle, WatchSink};
@@ -42,7 +42,9 @@ impl pb::watch_server::Watch for WatchService {
         &self,
         req: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let who = caller(&self.m, &req).await?;
+        // A token that does not resolve refuses each watcher, not the stream: etcd's
+        // isWatchPermitted answers every create request with a canceled response.
+        let who = caller(&self.m, &req).await;
         let inbound = req.into_inner();
         let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
         tokio::spawn(run_stream(self.m.clone(), who, inbound, out_tx));
@@ -53,7 +55,7 @@ impl pb::watch_server::Watch for WatchService {
 struct Stream {
     m: MemberHandle,
     /// Who opened the stream: each watcher's range must be readable by them.
-    who: Option<AuthInfo>,
+    who: Result<Option<AuthInfo>, Status>,
     out: Out,
     events: WatchSink,
     /// Member watcher ID → the client's watch ID.
@@ -65,7 +67,7 @@ struct Stream {
 
 async fn run_stream(
     m: MemberHandle,
-    who: Option<AuthInfo>,
+    who: Result<Option<AuthInfo>, Status>,
     mut inbound: Streaming<pb::WatchRequest>,
     out: Out,
 ) {
@@ -84,6 +86,10 @@ async fn run_stream(
             .max(std::time::Duration::from_millis(10));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     let out = s.out.clone();
+    // A client that half-closes (grpc-gateway's CloseSend after the last JSON request
+    // of `curl -d '{"create_request":...}' /v3/watch`) keeps its watchers, as in etcd:
+    // only the stream's end or its failure ends them.
+    let mut sending = true;
     loop {
         tokio::select! {
             // The response was ended without us (the leader monitor, see
@@ -94,13 +100,14 @@ async fn run_stream(
                     break;
                 }
             }
-            msg = inbound.message() => match msg {
+            msg = inbound.message(), if sending => match msg {
                 Ok(Some(req)) => {
                     if s.request(req).await.is_err() {
                         break;
                     }
                 }
-                _ => break,
+                Ok(None) => sending = false,
+                Err(_) => break,
             },
             ev = ev_rx.recv() => {
                 let Some(r) = ev else { break };
@@ -122,6 +129,24 @@ impl Stream {
 
     async fn send(&self, r: pb::WatchResponse) -> Result<(), ()> {
         self.out.send(Ok(r)).await.map_err(|_| ())
+    }
+
+    /// etcd's auth refusal of a watcher: created and canceled at once, the reason
+    /// naming the gRPC error as grpc-go prints it.
+    async fn refuse(&self, h: Header, s: &Status) -> Result<(), ()> {
+        self.send(pb::WatchResponse {
+            header: self.header(h),
+            watch_id: -1,
+            created: true,
+            canceled: true,
+            cancel_reason: format!(
+                "rpc error: code = {} desc = {}",
+                super::interceptor::grpc_code_name(s.code() as i32),
+                s.message()
+            ),
+            ..Default::default()
+        })
+        .await
     }
 
     async fn request(&mut self, req: pb::WatchRequest) -> Result<(), ()> {
@@ -212,24 +237,19 @@ impl Stream {
         };
         let progress_notify = c.progress_notify;
         let sink = self.events.clone();
-        let who = self.who.clone();
+        let who = match &self.who {
+            Ok(who) => who.clone(),
+            Err(s) => {
+                let h = self.m.header_now().await.map_err(|_| ())?;
+                return self.refuse(h, s).await;
+            }
+        };
         // Checked, registered and answered in one step on the member task, then the
         // created response goes out before this task reads any event of the new watcher.
         let (hub_id, h) = self.m.watch_as(req, who, sink).await.map_err(|_| ())?;
-        let Some(hub_id) = hub_id else {
-            // etcd's refusal: a created-and-canceled answer naming the gRPC error.
-            return self
-                .send(pb::WatchResponse {
-                    header: self.header(h),
-                    watch_id: -1,
-                    created: true,
-                    canceled: true,
-                    cancel_reason:
-                        "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
-                            .into(),
-                    ..Default::default()
-                })
-                .await;
+        let hub_id = match hub_id {
+            Ok(id) => id,
+            Err(e) => return self.refuse(h, &auth_status(e)).await,
         };
         self.ids.insert(hub_id, client_id);
         if progress_notify {

@@ -306,19 +306,19 @@ impl MemberHandle {
         req: WatchRequest,
         who: Option<AuthInfo>,
         sink: WatchSink,
-    ) -> Result<(Option<i64>, Header), ServerError> {
+    ) -> Result<(Result<i64, AuthError>, Header), ServerError> {
         self.local(move |c: &mut MemberTask| {
             let range = RangeRequest {
                 key: req.key.clone(),
                 range_end: req.range_end.clone(),
                 ..Default::default()
             };
-            if c.member.sm.authorize_range(who.as_ref(), &range).is_err() {
-                return (None, c.header());
+            if let Err(e) = c.member.sm.authorize_range(who.as_ref(), &range) {
+                return (Err(e), c.header());
             }
             let id = c.member.watch_create(req);
             c.sinks.insert(id, sink);
-            (Some(id), c.header())
+            (Ok(id), c.header())
         })
         .await
     }
