@@ -62,12 +62,12 @@ pub fn router(grpc: Router, max_request_bytes: usize) -> Router {
             r = r.route(
                 &path,
                 post(move |State(g): State<Arc<Gateway>>, req: Request| serve(g, m, req))
-                    .fallback(|| async { go_error(StatusCode::METHOD_NOT_ALLOWED) }),
+                    .fallback(|req: Request| refuse(req, StatusCode::METHOD_NOT_ALLOWED)),
             );
         }
         r = r.route(
             &format!("{prefix}{{*rest}}"),
-            any(|| async { go_error(StatusCode::NOT_FOUND) }),
+            any(|req: Request| refuse(req, StatusCode::NOT_FOUND)),
         );
     }
     r.with_state(g)
@@ -83,6 +83,7 @@ pub async fn fallback(req: Request) -> Response {
     if grpc {
         return Status::unimplemented("").into_http();
     }
+    drain(req).await;
     (
         StatusCode::NOT_FOUND,
         [
@@ -94,8 +95,17 @@ pub async fn fallback(req: Request) -> Response {
         .into_response()
 }
 
-/// Go's `http.Error(w, http.StatusText(code), code)`.
-fn go_error(status: StatusCode) -> Response {
+/// Reads a request's body (up to 1 MiB) before it is refused. Over HTTP/2 an unread
+/// body makes hyper reset the stream, and curl then reports the answer as lost.
+async fn drain(req: Request) {
+    let _ = http_body_util::Limited::new(req.into_body(), 1 << 20)
+        .collect()
+        .await;
+}
+
+/// Go's `http.Error(w, http.StatusText(code), code)`, once the request is read.
+async fn refuse(req: Request, status: StatusCode) -> Response {
+    drain(req).await;
     (
         status,
         [
