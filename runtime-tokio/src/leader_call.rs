@@ -1,5 +1,8 @@
 //! Requests only the leader can answer, sent to it by a follower on the peer port:
 //! membership changes (add, remove, promote) and lease keepalives and remaining TTLs.
+//! The same connection carries the one request every member answers: its HashKV at a
+//! revision, which etcd serves as `/members/hashkv` on its peer URLs for the corruption
+//! checks (see [`crate::corruption`]).
 //!
 //! etcd forwards these inside the cluster too (conf changes through raft, lease renewals
 //! over the peer URL's `/leases`), so what a client asks of any member works whatever the
@@ -27,6 +30,7 @@ use tonic::{Code, Status};
 use crate::member::{Header, MemberChange};
 use crate::peer::PeerNet;
 use crate::tls::PeerIo;
+use keel_core::node::corruption::KvHash;
 
 /// The magic opening a leader call on the peer port.
 pub(crate) const CALL_MAGIC: &[u8; 8] = b"KEELCALL";
@@ -52,6 +56,12 @@ pub enum Call {
         /// List the keys attached to it.
         keys: bool,
     },
+    /// The answering member's HashKV at `revision` (0: its current one); any member
+    /// answers.
+    HashKv {
+        /// The revision to hash up to.
+        revision: i64,
+    },
 }
 
 /// The leader's answer.
@@ -68,6 +78,8 @@ pub enum Answer {
     Renewed(i64, Header),
     /// A lease's remaining time.
     TimeToLive(LeaseTtl),
+    /// The member's HashKV.
+    HashKv(KvHash),
 }
 
 /// A lease's remaining time as the leader knows it.
@@ -106,13 +118,7 @@ pub(crate) async fn call(net: &PeerNet, leader: u64, call: &Call) -> Result<Answ
         let url = net
             .addr_of(leader)
             .ok_or_else(|| std::io::Error::other("the leader has no peer URL"))?;
-        let mut s = net.dialer().connect(&url).await?;
-        let mut hello = CALL_MAGIC.to_vec();
-        hello.push(CALL_VERSION);
-        hello.extend_from_slice(&net.cluster_id().to_le_bytes());
-        hello.extend_from_slice(&net.id().to_le_bytes());
-        hello.extend_from_slice(&leader.to_le_bytes());
-        s.write_all(&hello).await?;
+        let mut s = open(net, leader, &url).await?;
         let reply = round_trip(&mut s, &body).await?;
         if reusable {
             net.keep_call_stream(leader, s);
@@ -125,6 +131,39 @@ pub(crate) async fn call(net: &PeerNet, leader: u64, call: &Call) -> Result<Answ
         .map_err(|e| Status::unavailable(format!("etcdserver: leader unreachable: {e}")))?;
     decode_reply(&reply)
         .ok_or_else(|| Status::internal("etcdserver: malformed answer from the leader"))?
+}
+
+/// Sends `call` to member `to` at its peer URL `url`, on a connection of its own, and
+/// waits at most `limit` for the answer.
+pub(crate) async fn call_at(
+    net: &PeerNet,
+    to: u64,
+    url: &str,
+    call: &Call,
+    limit: Duration,
+) -> Result<Answer, Status> {
+    let body = encode_call(call);
+    let exchange = async {
+        let mut s = open(net, to, url).await?;
+        round_trip(&mut s, &body).await
+    };
+    let reply = tokio::time::timeout(limit, exchange)
+        .await
+        .map_err(|_| Status::unavailable("etcdserver: request timed out"))?
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    decode_reply(&reply).ok_or_else(|| Status::internal("keel: malformed answer from the peer"))?
+}
+
+/// Dials member `to` at `url` and opens a call connection (the hello naming both ends).
+async fn open(net: &PeerNet, to: u64, url: &str) -> std::io::Result<Box<dyn PeerIo>> {
+    let mut s = net.dialer().connect(url).await?;
+    let mut hello = CALL_MAGIC.to_vec();
+    hello.push(CALL_VERSION);
+    hello.extend_from_slice(&net.cluster_id().to_le_bytes());
+    hello.extend_from_slice(&net.id().to_le_bytes());
+    hello.extend_from_slice(&to.to_le_bytes());
+    s.write_all(&hello).await?;
+    Ok(s)
 }
 
 /// One request body out, one reply body back.
@@ -214,6 +253,7 @@ const PROMOTE: u8 = 3;
 const UPDATE: u8 = 4;
 const RENEW: u8 = 5;
 const TTL: u8 = 6;
+const HASH_KV: u8 = 7;
 
 /// The request body.
 pub fn encode_call(c: &Call) -> Vec<u8> {
@@ -251,6 +291,10 @@ pub fn encode_call(c: &Call) -> Vec<u8> {
             o.extend_from_slice(&id.to_le_bytes());
             o.push(u8::from(*keys));
         }
+        Call::HashKv { revision } => {
+            o.push(HASH_KV);
+            o.extend_from_slice(&revision.to_le_bytes());
+        }
     }
     o
 }
@@ -284,6 +328,9 @@ pub fn decode_call(b: &[u8]) -> Option<Call> {
                 keys: r.bool()?,
             }
         }
+        HASH_KV => Call::HashKv {
+            revision: r.u64()? as i64,
+        },
         _ => return None,
     };
     r.0.is_empty().then_some(call)
@@ -318,6 +365,18 @@ pub fn encode_reply(r: &Result<Answer, Status>) -> Vec<u8> {
             o.extend_from_slice(&granted.to_le_bytes());
             o.extend_from_slice(&ttl.to_le_bytes());
             put_list(&mut o, keys.iter().map(|k| &k[..]));
+        }
+        Ok(Answer::HashKv(h)) => {
+            o.push(4);
+            header(
+                &mut o,
+                &Header {
+                    revision: h.revision,
+                    raft_term: 0,
+                },
+            );
+            o.extend_from_slice(&h.hash.to_le_bytes());
+            o.extend_from_slice(&h.compact_revision.to_le_bytes());
         }
         Err(s) => {
             o.push(0);
@@ -355,6 +414,11 @@ pub fn decode_reply(b: &[u8]) -> Option<Result<Answer, Status>> {
                 ttl: r.u64()? as i64,
                 keys: r.list()?.into_iter().map(Bytes::copy_from_slice).collect(),
                 header,
+            }),
+            4 => Answer::HashKv(KvHash {
+                hash: r.u32()?,
+                compact_revision: r.u64()? as i64,
+                revision: header.revision,
             }),
             _ => return None,
         })
@@ -441,6 +505,8 @@ mod tests {
             }),
             Call::Renew(-1),
             Call::TimeToLive { id: 42, keys: true },
+            Call::HashKv { revision: 0 },
+            Call::HashKv { revision: -3 },
         ]
     }
 
@@ -460,6 +526,11 @@ mod tests {
                 ttl: -1,
                 keys: vec![Bytes::from_static(b"a"), Bytes::new()],
                 header: h,
+            })),
+            Ok(Answer::HashKv(KvHash {
+                hash: 0xdead_beef,
+                revision: 12,
+                compact_revision: -1,
             })),
             Err(Status::failed_precondition(
                 "etcdserver: re-configuration failed due to not enough started members",

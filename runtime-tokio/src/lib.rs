@@ -10,6 +10,7 @@ use std::time::Instant;
 use keel_core::raft::Time;
 
 pub mod auth;
+pub mod corruption;
 pub mod etcd_db;
 pub mod founding;
 pub mod gateway;

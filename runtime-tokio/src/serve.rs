@@ -61,8 +61,18 @@ pub async fn run_with_tls(
         cfg.name,
         cfg.client_urls.join(" ")
     );
-    let (handle, net, mut fatal) = start_with_dialer(cfg, dialer).map_err(|e| e.to_string())?;
+    let corrupt_check_time = cfg.corrupt_check_time;
+    let (handle, net, mut fatal) = start_with_dialer(cfg, dialer)
+        .await
+        .map_err(|e| e.to_string())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if !corrupt_check_time.is_zero() {
+        tokio::spawn(crate::corruption::monitor(
+            handle.clone(),
+            corrupt_check_time,
+            stop_rx.clone(),
+        ));
+    }
     for l in peers {
         let h = handle.clone();
         tokio::spawn(peer::serve(

@@ -128,6 +128,7 @@ const SPECS: &[Spec] = &[
     switch("enable-pprof", "false", "Enable runtime profiling data via HTTP server."),
     value("experimental-watch-progress-notify-interval", "10m", "Duration of periodic watch progress notifications."),
     switch("experimental-initial-corrupt-check", "false", "Enable to check data corruption before serving any client/peer traffic."),
+    value("experimental-corrupt-check-time", "0s", "Duration of time between cluster corruption check passes."),
     switch("version", "false", "Print the version and exit."),
 ];
 
@@ -442,9 +443,12 @@ pub struct ServerConfig {
     pub log_outputs: Vec<String>,
     /// `--enable-pprof`.
     pub enable_pprof: bool,
-    /// `--experimental-initial-corrupt-check` (accepted so that etcd's harnesses and
-    /// kubeadm can start keel; the comparison with peers is not implemented yet).
+    /// `--experimental-initial-corrupt-check`: a restarting member compares its HashKV
+    /// with its peers' before serving and refuses to start on a mismatch.
     pub initial_corrupt_check: bool,
+    /// `--experimental-corrupt-check-time` (0: off): the leader's period for comparing
+    /// its HashKV with every follower's, raising the CORRUPT alarm on a mismatch.
+    pub corrupt_check_time: Duration,
     /// `--version`: print the version and exit.
     pub print_version: bool,
     /// Things worth logging at startup that etcd warns about or refuses (e.g. a flag
@@ -912,7 +916,8 @@ impl Raw {
             )?,
             log_outputs: self.list("log-outputs"),
             enable_pprof: self.bool("enable-pprof")?,
-            initial_corrupt_check: self.initial_corrupt_check()?,
+            initial_corrupt_check: self.bool("experimental-initial-corrupt-check")?,
+            corrupt_check_time: self.duration("experimental-corrupt-check-time")?,
             print_version: self.bool("version")?,
             warnings: std::mem::take(&mut self.warnings),
             name,
@@ -984,20 +989,6 @@ impl Raw {
             }
         };
         Ok(retention)
-    }
-
-    /// `--experimental-initial-corrupt-check`: every etcd e2e cluster and kubeadm pass
-    /// it, so it must not stop keel; while the check itself is missing, say so once.
-    fn initial_corrupt_check(&mut self) -> Result<bool, ConfigError> {
-        let on = self.bool("experimental-initial-corrupt-check")?;
-        if on {
-            self.warnings.push(
-                "--experimental-initial-corrupt-check is accepted, but keel does not compare \
-                 its hash with its peers' before serving yet"
-                    .into(),
-            );
-        }
-        Ok(on)
     }
 
     /// etcd keeps going with the default cost when the flag is outside bcrypt's range.

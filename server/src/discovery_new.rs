@@ -152,6 +152,8 @@ mod tests {
             auth_token: "simple".into(),
             auth_token_ttl: Duration::from_secs(300),
             bcrypt_cost: 4,
+            initial_corrupt_check: false,
+            corrupt_check_time: Duration::ZERO,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready) = tokio::sync::oneshot::channel::<()>();

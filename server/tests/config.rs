@@ -523,20 +523,25 @@ fn config_bad_auth_token_stops_the_start_with_one_line() {
 }
 
 #[test]
-fn config_accepts_the_corrupt_check_flag_etcd_harnesses_pass() {
+fn config_takes_the_corrupt_check_flags_etcd_harnesses_pass() {
     // etcd's e2e harness starts every member with the bare flag; kubeadm sets it too.
     let c = parse_args(&["--experimental-initial-corrupt-check"]).unwrap();
-    assert!(c.initial_corrupt_check);
-    assert_eq!(
-        c.warnings,
-        vec![
-            "--experimental-initial-corrupt-check is accepted, but keel does not compare \
-             its hash with its peers' before serving yet"
-                .to_string()
-        ]
-    );
+    assert!(c.initial_corrupt_check && c.warnings.is_empty());
     let c = parse_args(&["--experimental-initial-corrupt-check=false"]).unwrap();
     assert!(!c.initial_corrupt_check && c.warnings.is_empty());
     let c = parse_with_env(&[], &[("ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", "true")]).unwrap();
     assert!(c.initial_corrupt_check);
+    // The periodic check: off by default, a Go duration otherwise.
+    assert_eq!(parse_args(&[]).unwrap().corrupt_check_time, Duration::ZERO);
+    let c = parse_args(&["--experimental-corrupt-check-time", "2m30s"]).unwrap();
+    assert_eq!(c.corrupt_check_time, Duration::from_secs(150));
+    let c = parse_with_env(&[], &[("ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME", "500ms")]).unwrap();
+    assert_eq!(c.corrupt_check_time, Duration::from_millis(500));
+    let e = parse_args(&["--experimental-corrupt-check-time=often"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("invalid value \"often\" for flag --experimental-corrupt-check-time"),
+        "{e}"
+    );
 }

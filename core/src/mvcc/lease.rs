@@ -37,6 +37,9 @@ pub enum LeaseError {
     /// Keepalives and expiry are the leader's business.
     #[error("etcdserver: not leader")]
     NotPrimary,
+    /// The CORRUPT alarm is raised: grants and revokes are refused.
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

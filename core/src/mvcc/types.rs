@@ -260,6 +260,9 @@ pub enum MvccError {
     /// The backend quota is exceeded (the NOSPACE alarm is raised).
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    /// The CORRUPT alarm is raised: writes are refused (etcd's `applierV3Corrupt`).
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
 }
 
 /// What happened to a key.

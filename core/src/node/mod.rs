@@ -6,6 +6,7 @@
 
 mod command;
 mod compactor;
+pub mod corruption;
 pub mod member;
 mod state_machine;
 

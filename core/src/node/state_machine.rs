@@ -409,7 +409,38 @@ impl StateMachine {
         Ok(())
     }
 
+    /// Whether the CORRUPT alarm is raised (by any member: etcd raises it against 0).
+    pub fn corrupt(&self) -> bool {
+        self.alarms.keys().any(|(_, kind)| *kind == alarm::CORRUPT)
+    }
+
+    /// etcd's `applierV3Corrupt`: while CORRUPT is raised, what would change the
+    /// keyspace or the leases is refused at apply, before the permission check. Reads,
+    /// alarms (so it can be disarmed), auth and membership go on.
+    fn refused_as_corrupt(cmd: &Command) -> Option<Outcome> {
+        Some(match cmd {
+            Command::Put(_) => Outcome::Put(Err(MvccError::Corrupt)),
+            Command::DeleteRange(_) => Outcome::DeleteRange(Err(MvccError::Corrupt)),
+            Command::Txn(_) => Outcome::Txn(Err(MvccError::Corrupt)),
+            Command::Compact { .. } => Outcome::Compact(Err(MvccError::Corrupt)),
+            Command::LeaseGrant { .. } => Outcome::LeaseGrant(Err(LeaseError::Corrupt)),
+            Command::LeaseRevoke { .. } => Outcome::LeaseRevoke(Err(LeaseError::Corrupt)),
+            _ => return None,
+        })
+    }
+
     fn apply_proposal(&mut self, p: Proposal, now: Time) -> Applied {
+        if let Some(outcome) = self
+            .corrupt()
+            .then(|| Self::refused_as_corrupt(&p.cmd))
+            .flatten()
+        {
+            return Applied {
+                origin: p.origin,
+                seq: p.seq,
+                outcome,
+            };
+        }
         if let Err(e) = self.authorize(p.auth.as_ref(), &p.cmd) {
             return Applied {
                 origin: p.origin,
@@ -820,5 +851,88 @@ mod tests {
         assert!(restored.apply(&put_entry(4, 8, 100), Time(0)).is_none());
         assert!(restored.apply(&put_entry(5, 7, 101), Time(0)).is_some());
         assert_eq!(restored.kv.store.revision(), 1 + 3, "three distinct puts");
+    }
+
+    #[test]
+    fn under_the_corrupt_alarm_writes_are_refused_and_the_alarm_can_still_change() {
+        // etcd's applierV3Corrupt: puts, deletes, txns, compactions and lease grants and
+        // revokes answer "etcdserver: corrupt cluster" and change nothing.
+        let mut sm = StateMachine::new(u64::MAX, 1, []);
+        let put = |key: &str| {
+            Command::Put(PutRequest {
+                key: key.as_bytes().to_vec().into(),
+                value: b"v".to_vec().into(),
+                ..Default::default()
+            })
+        };
+        let outcome = |sm: &mut StateMachine, i: u64, cmd: Command| {
+            sm.apply(&command_entry(i, 1, i, cmd), Time(0))
+                .map(|a| a.outcome)
+        };
+        assert!(matches!(
+            outcome(&mut sm, 1, put("a")),
+            Some(Outcome::Put(Ok(_)))
+        ));
+        let raise = super::super::corruption::corrupt_alarm();
+        assert_eq!(
+            outcome(&mut sm, 2, raise),
+            Some(Outcome::Alarm(vec![(0, alarm::CORRUPT)]))
+        );
+        assert!(sm.corrupt());
+        let rev = sm.kv.store.revision();
+        let refused = [
+            (put("b"), Outcome::Put(Err(MvccError::Corrupt))),
+            (
+                Command::DeleteRange(Default::default()),
+                Outcome::DeleteRange(Err(MvccError::Corrupt)),
+            ),
+            (
+                Command::Txn(Default::default()),
+                Outcome::Txn(Err(MvccError::Corrupt)),
+            ),
+            (
+                Command::Compact {
+                    revision: 1,
+                    physical: false,
+                },
+                Outcome::Compact(Err(MvccError::Corrupt)),
+            ),
+            (
+                Command::LeaseGrant { id: 5, ttl: 10 },
+                Outcome::LeaseGrant(Err(LeaseError::Corrupt)),
+            ),
+            (
+                Command::LeaseRevoke { id: 5 },
+                Outcome::LeaseRevoke(Err(LeaseError::Corrupt)),
+            ),
+        ];
+        for (i, (cmd, want)) in refused.into_iter().enumerate() {
+            assert_eq!(outcome(&mut sm, 3 + i as u64, cmd), Some(want));
+        }
+        assert_eq!(sm.kv.store.revision(), rev, "nothing written");
+        assert_eq!(
+            MvccError::Corrupt.to_string(),
+            "etcdserver: corrupt cluster"
+        );
+        assert_eq!(
+            LeaseError::Corrupt.to_string(),
+            "etcdserver: corrupt cluster"
+        );
+        // The alarm survives a snapshot, and disarming it lets writes through again.
+        let mut sm = StateMachine::restore(&sm.snapshot(), u64::MAX, 1).expect("image");
+        assert!(sm.corrupt());
+        let disarm = Command::Alarm {
+            action: 2,
+            member: 0,
+            alarm: alarm::CORRUPT,
+        };
+        assert_eq!(
+            outcome(&mut sm, 20, disarm),
+            Some(Outcome::Alarm(vec![(0, alarm::CORRUPT)]))
+        );
+        assert!(matches!(
+            outcome(&mut sm, 21, put("c")),
+            Some(Outcome::Put(Ok(_)))
+        ));
     }
 }

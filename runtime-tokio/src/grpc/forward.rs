@@ -1,6 +1,7 @@
 //! What only the leader can do (membership changes, lease keepalives and remaining
 //! TTLs), asked of a follower: sent on to the leader over the peer port (see
-//! [`crate::leader_call`]), and answered there by [`handler`].
+//! [`crate::leader_call`]), and answered there by [`handler`], which also answers any
+//! member's HashKV question (the corruption checks).
 //!
 //! The follower has checked its caller already (an admin for membership changes), as
 //! etcd checks on the member a client reaches before it proposes.
@@ -9,6 +10,7 @@ use super::{server_status, Grpc};
 use std::sync::Arc;
 
 use keel_core::mvcc::LeaseId;
+use keel_core::node::corruption::KvHash;
 use tonic::Status;
 
 use super::lease;
@@ -61,6 +63,15 @@ async fn answer(m: MemberHandle, call: Call) -> Result<Answer, Status> {
                 Some(t) => Ok(Answer::TimeToLive(t)),
                 None => Err(not_leader()),
             }
+        }
+        // Any member answers: etcd's `/members/hashkv` on the peer URL.
+        Call::HashKv { revision } => {
+            let (hash, compact_revision, h) = m.hash_kv(revision).await.grpc()?;
+            Ok(Answer::HashKv(KvHash {
+                hash: hash.map_err(super::mvcc_status)?,
+                revision: h.revision,
+                compact_revision,
+            }))
         }
     }
 }

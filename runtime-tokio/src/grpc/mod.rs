@@ -50,6 +50,7 @@ pub fn mvcc_status(e: MvccError) -> Status {
         MvccError::Compacted | MvccError::FutureRevision => Code::OutOfRange,
         MvccError::LeaseNotFound => Code::NotFound,
         MvccError::NoSpace => Code::ResourceExhausted,
+        MvccError::Corrupt => Code::DataLoss,
         MvccError::KeyNotFound
         | MvccError::DuplicateKey
         | MvccError::TooManyOps
@@ -75,6 +76,7 @@ pub fn lease_status(e: LeaseError) -> Status {
         LeaseError::TtlTooLarge => Code::OutOfRange,
         LeaseError::ZeroId => Code::InvalidArgument,
         LeaseError::NotPrimary => Code::FailedPrecondition,
+        LeaseError::Corrupt => Code::DataLoss,
     };
     Status::new(code, e.to_string())
 }

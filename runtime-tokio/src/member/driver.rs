@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use keel_core::node::corruption::KvHash;
 use keel_core::node::{
     AuthNote, Call, Member, MemberConfig as CoreConfig, Note, Output, Request, Response,
     StateMachine, Token,
@@ -86,19 +87,24 @@ pub enum StartError {
     /// `--auth-token` cannot be used.
     #[error("{0}")]
     AuthToken(String),
+    /// The initial corruption check found this member's data differs from a peer's.
+    #[error("{0}")]
+    Inconsistent(String),
 }
 
 /// Opens the data dir, builds the core and spawns the member task. Returns the handle,
 /// the peer transport (to accept connections with) and a channel that reports a fatal
 /// condition (storage failure, cluster ID mismatch) after which the process must stop.
-pub fn start(
+/// With `initial_corrupt_check`, a member restarting from its data dir first compares
+/// its recovered state's hash with its peers' (see [`crate::corruption`]).
+pub async fn start(
     cfg: MemberConfig,
 ) -> Result<(MemberHandle, PeerNet, mpsc::UnboundedReceiver<String>), StartError> {
-    start_with_dialer(cfg, crate::tls::PeerDialer::plain())
+    start_with_dialer(cfg, crate::tls::PeerDialer::plain()).await
 }
 
 /// As [`start`], the peer transport dialing with `dialer` (TLS for https peer URLs).
-pub fn start_with_dialer(
+pub async fn start_with_dialer(
     cfg: MemberConfig,
     dialer: crate::tls::PeerDialer,
 ) -> Result<(MemberHandle, PeerNet, mpsc::UnboundedReceiver<String>), StartError> {
@@ -140,6 +146,8 @@ pub fn start_with_dialer(
         cfg.initial_members.iter().cloned(),
     );
     sm.kv.store.set_max_txn_ops(cfg.max_txn_ops);
+    // etcd checks only a member that restarts from its data dir, before raft runs.
+    let restarting = rec.state.is_some();
     let raft = match rec.state {
         Some(state) => {
             // Without a snapshot the log replays from index 1 onto the founding table.
@@ -160,6 +168,23 @@ pub fn start_with_dialer(
     };
     let (fatal_tx, fatal_rx) = mpsc::unbounded_channel();
     let net = PeerNet::with_dialer(cfg.id, cfg.cluster_id, fatal_tx.clone(), dialer);
+    if cfg.initial_corrupt_check && restarting {
+        // The state recovered from the snapshot file, as etcd hashes its backend before
+        // raft replays the WAL's tail.
+        let members: Vec<_> = sm.members.values().cloned().collect();
+        let local = KvHash {
+            hash: sm
+                .kv
+                .store
+                .hash_kv(0)
+                .map_err(|e| StartError::Recover(e.to_string()))?,
+            revision: sm.kv.store.revision(),
+            compact_revision: sm.kv.store.compacted_revision(),
+        };
+        crate::corruption::check_at_start(&net, &members, local)
+            .await
+            .map_err(StartError::Inconsistent)?;
+    }
     // The removes are applied before the peer table is first filled, so it never sees
     // these members leave: refuse them from the start, as etcd refuses removed members.
     net.mark_removed(forced_out.iter().map(|id| id.0));
@@ -509,6 +534,9 @@ impl MemberTask {
                 self.metrics.proposals_failed.fetch_add(1, Relaxed);
             }
             Note::Removed => tracing::warn!("{}", crate::peer::REMOVED_TEXT),
+            Note::CorruptAlarmRaised { from } => {
+                tracing::warn!(alarm = "CORRUPT", from = %format!("{from:x}"), "alarm raised")
+            }
             Note::EndLeaderlessStreams => self.leader_lost.send_modify(|n| *n += 1),
         }
     }

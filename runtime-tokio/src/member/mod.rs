@@ -93,6 +93,12 @@ pub struct MemberConfig {
     pub auth_token_ttl: Duration,
     /// `--bcrypt-cost`.
     pub bcrypt_cost: u32,
+    /// `--experimental-initial-corrupt-check`: a restarting member compares its hash with
+    /// its peers' before it serves, and refuses to start on a mismatch.
+    pub initial_corrupt_check: bool,
+    /// `--experimental-corrupt-check-time` (zero: off): how often the leader compares its
+    /// hash with every follower's, raising CORRUPT on a mismatch.
+    pub corrupt_check_time: Duration,
 }
 
 /// Where the answer to a proposal or membership change goes (one caller's channel).

@@ -134,6 +134,8 @@ pub fn config(plan: &Plan, i: usize, dir: &Path) -> MemberConfig {
         auth_token: "simple".into(),
         auth_token_ttl: Duration::from_secs(300),
         bcrypt_cost: 4,
+        initial_corrupt_check: false,
+        corrupt_check_time: Duration::ZERO,
     }
 }
 

@@ -82,6 +82,7 @@ impl Member {
             if !matches!(e.payload, EntryPayload::Empty) {
                 self.applied_since_snapshot += 1;
             }
+            let corrupt_before = self.sm.corrupt();
             let applied = self.sm.apply(e, now);
             self.out.applied_count += 1;
             if record {
@@ -96,6 +97,15 @@ impl Member {
                 });
             }
             let Some(a) = applied else { continue };
+            if let Outcome::Alarm(raised) = &a.outcome {
+                if !corrupt_before && self.sm.corrupt() {
+                    if let Some((from, _)) = raised.first() {
+                        self.out
+                            .notes
+                            .push(Note::CorruptAlarmRaised { from: *from });
+                    }
+                }
+            }
             members_changed |= matches!(a.outcome, Outcome::Member);
             self.note_auth(e, &a.outcome);
             if a.origin == self.cfg.id {

@@ -163,6 +163,12 @@ pub enum Note {
     ProposalFailed,
     /// This member was removed from the cluster.
     Removed,
+    /// The CORRUPT alarm was raised (it was not before): etcd warns "alarm raised" on
+    /// every member as it applies it.
+    CorruptAlarmRaised {
+        /// The member it was raised against (0 from the corruption checks).
+        from: u64,
+    },
     /// Streams opened with require-leader must end now with "etcdserver: no leader"
     /// (the leader has been gone too long: see [`super::NO_LEADER_PERIODS`]).
     EndLeaderlessStreams,
