@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use driver::{start, start_with_dialer, MemberTask, StartError};
 pub use keel_core::node::{Header, MemberChange, MemberError as ServerError, Status};
-pub use queries::{LeaseView, ReadRefused, StatusView, WatchStart};
+pub use queries::{LeaseView, Progress, ReadRefused, StatusView, WatchStart};
 pub use watch_sink::{watch_channel, WatchOutlet, WatchSink};
 
 use crate::auth::{Passwords, Tokens};

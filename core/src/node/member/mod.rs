@@ -34,7 +34,7 @@ use std::collections::{BTreeSet, HashMap};
 use bytes::Bytes;
 
 use crate::auth::AuthInfo;
-use crate::mvcc::{LeaseError, LeaseId, WatchHub, WatchRequest, WatchResponse};
+use crate::mvcc::{LeaseError, LeaseId, ProgressFor, WatchHub, WatchRequest, WatchResponse};
 use crate::node::{encode_command, Command, Compactor, Proposal, StateMachine};
 use crate::raft::{
     LogIndex, Message, PersistSeq, ProposeError, RaftNode, ReadCtx, ReadError, Ready, Role, Time,
@@ -124,6 +124,10 @@ pub enum MemberBug {
     ReleaseWalAhead,
     /// Required-leader streams are never ended, however long the member has no leader.
     StreamsOutliveLeader,
+    /// Progress notifications are made from the current revision before the queued
+    /// events go out and whether or not a watcher is still catching up (etcd before
+    /// 3.4.31/3.5.13, and keel's gRPC stream before it routed them through the hub).
+    ProgressBeforeEvents,
 }
 
 impl Member {
@@ -297,9 +301,35 @@ impl Member {
         self.hub.take_responses_if(rev, ready)
     }
 
-    /// etcd's progress notification for every watcher that has nothing pending.
-    pub fn watch_progress(&self) -> Vec<WatchResponse> {
-        self.hub.progress(self.sm.kv.store.revision())
+    /// Responses ready for watchers whose stream can take them, as
+    /// [`Member::watch_responses`], followed by the progress notifications `of` asks for
+    /// (see [`WatchHub::take_responses_with_progress`]): a driver that hands them to each
+    /// stream in this order never lets a notification overtake an event it covers.
+    pub fn watch_progress(
+        &mut self,
+        of: ProgressFor<'_>,
+        ready: impl Fn(i64) -> bool,
+    ) -> Vec<WatchResponse> {
+        self.hub.catch_up(&self.sm.kv.store);
+        let rev = self.sm.kv.store.revision();
+        #[cfg(feature = "planted-bugs")]
+        if self.planted(MemberBug::ProgressBeforeEvents) {
+            let ids: Vec<i64> = match of {
+                ProgressFor::Each(ids) => ids.to_vec(),
+                ProgressFor::Stream(_) => vec![crate::mvcc::STREAM_PROGRESS_ID],
+            };
+            let mut out: Vec<WatchResponse> = ids
+                .into_iter()
+                .map(|watch_id| WatchResponse {
+                    watch_id,
+                    header_revision: rev,
+                    ..WatchResponse::default()
+                })
+                .collect();
+            out.extend(self.hub.take_responses_if(rev, ready));
+            return out;
+        }
+        self.hub.take_responses_with_progress(rev, ready, of)
     }
 
     /// The persist batch numbered `seq` is durable.
