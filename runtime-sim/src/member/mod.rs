@@ -63,6 +63,10 @@ const MAX_WALS: usize = 1;
 /// Period of housekeeping and of watch progress notifications.
 const HOUSEKEEPING_MS: u64 = 500;
 
+/// Lease checkpoint period: below the simulated leases' TTLs (1-4 s), so leader changes
+/// restart leases from checkpoints and renewals race checkpoints in every run.
+const LEASE_CHECKPOINT_MS: u64 = 1_000;
+
 /// Simple auth tokens live this long after their last use (etcd's default).
 const SIMPLE_TOKEN_TTL_MS: u64 = 300_000;
 
@@ -332,6 +336,7 @@ impl Process {
             start_ms: global,
             housekeeping_ms: HOUSEKEEPING_MS,
             record_applied: true,
+            lease_checkpoint_ms: Some(LEASE_CHECKPOINT_MS),
         };
         #[allow(unused_mut)]
         let mut member = Member::new(member_cfg, raft, sm, now);

@@ -75,6 +75,7 @@ pub fn lease_status(e: LeaseError) -> Status {
         LeaseError::TtlTooLarge => Code::OutOfRange,
         LeaseError::ZeroId => Code::InvalidArgument,
         LeaseError::NotPrimary => Code::FailedPrecondition,
+        LeaseError::CheckpointPending => Code::Unavailable,
     };
     Status::new(code, e.to_string())
 }

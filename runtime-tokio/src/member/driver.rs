@@ -198,6 +198,9 @@ pub fn start_with_dialer(
         start_ms,
         housekeeping_ms: HOUSEKEEPING_MS,
         record_applied: false,
+        lease_checkpoint_ms: cfg
+            .lease_checkpoint_interval
+            .map(|d| (d.as_millis() as u64).max(1)),
     };
     let core = MemberTask {
         member: Member::new(member_cfg, raft, sm, now),

@@ -78,6 +78,9 @@ pub struct MemberConfig {
     pub pre_vote: bool,
     /// Period of progress notifications to watchers created with `progress_notify`.
     pub watch_progress_interval: Duration,
+    /// Period of lease checkpoints (`--experimental-enable-lease-checkpoint` and
+    /// `--experimental-lease-checkpoint-interval`); None: no checkpoints.
+    pub lease_checkpoint_interval: Option<Duration>,
     /// Entries kept in memory behind a snapshot for slow followers (etcd: 5000); one
     /// further behind gets the snapshot.
     pub log_tail: u64,

@@ -55,6 +55,9 @@ pub use waiting::{MAX_WAITING, MAX_WAITING_BYTES};
 const WATCH_QUEUE: usize = 4096;
 /// Bytes of events per watch response before it is split into fragments.
 const WATCH_FRAGMENT_BYTES: usize = 1 << 20;
+/// Lease checkpoints one housekeeping pass proposes at most (etcd's
+/// `maxLeaseCheckpointBatchSize`); the rest are due at the next pass.
+const CHECKPOINT_BATCH: usize = 1000;
 /// Expired leases whose revocation one housekeeping pass proposes at most.
 const REVOKE_BATCH: usize = 64;
 /// Keys one compaction slice frees, so compaction never stalls writes.
@@ -277,9 +280,36 @@ impl Member {
     }
 
     /// Renews a lease (the leader's lessor alone tracks expiry; a follower's answers
-    /// "not primary"): its granted TTL.
+    /// "not primary"): its granted TTL. A lease with a checkpoint is renewed only once a
+    /// clearing checkpoint is applied (proposed here): until then the answer is
+    /// [`LeaseError::CheckpointPending`], and the caller asks again, as etcd's `Renew`
+    /// waits for it.
     pub fn renew_lease(&mut self, now: Time, id: LeaseId) -> Result<i64, LeaseError> {
-        self.sm.kv.lessor.renew(id, now)
+        let r = self.sm.kv.lessor.renew(id, now);
+        if r == Err(LeaseError::CheckpointPending) && self.sm.kv.lessor.needs_clearing(id) {
+            self.propose_checkpoints(now, vec![(id, 0)]);
+        }
+        r
+    }
+
+    /// Proposes lease checkpoints with the member's own authority; renewals of those
+    /// leases wait until they are applied.
+    fn propose_checkpoints(&mut self, now: Time, checkpoints: Vec<(LeaseId, i64)>) {
+        let ids: Vec<LeaseId> = checkpoints.iter().map(|(id, _)| *id).collect();
+        let cmd = Command::LeaseCheckpoint {
+            checkpoints: checkpoints.into_iter().map(|(id, r)| (id.0, r)).collect(),
+        };
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let data = encode_command(&Proposal {
+            origin: self.cfg.id,
+            seq,
+            auth: Some(AuthInfo::member()),
+            cmd,
+        });
+        if self.propose_own(now, data) {
+            self.sm.kv.lessor.checkpoints_proposed(ids);
+        }
     }
 
     /// Creates a watcher (catching up from history if it starts in the past); its
@@ -457,15 +487,23 @@ impl Member {
             cmd,
         });
         let Some(call) = call else {
-            if self.raft.propose(now, Bytes::from(data)).is_err() {
-                self.out.notes.push(Note::ProposalFailed);
-            }
+            self.propose_own(now, data);
             return;
         };
         if data.len() > self.cfg.max_request_bytes {
             return self.reply(call.token, Err(MemberError::TooLarge));
         }
         self.submit(now, seq, Bytes::from(data), call.deadline, call.token);
+    }
+
+    /// Proposes an entry of the member's own (no caller waits): whether raft took it
+    /// into its log.
+    fn propose_own(&mut self, now: Time, data: Vec<u8>) -> bool {
+        let taken = self.raft.propose(now, Bytes::from(data)).is_ok();
+        if !taken {
+            self.out.notes.push(Note::ProposalFailed);
+        }
+        taken
     }
 
     /// Proposes a caller's request; without a known leader it waits for one.
@@ -574,6 +612,16 @@ impl Member {
                     // never a client's, so auth never keeps an expired lease alive.
                     let cmd = Command::LeaseRevoke { id: id.0 };
                     self.propose(now, cmd, Some(AuthInfo::member()), None);
+                }
+            }
+            if let Some(interval) = self.cfg.lease_checkpoint_ms {
+                let due = self
+                    .sm
+                    .kv
+                    .lessor
+                    .due_checkpoints(now, interval, CHECKPOINT_BATCH);
+                if !due.is_empty() {
+                    self.propose_checkpoints(now, due);
                 }
             }
             let kv = &self.sm.kv.store;
