@@ -324,7 +324,7 @@ impl Process {
         let round = self.rounds;
         self.sinks
             .iter()
-            .filter(|(_, s)| !s.slow || round % SLOW_STREAM_ROUNDS == 0)
+            .filter(|(_, s)| !s.slow || round.is_multiple_of(SLOW_STREAM_ROUNDS))
             .map(|(id, _)| *id)
             .collect()
     }
