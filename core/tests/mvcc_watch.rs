@@ -4,13 +4,16 @@
 //! order, with no gap and no duplicate, and with correct previous key-values. A watcher
 //! whose next revision was compacted is canceled with the compact revision. Watchers
 //! may start in the future, and a snapshot restore may send every watcher back to
-//! history at any point.
+//! history at any point. Progress notifications (periodic, per watcher, and a stream's
+//! RequestProgress) asked for at any point, with some streams not reading, never reach
+//! a watcher before an event they cover.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use keel_core::mvcc::{
-    DeleteRangeRequest, Event, EventKind, KvStore, PutRequest, WatchHub, WatchRequest,
+    DeleteRangeRequest, Event, EventKind, KvStore, ProgressFor, PutRequest, WatchHub, WatchRequest,
+    WatchResponse, STREAM_PROGRESS_ID,
 };
 use proptest::prelude::*;
 
@@ -32,6 +35,12 @@ enum Op {
     /// nothing new): every watcher catches up from history.
     Restore,
     Compact(u8),
+    /// Drains the watchers whose bit (by ID) is set in the mask, then asks for progress
+    /// notifications: a stream's RequestProgress over every watcher, or each watcher's.
+    Progress {
+        stream: bool,
+        ready: u8,
+    },
 }
 
 fn key(k: u8) -> Bytes {
@@ -48,6 +57,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => Just(Op::CatchUp),
         1 => Just(Op::Restore),
         1 => any::<u8>().prop_map(Op::Compact),
+        3 => (any::<bool>(), any::<u8>()).prop_map(|(stream, ready)| Op::Progress { stream, ready }),
     ]
 }
 
@@ -89,13 +99,38 @@ proptest! {
         let mut expect: BTreeMap<i64, Expect> = BTreeMap::new();
         let mut got: BTreeMap<i64, Vec<Event>> = BTreeMap::new();
         let mut canceled: BTreeMap<i64, i64> = BTreeMap::new();
-        let drain = |hub: &mut WatchHub, store: &KvStore, got: &mut BTreeMap<i64, Vec<Event>>, canceled: &mut BTreeMap<i64, i64>| {
-            for r in hub.take_responses(store.revision()) {
+        // The highest progress revision each watcher was told of.
+        let mut told: BTreeMap<i64, i64> = BTreeMap::new();
+        let mut overtaken: Option<String> = None;
+        let mut receive = |out: Vec<WatchResponse>, stream: &[i64], got: &mut BTreeMap<i64, Vec<Event>>, canceled: &mut BTreeMap<i64, i64>| {
+            for r in out {
+                if r.watch_id == STREAM_PROGRESS_ID {
+                    for id in stream {
+                        told.insert(*id, r.header_revision);
+                    }
+                    continue;
+                }
                 if r.canceled {
                     canceled.insert(r.watch_id, r.compact_revision);
+                } else if r.events.is_empty() {
+                    told.insert(r.watch_id, r.header_revision);
+                }
+                let t = told.get(&r.watch_id).copied().unwrap_or(0);
+                if let Some(e) = r.events.iter().find(|e| e.rev.main <= t) {
+                    overtaken.get_or_insert(format!("watcher {}: event at {} after progress at {t}", r.watch_id, e.rev.main));
                 }
                 got.entry(r.watch_id).or_default().extend(r.events);
             }
+        };
+        let mut drain = |hub: &mut WatchHub, store: &KvStore, expect: &BTreeMap<i64, Expect>, got: &mut BTreeMap<i64, Vec<Event>>, canceled: &mut BTreeMap<i64, i64>, of: Option<(bool, u8)>| {
+            let rev = store.revision();
+            let Some((stream, mask)) = of else {
+                return receive(hub.take_responses(rev), &[], got, canceled);
+            };
+            let ids: Vec<i64> = expect.keys().copied().filter(|id| !canceled.contains_key(id)).collect();
+            let of = if stream { ProgressFor::Stream(&ids) } else { ProgressFor::Each(&ids) };
+            let out = hub.take_responses_with_progress(rev, |id| mask & (1 << (id % 8)) != 0, of);
+            receive(out, &ids, got, canceled)
         };
         for op in &ops {
             match op {
@@ -122,7 +157,10 @@ proptest! {
                     let id = hub.create(req.clone(), &store);
                     expect.insert(id, Expect { req, start });
                 }
-                Op::Take => drain(&mut hub, &store, &mut got, &mut canceled),
+                Op::Take => drain(&mut hub, &store, &expect, &mut got, &mut canceled, None),
+                Op::Progress { stream, ready } => {
+                    drain(&mut hub, &store, &expect, &mut got, &mut canceled, Some((*stream, *ready)));
+                }
                 Op::CatchUp => hub.catch_up(&store),
                 Op::Restore => hub.on_restore(),
                 Op::Compact(r) => {
@@ -140,8 +178,15 @@ proptest! {
         // Let every watcher catch up fully.
         for _ in 0..200 {
             hub.catch_up(&store);
-            drain(&mut hub, &store, &mut got, &mut canceled);
+            drain(&mut hub, &store, &expect, &mut got, &mut canceled, None);
         }
+        // Everything delivered: a stream's progress request is answered, at the store's
+        // revision.
+        let ids: Vec<i64> = expect.keys().copied().filter(|id| !canceled.contains_key(id)).collect();
+        let last = hub.take_responses_with_progress(store.revision(), |_| true, ProgressFor::Stream(&ids));
+        prop_assert_eq!(last.len(), 1);
+        prop_assert_eq!((last[0].watch_id, last[0].header_revision), (STREAM_PROGRESS_ID, store.revision()));
+        prop_assert_eq!(overtaken, None);
         for (id, e) in &expect {
             let want: Vec<Event> = log
                 .iter()

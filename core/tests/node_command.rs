@@ -208,6 +208,8 @@ fn command() -> impl Strategy<Value = Command> {
             .prop_map(|(revision, physical)| Command::Compact { revision, physical }),
         1 => (i64s(), i64s()).prop_map(|(id, ttl)| Command::LeaseGrant { id, ttl }),
         1 => i64s().prop_map(|id| Command::LeaseRevoke { id }),
+        1 => prop::collection::vec((i64s(), i64s()), 0..4)
+            .prop_map(|checkpoints| Command::LeaseCheckpoint { checkpoints }),
         1 => (any::<i32>(), any::<u64>(), any::<i32>()).prop_map(|(action, member, alarm)| {
             Command::Alarm {
                 action,
@@ -508,6 +510,34 @@ fn the_layout_starts_with_version_origin_seq_and_kind() {
     want.push(6);
     want.extend_from_slice(&(-1i64).to_le_bytes());
     assert_eq!(encode_command(&p), want);
+
+    // Lease checkpoints: count, then (ID, remaining TTL) pairs.
+    let p = Proposal {
+        auth: None,
+        cmd: Command::LeaseCheckpoint {
+            checkpoints: vec![(7, 12), (8, 0)],
+        },
+        ..p
+    };
+    let mut want = vec![2u8];
+    want.extend_from_slice(&0x0102u64.to_le_bytes());
+    want.extend_from_slice(&3u64.to_le_bytes());
+    want.push(0);
+    want.push(23);
+    want.extend_from_slice(&2u32.to_le_bytes());
+    for v in [7i64, 12, 8, 0] {
+        want.extend_from_slice(&v.to_le_bytes());
+    }
+    assert_eq!(encode_command(&p), want);
+    let mut short = want.clone();
+    short.truncate(want.len() - 1);
+    assert!(decode_command(&Bytes::from(short)).is_err(), "a cut pair");
+    let mut many = want[..want.len() - 32].to_vec();
+    many[19..23].copy_from_slice(&u32::MAX.to_le_bytes());
+    assert!(
+        decode_command(&Bytes::from(many)).is_err(),
+        "a count beyond the buffer"
+    );
 
     // A role permission: kind, then key and range end.
     let p = Proposal {

@@ -99,6 +99,13 @@ pub enum ClientOp {
     /// Change the auth store with the member's own authority (test setup): answered
     /// with [`ClientReply::AuthChanged`].
     AuthChange(keel_core::auth::AuthCommand),
+    /// etcd's RequestProgress on the watch stream opened by this client's request `id`:
+    /// answered on that stream with watch ID -1 and the member's revision once the watch
+    /// has nothing undelivered, else not at all (as etcd 3.5.13).
+    RequestProgress {
+        /// The ID of the [`ClientOp::Watch`] request.
+        id: u64,
+    },
     /// Cancels the watch opened by this client's request `id`.
     CancelWatch {
         /// The ID of the [`ClientOp::Watch`] request.

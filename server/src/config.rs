@@ -127,6 +127,8 @@ const SPECS: &[Spec] = &[
     value("log-outputs", "default", "Specify 'stdout' or 'stderr' to skip journald logging, or file paths."),
     switch("enable-pprof", "false", "Enable runtime profiling data via HTTP server."),
     value("experimental-watch-progress-notify-interval", "10m", "Duration of periodic watch progress notifications."),
+    switch("experimental-enable-lease-checkpoint", "false", "Enable to persist lease remaining TTL to prevent indefinite auto-renewal of long lived leases."),
+    value("experimental-lease-checkpoint-interval", "5m0s", "Duration of periodic lease checkpoints, used when experimental-enable-lease-checkpoint is on."),
     switch("experimental-initial-corrupt-check", "false", "Enable to check data corruption before serving any client/peer traffic."),
     value("experimental-corrupt-check-time", "0s", "Duration of time between cluster corruption check passes."),
     switch("version", "false", "Print the version and exit."),
@@ -394,6 +396,10 @@ pub struct ServerConfig {
     pub grpc_keepalive_min_time: Duration,
     /// `--experimental-watch-progress-notify-interval`.
     pub watch_progress_notify_interval: Duration,
+    /// `--experimental-enable-lease-checkpoint`.
+    pub lease_checkpoint: bool,
+    /// `--experimental-lease-checkpoint-interval`.
+    pub lease_checkpoint_interval: Duration,
     /// `--grpc-keepalive-interval` (zero: disabled).
     pub grpc_keepalive_interval: Duration,
     /// `--grpc-keepalive-timeout` (zero: disabled).
@@ -861,6 +867,8 @@ impl Raw {
             grpc_keepalive_min_time: self.duration("grpc-keepalive-min-time")?,
             watch_progress_notify_interval: self
                 .duration("experimental-watch-progress-notify-interval")?,
+            lease_checkpoint: self.bool("experimental-enable-lease-checkpoint")?,
+            lease_checkpoint_interval: self.duration("experimental-lease-checkpoint-interval")?,
             grpc_keepalive_interval: self.duration("grpc-keepalive-interval")?,
             grpc_keepalive_timeout: self.duration("grpc-keepalive-timeout")?,
             auto_compaction_mode,

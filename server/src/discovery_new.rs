@@ -145,6 +145,7 @@ mod tests {
             client_urls: vec![url.clone()],
             pre_vote: true,
             watch_progress_interval: Duration::from_secs(600),
+            lease_checkpoint_interval: None,
             log_tail: 5000,
             auto_compaction: Default::default(),
             enable_v2,

@@ -260,6 +260,9 @@ async fn member_config(cfg: &ServerConfig, dialer: &PeerDialer) -> Result<Start,
         pre_vote: cfg.pre_vote,
         log_tail: 5000,
         watch_progress_interval: cfg.watch_progress_notify_interval,
+        lease_checkpoint_interval: cfg
+            .lease_checkpoint
+            .then_some(cfg.lease_checkpoint_interval),
         auto_compaction: match (cfg.auto_compaction_mode, cfg.auto_compaction_retention) {
             (_, CompactionRetention::Off) => AutoCompaction::Off,
             (_, CompactionRetention::Period(d)) => AutoCompaction::Period(d),

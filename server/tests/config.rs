@@ -545,3 +545,19 @@ fn config_takes_the_corrupt_check_flags_etcd_harnesses_pass() {
         "{e}"
     );
 }
+
+#[test]
+fn lease_checkpoint_flags() {
+    let c = parse_args(&[]).unwrap();
+    assert!(!c.lease_checkpoint, "off by default, as in etcd");
+    assert_eq!(c.lease_checkpoint_interval, Duration::from_secs(300));
+    let c = parse_with_env(
+        &["--experimental-enable-lease-checkpoint"],
+        &[("ETCD_EXPERIMENTAL_LEASE_CHECKPOINT_INTERVAL", "90s")],
+    )
+    .unwrap();
+    assert!(c.lease_checkpoint);
+    assert_eq!(c.lease_checkpoint_interval, Duration::from_secs(90));
+    let e = err(&["--experimental-lease-checkpoint-interval=soon"]);
+    assert!(e.contains("experimental-lease-checkpoint-interval"), "{e}");
+}

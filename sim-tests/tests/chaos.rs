@@ -115,7 +115,7 @@ fn many_seeds(scenario: fn(u64) -> Scenario) -> Vec<Report> {
 }
 
 /// The scenarios `KEEL_SIM_SCENARIO` may name.
-const SCENARIOS: [&str; 10] = [
+const SCENARIOS: [&str; 11] = [
     "standard",
     "snapshots",
     "compactions",
@@ -126,6 +126,7 @@ const SCENARIOS: [&str; 10] = [
     "RefuseButPropose",
     "ReleaseWalAhead",
     "StreamsOutliveLeader",
+    "ProgressBeforeEvents",
 ];
 
 /// The scenario called `name`; an unknown name is an error listing the valid ones (a
@@ -142,6 +143,7 @@ fn scenario_named(name: &str, seed: u64) -> Result<Scenario, String> {
         "RefuseButPropose" => Scenario::with_bug(seed, Bug::RefuseButPropose),
         "ReleaseWalAhead" => Scenario::with_bug(seed, Bug::ReleaseWalAhead),
         "StreamsOutliveLeader" => Scenario::with_bug(seed, Bug::StreamsOutliveLeader),
+        "ProgressBeforeEvents" => Scenario::with_bug(seed, Bug::ProgressBeforeEvents),
         _ => {
             return Err(format!(
                 "unknown KEEL_SIM_SCENARIO {name:?}; valid: {}",
@@ -228,6 +230,11 @@ fn caught(bug: Bug) {
 #[test]
 fn planted_bug_ack_before_fsync_is_caught() {
     caught(Bug::AckBeforeFsync);
+}
+
+#[test]
+fn planted_bug_progress_before_events_is_caught() {
+    caught(Bug::ProgressBeforeEvents);
 }
 
 #[test]

@@ -5,6 +5,15 @@
 //! deletes anything. On becoming leader, every lease's expiry is reset to a full TTL
 //! plus an extension (the election timeout), as etcd's `Promote` does, so a lease never
 //! expires because of an election.
+//!
+//! Lease checkpoints (etcd's `--experimental-enable-lease-checkpoint`): the leader
+//! proposes, every checkpoint interval, the remaining TTL of each lease that will outlive
+//! the interval, and every member records it; a new leader then restarts a lease from its
+//! checkpointed remaining TTL instead of the full TTL, so leader changes do not keep a
+//! long lease alive for ever. A renewal of a lease whose checkpoint is set (or in the
+//! log) waits until a clearing checkpoint is applied, as etcd's `Renew` does: otherwise
+//! a leader change could restart the lease from a checkpoint older than the TTL its
+//! client was just promised, and revoke it early.
 
 use std::collections::BTreeMap;
 
@@ -40,6 +49,9 @@ pub enum LeaseError {
     /// The CORRUPT alarm is raised: grants and revokes are refused.
     #[error("etcdserver: corrupt cluster")]
     Corrupt,
+    /// A renewal must wait: the lease's checkpoint is being cleared through raft.
+    #[error("etcdserver: lease checkpoint pending")]
+    CheckpointPending,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +60,33 @@ struct Lease {
     ttl: i64,
     /// When it expires (primary only).
     expiry: Option<Time>,
+    /// Remaining TTL in seconds at the last applied checkpoint (0: none), on every member.
+    remaining: i64,
+    /// When its next checkpoint is due (primary only).
+    next_checkpoint: Option<Time>,
+    /// A checkpoint of it is in the log, not applied yet (primary only).
+    checkpointing: bool,
+}
+
+impl Lease {
+    fn new(ttl: i64, expiry: Option<Time>) -> Lease {
+        Lease {
+            ttl,
+            expiry,
+            remaining: 0,
+            next_checkpoint: None,
+            checkpointing: false,
+        }
+    }
+
+    /// etcd's `RemainingTTL`: the checkpointed remaining TTL if there is one, else the TTL.
+    fn restart_ttl(&self) -> i64 {
+        if self.remaining > 0 {
+            self.remaining
+        } else {
+            self.ttl
+        }
+    }
 }
 
 /// The lease table of one member.
@@ -82,7 +121,7 @@ impl Lessor {
         }
         let ttl = ttl.max(self.min_ttl);
         let expiry = self.primary.then(|| now.plus(ttl as u64 * 1000));
-        self.leases.insert(id, Lease { ttl, expiry });
+        self.leases.insert(id, Lease::new(ttl, expiry));
         Ok(ttl)
     }
 
@@ -107,6 +146,9 @@ impl Lessor {
         if l.expiry.is_some_and(|e| e <= now) {
             return Err(LeaseError::NotFound);
         }
+        if l.remaining > 0 || l.checkpointing {
+            return Err(LeaseError::CheckpointPending);
+        }
         l.expiry = Some(now.plus(l.ttl as u64 * 1000));
         Ok(l.ttl)
     }
@@ -116,7 +158,7 @@ impl Lessor {
         let l = self.leases.get(&id).ok_or(LeaseError::NotFound)?;
         let remaining = match l.expiry {
             Some(e) => (e.since(now) as i64 + 999) / 1000,
-            None => l.ttl,
+            None => l.restart_ttl(),
         };
         Ok((l.ttl, remaining))
     }
@@ -153,11 +195,14 @@ impl Lessor {
         due.into_iter().take(max).map(|(_, id)| id).collect()
     }
 
-    /// This member became leader: every lease gets a full TTL plus `extend_ms` from now.
+    /// This member became leader: every lease gets its checkpointed remaining TTL (a
+    /// full TTL if it has none) plus `extend_ms` from now, as etcd's `Promote`.
     pub fn promote(&mut self, now: Time, extend_ms: u64) {
         self.primary = true;
         for l in self.leases.values_mut() {
-            l.expiry = Some(now.plus(l.ttl as u64 * 1000 + extend_ms));
+            l.expiry = Some(now.plus(l.restart_ttl() as u64 * 1000 + extend_ms));
+            l.next_checkpoint = None;
+            l.checkpointing = false;
         }
     }
 
@@ -166,7 +211,67 @@ impl Lessor {
         self.primary = false;
         for l in self.leases.values_mut() {
             l.expiry = None;
+            l.next_checkpoint = None;
+            l.checkpointing = false;
         }
+    }
+
+    /// Applies a committed checkpoint (0 clears it); unknown leases are ignored.
+    pub fn checkpoint(&mut self, id: LeaseId, remaining: i64) {
+        if let Some(l) = self.leases.get_mut(&id) {
+            l.remaining = remaining.max(0);
+            l.checkpointing = false;
+        }
+    }
+
+    /// The checkpoints due now (leader only), at most `max`: (lease, remaining TTL in
+    /// seconds, rounded up). A lease is checkpointed every `interval_ms` while it
+    /// outlives the interval (etcd's `scheduleCheckpointIfNeeded`), and not when it was
+    /// renewed so recently that nothing has elapsed (`findDueScheduledCheckpoints`).
+    /// Call [`Lessor::checkpoints_proposed`] once they are in the log.
+    pub fn due_checkpoints(
+        &mut self,
+        now: Time,
+        interval_ms: u64,
+        max: usize,
+    ) -> Vec<(LeaseId, i64)> {
+        let mut due = Vec::new();
+        if !self.primary {
+            return due;
+        }
+        for (id, l) in self.leases.iter_mut() {
+            let Some(expiry) = l.expiry else { continue };
+            let left_ms = expiry.since(now);
+            match l.next_checkpoint {
+                None if left_ms > interval_ms => l.next_checkpoint = Some(now.plus(interval_ms)),
+                Some(at) if at <= now && !l.checkpointing && due.len() < max => {
+                    l.next_checkpoint = None;
+                    let remaining = (left_ms as i64 + 999) / 1000;
+                    if remaining > 0 && remaining < l.ttl {
+                        due.push((*id, remaining));
+                    }
+                }
+                _ => {}
+            }
+        }
+        due
+    }
+
+    /// Checkpoints of these leases are in the log: their renewals wait for them.
+    pub fn checkpoints_proposed(&mut self, ids: impl IntoIterator<Item = LeaseId>) {
+        for id in ids {
+            if let Some(l) = self.leases.get_mut(&id) {
+                l.checkpointing = true;
+            }
+        }
+    }
+
+    /// Whether a renewal of `id` needs a clearing checkpoint proposed first (it has a
+    /// checkpoint and no checkpoint of it is in the log).
+    pub fn needs_clearing(&self, id: LeaseId) -> bool {
+        self.leases
+            .get(&id)
+            .is_some_and(|l| l.remaining > 0 && !l.checkpointing)
     }
 
     /// (ID, granted TTL) of every lease (for snapshots).
@@ -179,15 +284,7 @@ impl Lessor {
         self.primary = false;
         self.leases = leases
             .iter()
-            .map(|(id, ttl)| {
-                (
-                    *id,
-                    Lease {
-                        ttl: *ttl,
-                        expiry: None,
-                    },
-                )
-            })
+            .map(|(id, ttl)| (*id, Lease::new(*ttl, None)))
             .collect();
     }
 

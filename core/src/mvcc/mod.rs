@@ -34,4 +34,4 @@ pub use types::{
     EventKind, KeyValue, MvccError, PutRequest, PutResponse, RangeRequest, RangeResponse,
     RequestOp, ResponseOp, Revision, SortOrder, SortTarget, TxnRequest, TxnResponse,
 };
-pub use watch::{WatchHub, WatchRequest, WatchResponse};
+pub use watch::{ProgressFor, WatchHub, WatchRequest, WatchResponse, STREAM_PROGRESS_ID};

@@ -33,6 +33,22 @@ pub struct WatchRequest {
     pub fragment: bool,
 }
 
+/// The watch ID of etcd's answer to a stream's RequestProgress (no watcher in
+/// particular: clientv3's `InvalidWatchID`).
+pub const STREAM_PROGRESS_ID: i64 = -1;
+
+/// Which watchers progress notifications are asked for.
+#[derive(Clone, Copy, Debug)]
+pub enum ProgressFor<'a> {
+    /// etcd's periodic notification (`progress_notify` watchers): one response per
+    /// listed watcher that has nothing undelivered; the others get none this time.
+    Each(&'a [i64]),
+    /// etcd's RequestProgress for a stream's watchers: one response with watch ID
+    /// [`STREAM_PROGRESS_ID`] if none of them has anything undelivered, else none (as
+    /// etcd 3.5.13: the client asks again, and its events tell it the progress anyway).
+    Stream(&'a [i64]),
+}
+
 /// A response for one watcher (etcd's `WatchResponse`, header revision included).
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub struct WatchResponse {
@@ -302,18 +318,55 @@ impl WatchHub {
         out
     }
 
-    /// Progress notifications: an empty response for every synced watcher with nothing
-    /// queued, telling it the store has reached `header_revision`.
-    pub fn progress(&self, header_revision: i64) -> Vec<WatchResponse> {
+    /// Drains every watcher `ready` accepts, as [`WatchHub::take_responses_if`], then
+    /// appends the progress notifications `of` asks for, at `header_revision`.
+    ///
+    /// A notification at revision R tells a client it has every event at or below R. It
+    /// is made here only, after the drain, and only for watchers that are synced with an
+    /// empty queue once it is done: every event of theirs at or below R is then earlier
+    /// in this list or was handed out by an earlier call. A driver that hands each
+    /// stream its responses in list order, down one FIFO path, can therefore never let a
+    /// notification overtake an event it covers — the race etcd fixed in 3.4.31/3.5.13
+    /// (a RequestProgress answered from the current revision while a watcher was still
+    /// catching up, or while its events sat in the stream's send buffer).
+    pub fn take_responses_with_progress(
+        &mut self,
+        header_revision: i64,
+        ready: impl FnMut(i64) -> bool,
+        of: ProgressFor<'_>,
+    ) -> Vec<WatchResponse> {
+        let mut out = self.take_responses_if(header_revision, ready);
+        let note = |watch_id| WatchResponse {
+            watch_id,
+            header_revision,
+            ..WatchResponse::default()
+        };
+        match of {
+            ProgressFor::Each(ids) => out.extend(
+                ids.iter()
+                    .filter(|id| self.all_delivered(id))
+                    .map(|id| note(*id)),
+            ),
+            // Watchers canceled meanwhile are gone (their cancellation is earlier in
+            // the list): they hold nothing back.
+            ProgressFor::Stream(ids) => {
+                let unsynced = ids
+                    .iter()
+                    .any(|id| self.watchers.contains_key(id) && !self.all_delivered(id));
+                if !unsynced {
+                    out.push(note(STREAM_PROGRESS_ID));
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether watcher `id` exists and has handed out every event up to the store's
+    /// revision: synced, nothing queued, not waiting to report a cancellation.
+    fn all_delivered(&self, id: &i64) -> bool {
         self.watchers
-            .iter()
-            .filter(|(_, w)| w.synced && w.queue.is_empty() && w.canceled_at.is_none())
-            .map(|(id, _)| WatchResponse {
-                watch_id: *id,
-                header_revision,
-                ..WatchResponse::default()
-            })
-            .collect()
+            .get(id)
+            .is_some_and(|w| w.synced && w.queue.is_empty() && w.canceled_at.is_none())
     }
 
     /// Events queued across all watchers (memory accounting).

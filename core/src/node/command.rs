@@ -33,6 +33,7 @@
 //!   21 RoleGrantPermission  name str, kind u8 (0 read, 1 write, 2 readwrite), key bytes,
 //!                     range_end bytes
 //!   22 RoleRevokePermission name str, key bytes, range_end bytes
+//!   23 LeaseCheckpoint n u32, n × (id i64, remaining_ttl i64)
 //!
 //! put     = key bytes, value bytes, lease i64, flags u8 (1 prev_kv, 2 ignore_value,
 //!           4 ignore_lease)
@@ -86,6 +87,7 @@ const C_ROLE_ADD: u8 = 19;
 const C_ROLE_DELETE: u8 = 20;
 const C_ROLE_GRANT_PERMISSION: u8 = 21;
 const C_ROLE_REVOKE_PERMISSION: u8 = 22;
+const C_LEASE_CHECKPOINT: u8 = 23;
 
 const OP_RANGE: u8 = 0;
 const OP_PUT: u8 = 1;
@@ -98,6 +100,8 @@ const MIN_OP: usize = 1 + 4 + 4 + 1;
 const MIN_COMPARE: usize = 1 + 1 + 4 + 4 + 4;
 /// Smallest encoded string: its length.
 const MIN_STR: usize = 4;
+/// An encoded lease checkpoint: ID and remaining TTL.
+const CHECKPOINT_LEN: usize = 8 + 8;
 
 /// A client write as it travels through the replicated log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,6 +145,12 @@ pub enum Command {
     LeaseRevoke {
         /// Lease ID.
         id: i64,
+    },
+    /// etcd's LeaseCheckpoint (proposed by the leader): each lease's remaining TTL in
+    /// seconds, which a new leader restarts it from (0 clears it).
+    LeaseCheckpoint {
+        /// (lease ID, remaining TTL) pairs.
+        checkpoints: Vec<(i64, i64)>,
     },
     /// etcd's Alarm request: action 0 get, 1 activate, 2 deactivate; alarm 0 none,
     /// 1 nospace, 2 corrupt. Carried as raw numbers: validation belongs to the server.
@@ -293,6 +303,14 @@ pub fn encode_command(p: &Proposal) -> Vec<u8> {
             o.push(C_LEASE_REVOKE);
             put_i64(o, *id);
         }
+        Command::LeaseCheckpoint { checkpoints } => {
+            o.push(C_LEASE_CHECKPOINT);
+            put_len(o, checkpoints.len());
+            for (id, remaining) in checkpoints {
+                put_i64(o, *id);
+                put_i64(o, *remaining);
+            }
+        }
         Command::Alarm {
             action,
             member,
@@ -439,6 +457,9 @@ pub fn decode_command(b: &Bytes) -> Result<Proposal, CommandDecodeError> {
             ttl: r.i64()?,
         },
         C_LEASE_REVOKE => Command::LeaseRevoke { id: r.i64()? },
+        C_LEASE_CHECKPOINT => Command::LeaseCheckpoint {
+            checkpoints: r.list(CHECKPOINT_LEN, |r| Ok((r.i64()?, r.i64()?)))?,
+        },
         C_ALARM => Command::Alarm {
             action: r.i32()?,
             member: r.u64()?,

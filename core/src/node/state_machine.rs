@@ -73,6 +73,8 @@ pub enum Outcome {
     LeaseGrant(Result<(i64, i64), LeaseError>),
     /// A lease revoke.
     LeaseRevoke(Result<(), LeaseError>),
+    /// Lease checkpoints recorded.
+    LeaseCheckpoint,
     /// The alarms raised after an alarm request: (member, alarm type).
     Alarm(Vec<(u64, i32)>),
     /// A membership record change.
@@ -349,6 +351,7 @@ impl StateMachine {
             Command::Auth(_) => self.auth.check_admin(who),
             Command::Compact { .. }
             | Command::LeaseGrant { .. }
+            | Command::LeaseCheckpoint { .. }
             | Command::Alarm { .. }
             | Command::PublishMember { .. }
             | Command::UpdateMember { .. }
@@ -467,6 +470,12 @@ impl StateMachine {
                     let _ = self.kv.store.revoke_lease(id);
                 }
                 Outcome::LeaseRevoke(r)
+            }
+            Command::LeaseCheckpoint { checkpoints } => {
+                for (id, remaining) in checkpoints {
+                    self.kv.lessor.checkpoint(LeaseId(id), remaining);
+                }
+                Outcome::LeaseCheckpoint
             }
             Command::Alarm {
                 action,

@@ -27,7 +27,13 @@ pub(super) struct Sink {
     pub(super) next_seq: u64,
     /// Opened with require-leader: ended when the member has long had no leader.
     pub(super) require_leader: bool,
+    /// A client that reads slowly: it takes responses every few rounds only, so events
+    /// wait in the member's hub (and fall back to history) as behind a slow gRPC stream.
+    pub(super) slow: bool,
 }
+
+/// A slow stream takes responses on one round in this many.
+const SLOW_STREAM_ROUNDS: u64 = 4;
 
 impl Process {
     pub(super) fn call(&mut self, now: Time, waiting: Waiting, require_leader: bool) -> Call {
@@ -168,11 +174,22 @@ impl Process {
                     tag: req.id,
                     next_seq: 1,
                     require_leader: req.require_leader,
+                    slow: madsim::rand::random::<bool>(),
                 };
                 self.sinks.insert(wid, sink);
                 self.watch_by_tag.insert((from, req.id), wid);
                 let revision = self.header_revision();
                 return self.reply(from, req.id, ClientReply::WatchCreated { revision });
+            }
+            ClientOp::RequestProgress { id } => {
+                if let Some(&wid) = self.watch_by_tag.get(&(from, id)) {
+                    let ready = self.ready_sinks();
+                    let out = self
+                        .member
+                        .watch_progress(ProgressFor::Stream(&[wid]), |id| ready.contains(&id));
+                    self.send_watches(out, Some(wid));
+                }
+                return;
             }
             ClientOp::CancelWatch { id } => {
                 if let Some(wid) = self.watch_by_tag.remove(&(from, id)) {
@@ -302,8 +319,38 @@ impl Process {
         }
     }
 
-    pub(super) fn send_watch(&mut self, resp: WatchResponse) {
-        let Some(sink) = self.sinks.get_mut(&resp.watch_id) else {
+    /// The watchers whose streams take responses this round.
+    pub(super) fn ready_sinks(&self) -> BTreeSet<i64> {
+        let round = self.rounds;
+        self.sinks
+            .iter()
+            .filter(|(_, s)| !s.slow || round.is_multiple_of(SLOW_STREAM_ROUNDS))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// Sends the member's watch responses, in order, each on its watcher's stream (the
+    /// answer to a RequestProgress on watcher `stream`'s).
+    pub(super) fn send_watches(&mut self, out: Vec<WatchResponse>, stream: Option<i64>) {
+        for r in out {
+            let (id, canceled) = (r.watch_id, r.canceled);
+            let on = if id == STREAM_PROGRESS_ID {
+                stream
+            } else {
+                Some(id)
+            };
+            let Some(on) = on else { continue };
+            self.send_watch(on, r);
+            if canceled {
+                if let Some(s) = self.sinks.remove(&id) {
+                    self.watch_by_tag.remove(&(s.to, s.tag));
+                }
+            }
+        }
+    }
+
+    fn send_watch(&mut self, on: i64, resp: WatchResponse) {
+        let Some(sink) = self.sinks.get_mut(&on) else {
             return;
         };
         let seq = sink.next_seq;

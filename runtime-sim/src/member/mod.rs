@@ -17,8 +17,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use keel_core::auth::{AuthCommand, AuthInfo, AuthOutcome, SimpleTokens, TokenCheck};
 use keel_core::mvcc::{
-    Compare, CompareResult, CompareTarget, DeleteRangeRequest, LeaseError, LeaseId, PutRequest,
-    RangeRequest, RequestOp, TxnRequest, WatchRequest, WatchResponse,
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, LeaseError, LeaseId, ProgressFor,
+    PutRequest, RangeRequest, RequestOp, TxnRequest, WatchRequest, WatchResponse,
+    STREAM_PROGRESS_ID,
 };
 #[cfg(feature = "planted-bugs")]
 use keel_core::node::MemberBug;
@@ -62,6 +63,10 @@ const MAX_WALS: usize = 1;
 /// Period of housekeeping and of watch progress notifications.
 const HOUSEKEEPING_MS: u64 = 500;
 
+/// Lease checkpoint period: below the simulated leases' TTLs (1-4 s), so leader changes
+/// restart leases from checkpoints and renewals race checkpoints in every run.
+const LEASE_CHECKPOINT_MS: u64 = 1_000;
+
 /// Simple auth tokens live this long after their last use (etcd's default).
 const SIMPLE_TOKEN_TTL_MS: u64 = 300_000;
 
@@ -88,6 +93,9 @@ pub enum Bug {
     /// Watch streams opened with require-leader are never ended, however long the
     /// member has had no leader.
     StreamsOutliveLeader,
+    /// Progress notifications go out before the events they cover that are still queued
+    /// or being caught up from history (etcd's bug fixed in 3.4.31/3.5.13).
+    ProgressBeforeEvents,
 }
 
 /// What a member is.
@@ -152,6 +160,8 @@ struct Process {
     sinks: BTreeMap<i64, Sink>,
     watch_by_tag: BTreeMap<(SocketAddr, u64), i64>,
     progress_at: Instant,
+    /// Rounds driven (slow streams take responses on some rounds only).
+    rounds: u64,
     /// The simple auth tokens this member knows (core's keeper, as production's).
     tokens: SimpleTokens,
 }
@@ -205,9 +215,12 @@ pub async fn run(spec: MemberSpec, env: MemberEnv) {
         // After the round, which ends the streams the leader monitor says must end.
         if Instant::now() >= p.progress_at {
             p.progress_at = Instant::now() + Duration::from_millis(HOUSEKEEPING_MS);
-            for r in p.member.watch_progress() {
-                p.send_watch(r);
-            }
+            let ids: Vec<i64> = p.sinks.keys().copied().collect();
+            let ready = p.ready_sinks();
+            let out = p
+                .member
+                .watch_progress(ProgressFor::Each(&ids), |id| ready.contains(&id));
+            p.send_watches(out, None);
         }
     }
 }
@@ -323,6 +336,7 @@ impl Process {
             start_ms: global,
             housekeeping_ms: HOUSEKEEPING_MS,
             record_applied: true,
+            lease_checkpoint_ms: Some(LEASE_CHECKPOINT_MS),
         };
         #[allow(unused_mut)]
         let mut member = Member::new(member_cfg, raft, sm, now);
@@ -331,6 +345,7 @@ impl Process {
             Some(Bug::RefuseButPropose) => member.plant(MemberBug::RefuseButPropose),
             Some(Bug::ReleaseWalAhead) => member.plant(MemberBug::ReleaseWalAhead),
             Some(Bug::StreamsOutliveLeader) => member.plant(MemberBug::StreamsOutliveLeader),
+            Some(Bug::ProgressBeforeEvents) => member.plant(MemberBug::ProgressBeforeEvents),
             _ => {}
         }
         // A process starts knowing no leader (its monitor counts from here).
@@ -346,6 +361,7 @@ impl Process {
             wake: now,
             sinks: BTreeMap::new(),
             watch_by_tag: BTreeMap::new(),
+            rounds: 0,
             progress_at: Instant::now() + Duration::from_millis(HOUSEKEEPING_MS),
             tokens: SimpleTokens::new(SIMPLE_TOKEN_TTL_MS),
         })
@@ -429,16 +445,10 @@ impl Process {
                 break;
             }
         }
-        // The simulated streams always keep up.
-        for r in self.member.watch_responses(|_| true) {
-            let (id, canceled) = (r.watch_id, r.canceled);
-            self.send_watch(r);
-            if canceled {
-                if let Some(s) = self.sinks.remove(&id) {
-                    self.watch_by_tag.remove(&(s.to, s.tag));
-                }
-            }
-        }
+        self.rounds += 1;
+        let ready = self.ready_sinks();
+        let out = self.member.watch_responses(|id| ready.contains(&id));
+        self.send_watches(out, None);
         Ok(())
     }
 

@@ -38,13 +38,15 @@ async fn renew_local(
     match r {
         (Ok(ttl), h) => Ok(Some((ttl, h))),
         (Err(LeaseError::NotFound), h) => Ok(Some((0, h))),
-        (Err(LeaseError::NotPrimary), _) => Ok(None),
+        // Not primary (yet), or a clearing checkpoint is on its way through raft: the
+        // caller asks again shortly, as etcd's Renew waits.
+        (Err(LeaseError::NotPrimary | LeaseError::CheckpointPending), _) => Ok(None),
         (Err(e), _) => Err(lease_status(e)),
     }
 }
 
-/// Tries (50 ms apart) of a leader whose lessor is not primary yet: 5 s, etcd's
-/// request timeout.
+/// Tries (50 ms apart) of a leader whose lessor is not primary yet, or whose renewal
+/// waits for a lease checkpoint to be cleared: 5 s, etcd's request timeout.
 const LEADER_NOT_READY_RETRIES: u32 = 100;
 
 /// Renews lease `id` if this member leads: its new TTL (0: not found), or None when

@@ -77,6 +77,7 @@ pub fn lease_status(e: LeaseError) -> Status {
         LeaseError::ZeroId => Code::InvalidArgument,
         LeaseError::NotPrimary => Code::FailedPrecondition,
         LeaseError::Corrupt => Code::DataLoss,
+        LeaseError::CheckpointPending => Code::Unavailable,
     };
     Status::new(code, e.to_string())
 }

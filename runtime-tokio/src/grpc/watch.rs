@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use keel_core::auth::AuthInfo;
-use keel_core::mvcc::WatchRequest;
+use keel_core::mvcc::{WatchRequest, STREAM_PROGRESS_ID};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::authz::{auth_status, caller};
 use super::convert::event_out;
 use super::header;
-use crate::member::{watch_channel, Header, MemberHandle, WatchSink};
+use crate::member::{watch_channel, Header, MemberHandle, Progress, WatchSink};
 use crate::pb::etcdserverpb as pb;
 
 /// Responses a stream may have queued towards the client.
@@ -174,14 +174,14 @@ impl Stream {
                 Ok(())
             }
             Some(U::ProgressRequest(_)) => {
-                let h = self.m.header_now().await.map_err(|_| ())?;
-                // etcd answers a progress request with watch ID -1 (no particular watcher).
-                self.send(pb::WatchResponse {
-                    header: self.header(h),
-                    watch_id: -1,
-                    ..Default::default()
-                })
-                .await
+                // Answered down the same path as the events (see `deliver`), and only
+                // once every watcher of the stream has nothing undelivered.
+                let ids = self.ids.keys().copied().collect();
+                let sink = self.events.clone();
+                self.m
+                    .watch_progress(Progress::Stream(ids), sink)
+                    .await
+                    .map_err(|_| ())
             }
             None => Ok(()),
         }
@@ -267,29 +267,26 @@ impl Stream {
     }
 
     /// etcd's periodic progress notification: an empty response carrying the current
-    /// revision, for each `progress_notify` watcher that has nothing pending.
+    /// revision, for each `progress_notify` watcher that has nothing undelivered; it
+    /// comes back through `deliver`, behind the events it covers.
     async fn notify_progress(&mut self) -> Result<(), ()> {
-        let (synced, h) = self.m.watch_progress().await.map_err(|_| ())?;
-        for r in synced {
-            if !self.progress.contains(&r.watch_id) {
-                continue;
-            }
-            let Some(&client_id) = self.ids.get(&r.watch_id) else {
-                continue;
-            };
-            self.send(pb::WatchResponse {
-                header: self.header(h),
-                watch_id: client_id,
-                ..Default::default()
-            })
-            .await?;
-        }
-        Ok(())
+        let ids = self.progress.iter().copied().collect();
+        let sink = self.events.clone();
+        self.m
+            .watch_progress(Progress::Each(ids), sink)
+            .await
+            .map_err(|_| ())
     }
 
     async fn deliver(&mut self, r: keel_core::mvcc::WatchResponse) -> Result<(), ()> {
-        let Some(&client_id) = self.ids.get(&r.watch_id) else {
-            return Ok(());
+        let client_id = if r.watch_id == STREAM_PROGRESS_ID {
+            // etcd answers a progress request with watch ID -1 (no particular watcher).
+            STREAM_PROGRESS_ID
+        } else {
+            match self.ids.get(&r.watch_id) {
+                Some(&id) => id,
+                None => return Ok(()),
+            }
         };
         if r.canceled {
             self.ids.remove(&r.watch_id);

@@ -26,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::peer::PeerNet;
 use crate::storage::{Storage, StoragePolicy};
 use crate::MonotonicClock;
+use keel_core::mvcc::{ProgressFor, WatchResponse, STREAM_PROGRESS_ID};
 
 /// An fsync slower than this is worth a log line (etcd warns at 1 s).
 const SLOW_FSYNC: Duration = Duration::from_secs(1);
@@ -222,6 +223,9 @@ pub async fn start_with_dialer(
         start_ms,
         housekeeping_ms: HOUSEKEEPING_MS,
         record_applied: false,
+        lease_checkpoint_ms: cfg
+            .lease_checkpoint_interval
+            .map(|d| (d.as_millis() as u64).max(1)),
     };
     let core = MemberTask {
         member: Member::new(member_cfg, raft, sm, now),
@@ -597,7 +601,28 @@ impl MemberTask {
         let out = self
             .member
             .watch_responses(|id| sinks.get(&id).is_some_and(|s| s.ready()));
+        self.hand_out(out, None);
+    }
+
+    /// Hands what is due to streams that keep up, then the progress notifications `of`
+    /// asks for, down the same sinks: a notification follows every event it covers
+    /// (`stream`: where the answer to a stream's RequestProgress goes).
+    pub fn watch_progress(&mut self, of: ProgressFor<'_>, stream: &WatchSink) {
+        let sinks = &self.sinks;
+        let out = self
+            .member
+            .watch_progress(of, |id| sinks.get(&id).is_some_and(|s| s.ready()));
+        self.hand_out(out, Some(stream));
+    }
+
+    fn hand_out(&mut self, out: Vec<WatchResponse>, stream: Option<&WatchSink>) {
         for r in out {
+            if r.watch_id == STREAM_PROGRESS_ID {
+                if let Some(s) = stream {
+                    s.send(r);
+                }
+                continue;
+            }
             let id = r.watch_id;
             let canceled = r.canceled;
             let gone = match self.sinks.get(&id) {

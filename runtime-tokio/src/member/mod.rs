@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use driver::{start, start_with_dialer, MemberTask, StartError};
 pub use keel_core::node::{Header, MemberChange, MemberError as ServerError, Status};
-pub use queries::{LeaseView, ReadRefused, StatusView, WatchStart};
+pub use queries::{LeaseView, Progress, ReadRefused, StatusView, WatchStart};
 pub use watch_sink::{watch_channel, WatchOutlet, WatchSink};
 
 use crate::auth::{Passwords, Tokens};
@@ -78,6 +78,9 @@ pub struct MemberConfig {
     pub pre_vote: bool,
     /// Period of progress notifications to watchers created with `progress_notify`.
     pub watch_progress_interval: Duration,
+    /// Period of lease checkpoints (`--experimental-enable-lease-checkpoint` and
+    /// `--experimental-lease-checkpoint-interval`); None: no checkpoints.
+    pub lease_checkpoint_interval: Option<Duration>,
     /// Entries kept in memory behind a snapshot for slow followers (etcd: 5000); one
     /// further behind gets the snapshot.
     pub log_tail: u64,

@@ -7,8 +7,8 @@ use bytes::Bytes;
 use keel_core::auth::{AuthAnswer, AuthError, AuthInfo, AuthQuery};
 use keel_core::etcd::backend::Backend;
 use keel_core::mvcc::{
-    LeaseError, LeaseId, MvccError, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
-    WatchRequest, WatchResponse,
+    LeaseError, LeaseId, MvccError, ProgressFor, RangeRequest, RangeResponse, TxnRequest,
+    TxnResponse, WatchRequest,
 };
 use keel_core::node::MemberInfo;
 
@@ -369,11 +369,28 @@ impl MemberHandle {
         self.local(|c: &mut MemberTask| c.flush_watches()).await
     }
 
-    /// Progress notifications for watchers with nothing pending, and the header.
-    pub async fn watch_progress(&self) -> Result<(Vec<WatchResponse>, Header), ServerError> {
-        self.local(|c: &mut MemberTask| (c.member.watch_progress(), c.header()))
-            .await
+    /// Progress notifications `of` asks for, handed to the watchers' sinks after what is
+    /// due to them (the answer to a RequestProgress goes to `stream`).
+    pub async fn watch_progress(&self, of: Progress, stream: WatchSink) -> Result<(), ServerError> {
+        self.local(move |c: &mut MemberTask| {
+            let of = match &of {
+                Progress::Each(ids) => ProgressFor::Each(ids),
+                Progress::Stream(ids) => ProgressFor::Stream(ids),
+            };
+            c.watch_progress(of, &stream)
+        })
+        .await
     }
+}
+
+/// Which watchers of a stream progress notifications are asked for (an owned
+/// [`ProgressFor`], sent to the member task).
+#[derive(Clone, Debug)]
+pub enum Progress {
+    /// The periodic notification, for these `progress_notify` watchers.
+    Each(Vec<i64>),
+    /// A RequestProgress over the stream's watchers.
+    Stream(Vec<i64>),
 }
 
 impl MemberTask {

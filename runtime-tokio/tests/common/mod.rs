@@ -131,6 +131,7 @@ pub fn config(plan: &Plan, i: usize, dir: &Path) -> MemberConfig {
         auto_compaction: Default::default(),
         log_tail: 5000,
         watch_progress_interval: Duration::from_millis(300),
+        lease_checkpoint_interval: None,
         auth_token: "simple".into(),
         auth_token_ttl: Duration::from_secs(300),
         bcrypt_cost: 4,

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use keel_core::mvcc::LeaseError;
 use keel_runtime_sim::api::{ClientOp, ClientReply};
 use keel_runtime_sim::observer::Write;
 use madsim::rand::{thread_rng, Rng};
@@ -138,10 +139,21 @@ pub(crate) async fn lease_loop(plan: LeasePlan) {
                 }
                 let id = active[i].id;
                 let mut gone = false;
-                for attempt in 0..plan.members {
+                let mut waits = 0;
+                let mut attempt = 0;
+                while attempt < plan.members {
                     let member = (leader_hint + attempt) % plan.members;
                     let sent = ns_since(plan.epoch);
                     match caller.call(member, ClientOp::LeaseKeepAlive { id }).await {
+                        // The leader clears the lease's checkpoint through raft first
+                        // (as etcd's Renew waits for it): ask it again shortly.
+                        Some(ClientReply::Refused(r))
+                            if r == LeaseError::CheckpointPending.to_string() && waits < 20 =>
+                        {
+                            waits += 1;
+                            madsim::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
                         Some(ClientReply::LeaseKeepAlive { ttl }) if ttl > 0 => {
                             leader_hint = member;
                             if let Some(l) = lock(&plan.log).get_mut(&id) {
@@ -155,6 +167,7 @@ pub(crate) async fn lease_loop(plan: LeasePlan) {
                         }
                         _ => {}
                     }
+                    attempt += 1;
                 }
                 if gone {
                     active.swap_remove(i);

@@ -20,7 +20,9 @@ use super::compactor::{self, CompactPlan};
 use super::leases::{self, check_leases, LeaseLog, LeasePlan, SharedLeases};
 use super::nemesis::{self, ClockFaults, FaultMix};
 use super::revisions::check_revisions_follow_real_time;
-use super::watches::{self, check_leaderless_streams, check_watches, WatchChain, WatchPlan};
+use super::watches::{
+    self, check_leaderless_streams, check_progress_order, check_watches, WatchChain, WatchPlan,
+};
 use super::workload::{self, client_ip, ClientPlan, KvHistory, SharedRecorder};
 use crate::linearizability::models::etcd_kv::{EtcdKv, KvInput};
 use crate::linearizability::{check_with, CheckOptions, Recorder, Verdict, DEFAULT_MAX_STEPS};
@@ -320,6 +322,9 @@ pub fn run_seed(seed: u64, scenario: &Scenario) -> Report {
         problems.push(e);
     }
     if let Err(e) = check_watches(&raw.writes, &raw.chains) {
+        problems.push(e);
+    }
+    if let Err(e) = check_progress_order(&raw.chains) {
         problems.push(e);
     }
     if let Some(allowance) = scenario.lease_clock_allowance_ppm() {

@@ -10,6 +10,10 @@
 //! was told about (by an event or a progress notification), in order, with no gap, no
 //! duplicate, and the right previous key-values; and the revisions of a watcher's
 //! events only go forward, across resumes too.
+//!
+//! Watchers also ask for progress (etcd's RequestProgress) now and then, and
+//! [`check_progress_order`] holds every session to what Kubernetes' watch cache relies
+//! on: a progress notification at revision R comes after every event at or below R.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -31,6 +35,10 @@ use crate::lock;
 /// A stream with nothing (not even a progress notification, sent every 500 ms) for this
 /// long is given up and resumed elsewhere.
 const SILENCE: Duration = Duration::from_millis(2000);
+
+/// Milliseconds between a session's progress requests (the first goes right behind the
+/// watch request, while the member may still be catching the watch up from history).
+const PROGRESS_REQUESTS_MS: std::ops::Range<u64> = 50..700;
 
 /// One watch stream on one member.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +62,9 @@ pub struct WatchSession {
     pub sent_ns: Vec<u64>,
     /// The status the member ended the stream with, if it did.
     pub ended: Option<String>,
+    /// Progress notifications received, each as (events received before it, its
+    /// revision).
+    pub progress: Vec<(usize, u64)>,
 }
 
 /// A watcher's watch of one range: its first session and every resumption, each
@@ -229,12 +240,26 @@ async fn watch_session(ep: &Endpoint, chain: &WatchChain, o: SessionOpts) -> Opt
     let mut waiting: BTreeMap<u64, ClientReply> = BTreeMap::new();
     let mut next = 0;
     let mut heard = Instant::now();
+    let mut ask_progress = Instant::now();
     loop {
         let now = Instant::now();
         if now >= deadline || now - heard >= SILENCE {
             break;
         }
-        let wait = (heard + SILENCE - now).min(deadline - now);
+        if now >= ask_progress {
+            let gap = thread_rng().gen_range(PROGRESS_REQUESTS_MS);
+            ask_progress = now + Duration::from_millis(gap);
+            let ask = Request {
+                id: 0,
+                op: ClientOp::RequestProgress { id: tag },
+                require_leader: false,
+                token: None,
+            };
+            let _ = ep.send_to_raw(to, CLIENT_TAG, Box::new(ask)).await;
+        }
+        let wait = (heard + SILENCE - now)
+            .min(deadline - now)
+            .min(ask_progress - now);
         let Ok(Ok((payload, _))) = madsim::time::timeout(wait, ep.recv_from_raw(tag)).await else {
             continue;
         };
@@ -269,6 +294,7 @@ async fn watch_session(ep: &Endpoint, chain: &WatchChain, o: SessionOpts) -> Opt
                         require_leader,
                         sent_ns: Vec::new(),
                         ended: None,
+                        progress: Vec::new(),
                     });
                 }
                 (ClientReply::StreamEnded { reason, .. }, Some(s)) => {
@@ -283,7 +309,11 @@ async fn watch_session(ep: &Endpoint, chain: &WatchChain, o: SessionOpts) -> Opt
                     }
                     let upto = match resp.events.last() {
                         Some(e) => e.rev.main,
-                        None => resp.header_revision,
+                        None => {
+                            let rev = resp.header_revision.max(0) as u64;
+                            s.progress.push((s.events.len(), rev));
+                            resp.header_revision
+                        }
                     };
                     s.covered_to = s.covered_to.max(upto.max(0) as u64);
                     s.events.extend(resp.events);
@@ -344,6 +374,31 @@ pub fn check_leaderless_streams(
                             bound_ns / 1_000_000
                         ));
                     }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks that no session received an event at or below the revision of a progress
+/// notification it had received before (a watch cache told "you have everything up to
+/// R" would serve reads at R without that event).
+pub fn check_progress_order(chains: &[WatchChain]) -> Result<(), String> {
+    for c in chains {
+        for (i, s) in c.sessions.iter().enumerate() {
+            for &(before, rev) in &s.progress {
+                if let Some(e) = s.events[before..]
+                    .iter()
+                    .find(|e| e.rev.main.max(0) as u64 <= rev)
+                {
+                    return Err(format!(
+                        "watcher {} session {i} on member {}: a progress notification at \
+                         revision {rev} came before the event {}",
+                        c.watcher,
+                        s.member,
+                        describe(e)
+                    ));
                 }
             }
         }
@@ -532,6 +587,7 @@ mod tests {
             require_leader: false,
             sent_ns: Vec::new(),
             ended: None,
+            progress: Vec::new(),
         }
     }
 
@@ -660,6 +716,22 @@ mod tests {
         c.sessions[0].covered_to = 4;
         c.sessions[1].start = 5;
         assert!(check_watches(&history(), &[c]).is_err());
+    }
+
+    #[test]
+    fn a_progress_notification_ahead_of_an_event_it_covers_is_caught() {
+        let mut c = good();
+        // Told "up to 3" after the event at 2: in order.
+        c.sessions[0].progress = vec![(1, 3)];
+        c.sessions[1].progress = vec![(0, 3), (1, 4)];
+        assert_eq!(check_progress_order(&[c.clone()]), Ok(()));
+        // Told "up to 4" before the event at 4 arrived.
+        c.sessions[1].progress = vec![(0, 4)];
+        let e = check_progress_order(&[c]).unwrap_err();
+        assert!(
+            e.contains("progress notification at revision 4 came before"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub struct MemberConfig {
     pub housekeeping_ms: u64,
     /// Report every applied entry in [`Output::applied`] (the simulator's observer).
     pub record_applied: bool,
+    /// `--experimental-lease-checkpoint-interval` in ms while lease checkpoints are
+    /// enabled (`--experimental-enable-lease-checkpoint`); None: disabled.
+    pub lease_checkpoint_ms: Option<u64>,
 }
 
 /// How a caller waits.

@@ -34,7 +34,7 @@ use std::collections::{BTreeSet, HashMap};
 use bytes::Bytes;
 
 use crate::auth::AuthInfo;
-use crate::mvcc::{LeaseError, LeaseId, WatchHub, WatchRequest, WatchResponse};
+use crate::mvcc::{LeaseError, LeaseId, ProgressFor, WatchHub, WatchRequest, WatchResponse};
 use crate::node::{encode_command, Command, Compactor, Proposal, StateMachine};
 use crate::raft::{
     LogIndex, Message, PersistSeq, ProposeError, RaftNode, ReadCtx, ReadError, Ready, Role, Time,
@@ -55,6 +55,9 @@ pub use waiting::{MAX_WAITING, MAX_WAITING_BYTES};
 const WATCH_QUEUE: usize = 4096;
 /// Bytes of events per watch response before it is split into fragments.
 const WATCH_FRAGMENT_BYTES: usize = 1 << 20;
+/// Lease checkpoints one housekeeping pass proposes at most (etcd's
+/// `maxLeaseCheckpointBatchSize`); the rest are due at the next pass.
+const CHECKPOINT_BATCH: usize = 1000;
 /// Expired leases whose revocation one housekeeping pass proposes at most.
 const REVOKE_BATCH: usize = 64;
 /// Keys one compaction slice frees, so compaction never stalls writes.
@@ -124,6 +127,10 @@ pub enum MemberBug {
     ReleaseWalAhead,
     /// Required-leader streams are never ended, however long the member has no leader.
     StreamsOutliveLeader,
+    /// Progress notifications are made from the current revision before the queued
+    /// events go out and whether or not a watcher is still catching up (etcd before
+    /// 3.4.31/3.5.13, and keel's gRPC stream before it routed them through the hub).
+    ProgressBeforeEvents,
 }
 
 impl Member {
@@ -273,9 +280,36 @@ impl Member {
     }
 
     /// Renews a lease (the leader's lessor alone tracks expiry; a follower's answers
-    /// "not primary"): its granted TTL.
+    /// "not primary"): its granted TTL. A lease with a checkpoint is renewed only once a
+    /// clearing checkpoint is applied (proposed here): until then the answer is
+    /// [`LeaseError::CheckpointPending`], and the caller asks again, as etcd's `Renew`
+    /// waits for it.
     pub fn renew_lease(&mut self, now: Time, id: LeaseId) -> Result<i64, LeaseError> {
-        self.sm.kv.lessor.renew(id, now)
+        let r = self.sm.kv.lessor.renew(id, now);
+        if r == Err(LeaseError::CheckpointPending) && self.sm.kv.lessor.needs_clearing(id) {
+            self.propose_checkpoints(now, vec![(id, 0)]);
+        }
+        r
+    }
+
+    /// Proposes lease checkpoints with the member's own authority; renewals of those
+    /// leases wait until they are applied.
+    fn propose_checkpoints(&mut self, now: Time, checkpoints: Vec<(LeaseId, i64)>) {
+        let ids: Vec<LeaseId> = checkpoints.iter().map(|(id, _)| *id).collect();
+        let cmd = Command::LeaseCheckpoint {
+            checkpoints: checkpoints.into_iter().map(|(id, r)| (id.0, r)).collect(),
+        };
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let data = encode_command(&Proposal {
+            origin: self.cfg.id,
+            seq,
+            auth: Some(AuthInfo::member()),
+            cmd,
+        });
+        if self.propose_own(now, data) {
+            self.sm.kv.lessor.checkpoints_proposed(ids);
+        }
     }
 
     /// Creates a watcher (catching up from history if it starts in the past); its
@@ -297,9 +331,35 @@ impl Member {
         self.hub.take_responses_if(rev, ready)
     }
 
-    /// etcd's progress notification for every watcher that has nothing pending.
-    pub fn watch_progress(&self) -> Vec<WatchResponse> {
-        self.hub.progress(self.sm.kv.store.revision())
+    /// Responses ready for watchers whose stream can take them, as
+    /// [`Member::watch_responses`], followed by the progress notifications `of` asks for
+    /// (see [`WatchHub::take_responses_with_progress`]): a driver that hands them to each
+    /// stream in this order never lets a notification overtake an event it covers.
+    pub fn watch_progress(
+        &mut self,
+        of: ProgressFor<'_>,
+        ready: impl Fn(i64) -> bool,
+    ) -> Vec<WatchResponse> {
+        self.hub.catch_up(&self.sm.kv.store);
+        let rev = self.sm.kv.store.revision();
+        #[cfg(feature = "planted-bugs")]
+        if self.planted(MemberBug::ProgressBeforeEvents) {
+            let ids: Vec<i64> = match of {
+                ProgressFor::Each(ids) => ids.to_vec(),
+                ProgressFor::Stream(_) => vec![crate::mvcc::STREAM_PROGRESS_ID],
+            };
+            let mut out: Vec<WatchResponse> = ids
+                .into_iter()
+                .map(|watch_id| WatchResponse {
+                    watch_id,
+                    header_revision: rev,
+                    ..WatchResponse::default()
+                })
+                .collect();
+            out.extend(self.hub.take_responses_if(rev, ready));
+            return out;
+        }
+        self.hub.take_responses_with_progress(rev, ready, of)
     }
 
     /// The persist batch numbered `seq` is durable.
@@ -427,15 +487,23 @@ impl Member {
             cmd,
         });
         let Some(call) = call else {
-            if self.raft.propose(now, Bytes::from(data)).is_err() {
-                self.out.notes.push(Note::ProposalFailed);
-            }
+            self.propose_own(now, data);
             return;
         };
         if data.len() > self.cfg.max_request_bytes {
             return self.reply(call.token, Err(MemberError::TooLarge));
         }
         self.submit(now, seq, Bytes::from(data), call.deadline, call.token);
+    }
+
+    /// Proposes an entry of the member's own (no caller waits): whether raft took it
+    /// into its log.
+    fn propose_own(&mut self, now: Time, data: Vec<u8>) -> bool {
+        let taken = self.raft.propose(now, Bytes::from(data)).is_ok();
+        if !taken {
+            self.out.notes.push(Note::ProposalFailed);
+        }
+        taken
     }
 
     /// Proposes a caller's request; without a known leader it waits for one.
@@ -544,6 +612,16 @@ impl Member {
                     // never a client's, so auth never keeps an expired lease alive.
                     let cmd = Command::LeaseRevoke { id: id.0 };
                     self.propose(now, cmd, Some(AuthInfo::member()), None);
+                }
+            }
+            if let Some(interval) = self.cfg.lease_checkpoint_ms {
+                let due = self
+                    .sm
+                    .kv
+                    .lessor
+                    .due_checkpoints(now, interval, CHECKPOINT_BATCH);
+                if !due.is_empty() {
+                    self.propose_checkpoints(now, due);
                 }
             }
             let kv = &self.sm.kv.store;

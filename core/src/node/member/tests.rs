@@ -63,6 +63,7 @@ impl Harness {
                     start_ms: 1_000 * id,
                     housekeeping_ms: 500,
                     record_applied: false,
+                    lease_checkpoint_ms: None,
                 };
                 Member::new(cfg, raft, sm, now)
             })
@@ -411,4 +412,96 @@ fn index_waits_are_answered_once_applied_and_time_out_otherwise() {
     h.run(1_200);
     assert_eq!(h.answer(reached), Some(&Ok(Response::Reached)));
     assert_eq!(h.answer(far), Some(&Err(MemberError::Timeout)));
+}
+
+/// Lease checkpoints every 5 s (`None`: off) on every member; a lease with a 30 s TTL
+/// granted on the leader. The harness and the leader's ID, at the grant.
+fn lease_granted(checkpoint_ms: Option<u64>) -> (Harness, u64) {
+    let (mut h, leader) = elected(3);
+    for id in 1..=3 {
+        h.m(id).cfg.lease_checkpoint_ms = checkpoint_ms;
+    }
+    let cmd = Command::LeaseGrant { id: 7, ttl: 30 };
+    h.request(leader, Request::Propose { cmd, auth: None }, false);
+    h.run(100);
+    for id in 1..=3 {
+        assert!(h.m(id).sm.kv.lessor.contains(LeaseId(7)), "granted on {id}");
+    }
+    (h, leader)
+}
+
+/// Cuts `leader` off and runs until the others have applied the lease's revocation:
+/// when that was.
+fn revoked_without(h: &mut Harness, leader: u64) -> Time {
+    h.cut.insert(leader);
+    let other = (1..=3).find(|i| *i != leader).expect("another member");
+    let give_up = h.now.plus(120_000);
+    while h.m(other).sm.kv.lessor.contains(LeaseId(7)) {
+        assert!(h.now < give_up, "the lease is never revoked");
+        h.run(100);
+    }
+    h.now
+}
+
+/// A leader change after 2/3 of a lease's TTL: with checkpoints the new leader restarts
+/// the lease from its checkpointed remaining TTL, so it ends near its original deadline
+/// (within one checkpoint interval and the election); without them (etcd's default) it
+/// gets a full TTL again.
+fn lease_end_after_leader_change(checkpoint_ms: Option<u64>) -> u64 {
+    let (mut h, leader) = lease_granted(checkpoint_ms);
+    let granted = h.now;
+    h.run(20_000);
+    revoked_without(&mut h, leader).since(granted)
+}
+
+#[test]
+fn a_new_leader_restarts_a_lease_from_its_checkpoint() {
+    let ended = lease_end_after_leader_change(Some(5_000));
+    assert!(
+        (30_000..=30_000 + 5_000 + 3_000).contains(&ended),
+        "with checkpoints the lease ends near its deadline (30 s), not at {ended} ms"
+    );
+    let ended = lease_end_after_leader_change(None);
+    assert!(
+        ended >= 20_000 + 30_000,
+        "without checkpoints a new leader gives the lease a full TTL again: {ended} ms"
+    );
+}
+
+#[test]
+fn a_renewal_waits_for_its_checkpoint_to_be_cleared() {
+    let (mut h, leader) = lease_granted(Some(5_000));
+    h.run(12_000);
+    let follower = (1..=3).find(|i| *i != leader).expect("a follower");
+    let now = h.now;
+    let (ttl, left) = h
+        .m(follower)
+        .sm
+        .kv
+        .lessor
+        .time_to_live(LeaseId(7), now)
+        .expect("lease");
+    assert!(
+        ttl == 30 && left < 30,
+        "a follower knows the checkpoint: {left} s left"
+    );
+    // Renewing now and then losing the leader before the checkpoint is cleared would
+    // let the next leader end the lease `left` seconds on, though its client was just
+    // promised 30: the renewal waits for a clearing checkpoint to be applied.
+    assert_eq!(
+        h.m(leader).renew_lease(now, LeaseId(7)),
+        Err(LeaseError::CheckpointPending)
+    );
+    h.run(50);
+    let now = h.now;
+    assert_eq!(h.m(leader).renew_lease(now, LeaseId(7)), Ok(30));
+    for id in 1..=3 {
+        let ttl = h.m(id).sm.kv.lessor.time_to_live(LeaseId(7), now);
+        assert_eq!(ttl, Ok((30, 30)), "checkpoint cleared on {id}");
+    }
+    let ended = revoked_without(&mut h, leader).since(now);
+    assert!(
+        ended >= 30_000,
+        "the renewed lease lives its TTL: {ended} ms"
+    );
 }
