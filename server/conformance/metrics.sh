@@ -41,7 +41,7 @@ scrape() { curl -fsS "$1" -o "$2" || fail "GET $1"; }
 scrape http://127.0.0.1:6103/metrics "$work/etcd.metrics"
 # The peer round-trip histogram is observed as each peer connection opens: wait for
 # every member to have dialed the others.
-within 10 bash -c "curl -fsS http://127.0.0.1:6113/metrics | grep -q '^etcd_network_peer_round_trip_time_seconds_count'" ||
+within 10 bash -c "curl -fsS http://127.0.0.1:6113/metrics | grep '^etcd_network_peer_round_trip_time_seconds_count' >/dev/null" ||
     fail "keel: no peer round trip measured"
 scrape http://127.0.0.1:6113/metrics "$work/keel.metrics"
 scrape http://127.0.0.1:6111/metrics "$work/keel-client.metrics"
