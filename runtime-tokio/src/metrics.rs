@@ -1,201 +1,655 @@
-//! Counters and histograms for `/metrics`, in Prometheus' text format with etcd's metric
-//! names where etcd has one (dashboards built for etcd keep working).
+//! A member's Prometheus metrics, with etcd 3.4's names, types, label names and bucket
+//! layouts, so the dashboards and alerts built for etcd (its Grafana dashboard, the
+//! etcd-mixin) work unchanged. Each member has its own registry: tests run several
+//! members in one process.
+//!
+//! Only what keel measures is exported; etcd metrics keel has no truthful value for are
+//! left out rather than shown as constants (listed on [`Metrics`]).
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
 use std::time::Duration;
 
-/// A latency histogram with etcd's exponential buckets (1 ms doubling to ~4 s).
-#[derive(Debug)]
-pub struct Histogram {
-    buckets: [AtomicU64; 13],
-    count: AtomicU64,
-    sum_us: AtomicU64,
+use prometheus::core::Collector;
+use prometheus::{
+    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::version::{ETCD_CAPABILITY_VERSION, ETCD_SERVER_VERSION};
+
+/// Makes a metric from constant options and registers it; a failure is a programming
+/// error (a bad constant name or a name registered twice), caught by every test.
+fn reg<C: Collector + Clone + 'static>(r: &Registry, c: prometheus::Result<C>) -> C {
+    let c = c.expect("a valid constant metric definition");
+    r.register(Box::new(c.clone()))
+        .expect("each metric registered once");
+    c
 }
 
-const BOUNDS_MS: [f64; 13] = [
-    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
-];
-
-impl Default for Histogram {
-    fn default() -> Self {
-        Histogram {
-            buckets: Default::default(),
-            count: AtomicU64::new(0),
-            sum_us: AtomicU64::new(0),
-        }
-    }
+fn buckets(start: f64, factor: f64, count: usize) -> Vec<f64> {
+    exponential_buckets(start, factor, count).expect("constant bucket layout")
 }
 
-impl Histogram {
-    /// Records one observation.
-    pub fn observe(&self, d: Duration) {
-        let ms = d.as_secs_f64() * 1000.0;
-        for (b, bound) in self.buckets.iter().zip(BOUNDS_MS) {
-            if ms <= bound {
-                b.fetch_add(1, Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Relaxed);
-        self.sum_us
-            .fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Relaxed);
-    }
-
-    fn render(&self, name: &str, help: &str, out: &mut String) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (b, bound) in self.buckets.iter().zip(BOUNDS_MS) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{}\"}} {}",
-                bound / 1000.0,
-                b.load(Relaxed)
-            );
-        }
-        let count = self.count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_us.load(Relaxed) as f64 / 1e6);
-        let _ = writeln!(out, "{name}_count {count}");
-    }
+fn hist(name: &str, help: &str, b: Vec<f64>) -> prometheus::Result<Histogram> {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(b))
 }
 
 /// Every metric a member exports.
-#[derive(Debug, Default)]
+///
+/// etcd 3.4 metrics keel leaves out, having no truthful value for them: `etcd_server_go_version`
+/// (keel is not Go), `etcd_server_learner_promote_*`,
+/// `etcd_server_slow_read_indexes_total`, `etcd_server_read_indexes_failed_total`,
+/// `etcd_server_heartbeat_send_failures_total`, `etcd_server_snapshot_apply_in_progress_total`
+/// and `etcd_debugging_server_lease_expired_total` (the core does not report these
+/// events), `etcd_mvcc_{put,delete,range,txn}_total` (etcd counts them at its store on
+/// every member as entries apply; keel's store keeps no such counts),
+/// `etcd_debugging_mvcc_slow_watcher_total`, `_pending_events_total` and
+/// `_watch_stream_total`, the compaction histograms and `db_compaction_keys_total`,
+/// `etcd_disk_backend_defrag_duration_seconds` (defragmenting an in-memory keyspace does
+/// nothing to measure), bbolt's `etcd_debugging_disk_backend_commit_*` phases,
+/// `etcd_mvcc_db_open_read_transactions`, `etcd_snap_db_*`, rafthttp's snapshot transfer
+/// metrics, and `os_fd_*` (the same values are in `process_open_fds`/`process_max_fds`).
 pub struct Metrics {
-    /// Current raft term.
-    pub term: AtomicU64,
-    /// 1 while a leader is known.
-    pub has_leader: AtomicU64,
-    /// 1 while this member leads.
-    pub is_leader: AtomicU64,
-    /// Leader changes seen.
-    pub leader_changes: AtomicU64,
-    /// Proposals committed (entries this member saw committed).
-    pub proposals_committed: AtomicU64,
-    /// Entries applied.
-    pub proposals_applied: AtomicU64,
-    /// Proposals waiting for their outcome.
-    pub proposals_pending: AtomicI64,
-    /// Proposals that failed.
-    pub proposals_failed: AtomicU64,
-    /// Keyspace size in bytes (as the quota counts it).
-    pub db_size: AtomicU64,
-    /// Keys in the keyspace index.
-    pub keys: AtomicU64,
-    /// WAL fsync latency.
+    registry: Registry,
+    /// `etcd_server_has_leader`.
+    pub has_leader: IntGauge,
+    /// `etcd_server_is_leader`.
+    pub is_leader: IntGauge,
+    /// `etcd_server_is_learner`.
+    pub is_learner: IntGauge,
+    /// `etcd_server_leader_changes_seen_total`.
+    pub leader_changes: IntCounter,
+    /// `etcd_server_proposals_committed_total` (a gauge in etcd: the committed index).
+    pub proposals_committed: IntGauge,
+    /// `etcd_server_proposals_applied_total` (a gauge in etcd: the applied index).
+    pub proposals_applied: IntGauge,
+    /// `etcd_server_proposals_pending`.
+    pub proposals_pending: IntGauge,
+    /// `etcd_server_proposals_failed_total`.
+    pub proposals_failed: IntCounter,
+    /// `etcd_server_slow_apply_total`: applies slower than [`SLOW_APPLY`].
+    pub slow_apply: IntCounter,
+    /// `etcd_server_health_success`.
+    pub health_success: IntCounter,
+    /// `etcd_server_health_failures`.
+    pub health_failures: IntCounter,
+    /// `etcd_disk_wal_fsync_duration_seconds`.
     pub wal_fsync: Histogram,
-    /// Apply latency per batch of entries.
-    pub apply: Histogram,
-    /// gRPC requests by method path, then by code name.
-    grpc: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
+    /// `etcd_disk_wal_write_bytes_total` (a gauge in etcd).
+    pub wal_write_bytes: IntGauge,
+    /// `etcd_disk_backend_commit_duration_seconds`. etcd times bbolt's commit of applied
+    /// state to disk; keel's applied state reaches disk as the member's snapshot file
+    /// (written, fsynced, renamed, directory fsynced), so that write is what is timed.
+    pub backend_commit: Histogram,
+    /// `etcd_disk_backend_snapshot_duration_seconds`: sending a database to a client
+    /// (Maintenance.Snapshot), as etcd times it.
+    pub backend_snapshot: Histogram,
+    /// `etcd_debugging_snap_save_total_duration_seconds`: saving a raft snapshot file.
+    pub snap_save: Histogram,
+    /// `etcd_mvcc_db_total_size_in_bytes` and its `etcd_debugging_` twin.
+    db_size: [IntGauge; 2],
+    /// `etcd_mvcc_db_total_size_in_use_in_bytes`.
+    db_size_in_use: IntGauge,
+    /// `etcd_debugging_mvcc_keys_total`.
+    keys: IntGauge,
+    /// `etcd_debugging_mvcc_current_revision`.
+    current_revision: IntGauge,
+    /// `etcd_debugging_mvcc_compact_revision`.
+    compact_revision: IntGauge,
+    /// `etcd_debugging_mvcc_watcher_total`.
+    pub watchers: IntGauge,
+    /// `etcd_debugging_auth_revision`.
+    pub auth_revision: IntGauge,
+    /// `etcd_debugging_mvcc_events_total`: events sent to watchers.
+    pub watch_events: IntCounter,
+    /// `etcd_mvcc_hash_duration_seconds`.
+    pub hash: Histogram,
+    /// `etcd_mvcc_hash_rev_duration_seconds`.
+    pub hash_rev: Histogram,
+    /// `etcd_network_client_grpc_sent_bytes_total`.
+    pub grpc_sent_bytes: IntCounter,
+    /// `etcd_network_client_grpc_received_bytes_total`.
+    pub grpc_received_bytes: IntCounter,
+    /// The peer transport's metrics.
+    pub peer: PeerMetrics,
+    /// grpc-go's Prometheus interceptor metrics.
+    pub grpc: GrpcMetrics,
 }
 
-impl Metrics {
-    /// Counts a finished gRPC request (allocates only the first time a method is seen).
-    pub fn grpc_request(&self, method: &str, code: &'static str) {
-        if let Ok(mut m) = self.grpc.lock() {
-            if !m.contains_key(method) {
-                m.insert(method.to_string(), BTreeMap::new());
-            }
-            if let Some(codes) = m.get_mut(method) {
-                *codes.entry(code).or_default() += 1;
-            }
+/// An apply slower than this counts in `etcd_server_slow_apply_total` (etcd's
+/// `warnApplyDuration`).
+pub const SLOW_APPLY: Duration = Duration::from_millis(100);
+
+/// The peer transport's metrics (rafthttp's in etcd), labelled by peer ID in hex.
+#[derive(Clone)]
+pub struct PeerMetrics {
+    /// This member's ID in hex (the `Local` label).
+    local: String,
+    /// `etcd_network_peer_sent_bytes_total{To}`.
+    pub sent_bytes: IntCounterVec,
+    /// `etcd_network_peer_received_bytes_total{From}`.
+    pub received_bytes: IntCounterVec,
+    /// `etcd_network_peer_sent_failures_total{To}`: messages that could not be sent
+    /// (queue full, dropped while disconnected, or a failed write).
+    pub sent_failures: IntCounterVec,
+    /// `etcd_network_peer_received_failures_total{From}`: streams from a peer that broke
+    /// on bad data or a read error.
+    pub received_failures: IntCounterVec,
+    /// `etcd_network_peer_round_trip_time_seconds{To}`: the handshake round trip of
+    /// each connection to the peer.
+    pub round_trip: HistogramVec,
+    /// `etcd_network_active_peers{Local,Remote}`.
+    active: IntGaugeVec,
+    /// `etcd_network_disconnected_peers_total{Local,Remote}`.
+    disconnected: IntCounterVec,
+}
+
+impl PeerMetrics {
+    /// Metrics not in any registry (for a transport used alone, in tests).
+    pub fn unregistered() -> PeerMetrics {
+        PeerMetrics::new(&Registry::new(), 0)
+    }
+
+    fn new(r: &Registry, local: u64) -> PeerMetrics {
+        let vec = |name: &str, help: &str, label: &str| {
+            reg(r, IntCounterVec::new(Opts::new(name, help), &[label]))
+        };
+        PeerMetrics {
+            local: format!("{local:x}"),
+            sent_bytes: vec(
+                "etcd_network_peer_sent_bytes_total",
+                "The total number of bytes sent to peers.",
+                "To",
+            ),
+            received_bytes: vec(
+                "etcd_network_peer_received_bytes_total",
+                "The total number of bytes received from peers.",
+                "From",
+            ),
+            sent_failures: vec(
+                "etcd_network_peer_sent_failures_total",
+                "The total number of send failures from peers.",
+                "To",
+            ),
+            received_failures: vec(
+                "etcd_network_peer_received_failures_total",
+                "The total number of receive failures from peers.",
+                "From",
+            ),
+            round_trip: reg(
+                r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "etcd_network_peer_round_trip_time_seconds",
+                        "Round-Trip-Time histogram between peers",
+                    )
+                    .buckets(buckets(0.0001, 2.0, 16)),
+                    &["To"],
+                ),
+            ),
+            active: reg(
+                r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "etcd_network_active_peers",
+                        "The current number of active peer connections.",
+                    ),
+                    &["Local", "Remote"],
+                ),
+            ),
+            disconnected: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "etcd_network_disconnected_peers_total",
+                        "The total number of disconnected peers.",
+                    ),
+                    &["Local", "Remote"],
+                ),
+            ),
         }
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let gauges: [(&str, &str, u64); 9] = [
-            (
-                "etcd_server_has_leader",
-                "Whether a leader exists.",
-                self.has_leader.load(Relaxed),
-            ),
-            (
-                "etcd_server_is_leader",
-                "Whether this member is the leader.",
-                self.is_leader.load(Relaxed),
-            ),
-            (
-                "etcd_server_leader_changes_seen_total",
-                "Leader changes seen.",
-                self.leader_changes.load(Relaxed),
-            ),
-            (
-                "etcd_server_proposals_committed_total",
-                "Consensus proposals committed.",
-                self.proposals_committed.load(Relaxed),
-            ),
-            (
-                "etcd_server_proposals_applied_total",
-                "Consensus proposals applied.",
-                self.proposals_applied.load(Relaxed),
-            ),
-            (
-                "etcd_server_proposals_failed_total",
-                "Failed proposals.",
-                self.proposals_failed.load(Relaxed),
-            ),
-            (
-                "etcd_mvcc_db_total_size_in_bytes",
-                "Keyspace size in bytes.",
-                self.db_size.load(Relaxed),
-            ),
-            (
-                "etcd_debugging_mvcc_keys_total",
-                "Keys in the keyspace.",
-                self.keys.load(Relaxed),
-            ),
-            (
-                "keel_raft_term",
-                "Current raft term.",
-                self.term.load(Relaxed),
-            ),
-        ];
-        for (name, help, v) in gauges {
-            let kind = if name.ends_with("_total") && !name.contains("db_total") {
-                "counter"
-            } else {
-                "gauge"
-            };
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
+    /// A connection to `peer` was established.
+    pub fn connected(&self, peer: &str) {
+        self.active.with_label_values(&[&self.local, peer]).inc();
+    }
+
+    /// A connection to `peer` that was established broke.
+    pub fn disconnected(&self, peer: &str) {
+        self.active.with_label_values(&[&self.local, peer]).dec();
+        self.disconnected
+            .with_label_values(&[&self.local, peer])
+            .inc();
+    }
+}
+
+/// grpc-go's Prometheus interceptor metrics (go-grpc-prometheus), which etcd installs.
+/// Every method's series are made at start (go-grpc-prometheus pre-initializes them),
+/// and resolved once: counting a call takes no lookup. A path that names no method is
+/// not counted (grpc-go answers it Unimplemented without running interceptors), so a
+/// client cannot grow the series without bound.
+pub struct GrpcMetrics {
+    calls: std::collections::HashMap<String, GrpcCall>,
+}
+
+/// What kind of call a method is, as go-grpc-prometheus labels it (`grpc_type`).
+pub fn grpc_type(path: &str) -> &'static str {
+    match path {
+        "/etcdserverpb.Watch/Watch" | "/etcdserverpb.Lease/LeaseKeepAlive" => "bidi_stream",
+        "/etcdserverpb.Maintenance/Snapshot"
+        | "/v3electionpb.Election/Observe"
+        | "/grpc.health.v1.Health/Watch" => "server_stream",
+        _ => "unary",
+    }
+}
+
+/// The methods keel serves, by service.
+const SERVICES: [(&str, &[&str]); 9] = [
+    (
+        "etcdserverpb.KV",
+        &["Range", "Put", "DeleteRange", "Txn", "Compact"],
+    ),
+    ("etcdserverpb.Watch", &["Watch"]),
+    (
+        "etcdserverpb.Lease",
+        &[
+            "LeaseGrant",
+            "LeaseRevoke",
+            "LeaseKeepAlive",
+            "LeaseTimeToLive",
+            "LeaseLeases",
+        ],
+    ),
+    (
+        "etcdserverpb.Cluster",
+        &[
+            "MemberAdd",
+            "MemberRemove",
+            "MemberUpdate",
+            "MemberList",
+            "MemberPromote",
+        ],
+    ),
+    (
+        "etcdserverpb.Maintenance",
+        &[
+            "Alarm",
+            "Status",
+            "Defragment",
+            "Hash",
+            "HashKV",
+            "Snapshot",
+            "MoveLeader",
+        ],
+    ),
+    (
+        "etcdserverpb.Auth",
+        &[
+            "AuthEnable",
+            "AuthDisable",
+            "Authenticate",
+            "UserAdd",
+            "UserGet",
+            "UserList",
+            "UserDelete",
+            "UserChangePassword",
+            "UserGrantRole",
+            "UserRevokeRole",
+            "RoleAdd",
+            "RoleGet",
+            "RoleList",
+            "RoleDelete",
+            "RoleGrantPermission",
+            "RoleRevokePermission",
+        ],
+    ),
+    ("grpc.health.v1.Health", &["Check", "Watch"]),
+    ("v3lockpb.Lock", &["Lock", "Unlock"]),
+    (
+        "v3electionpb.Election",
+        &["Campaign", "Proclaim", "Leader", "Observe", "Resign"],
+    ),
+];
+
+/// The code names grpc-go's Prometheus interceptors use, by code number.
+pub const GRPC_CODES: [&str; 17] = [
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
+];
+
+/// One method's series.
+#[derive(Clone)]
+pub struct GrpcCall(std::sync::Arc<CallSeries>);
+
+struct CallSeries {
+    started: IntCounter,
+    msg_received: IntCounter,
+    msg_sent: IntCounter,
+    handling: Histogram,
+    /// By code number.
+    handled: Vec<IntCounter>,
+}
+
+impl GrpcCall {
+    /// A call started.
+    pub fn started(&self) {
+        self.0.started.inc();
+    }
+
+    /// `n` request messages were received.
+    pub fn received(&self, n: u64) {
+        self.0.msg_received.inc_by(n);
+    }
+
+    /// `n` response messages were sent.
+    pub fn sent(&self, n: u64) {
+        self.0.msg_sent.inc_by(n);
+    }
+
+    /// The call ended with status `code` after `took`.
+    pub fn handled(&self, code: i32, took: Duration) {
+        // A code outside the table is reported as Unknown, as grpc-go does.
+        let i = usize::try_from(code)
+            .ok()
+            .filter(|i| *i < self.0.handled.len())
+            .unwrap_or(2);
+        if let Some(c) = self.0.handled.get(i) {
+            c.inc();
         }
-        let pending = self.proposals_pending.load(Relaxed).max(0);
-        let _ = writeln!(
-            out,
-            "# HELP etcd_server_proposals_pending Proposals waiting for commit.\n# TYPE etcd_server_proposals_pending gauge\netcd_server_proposals_pending {pending}"
+        self.0.handling.observe(took.as_secs_f64());
+    }
+}
+
+impl GrpcMetrics {
+    fn new(r: &Registry) -> GrpcMetrics {
+        let labels = ["grpc_type", "grpc_service", "grpc_method"];
+        let counter = |name: &str, help: &str, extra: Option<&str>| {
+            let mut l = labels.to_vec();
+            l.extend(extra);
+            reg(r, IntCounterVec::new(Opts::new(name, help), &l))
+        };
+        let started = counter(
+            "grpc_server_started_total",
+            "Total number of RPCs started on the server.",
+            None,
         );
-        self.wal_fsync.render(
-            "etcd_disk_wal_fsync_duration_seconds",
-            "WAL fsync latency.",
-            &mut out,
+        let handled = counter(
+            "grpc_server_handled_total",
+            "Total number of RPCs completed on the server, regardless of success or failure.",
+            Some("grpc_code"),
         );
-        self.apply.render(
-            "etcd_server_apply_duration_seconds",
-            "Latency of applying a batch of committed entries.",
-            &mut out,
+        let msg_received = counter(
+            "grpc_server_msg_received_total",
+            "Total number of RPC stream messages received on the server.",
+            None,
         );
-        let _ = writeln!(
-            out,
-            "# HELP grpc_server_handled_total RPCs completed on the server.\n# TYPE grpc_server_handled_total counter"
+        let msg_sent = counter(
+            "grpc_server_msg_sent_total",
+            "Total number of gRPC stream messages sent by the server.",
+            None,
         );
-        if let Ok(m) = self.grpc.lock() {
-            for (method, codes) in m.iter() {
-                let (service, name) = method.rsplit_once('/').unwrap_or(("", method));
-                let service = service.trim_start_matches('/');
-                for (code, n) in codes {
-                    let _ = writeln!(
-                        out,
-                        "grpc_server_handled_total{{grpc_code=\"{code}\",grpc_method=\"{name}\",grpc_service=\"{service}\",grpc_type=\"unary\"}} {n}"
-                    );
-                }
+        // etcd 3.4 turns this one on with --metrics=extensive; keel always has it (the
+        // etcd-mixin's latency alert reads it). prometheus.DefBuckets.
+        let handling = reg(
+            r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "grpc_server_handling_seconds",
+                    "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+                )
+                .buckets(prometheus::DEFAULT_BUCKETS.to_vec()),
+                &labels,
+            ),
+        );
+        let mut calls = std::collections::HashMap::new();
+        for (service, methods) in SERVICES {
+            for method in methods {
+                let path = format!("/{service}/{method}");
+                let l = [grpc_type(&path), service, method];
+                let series = CallSeries {
+                    started: started.with_label_values(&l),
+                    msg_received: msg_received.with_label_values(&l),
+                    msg_sent: msg_sent.with_label_values(&l),
+                    handling: handling.with_label_values(&l),
+                    handled: GRPC_CODES
+                        .iter()
+                        .map(|code| handled.with_label_values(&[l[0], l[1], l[2], code]))
+                        .collect(),
+                };
+                calls.insert(path, GrpcCall(std::sync::Arc::new(series)));
             }
         }
-        out
+        GrpcMetrics { calls }
+    }
+
+    /// The series of the method at request path `/package.Service/Method`; None for a
+    /// path that names no method keel serves.
+    pub fn call(&self, path: &str) -> Option<GrpcCall> {
+        self.calls.get(path).cloned()
+    }
+}
+
+impl Metrics {
+    /// The metrics of member `id` with `--quota-backend-bytes` `quota`.
+    pub fn new(id: u64, quota: u64) -> Metrics {
+        let r = Registry::new();
+        let gauge = |name: &str, help: &str| reg(&r, IntGauge::new(name, help));
+        let counter = |name: &str, help: &str| reg(&r, IntCounter::new(name, help));
+        let labelled = |name: &str, help: &str, label: &str, value: &str| {
+            let g = reg(&r, IntGaugeVec::new(Opts::new(name, help), &[label]));
+            g.with_label_values(&[value]).set(1);
+        };
+        labelled(
+            "etcd_server_version",
+            "Which version is running. 1 for 'server_version' label with current version.",
+            "server_version",
+            ETCD_SERVER_VERSION,
+        );
+        labelled(
+            "etcd_cluster_version",
+            "Which version is running. 1 for 'cluster_version' label with current cluster version",
+            "cluster_version",
+            ETCD_CAPABILITY_VERSION,
+        );
+        labelled(
+            "etcd_server_id",
+            "Server or member ID in hexadecimal format. 1 for 'server_id' label with current ID.",
+            "server_id",
+            &format!("{id:x}"),
+        );
+        gauge(
+            "etcd_server_quota_backend_bytes",
+            "Current backend storage quota size in bytes.",
+        )
+        .set(i64::try_from(quota).unwrap_or(i64::MAX));
+        let ms = 0.001;
+        let m = Metrics {
+            has_leader: gauge(
+                "etcd_server_has_leader",
+                "Whether or not a leader exists. 1 is existence, 0 is not.",
+            ),
+            is_leader: gauge(
+                "etcd_server_is_leader",
+                "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+            ),
+            is_learner: gauge(
+                "etcd_server_is_learner",
+                "Whether or not this member is a learner. 1 if is, 0 otherwise.",
+            ),
+            leader_changes: counter(
+                "etcd_server_leader_changes_seen_total",
+                "The number of leader changes seen.",
+            ),
+            proposals_committed: gauge(
+                "etcd_server_proposals_committed_total",
+                "The total number of consensus proposals committed.",
+            ),
+            proposals_applied: gauge(
+                "etcd_server_proposals_applied_total",
+                "The total number of consensus proposals applied.",
+            ),
+            proposals_pending: gauge(
+                "etcd_server_proposals_pending",
+                "The current number of pending proposals to commit.",
+            ),
+            proposals_failed: counter(
+                "etcd_server_proposals_failed_total",
+                "The total number of failed proposals seen.",
+            ),
+            slow_apply: counter(
+                "etcd_server_slow_apply_total",
+                "The total number of slow apply requests (likely overloaded from slow disk).",
+            ),
+            health_success: counter(
+                "etcd_server_health_success",
+                "The total number of successful health checks",
+            ),
+            health_failures: counter(
+                "etcd_server_health_failures",
+                "The total number of failed health checks",
+            ),
+            wal_fsync: reg(
+                &r,
+                hist(
+                    "etcd_disk_wal_fsync_duration_seconds",
+                    "The latency distributions of fsync called by WAL.",
+                    buckets(ms, 2.0, 14),
+                ),
+            ),
+            wal_write_bytes: gauge(
+                "etcd_disk_wal_write_bytes_total",
+                "Total number of bytes written in WAL.",
+            ),
+            backend_commit: reg(
+                &r,
+                hist(
+                    "etcd_disk_backend_commit_duration_seconds",
+                    "The latency distributions of commit called by backend.",
+                    buckets(ms, 2.0, 14),
+                ),
+            ),
+            backend_snapshot: reg(
+                &r,
+                hist(
+                    "etcd_disk_backend_snapshot_duration_seconds",
+                    "The latency distribution of backend snapshots.",
+                    buckets(0.01, 2.0, 17),
+                ),
+            ),
+            snap_save: reg(
+                &r,
+                hist(
+                    "etcd_debugging_snap_save_total_duration_seconds",
+                    "The total latency distributions of save called by snapshot.",
+                    buckets(ms, 2.0, 14),
+                ),
+            ),
+            db_size: [
+                gauge(
+                    "etcd_mvcc_db_total_size_in_bytes",
+                    "Total size of the underlying database physically allocated in bytes.",
+                ),
+                gauge(
+                    "etcd_debugging_mvcc_db_total_size_in_bytes",
+                    "Total size of the underlying database physically allocated in bytes.",
+                ),
+            ],
+            db_size_in_use: gauge(
+                "etcd_mvcc_db_total_size_in_use_in_bytes",
+                "Total size of the underlying database logically in use in bytes.",
+            ),
+            keys: gauge("etcd_debugging_mvcc_keys_total", "Total number of keys."),
+            current_revision: gauge(
+                "etcd_debugging_mvcc_current_revision",
+                "The current revision of store.",
+            ),
+            compact_revision: gauge(
+                "etcd_debugging_mvcc_compact_revision",
+                "The revision of the last compaction in store.",
+            ),
+            watchers: gauge(
+                "etcd_debugging_mvcc_watcher_total",
+                "Total number of watchers.",
+            ),
+            auth_revision: gauge(
+                "etcd_debugging_auth_revision",
+                "The current revision of auth store.",
+            ),
+            watch_events: counter(
+                "etcd_debugging_mvcc_events_total",
+                "Total number of events sent by this member.",
+            ),
+            hash: reg(
+                &r,
+                hist(
+                    "etcd_mvcc_hash_duration_seconds",
+                    "The latency distribution of storage hash operation.",
+                    buckets(0.01, 2.0, 15),
+                ),
+            ),
+            hash_rev: reg(
+                &r,
+                hist(
+                    "etcd_mvcc_hash_rev_duration_seconds",
+                    "The latency distribution of storage hash by revision operation.",
+                    buckets(0.01, 2.0, 15),
+                ),
+            ),
+            grpc_sent_bytes: counter(
+                "etcd_network_client_grpc_sent_bytes_total",
+                "The total number of bytes sent to grpc clients.",
+            ),
+            grpc_received_bytes: counter(
+                "etcd_network_client_grpc_received_bytes_total",
+                "The total number of bytes received from grpc clients.",
+            ),
+            peer: PeerMetrics::new(&r, id),
+            grpc: GrpcMetrics::new(&r),
+            registry: r,
+        };
+        // process_* as Go's client names them: CPU seconds, open and max fds, resident
+        // and virtual memory, start time.
+        #[cfg(target_os = "linux")]
+        m.registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process metrics registered once");
+        m
+    }
+
+    /// The keyspace's gauges: its size as the quota counts it, keys, revisions. Keel's
+    /// keyspace is in memory: what is allocated for it is what is in use.
+    pub fn keyspace(&self, size: u64, keys: u64, revision: i64, compacted: i64) {
+        let size = i64::try_from(size).unwrap_or(i64::MAX);
+        for g in &self.db_size {
+            g.set(size);
+        }
+        self.db_size_in_use.set(size);
+        self.keys.set(i64::try_from(keys).unwrap_or(i64::MAX));
+        self.current_revision.set(revision);
+        self.compact_revision.set(compacted);
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn render(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|e| format!("# encoding metrics failed: {e}\n"))
     }
 }

@@ -31,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::leader_call::{self, CallHandler, CALL_MAGIC};
+use crate::metrics::PeerMetrics;
 use crate::peer_info::{self, INFO_MAGIC};
 pub use crate::peer_info::{fetch_members, fetch_members_with, RemoteCluster};
 use crate::tls::{PeerDialer, PeerIo};
@@ -72,21 +73,30 @@ struct Inner {
     dialer: PeerDialer,
     /// Idle leader-call connections, by the member they reach.
     call_streams: Mutex<Vec<(u64, Box<dyn PeerIo>)>>,
+    metrics: PeerMetrics,
 }
 
 impl PeerNet {
     /// A transport for member `id` of `cluster_id`; a peer of another cluster is
     /// reported on `fatal`.
     pub fn new(id: u64, cluster_id: u64, fatal: mpsc::UnboundedSender<String>) -> PeerNet {
-        PeerNet::with_dialer(id, cluster_id, fatal, PeerDialer::plain())
+        PeerNet::with_dialer(
+            id,
+            cluster_id,
+            fatal,
+            PeerDialer::plain(),
+            PeerMetrics::unregistered(),
+        )
     }
 
-    /// As [`PeerNet::new`], dialing peers with `dialer` (TLS for https peer URLs).
+    /// As [`PeerNet::new`], dialing peers with `dialer` (TLS for https peer URLs) and
+    /// counting traffic in `metrics`.
     pub fn with_dialer(
         id: u64,
         cluster_id: u64,
         fatal: mpsc::UnboundedSender<String>,
         dialer: PeerDialer,
+        metrics: PeerMetrics,
     ) -> PeerNet {
         PeerNet {
             inner: Arc::new(Inner {
@@ -99,6 +109,7 @@ impl PeerNet {
                 fatal,
                 dialer,
                 call_streams: Mutex::new(Vec::new()),
+                metrics,
             }),
         }
     }
@@ -158,7 +169,14 @@ impl PeerNet {
             tokio::spawn(writer(self.inner.clone(), to, rx));
             tx
         });
-        let _ = q.try_send(m);
+        if q.try_send(m).is_err() {
+            // etcd counts a message dropped for a full sending buffer as a failure too.
+            self.inner
+                .metrics
+                .sent_failures
+                .with_label_values(&[format!("{to:x}")])
+                .inc();
+        }
     }
 
     /// Closes every peer stream (the member is stopping).
@@ -229,13 +247,17 @@ async fn writer(inner: Arc<Inner>, to: u64, mut rx: mpsc::Receiver<Message>) {
     };
     let mut backoff = Duration::from_millis(50);
     let mut reported = false;
+    let peer = format!("{to:x}");
+    let failures = inner.metrics.sent_failures.with_label_values(&[&peer]);
     loop {
         if rx.is_closed() {
             return;
         }
         let Some(addr) = net.addr_of(to) else {
             // Unknown address: drop what is queued and look again later.
-            while rx.try_recv().is_ok() {}
+            while rx.try_recv().is_ok() {
+                failures.inc();
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
@@ -246,7 +268,10 @@ async fn writer(inner: Arc<Inner>, to: u64, mut rx: mpsc::Receiver<Message>) {
                     reported = false;
                 }
                 backoff = Duration::from_millis(50);
-                if pump(stream, &mut rx).await.is_none() {
+                inner.metrics.connected(&peer);
+                let pumped = pump(stream, &mut rx, &inner.metrics, &peer).await;
+                inner.metrics.disconnected(&peer);
+                if pumped.is_none() {
                     return; // the transport is gone
                 }
             }
@@ -262,7 +287,9 @@ async fn writer(inner: Arc<Inner>, to: u64, mut rx: mpsc::Receiver<Message>) {
             }
         }
         // Messages queued while disconnected are stale by the time we reconnect.
-        while rx.try_recv().is_ok() {}
+        while rx.try_recv().is_ok() {
+            failures.inc();
+        }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(1));
     }
@@ -281,12 +308,19 @@ async fn dial(inner: &Inner, to: u64, url: &str) -> Result<Box<dyn PeerIo>, Dial
     hs.extend_from_slice(&inner.cluster_id.to_le_bytes());
     hs.extend_from_slice(&inner.id.to_le_bytes());
     hs.extend_from_slice(&to.to_le_bytes());
+    // The handshake is one round trip: what etcd's prober measures.
+    let sent_at = std::time::Instant::now();
     s.write_all(&hs).await.map_err(DialError::Io)?;
     let mut status = [0u8; 9];
     tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut status))
         .await
         .map_err(|_| DialError::Io(std::io::ErrorKind::TimedOut.into()))?
         .map_err(DialError::Io)?;
+    inner
+        .metrics
+        .round_trip
+        .with_label_values(&[format!("{to:x}")])
+        .observe(sent_at.elapsed().as_secs_f64());
     let theirs = u64::from_le_bytes(status[1..9].try_into().unwrap_or([0; 8]));
     match status[0] {
         ACCEPTED => Ok(s),
@@ -303,22 +337,35 @@ async fn dial(inner: &Inner, to: u64, url: &str) -> Result<Box<dyn PeerIo>, Dial
 }
 
 /// Writes queued messages until the connection fails (Some) or the queue closes (None).
-async fn pump(stream: Box<dyn PeerIo>, rx: &mut mpsc::Receiver<Message>) -> Option<()> {
+async fn pump(
+    stream: Box<dyn PeerIo>,
+    rx: &mut mpsc::Receiver<Message>,
+    metrics: &PeerMetrics,
+    peer: &str,
+) -> Option<()> {
+    let sent = metrics.sent_bytes.with_label_values(&[peer]);
+    let failures = metrics.sent_failures.with_label_values(&[peer]);
     let mut w = BufWriter::with_capacity(BATCH_BYTES, stream);
     let mut buf = Vec::with_capacity(4096);
     loop {
         let m = rx.recv().await?;
         frame(&m, &mut buf);
+        let mut batched = 1;
         // Gather whatever else is already queued into the same write.
         while buf.len() < BATCH_BYTES {
             match rx.try_recv() {
-                Ok(m) => frame(&m, &mut buf),
+                Ok(m) => {
+                    frame(&m, &mut buf);
+                    batched += 1;
+                }
                 Err(_) => break,
             }
         }
         if w.write_all(&buf).await.is_err() || w.flush().await.is_err() {
+            failures.inc_by(batched);
             return Some(());
         }
+        sent.inc_by(buf.len() as u64);
         buf.clear();
     }
 }
@@ -371,9 +418,29 @@ pub async fn serve(
                 },
             };
             if let Err(e) = serve_conn(s, &net, deliver, &calls).await {
+                if let Some(from) = e.peer {
+                    net.inner
+                        .metrics
+                        .received_failures
+                        .with_label_values(&[format!("{from:x}")])
+                        .inc();
+                }
+                let e = e.error;
                 tracing::debug!(%from, error = %e, "peer connection closed");
             }
         });
+    }
+}
+
+/// Why a peer connection ended early; `peer` once the stream was accepted from it.
+struct ConnError {
+    peer: Option<u64>,
+    error: std::io::Error,
+}
+
+impl From<std::io::Error> for ConnError {
+    fn from(error: std::io::Error) -> ConnError {
+        ConnError { peer: None, error }
     }
 }
 
@@ -382,23 +449,23 @@ async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
     net: &PeerNet,
     deliver: impl Fn(Message) -> bool,
     calls: &CallHandler,
-) -> std::io::Result<()> {
+) -> Result<(), ConnError> {
     let (id, cluster_id) = (net.inner.id, net.inner.cluster_id);
     let mut hs = [0u8; HANDSHAKE_LEN];
     tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut hs[..8]))
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
     if &hs[..8] == INFO_MAGIC {
-        return peer_info::answer(&mut s, cluster_id, net.members()).await;
+        return Ok(peer_info::answer(&mut s, cluster_id, net.members()).await?);
     }
     if &hs[..8] == CALL_MAGIC {
-        return leader_call::answer(&mut s, net, calls).await;
+        return Ok(leader_call::answer(&mut s, net, calls).await?);
     }
     tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut hs[8..]))
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
     if &hs[..8] != MAGIC || hs[8] != VERSION {
-        return Err(std::io::Error::other("not a keel peer"));
+        return Err(std::io::Error::other("not a keel peer").into());
     }
     let word = |i: usize| u64::from_le_bytes(hs[i..i + 8].try_into().unwrap_or([0; 8]));
     let (their_cluster, from, to) = (word(9), word(17), word(25));
@@ -425,6 +492,29 @@ async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
     if status != ACCEPTED {
         return Ok(());
     }
+    let received = net
+        .inner
+        .metrics
+        .received_bytes
+        .with_label_values(&[format!("{from:x}")]);
+    match receive(s, id, from, deliver, &received).await {
+        // The peer closing its stream (a restart, a redial) is no failure.
+        Err(e) if e.kind() != std::io::ErrorKind::UnexpectedEof => Err(ConnError {
+            peer: Some(from),
+            error: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Reads raft messages from an accepted stream until it ends.
+async fn receive<S: AsyncRead + Unpin>(
+    s: S,
+    id: u64,
+    from: u64,
+    deliver: impl Fn(Message) -> bool,
+    received: &prometheus::IntCounter,
+) -> std::io::Result<()> {
     let mut r = tokio::io::BufReader::with_capacity(BATCH_BYTES, s);
     loop {
         let len = r.read_u32_le().await? as usize;
@@ -435,6 +525,7 @@ async fn serve_conn<S: AsyncRead + AsyncWrite + Unpin>(
         }
         let mut b = BytesMut::zeroed(len);
         r.read_exact(&mut b).await?;
+        received.inc_by(4 + len as u64);
         let b: Bytes = b.freeze();
         match decode_message(&b) {
             // Only messages addressed to us and from the member that opened the stream.

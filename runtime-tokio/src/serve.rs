@@ -55,6 +55,39 @@ pub async fn run_with_tls(
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(&MemberHandle),
 ) -> Result<(), String> {
+    let listeners = Listeners {
+        client,
+        peers,
+        metrics: Vec::new(),
+    };
+    run_on(cfg, listeners, dialer, shutdown, on_ready).await
+}
+
+/// Every listener of a member.
+pub struct Listeners {
+    /// `--listen-client-urls`: gRPC and HTTP.
+    pub client: Vec<Listener>,
+    /// `--listen-peer-urls`.
+    pub peers: Vec<Listener>,
+    /// `--listen-metrics-urls`: `/metrics` and the health probes only (see
+    /// [`http::metrics_router`]), answered from the start, as etcd does, so a startup
+    /// probe sees a member that is still joining.
+    pub metrics: Vec<Listener>,
+}
+
+/// As [`run_with_tls`], with metrics listeners too.
+pub async fn run_on(
+    cfg: MemberConfig,
+    listeners: Listeners,
+    dialer: PeerDialer,
+    shutdown: impl Future<Output = ()>,
+    on_ready: impl FnOnce(&MemberHandle),
+) -> Result<(), String> {
+    let Listeners {
+        client,
+        peers,
+        metrics,
+    } = listeners;
     let enable_v2 = cfg.enable_v2;
     let attributes = format!(
         "{{Name:{} ClientURLs:[{}]}}",
@@ -85,6 +118,14 @@ pub async fn run_with_tls(
         ));
     }
     let mut servers = Vec::new();
+    for l in metrics {
+        let server = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .add_routes(tonic::service::Routes::from(http::metrics_router(
+                handle.clone(),
+            )));
+        servers.push(tokio::spawn(serve_listener(server, l, stop_rx.clone())));
+    }
     let interceptor = grpc::interceptor::Interceptor::new(&handle);
     for l in client {
         let grpc =
@@ -104,10 +145,6 @@ pub async fn run_with_tls(
             router = router.merge(v2keys::router(handle.clone(), stop_rx.clone()));
         }
         let router = router.fallback(gateway::fallback);
-        let mut stop = stop_rx.clone();
-        let stopped = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
         let server = tonic::transport::Server::builder()
             .accept_http1(true)
             .add_routes(tonic::service::Routes::from(router));
@@ -122,25 +159,7 @@ pub async fn run_with_tls(
                 r = published.wait_for(|s| s.published) => if r.is_err() { return },
                 _ = stop.wait_for(|s| *s) => return,
             }
-            let _ = match l.tls {
-                // Without TCP_NODELAY small responses wait for delayed ACKs (~40 ms).
-                None => {
-                    server
-                        .serve_with_incoming_shutdown(
-                            TcpIncoming::from(l.tcp).with_nodelay(Some(true)),
-                            stopped,
-                        )
-                        .await
-                }
-                Some(tls) => {
-                    server
-                        .serve_with_incoming_shutdown(
-                            tls_incoming(l.tcp, tls, l.cert_names_user, tls_stop),
-                            stopped,
-                        )
-                        .await
-                }
-            };
+            serve_listener(server, l, tls_stop).await;
         }));
     }
     // Like etcd, announce readiness once this member's attributes are replicated.
@@ -187,6 +206,37 @@ pub async fn run_with_tls(
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), drain).await;
     handle.stop().await;
     result
+}
+
+/// Serves `server` on listener `l` until `stop` turns true.
+async fn serve_listener(
+    server: tonic::transport::server::Router,
+    l: Listener,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut stopping = stop.clone();
+    let stopped = async move {
+        let _ = stopping.wait_for(|s| *s).await;
+    };
+    let _ = match l.tls {
+        // Without TCP_NODELAY small responses wait for delayed ACKs (~40 ms).
+        None => {
+            server
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(l.tcp).with_nodelay(Some(true)),
+                    stopped,
+                )
+                .await
+        }
+        Some(tls) => {
+            server
+                .serve_with_incoming_shutdown(
+                    tls_incoming(l.tcp, tls, l.cert_names_user, stop),
+                    stopped,
+                )
+                .await
+        }
+    };
 }
 
 /// Tells systemd the member is ready when started by a `Type=notify` unit.

@@ -208,6 +208,11 @@ impl Storage {
         Ok(())
     }
 
+    /// WAL record bytes written since the data dir was opened.
+    pub fn wal_bytes_written(&mut self) -> u64 {
+        self.wal.store_mut().bytes_written()
+    }
+
     /// Counts applied entries; true when a snapshot is due (`--snapshot-count`).
     pub fn note_applied(&mut self, entries: &[keel_core::raft::Entry]) -> bool {
         self.applied_since_snapshot += entries

@@ -48,6 +48,8 @@ pub struct FileStore {
     spare: Option<JoinHandle<io::Result<u64>>>,
     /// Size of a fully preallocated spare segment waiting to be used.
     spare_ready: Option<u64>,
+    /// Record bytes written since open (`etcd_disk_wal_write_bytes_total`).
+    written: u64,
 }
 
 impl std::fmt::Debug for FileStore {
@@ -82,6 +84,11 @@ pub fn write_filled(f: &mut impl Write, len: u64, byte: u8) -> io::Result<()> {
 }
 
 impl FileStore {
+    /// Record bytes written since the store was opened.
+    pub fn bytes_written(&self) -> u64 {
+        self.written
+    }
+
     /// Opens (creating if needed) a WAL directory, writing with `pwrite`.
     pub fn open(dir: impl Into<PathBuf>) -> io::Result<FileStore> {
         FileStore::open_with(dir, WriteMode::Pwrite)
@@ -98,6 +105,7 @@ impl FileStore {
             dirty: BTreeMap::new(),
             spare: None,
             spare_ready: None,
+            written: 0,
         })
     }
 
@@ -189,6 +197,7 @@ impl SegmentStore for FileStore {
                 seg.file.write_all_at(data, offset)?;
             }
         }
+        self.written += data.len() as u64;
         let d = self.dirty.entry(name).or_insert((off, end));
         d.0 = d.0.min(off);
         d.1 = d.1.max(end);

@@ -41,6 +41,7 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
     let dialer = tls.dialer()?;
     let client_addrs = cfg.listen_client_addrs().map_err(|e| e.to_string())?;
     let peer_addrs = cfg.listen_peer_addrs().map_err(|e| e.to_string())?;
+    let metrics_addrs = cfg.listen_metrics_addrs().map_err(|e| e.to_string())?;
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
         // The member task syncs the WAL inside its round (one fdatasync per batch of
@@ -66,6 +67,13 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
         };
         let client = tls.client_listeners(&cfg.listen_client_urls, bind_all(&client_addrs).await?)?;
         let peers = tls.peer_listeners(&cfg.listen_peer_urls, bind_all(&peer_addrs).await?)?;
+        let metrics = tls.client_listeners(
+            &cfg.listen_metrics_urls,
+            bind_all(&metrics_addrs).await?,
+        )?;
+        for u in &cfg.listen_metrics_urls {
+            tracing::info!(address = %u, "serving metrics");
+        }
         tracing::info!(
             name = %member.name,
             member_id = %format!("{:x}", member.id),
@@ -74,7 +82,12 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
             "starting member"
         );
         let client_urls = cfg.listen_client_urls.join(",");
-        serve::run_with_tls(member, client, peers, dialer, shutdown_signal(), |_| {
+        let listeners = serve::Listeners {
+            client,
+            peers,
+            metrics,
+        };
+        serve::run_on(member, listeners, dialer, shutdown_signal(), |_| {
             tracing::info!(urls = %client_urls, "ready to serve client requests");
             serve::notify_systemd_ready();
         })

@@ -45,7 +45,11 @@ impl MemberTls {
             cipher_suites: cfg.cipher_suites.clone(),
             min_version: cfg.tls_min_version.clone(),
         };
-        let client = match https(&cfg.listen_client_urls).or(https(&cfg.advertise_client_urls)) {
+        // https metrics listeners serve with the client TLS settings, as etcd's do.
+        let client_https = https(&cfg.listen_client_urls)
+            .or(https(&cfg.advertise_client_urls))
+            .or(https(&cfg.listen_metrics_urls));
+        let client = match client_https {
             Some(url) => {
                 if !cfg.client_tls.can_serve_https() {
                     return Err(format!("TLS key/cert (--cert-file, --key-file) must be provided for client url {url} with HTTPS scheme"));

@@ -15,6 +15,7 @@
 //!   when hyper next polls the body: a stream whose client stopped reading (its
 //!   flow-control window full) is not polled, and ends only when the client goes.
 
+use super::call_metrics::{status_code, CountedBody};
 use super::server_status;
 use std::future::Future;
 use std::pin::Pin;
@@ -73,6 +74,16 @@ pub async fn intercept(State(i): State<Arc<Interceptor>>, req: Request, next: Ne
     }
     // A Uri clone shares its bytes: no allocation per request.
     let uri = req.uri().clone();
+    let started = std::time::Instant::now();
+    let call = i.metrics.grpc.call(uri.path());
+    let req = match &call {
+        Some(c) => {
+            c.started();
+            let (metrics, c) = (i.metrics.clone(), c.clone());
+            req.map(move |b| Body::new(CountedBody::inbound(b, metrics, c)))
+        }
+        None => req,
+    };
     let require_leader = req
         .headers()
         .get("hasleader")
@@ -88,17 +99,20 @@ pub async fn intercept(State(i): State<Arc<Interceptor>>, req: Request, next: Ne
     } else {
         next.run(req).await
     };
-    // A status sent in the headers (an error before any message) is read there;
-    // otherwise the call counts as OK (a streaming call's final status travels in
-    // trailers, after this layer has returned).
-    let code = resp
-        .headers()
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok())
-        .unwrap_or(0);
-    i.metrics.grpc_request(uri.path(), grpc_code_name(code));
-    resp
+    let Some(call) = call else { return resp };
+    // The call is counted as handled when its status goes out: in these headers (an
+    // error before any message) or in the trailers at the end of the body.
+    let header_code = status_code(resp.headers());
+    let metrics = i.metrics.clone();
+    resp.map(move |b| {
+        Body::new(CountedBody::outbound(
+            b,
+            metrics,
+            call,
+            started,
+            header_code,
+        ))
+    })
 }
 
 fn no_leader() -> Status {
@@ -173,34 +187,6 @@ impl http_body::Body for EndOnLeaderLoss {
             self.inner.size_hint()
         }
     }
-}
-
-/// The code names grpc-go's Prometheus interceptors (and its error texts) use.
-pub(crate) fn grpc_code_name(code: i32) -> &'static str {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "Canceled",
-        "Unknown",
-        "InvalidArgument",
-        "DeadlineExceeded",
-        "NotFound",
-        "AlreadyExists",
-        "PermissionDenied",
-        "ResourceExhausted",
-        "FailedPrecondition",
-        "Aborted",
-        "OutOfRange",
-        "Unimplemented",
-        "Internal",
-        "Unavailable",
-        "DataLoss",
-        "Unauthenticated",
-    ];
-    usize::try_from(code)
-        .ok()
-        .and_then(|i| NAMES.get(i))
-        .copied()
-        .unwrap_or("Unknown")
 }
 
 #[cfg(test)]

@@ -159,7 +159,9 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         check(&self.m, &req, AuthQuery::Admin)
             .await?
             .map_err(maintenance_denied)?;
+        let started = std::time::Instant::now();
         let (hash, h) = self.m.state_hash().await.grpc()?;
+        self.m.metrics.hash.observe(started.elapsed().as_secs_f64());
         Ok(Response::new(pb::HashResponse {
             header: header(&self.m, h),
             hash,
@@ -174,7 +176,12 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
             .await?
             .map_err(maintenance_denied)?;
         let rev = req.into_inner().revision;
+        let started = std::time::Instant::now();
         let (res, compact, h) = self.m.hash_kv(rev).await.grpc()?;
+        self.m
+            .metrics
+            .hash_rev
+            .observe(started.elapsed().as_secs_f64());
         let hash = res.map_err(mvcc_status)?;
         Ok(Response::new(pb::HashKvResponse {
             header: header(&self.m, h),
@@ -200,8 +207,12 @@ impl pb::maintenance_server::Maintenance for MaintenanceService {
         let copied = started.elapsed();
         let dir = self.m.snap_dir.clone();
         let (tx, rx) = mpsc::channel(4);
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = stream_snapshot(view, &dir, &tx, copied) {
+        let metrics = self.m.metrics.clone();
+        tokio::task::spawn_blocking(move || match stream_snapshot(view, &dir, &tx, copied) {
+            Ok(()) => metrics
+                .backend_snapshot
+                .observe(started.elapsed().as_secs_f64()),
+            Err(e) => {
                 let _ = tx.blocking_send(Err(Status::internal(format!("snapshot: {e}"))));
             }
         });

@@ -4,6 +4,7 @@
 
 mod auth;
 pub mod authz;
+mod call_metrics;
 mod cluster;
 pub mod convert;
 mod election;

@@ -141,7 +141,10 @@ impl Stream {
             canceled: true,
             cancel_reason: format!(
                 "rpc error: code = {} desc = {}",
-                super::interceptor::grpc_code_name(s.code() as i32),
+                crate::metrics::GRPC_CODES
+                    .get(s.code() as usize)
+                    .copied()
+                    .unwrap_or("Unknown"),
                 s.message()
             ),
             ..Default::default()

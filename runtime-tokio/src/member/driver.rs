@@ -3,7 +3,6 @@
 //! streams). Every decision is the member's; this file is I/O.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +21,7 @@ use super::{
     AnswerTx, Input, MemberConfig, MemberHandle, ReadFn, ServerError, Status, REQUEST_TIMEOUT,
 };
 use crate::auth::{Passwords, Tokens};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SLOW_APPLY};
 use crate::peer::PeerNet;
 use crate::storage::{Storage, StoragePolicy};
 use crate::MonotonicClock;
@@ -168,7 +167,14 @@ pub async fn start_with_dialer(
         }
     };
     let (fatal_tx, fatal_rx) = mpsc::unbounded_channel();
-    let net = PeerNet::with_dialer(cfg.id, cfg.cluster_id, fatal_tx.clone(), dialer);
+    let metrics = Arc::new(Metrics::new(cfg.id, cfg.quota_bytes));
+    let net = PeerNet::with_dialer(
+        cfg.id,
+        cfg.cluster_id,
+        fatal_tx.clone(),
+        dialer,
+        metrics.peer.clone(),
+    );
     if cfg.initial_corrupt_check && restarting {
         // The state recovered from the snapshot file, as etcd hashes its backend before
         // raft replays the WAL's tail.
@@ -189,7 +195,6 @@ pub async fn start_with_dialer(
     // The removes are applied before the peer table is first filled, so it never sees
     // these members leave: refuse them from the start, as etcd refuses removed members.
     net.mark_removed(forced_out.iter().map(|id| id.0));
-    let metrics = Arc::new(Metrics::default());
     let (status_tx, status_rx) = watch::channel(Status::default());
     let (leader_lost_tx, leader_lost_rx) = watch::channel(0);
     let (tx, rx) = mpsc::channel(65536);
@@ -424,13 +429,8 @@ impl MemberTask {
     fn execute(&mut self, out: Output) -> Result<(), ServerError> {
         self.wake = self.clock.instant(out.wake_at);
         if let Some(st) = out.status {
-            self.metrics.term.store(st.term, Relaxed);
-            self.metrics
-                .has_leader
-                .store(u64::from(st.leader != 0), Relaxed);
-            self.metrics
-                .is_leader
-                .store(u64::from(st.is_leader), Relaxed);
+            self.metrics.has_leader.set(i64::from(st.leader != 0));
+            self.metrics.is_leader.set(i64::from(st.is_leader));
             self.status.send_replace(st);
         }
         for n in out.notes {
@@ -446,7 +446,7 @@ impl MemberTask {
                 .map_err(|e| ServerError::Storage(e.to_string()))?;
             if batch.must_sync {
                 let took = t.elapsed();
-                self.metrics.wal_fsync.observe(took);
+                self.metrics.wal_fsync.observe(took.as_secs_f64());
                 if took > SLOW_FSYNC {
                     tracing::warn!(took_ms = took.as_millis() as u64, "slow fdatasync");
                 }
@@ -454,7 +454,9 @@ impl MemberTask {
             // Committed entries wait for this acknowledgement: applying them happens here.
             let t = Instant::now();
             self.member.persisted(self.clock.now(), batch.seq);
-            self.metrics.apply.observe(t.elapsed());
+            if t.elapsed() > SLOW_APPLY {
+                self.metrics.slow_apply.inc();
+            }
         }
         if let Some(snap) = out.snapshot {
             self.write_snapshot(snap);
@@ -471,18 +473,24 @@ impl MemberTask {
             self.net
                 .set_members(self.member.sm.members.values().cloned().collect());
         }
-        self.metrics
-            .proposals_applied
-            .fetch_add(out.applied_count, Relaxed);
+        // As etcd sets them: raft's commit index and the applied index.
+        let gauge = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         self.metrics
             .proposals_committed
-            .fetch_add(out.applied_count, Relaxed);
+            .set(gauge(self.member.raft.committed().0));
+        self.metrics
+            .proposals_applied
+            .set(gauge(self.member.sm.applied()));
+        if out.applied_count > 0 {
+            // etcd computes the keyspace gauges at scrape time: keep them as fresh.
+            self.update_gauges();
+        }
         for (token, r) in out.replies {
             self.answer(token, r);
         }
         self.metrics
             .proposals_pending
-            .store(self.member.pending() as i64, Relaxed);
+            .set(gauge(self.member.pending() as u64));
         match out.fatal {
             Some(e) => Err(e),
             None => Ok(()),
@@ -498,7 +506,7 @@ impl MemberTask {
                 let _ = tx.send(Ok((outcome, header)));
             }
             (Waiter::Answer(tx), Err(e)) => {
-                self.metrics.proposals_failed.fetch_add(1, Relaxed);
+                self.metrics.proposals_failed.inc();
                 let _ = tx.send(Err(e));
             }
             (Waiter::Read(f), Ok(Response::Read)) => f(Ok(self)),
@@ -514,11 +522,11 @@ impl MemberTask {
     fn note(&mut self, n: Note) {
         match n {
             Note::BecameLeader { term } => {
-                self.metrics.leader_changes.fetch_add(1, Relaxed);
+                self.metrics.leader_changes.inc();
                 tracing::info!(term, "became leader");
             }
             Note::LeaderElected { leader, term } => {
-                self.metrics.leader_changes.fetch_add(1, Relaxed);
+                self.metrics.leader_changes.inc();
                 tracing::info!(leader = %format!("{leader:x}"), term, "leader elected");
             }
             Note::NoLeader { term } => tracing::warn!(term, "no leader"),
@@ -535,7 +543,7 @@ impl MemberTask {
             }
             Note::AutoCompaction { revision } => tracing::info!(revision, "auto compaction"),
             Note::ProposalFailed => {
-                self.metrics.proposals_failed.fetch_add(1, Relaxed);
+                self.metrics.proposals_failed.inc();
             }
             Note::Removed => tracing::warn!("{}", crate::peer::REMOVED_TEXT),
             Note::CorruptAlarmRaised { from } => {
@@ -559,8 +567,15 @@ impl MemberTask {
     fn write_snapshot(&mut self, snap: keel_core::raft::Snapshot) {
         let writer = self.storage.snapshot_writer();
         let inbox = self.inbox.clone();
+        let metrics = self.metrics.clone();
         tokio::task::spawn_blocking(move || {
+            let t = Instant::now();
             let result = writer.write(&snap).map_err(|e| e.to_string());
+            if result.is_ok() {
+                let took = t.elapsed().as_secs_f64();
+                metrics.backend_commit.observe(took);
+                metrics.snap_save.observe(took);
+            }
             if let Some(tx) = inbox.upgrade() {
                 let _ = tx.blocking_send(Input::SnapshotSaved {
                     term: snap.meta.term.0,
@@ -585,10 +600,22 @@ impl MemberTask {
 
     fn update_gauges(&mut self) {
         let sm = &self.member.sm;
-        self.metrics.db_size.store(sm.kv.size_bytes(), Relaxed);
+        self.metrics.keyspace(
+            sm.kv.size_bytes(),
+            sm.kv.store.keys_held() as u64,
+            sm.kv.store.revision(),
+            sm.kv.store.compacted_revision(),
+        );
+        self.metrics.watchers.set(self.sinks.len() as i64);
         self.metrics
-            .keys
-            .store(sm.kv.store.keys_held() as u64, Relaxed);
+            .auth_revision
+            .set(i64::try_from(sm.auth.revision()).unwrap_or(i64::MAX));
+        self.metrics.is_learner.set(i64::from(
+            sm.members.get(&self.id).is_some_and(|m| m.learner),
+        ));
+        self.metrics
+            .wal_write_bytes
+            .set(i64::try_from(self.storage.wal_bytes_written()).unwrap_or(i64::MAX));
     }
 
     /// Hands queued watch events to streams that keep up; the rest stay in the member's
@@ -623,6 +650,7 @@ impl MemberTask {
                 }
                 continue;
             }
+            self.metrics.watch_events.inc_by(r.events.len() as u64);
             let id = r.watch_id;
             let canceled = r.canceled;
             let gone = match self.sinks.get(&id) {
