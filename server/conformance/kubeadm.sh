@@ -152,13 +152,14 @@ start_etcd ew 7141 7142 ew=http://127.0.0.1:7142 --host-whitelist=good.example -
 start_keel kw 7151 7152 kw=http://127.0.0.1:7152 --host-whitelist=good.example --cors=http://app.example:8080
 wait_healthy http://127.0.0.1:7141
 wait_healthy http://127.0.0.1:7151
-# http_answer PORT CURL-ARGS...: status, the CORS headers and the body.
+# http_answer PORT CURL-ARGS...: status, the CORS headers (lowercased) and the body.
 http_answer() {
     local port=$1
     shift
     curl -s -D "$work/headers" -o "$work/body" "$@" "http://127.0.0.1:$port/version" >/dev/null
     head -1 "$work/headers" | tr -d '\r' | cut -d' ' -f2
-    grep -i '^access-control-' "$work/headers" | tr -d '\r' | sort
+    # Header names are case-insensitive: Go writes Canonical-Case, hyper lowercase.
+    grep -i '^access-control-' "$work/headers" | tr -d '\r' | tr 'A-Z' 'a-z' | sort
     cat "$work/body"
 }
 for case in "evil host|-H Host:evil.example" \
