@@ -17,6 +17,7 @@ pub mod gateway;
 pub mod go_duration;
 pub mod grpc;
 pub mod http;
+pub mod http_access;
 pub mod leader_call;
 pub mod member;
 pub mod metrics;

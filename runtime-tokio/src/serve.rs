@@ -3,14 +3,53 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
+use crate::http_access::{self, HttpAccess};
 use crate::member::{start_with_dialer, MemberConfig, MemberHandle};
 use crate::tls::{tls_incoming, PeerDialer};
 use crate::version::ETCD_CAPABILITY_VERSION;
 use crate::{gateway, grpc, http, peer, v2keys};
+
+/// How the client listeners serve, beyond TLS: etcd's gRPC server options and the
+/// HTTP endpoints' access rules. The default is etcd's defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// `--grpc-keepalive-interval`: how often the server pings an idle connection.
+    pub keepalive_interval: Duration,
+    /// `--grpc-keepalive-timeout`: how long it waits for the ping's answer.
+    pub keepalive_timeout: Duration,
+    /// `--max-concurrent-streams` per connection.
+    pub max_concurrent_streams: u32,
+    /// `--cors` and `--host-whitelist`.
+    pub http_access: HttpAccess,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            keepalive_interval: Duration::from_secs(2 * 60 * 60),
+            keepalive_timeout: Duration::from_secs(20),
+            max_concurrent_streams: u32::MAX,
+            http_access: HttpAccess::default(),
+        }
+    }
+}
+
+impl ClientOptions {
+    /// The keepalive flags as etcd applies them: only when both are positive, otherwise
+    /// grpc-go's defaults (2 h and 20 s) stay, whatever `--help` says about 0 disabling.
+    pub fn with_keepalive(mut self, interval: Duration, timeout: Duration) -> Self {
+        if !interval.is_zero() && !timeout.is_zero() {
+            self.keepalive_interval = interval;
+            self.keepalive_timeout = timeout;
+        }
+        self
+    }
+}
 
 /// A bound listener and, for an https URL, the TLS it serves.
 pub struct Listener {
@@ -60,7 +99,8 @@ pub async fn run_with_tls(
         peers,
         metrics: Vec::new(),
     };
-    run_on(cfg, listeners, dialer, shutdown, on_ready).await
+    let options = ClientOptions::default();
+    run_on(cfg, listeners, dialer, options, shutdown, on_ready).await
 }
 
 /// Every listener of a member.
@@ -75,11 +115,13 @@ pub struct Listeners {
     pub metrics: Vec<Listener>,
 }
 
-/// As [`run_with_tls`], with metrics listeners too.
+/// As [`run_with_tls`], with metrics listeners too, the client listeners served with
+/// `options`.
 pub async fn run_on(
     cfg: MemberConfig,
     listeners: Listeners,
     dialer: PeerDialer,
+    options: ClientOptions,
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(&MemberHandle),
 ) -> Result<(), String> {
@@ -144,8 +186,16 @@ pub async fn run_on(
         if enable_v2 {
             router = router.merge(v2keys::router(handle.clone(), stop_rx.clone()));
         }
-        let router = router.fallback(gateway::fallback);
+        let router = router
+            .fallback(gateway::fallback)
+            .layer(axum::middleware::from_fn_with_state(
+                options.http_access.clone(),
+                http_access::control,
+            ));
         let server = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(options.keepalive_interval))
+            .http2_keepalive_timeout(Some(options.keepalive_timeout))
+            .max_concurrent_streams(options.max_concurrent_streams)
             .accept_http1(true)
             .add_routes(tonic::service::Routes::from(router));
         // As etcd's serveCtx waits on ReadyNotify: the listener is bound (connections

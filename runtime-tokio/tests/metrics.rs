@@ -329,6 +329,7 @@ async fn the_metrics_listener_serves_metrics_and_probes_only() {
         cfg,
         listeners,
         keel_runtime_tokio::tls::PeerDialer::plain(),
+        serve::ClientOptions::default(),
         async move {
             let _ = stopped.await;
         },

@@ -101,6 +101,7 @@ fn files(dir: &Path, name: &str, pair: &Pair, ca: Option<&Ca>) -> TlsFlags {
         trusted_ca_file: ca.map(|ca| write(dir, &format!("{name}-ca.crt"), &ca.pem())),
         client_cert_auth: ca.is_some(),
         auto_tls: false,
+        ..TlsFlags::default()
     }
 }
 
@@ -690,5 +691,167 @@ fn unusable_files_are_refused_naming_the_flag_and_file() {
             "--cert-file {}: x509: certificate is valid for 127.0.0.1, localhost, not 10.0.0.7 (the host of --advertise-client-urls https://10.0.0.7:2379)",
             dir.path().join("good.crt").display()
         )
+    );
+}
+
+/// A certificate from `ca` with this serial number and common name, for clients.
+fn client_cert(ca: &Ca, serial: u64, cn: &str, hosts: &[&str]) -> Pair {
+    let mut p = CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>())
+        .expect("params");
+    p.serial_number = Some(rcgen::SerialNumber::from(serial));
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let key = KeyPair::generate().expect("key");
+    let cert = p.signed_by(&key, &ca.cert, &ca.key).expect("cert");
+    Pair {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    }
+}
+
+/// A CRL signed by `ca` revoking these serial numbers, PEM.
+fn crl(ca: &Ca, revoked: &[u64]) -> String {
+    rcgen::CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2020, 1, 1),
+        next_update: rcgen::date_time_ymd(2100, 1, 1),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: revoked
+            .iter()
+            .map(|s| rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from(*s),
+                revocation_time: rcgen::date_time_ymd(2021, 1, 1),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&ca.cert, &ca.key)
+    .expect("crl")
+    .pem()
+    .expect("crl pem")
+}
+
+/// A bare TLS listener serving `tls` (no member behind it): answers the HTTP/2 preface
+/// with a byte once the handshake completes, which is all [`handshake`] needs.
+async fn bare_listener(tls: &SideTls) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("https://{}", listener.local_addr().expect("addr"));
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config(ALPN).expect("config"));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut s) = acceptor.accept(tcp).await {
+                    let mut buf = [0u8; 64];
+                    if s.read(&mut buf).await.is_ok() {
+                        let _ = s.write_all(b"x").await;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_client_certificate_is_refused_and_the_crl_file_is_followed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("keel test CA");
+    let server = ca.issue(&["127.0.0.1"], false);
+    let good = client_cert(&ca, 11, "good", &["client"]);
+    let revoked = client_cert(&ca, 12, "revoked", &["client"]);
+    let crl_path = write(dir.path(), "client.crl", &crl(&ca, &[12]));
+    let flags = TlsFlags {
+        crl_file: Some(crl_path.clone()),
+        ..files(dir.path(), "server", &server, Some(&ca))
+    };
+    let url = bare_listener(&load(Side::Client, &flags)).await;
+    handshake(&url, &ca, Some(&good))
+        .await
+        .expect("a certificate the CRL does not list is admitted");
+    assert!(
+        handshake(&url, &ca, Some(&revoked)).await.is_err(),
+        "a revoked certificate was admitted"
+    );
+    // etcd reads the CRL at every connection: a new list applies without a restart.
+    // (Modification times have a coarse grain on some file systems: wait it out.)
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    write(dir.path(), "client.crl", &crl(&ca, &[11]));
+    assert!(
+        handshake(&url, &ca, Some(&good)).await.is_err(),
+        "a certificate revoked by the rewritten CRL was admitted"
+    );
+    handshake(&url, &ca, Some(&revoked))
+        .await
+        .expect("no longer revoked");
+    // A CRL file that cannot be read stops the start, naming the flag.
+    let e = SideTls::load(
+        Side::Peer,
+        &TlsFlags {
+            crl_file: Some(dir.path().join("missing.crl")),
+            ..flags.clone()
+        },
+        &TlsPolicy::default(),
+        &["127.0.0.1".into()],
+    )
+    .err()
+    .expect("refused")
+    .to_string();
+    assert!(e.starts_with("--peer-crl-file "), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_cn_and_hostname_refuse_other_peers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("keel test CA");
+    let server = ca.issue(&["127.0.0.1"], false);
+    let peer = client_cert(&ca, 21, "etcd-peer", &["peer.example"]);
+    let other = client_cert(&ca, 22, "somebody", &["other.example"]);
+    let base = files(dir.path(), "server", &server, Some(&ca));
+    let by_cn = TlsFlags {
+        allowed_cn: Some("etcd-peer".into()),
+        ..base.clone()
+    };
+    let url = bare_listener(&load(Side::Peer, &by_cn)).await;
+    handshake(&url, &ca, Some(&peer))
+        .await
+        .expect("the allowed CN is admitted");
+    assert!(
+        handshake(&url, &ca, Some(&other)).await.is_err(),
+        "a certificate with another CN was admitted"
+    );
+    let by_host = TlsFlags {
+        allowed_hostname: Some("peer.example".into()),
+        ..base.clone()
+    };
+    let url = bare_listener(&load(Side::Peer, &by_host)).await;
+    handshake(&url, &ca, Some(&peer))
+        .await
+        .expect("a certificate valid for the allowed host is admitted");
+    assert!(
+        handshake(&url, &ca, Some(&other)).await.is_err(),
+        "a certificate for another host was admitted"
+    );
+    // etcd refuses both at once.
+    let e = SideTls::load(
+        Side::Peer,
+        &TlsFlags {
+            allowed_cn: Some("a".into()),
+            allowed_hostname: Some("b".into()),
+            ..base
+        },
+        &TlsPolicy::default(),
+        &["127.0.0.1".into()],
+    )
+    .err()
+    .expect("refused")
+    .to_string();
+    assert_eq!(
+        e,
+        "AllowedCN and AllowedHostname are mutually exclusive (cn=\"a\", hostname=\"b\")"
     );
 }

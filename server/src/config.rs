@@ -24,6 +24,8 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use keel_core::discovery::{check_url, InitialCluster};
 use keel_runtime_tokio::go_duration::parse as parse_go_duration;
 
+use crate::config_file;
+
 /// The backend quota when `--quota-backend-bytes` is 0, as etcd's `DefaultQuotaBytes`.
 pub const DEFAULT_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
@@ -67,7 +69,7 @@ const fn switch(name: &'static str, default: &'static str, help: &'static str) -
 /// keeping them in one table keeps `--help` and behaviour in step.
 #[rustfmt::skip]
 const SPECS: &[Spec] = &[
-    value("config-file", "", "Path to a YAML configuration file (not supported yet)."),
+    value("config-file", "", "Path to the server configuration file (YAML, as etcd 3.4 reads it); other flags and ETCD_* variables are then ignored."),
     // Member.
     value("name", "default", "Human-readable name for this member."),
     value("data-dir", "", "Path to the data directory [default: <name>.keel]."),
@@ -87,6 +89,9 @@ const SPECS: &[Spec] = &[
     value("grpc-keepalive-min-time", "5s", "Minimum interval a client should wait before pinging the server."),
     value("grpc-keepalive-interval", "2h", "Frequency of server-to-client pings checking a connection (0 disables)."),
     value("grpc-keepalive-timeout", "20s", "Wait before closing a non-responsive connection (0 disables)."),
+    value("max-concurrent-streams", "4294967295", "Maximum concurrent streams that each client can open at a time."),
+    value("backend-batch-interval", "", "Ignored: keel has no bbolt backend to batch commits of."),
+    value("backend-batch-limit", "0", "Ignored: keel has no bbolt backend to batch commits of."),
     // Clustering.
     value("initial-advertise-peer-urls", "http://localhost:2380", "This member's peer URLs to advertise to the rest of the cluster."),
     value("initial-cluster", "", "Initial cluster for bootstrapping [default: <name>=<each initial advertise peer URL>]."),
@@ -115,8 +120,16 @@ const SPECS: &[Spec] = &[
     switch("peer-client-cert-auth", "false", "Enable peer client cert authentication."),
     value("peer-trusted-ca-file", "", "Path to the peer server TLS trusted CA file."),
     switch("peer-auto-tls", "false", "Peer TLS using generated certificates."),
+    value("client-crl-file", "", "Path to the client certificate revocation list file."),
+    value("client-cert-allowed-hostname", "", "Allowed TLS hostname for client cert authentication."),
+    value("peer-crl-file", "", "Path to the peer certificate revocation list file."),
+    value("peer-cert-allowed-cn", "", "Required CN for client certs connecting to the peer endpoint."),
+    value("peer-cert-allowed-hostname", "", "Allowed TLS hostname for inter peer authentication."),
+    switch("experimental-peer-skip-client-san-verification", "false", "Skip verification of SAN field in client certificate for peer connections."),
     value("cipher-suites", "", "Comma-separated list of supported TLS cipher suites."),
     value("tls-min-version", "", "Minimum TLS version supported."),
+    value("cors", "*", "Comma-separated whitelist of origins for CORS (empty or * means allow all)."),
+    value("host-whitelist", "*", "Acceptable hostnames from HTTP client requests, if server is not secure (empty or * means allow all)."),
     // Auth.
     value("auth-token", "simple", "Specify auth token type and options."),
     value("bcrypt-cost", "10", "Specify bcrypt algorithm cost factor for auth password hashing."),
@@ -126,13 +139,101 @@ const SPECS: &[Spec] = &[
     value("log-level", "info", "Configures log level: debug, info, warn, error, panic, or fatal."),
     value("log-outputs", "default", "Specify 'stdout' or 'stderr' to skip journald logging, or file paths."),
     switch("enable-pprof", "false", "Enable runtime profiling data via HTTP server."),
+    value("metrics", "basic", "Set level of detail for exported metrics ('basic' or 'extensive')."),
+    switch("debug", "false", "Enable debug-level logging (deprecated: use --log-level=debug)."),
+    value("log-package-levels", "", "Per-package log levels (deprecated; ignored by keel)."),
+    value("log-output", "default", "Deprecated: use --log-outputs."),
+    switch("enable-grpc-gateway", "true", "Enable the gRPC gateway (JSON over HTTP)."),
+    // v2 proxy.
+    value("proxy", "off", "Proxy mode setting ('off', 'readonly' or 'on')."),
+    value("proxy-failure-wait", "5000", "Time (in milliseconds) an endpoint will be held in a failed state."),
+    value("proxy-refresh-interval", "30000", "Time (in milliseconds) of the endpoints refresh interval."),
+    value("proxy-dial-timeout", "1000", "Time (in milliseconds) for a dial to timeout."),
+    value("proxy-write-timeout", "5000", "Time (in milliseconds) for a write to timeout."),
+    value("proxy-read-timeout", "0", "Time (in milliseconds) for a read to timeout."),
+    // Experimental.
     value("experimental-watch-progress-notify-interval", "10m", "Duration of periodic watch progress notifications."),
     switch("experimental-enable-lease-checkpoint", "false", "Enable to persist lease remaining TTL to prevent indefinite auto-renewal of long lived leases."),
     value("experimental-lease-checkpoint-interval", "5m0s", "Duration of periodic lease checkpoints, used when experimental-enable-lease-checkpoint is on."),
     switch("experimental-initial-corrupt-check", "false", "Enable to check data corruption before serving any client/peer traffic."),
     value("experimental-corrupt-check-time", "0s", "Duration of time between cluster corruption check passes."),
+    value("experimental-enable-v2v3", "", "Serve v2 requests through the v3 backend under a given prefix."),
+    value("experimental-backend-bbolt-freelist-type", "array", "Freelist type of the bbolt backend (keel has none)."),
+    switch("experimental-enable-lease-checkpoint-persist", "false", "Persist lease remaining TTLs (requires --experimental-enable-lease-checkpoint)."),
+    value("experimental-compaction-batch-limit", "1000", "Maximum revisions deleted in each compaction batch."),
+    value("experimental-warning-apply-duration", "100ms", "Warning is generated if requests take more than this duration."),
+    switch("unsafe-no-fsync", "false", "Disables fsync, unsafe, will cause data loss (keel always syncs)."),
     switch("version", "false", "Print the version and exit."),
+    // Flags etcd 3.4 still accepts from older releases and ignores with a warning.
+    switch("cluster-active-size", "", "Ignored (etcd 0.4)."),
+    switch("cluster-remove-delay", "", "Ignored (etcd 0.4)."),
+    switch("cluster-sync-interval", "", "Ignored (etcd 0.4)."),
+    switch("config", "", "Ignored (etcd 0.4)."),
+    switch("force", "", "Ignored (etcd 0.4)."),
+    switch("max-result-buffer", "", "Ignored (etcd 0.4)."),
+    switch("max-retry-attempts", "", "Ignored (etcd 0.4)."),
+    switch("peer-heartbeat-interval", "", "Ignored (etcd 0.4)."),
+    switch("peer-election-timeout", "", "Ignored (etcd 0.4)."),
+    switch("retry-interval", "", "Ignored (etcd 0.4)."),
+    switch("snapshot", "", "Ignored (etcd 0.4)."),
+    switch("v", "", "Ignored (etcd 0.4)."),
+    switch("vv", "", "Ignored (etcd 0.4)."),
 ];
+
+/// Flags etcd 3.4 kept from 0.4 and ignores with a warning in any form and value.
+const LEGACY: &[&str] = &[
+    "cluster-active-size",
+    "cluster-remove-delay",
+    "cluster-sync-interval",
+    "config",
+    "force",
+    "max-result-buffer",
+    "max-retry-attempts",
+    "peer-heartbeat-interval",
+    "peer-election-timeout",
+    "retry-interval",
+    "snapshot",
+    "v",
+    "vv",
+];
+
+/// Flags keel accepts so that etcd's command lines start it, but cannot act on, with why.
+/// Given with a value other than etcd's default, each logs one warning at start.
+#[rustfmt::skip]
+const IGNORED: &[(&str, &str)] = &[
+    ("backend-batch-interval", "keel has no bbolt backend; applied writes are persisted with the WAL sync of their batch"),
+    ("backend-batch-limit", "keel has no bbolt backend; applied writes are persisted with the WAL sync of their batch"),
+    ("experimental-backend-bbolt-freelist-type", "keel has no bbolt backend"),
+    ("experimental-compaction-batch-limit", "keel compacts its in-memory index in one step"),
+    ("experimental-warning-apply-duration", "keel does not time individual applies"),
+    ("experimental-enable-v2v3", "keel serves the v2 keys API from its own v2 store (--enable-v2), not through v3"),
+    ("experimental-enable-lease-checkpoint-persist", "keel does not persist lease remaining TTLs"),
+    ("enable-pprof", "keel has no Go runtime to profile"),
+    ("metrics", "keel exports the same metrics at every level"),
+    ("log-package-levels", "keel has no per-package log levels; use --log-level"),
+    ("enable-grpc-gateway", "keel always serves the JSON gateway beside gRPC"),
+    ("unsafe-no-fsync", "keel always syncs its WAL"),
+    ("proxy-failure-wait", "keel has no v2 proxy"),
+    ("proxy-refresh-interval", "keel has no v2 proxy"),
+    ("proxy-dial-timeout", "keel has no v2 proxy"),
+    ("proxy-write-timeout", "keel has no v2 proxy"),
+    ("proxy-read-timeout", "keel has no v2 proxy"),
+    ("grpc-keepalive-min-time", "hyper's HTTP/2 server answers every client ping and cannot refuse pings sent more often (etcd answers them with GOAWAY too_many_pings)"),
+];
+
+/// Why keel ignores `flag` (without `--`), if it is one keel accepts without acting on it.
+pub fn ignored_reason(flag: &str) -> Option<&'static str> {
+    IGNORED
+        .iter()
+        .find(|(name, _)| *name == flag)
+        .map(|(_, why)| *why)
+        .or_else(|| LEGACY.contains(&flag).then_some("etcd 3.4 ignores it too"))
+}
+
+/// Every flag keel accepts, by its long name without `--`.
+pub fn flag_names() -> impl Iterator<Item = &'static str> {
+    SPECS.iter().map(|s| s.name)
+}
 
 fn spec(name: &str) -> Option<&'static Spec> {
     SPECS.iter().find(|s| s.name == name)
@@ -155,6 +256,9 @@ pub enum Origin {
     Flag(&'static str),
     /// This environment variable.
     Env(String),
+    /// This key of the `--config-file` (`client-transport-security.cert-file` for a
+    /// key of a block).
+    File(String),
 }
 
 impl fmt::Display for Origin {
@@ -162,6 +266,7 @@ impl fmt::Display for Origin {
         match self {
             Origin::Flag(name) => write!(f, "flag --{name}"),
             Origin::Env(var) => f.write_str(var),
+            Origin::File(key) => write!(f, "config file key {key}"),
         }
     }
 }
@@ -188,8 +293,8 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
-    /// `--config-file` was given; keel reads flags and environment only.
-    ConfigFileUnsupported(String),
+    /// The `--config-file` cannot be read or is not YAML of the expected shape.
+    ConfigFile(String),
     /// More than one of `--initial-cluster`, `--discovery`, `--discovery-srv`.
     ConflictingBootstrapFlags,
     /// `--listen-client-urls` set without `--advertise-client-urls`.
@@ -226,10 +331,7 @@ impl fmt::Display for ConfigError {
             ConfigError::InvalidValue { value, origin, reason } => {
                 write!(f, "invalid value {value:?} for {origin}: {reason}")
             }
-            ConfigError::ConfigFileUnsupported(path) => write!(
-                f,
-                "--config-file is not supported yet ({path}): pass the settings as flags or ETCD_* environment variables"
-            ),
+            ConfigError::ConfigFile(reason) => f.write_str(reason),
             ConfigError::ConflictingBootstrapFlags => f.write_str(
                 "multiple discovery or bootstrap flags are set. Choose one of \"initial-cluster\", \"discovery\" or \"discovery-srv\"",
             ),
@@ -338,6 +440,13 @@ pub struct TlsConfig {
     pub client_cert_auth: bool,
     /// `--auto-tls` / `--peer-auto-tls`: generate a self-signed certificate.
     pub auto_tls: bool,
+    /// `--client-crl-file` / `--peer-crl-file`: certificates it revokes are refused.
+    pub crl_file: Option<PathBuf>,
+    /// `--peer-cert-allowed-cn`: the common name the other end's certificate must carry.
+    pub allowed_cn: Option<String>,
+    /// `--client-cert-allowed-hostname` / `--peer-cert-allowed-hostname`: the host name
+    /// (or IP) the other end's certificate must be valid for.
+    pub allowed_hostname: Option<String>,
 }
 
 impl TlsConfig {
@@ -404,6 +513,13 @@ pub struct ServerConfig {
     pub grpc_keepalive_interval: Duration,
     /// `--grpc-keepalive-timeout` (zero: disabled).
     pub grpc_keepalive_timeout: Duration,
+    /// `--max-concurrent-streams` per client connection (0 given means unlimited, as in
+    /// grpc-go, and is stored as `u32::MAX`).
+    pub max_concurrent_streams: u32,
+    /// `--cors`: origins answered with CORS headers on the client HTTP endpoints (`*`: any).
+    pub cors: Vec<String>,
+    /// `--host-whitelist`: Host names accepted on plain-http client endpoints (`*`: any).
+    pub host_whitelist: Vec<String>,
     /// `--auto-compaction-mode`.
     pub auto_compaction_mode: CompactionMode,
     /// `--auto-compaction-retention`, interpreted under the mode.
@@ -455,6 +571,8 @@ pub struct ServerConfig {
     /// `--experimental-corrupt-check-time` (0: off): the leader's period for comparing
     /// its HashKV with every follower's, raising the CORRUPT alarm on a mismatch.
     pub corrupt_check_time: Duration,
+    /// `--config-file` (or `ETCD_CONFIG_FILE`): every other setting came from this file.
+    pub config_file: Option<PathBuf>,
     /// `--version`: print the version and exit.
     pub print_version: bool,
     /// Things worth logging at startup that etcd warns about or refuses (e.g. a flag
@@ -549,7 +667,11 @@ where
 {
     let args = go_style_args(args)?;
     let matches = command().try_get_matches_from(&args).map_err(clap_error)?;
-    let raw = Raw::gather(&matches, env);
+    let mut raw = Raw::gather(&matches, env);
+    // etcd reads ETCD_CONFIG_FILE even though the file then shadows every other variable.
+    if let Some(path) = raw.optional("config-file") {
+        raw = Raw::from_file(PathBuf::from(path), &matches)?;
+    }
     raw.into_config()
 }
 
@@ -673,6 +795,8 @@ struct Given {
 struct Raw {
     given: HashMap<&'static str, Given>,
     warnings: Vec<String>,
+    /// The config file everything came from, if one was given.
+    file: Option<PathBuf>,
 }
 
 impl Raw {
@@ -714,7 +838,56 @@ impl Raw {
                 (false, None) => {}
             }
         }
-        Raw { given, warnings }
+        Raw {
+            given,
+            warnings,
+            file: None,
+        }
+    }
+
+    /// The settings of a config file, as etcd 3.4's `configFromFile`: command-line flags
+    /// and variables are ignored, except `--version`, which etcd acts on before reading it.
+    fn from_file(path: PathBuf, matches: &ArgMatches) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            // Go's wording, which etcd prints: "open <path>: no such file or directory".
+            let why = match e.kind() {
+                std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
+                std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+                _ => e.to_string(),
+            };
+            ConfigError::ConfigFile(format!("open {}: {why}", path.display()))
+        })?;
+        let values = config_file::from_yaml(&text).map_err(|e| {
+            ConfigError::ConfigFile(format!("error reading config file {}: {e}", path.display()))
+        })?;
+        let mut given = HashMap::new();
+        for (key, name, value) in values.settings {
+            if let Some(s) = spec(&name) {
+                given.insert(
+                    s.name,
+                    Given {
+                        value,
+                        origin: Origin::File(key),
+                    },
+                );
+            }
+        }
+        if matches.value_source("version") == Some(ValueSource::CommandLine) {
+            if let Some(v) = matches.get_one::<String>("version") {
+                given.insert(
+                    "version",
+                    Given {
+                        value: v.clone(),
+                        origin: Origin::Flag("version"),
+                    },
+                );
+            }
+        }
+        Ok(Raw {
+            given,
+            warnings: values.warnings,
+            file: Some(path),
+        })
     }
 
     fn is_set(&self, name: &str) -> bool {
@@ -806,9 +979,9 @@ impl Raw {
     }
 
     fn into_config(mut self) -> Result<ServerConfig, ConfigError> {
-        if let Some(path) = self.optional("config-file") {
-            return Err(ConfigError::ConfigFileUnsupported(path));
-        }
+        self.proxy_off()?;
+        self.lease_checkpoint_persist()?;
+        self.warn_ignored();
         let name = self.string("name");
         let data_dir = self
             .path("data-dir")
@@ -871,6 +1044,12 @@ impl Raw {
             lease_checkpoint_interval: self.duration("experimental-lease-checkpoint-interval")?,
             grpc_keepalive_interval: self.duration("grpc-keepalive-interval")?,
             grpc_keepalive_timeout: self.duration("grpc-keepalive-timeout")?,
+            max_concurrent_streams: match self.uint("max-concurrent-streams")? {
+                0 => u32::MAX,
+                n => n,
+            },
+            cors: self.cors()?,
+            host_whitelist: self.list("host-whitelist"),
             auto_compaction_mode,
             auto_compaction_retention,
             discovery,
@@ -894,6 +1073,9 @@ impl Raw {
                 trusted_ca_file: self.path("trusted-ca-file"),
                 client_cert_auth: self.bool("client-cert-auth")?,
                 auto_tls: self.bool("auto-tls")?,
+                crl_file: self.path("client-crl-file"),
+                allowed_cn: None,
+                allowed_hostname: self.optional("client-cert-allowed-hostname"),
             },
             peer_tls: TlsConfig {
                 cert_file: self.path("peer-cert-file"),
@@ -901,6 +1083,9 @@ impl Raw {
                 trusted_ca_file: self.path("peer-trusted-ca-file"),
                 client_cert_auth: self.bool("peer-client-cert-auth")?,
                 auto_tls: self.bool("peer-auto-tls")?,
+                crl_file: self.path("peer-crl-file"),
+                allowed_cn: self.optional("peer-cert-allowed-cn"),
+                allowed_hostname: self.optional("peer-cert-allowed-hostname"),
             },
             cipher_suites: self.list("cipher-suites"),
             tls_min_version: self.optional("tls-min-version"),
@@ -911,21 +1096,26 @@ impl Raw {
                 "logger",
                 &[("zap", Logger::Zap), ("capnslog", Logger::Capnslog)],
             )?,
-            log_level: self.choice(
-                "log-level",
-                &[
-                    ("debug", LogLevel::Debug),
-                    ("info", LogLevel::Info),
-                    ("warn", LogLevel::Warn),
-                    ("error", LogLevel::Error),
-                    ("panic", LogLevel::Panic),
-                    ("fatal", LogLevel::Fatal),
-                ],
-            )?,
-            log_outputs: self.list("log-outputs"),
+            log_level: if self.bool("debug")? {
+                LogLevel::Debug
+            } else {
+                self.choice(
+                    "log-level",
+                    &[
+                        ("debug", LogLevel::Debug),
+                        ("info", LogLevel::Info),
+                        ("warn", LogLevel::Warn),
+                        ("error", LogLevel::Error),
+                        ("panic", LogLevel::Panic),
+                        ("fatal", LogLevel::Fatal),
+                    ],
+                )?
+            },
+            log_outputs: self.log_outputs(),
             enable_pprof: self.bool("enable-pprof")?,
             initial_corrupt_check: self.bool("experimental-initial-corrupt-check")?,
             corrupt_check_time: self.duration("experimental-corrupt-check-time")?,
+            config_file: self.file.clone(),
             print_version: self.bool("version")?,
             warnings: std::mem::take(&mut self.warnings),
             name,
@@ -999,6 +1189,85 @@ impl Raw {
         Ok(retention)
     }
 
+    /// `--proxy`: etcd's v2 proxy modes are not implemented; starting a member instead
+    /// would bootstrap a cluster where the operator asked for a proxy, so refuse.
+    fn proxy_off(&self) -> Result<(), ConfigError> {
+        let mode = self.choice("proxy", &[("off", 0), ("readonly", 1), ("on", 2)])?;
+        if mode != 0 {
+            return Err(self
+                .get("proxy")
+                .invalid("keel does not implement etcd's v2 proxy; only 'off' is supported"));
+        }
+        Ok(())
+    }
+
+    /// etcd's `Config.Validate`: persisting checkpoints needs checkpoints.
+    fn lease_checkpoint_persist(&self) -> Result<(), ConfigError> {
+        if self.bool("experimental-enable-lease-checkpoint-persist")?
+            && !self.bool("experimental-enable-lease-checkpoint")?
+        {
+            return Err(ConfigError::Usage(
+                "setting experimental-enable-lease-checkpoint-persist requires experimental-enable-lease-checkpoint".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// One warning per flag keel accepts but ignores, when it asks for something other
+    /// than etcd's default (a default value changes nothing, so says nothing).
+    fn warn_ignored(&mut self) {
+        for s in SPECS {
+            if !self.is_set(s.name) {
+                continue;
+            }
+            if LEGACY.contains(&s.name) {
+                // etcd's own words for these.
+                self.warnings.push(format!(
+                    "flag \"-{}\" is no longer supported - ignoring.",
+                    s.name
+                ));
+                continue;
+            }
+            let Some(why) = ignored_reason(s.name) else {
+                continue;
+            };
+            let given = self.get(s.name);
+            let default = s.default;
+            let same = match s.kind {
+                Kind::Bool => parse_go_bool(&given.value) == parse_go_bool(default),
+                Kind::Value => {
+                    given.value == default
+                        || matches!(
+                            (parse_go_duration(&given.value), parse_go_duration(default)),
+                            (Ok(a), Ok(b)) if a == b
+                        )
+                }
+            };
+            if !same {
+                self.warnings
+                    .push(format!("--{} is accepted but ignored: {why}", s.name));
+            }
+        }
+    }
+
+    /// `--cors`: `*` or origins, each a URL with a port as etcd's `types.NewURLs` wants.
+    fn cors(&self) -> Result<Vec<String>, ConfigError> {
+        let g = self.get("cors");
+        let origins = split_list(&g.value);
+        for o in origins.iter().filter(|o| *o != "*") {
+            check_url(o).map_err(|e| g.invalid(e.to_string()))?;
+        }
+        Ok(origins)
+    }
+
+    /// `--log-outputs`, or the deprecated `--log-output` when only that one is given.
+    fn log_outputs(&self) -> Vec<String> {
+        if !self.is_set("log-outputs") && self.is_set("log-output") {
+            return self.list("log-output");
+        }
+        self.list("log-outputs")
+    }
+
     /// etcd keeps going with the default cost when the flag is outside bcrypt's range.
     fn bcrypt_cost(&mut self) -> Result<u32, ConfigError> {
         let cost: u32 = self.uint("bcrypt-cost")?;
@@ -1029,7 +1298,11 @@ impl Raw {
         if c.election_timeout_ms > MAX_ELECTION_MS {
             return Err(ConfigError::ElectionTooLong(c.election_timeout_ms));
         }
-        if self.is_set("listen-client-urls") && !self.is_set("advertise-client-urls") {
+        // A config file keeps the default advertised URL instead (etcd's configFromFile).
+        if self.file.is_none()
+            && self.is_set("listen-client-urls")
+            && !self.is_set("advertise-client-urls")
+        {
             return Err(ConfigError::AdvertiseClientUrlsRequired);
         }
         if !c.client_tls.can_serve_https() {

@@ -6,7 +6,9 @@ use std::ffi::OsString;
 use keel_core::discovery::{bootstrap_members, cluster_id};
 use keel_core::node::{AutoCompaction, MemberInfo};
 use keel_runtime_tokio::auth::Tokens;
+use keel_runtime_tokio::http_access::HttpAccess;
 use keel_runtime_tokio::member::MemberConfig;
+use keel_runtime_tokio::serve::ClientOptions;
 use keel_runtime_tokio::tls::PeerDialer;
 use keel_runtime_tokio::{founding, serve, Storage};
 use tokio::net::TcpListener;
@@ -32,6 +34,13 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
         return Ok(());
     }
     init_logging(&cfg, explicit_zap)?;
+    if let Some(path) = &cfg.config_file {
+        // etcd 3.4's line (zap logger), so operators see why their flags did nothing.
+        tracing::info!(
+            path = %path.display(),
+            "loaded server configuration, other configuration command line flags and environment variables will be ignored if provided"
+        );
+    }
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
@@ -87,7 +96,8 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
             peers,
             metrics,
         };
-        serve::run_on(member, listeners, dialer, shutdown_signal(), |_| {
+        let options = client_options(&cfg);
+        serve::run_on(member, listeners, dialer, options, shutdown_signal(), |_| {
             tracing::info!(urls = %client_urls, "ready to serve client requests");
             serve::notify_systemd_ready();
         })
@@ -95,6 +105,16 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
     })?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The gRPC server options and HTTP access rules of the client listeners.
+fn client_options(cfg: &ServerConfig) -> ClientOptions {
+    ClientOptions {
+        max_concurrent_streams: cfg.max_concurrent_streams,
+        http_access: HttpAccess::new(cfg.cors.clone(), cfg.host_whitelist.clone()),
+        ..ClientOptions::default()
+    }
+    .with_keepalive(cfg.grpc_keepalive_interval, cfg.grpc_keepalive_timeout)
 }
 
 /// etcd 3.5 logs JSON with zap; keel logs readable lines unless `--logger zap` is asked

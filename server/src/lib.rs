@@ -6,6 +6,7 @@ pub mod backup;
 pub mod bootstrap;
 pub mod client_bench;
 pub mod config;
+pub mod config_file;
 pub mod discovery_new;
 pub mod discovery_srv;
 pub mod discovery_v2;

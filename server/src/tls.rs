@@ -27,6 +27,9 @@ fn flags(t: &TlsConfig) -> TlsFlags {
         trusted_ca_file: t.trusted_ca_file.clone(),
         client_cert_auth: t.client_cert_auth,
         auto_tls: t.auto_tls,
+        crl_file: t.crl_file.clone(),
+        allowed_cn: t.allowed_cn.clone(),
+        allowed_hostname: t.allowed_hostname.clone(),
     }
 }
 

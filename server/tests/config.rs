@@ -238,8 +238,8 @@ fn config_command_line_errors_are_one_line() {
     assert!(matches!(parse_args(&["--help"]), Err(ConfigError::Help(_))));
     assert!(parse_args(&["--version"]).unwrap().print_version);
     assert_eq!(
-        err(&["--config-file", "/etc/etcd.yaml"]),
-        "--config-file is not supported yet (/etc/etcd.yaml): pass the settings as flags or ETCD_* environment variables"
+        err(&["--config-file", "/nonexistent/etcd.yaml"]),
+        "open /nonexistent/etcd.yaml: no such file or directory"
     );
 }
 

@@ -16,6 +16,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
 
+use super::allowed::Allowed;
+
 /// What the presented certificate must be good for.
 #[derive(Clone, Copy, Debug)]
 enum Purpose<'a> {
@@ -80,15 +82,23 @@ fn accept_trusted(
 pub(super) struct ServerVerifier {
     inner: Arc<dyn ServerCertVerifier>,
     trusted: Vec<CertificateDer<'static>>,
+    /// A further requirement on a verified certificate (allowed CN or hostname).
+    allowed: Option<Allowed>,
 }
 
 impl ServerVerifier {
-    /// `inner` (webpki over the trusted CA file), tolerating the file's own certificates.
+    /// `inner` (webpki over the trusted CA file), tolerating the file's own certificates,
+    /// then requiring `allowed` of the certificate.
     pub(super) fn new(
         inner: Arc<dyn ServerCertVerifier>,
         trusted: Vec<CertificateDer<'static>>,
+        allowed: Option<Allowed>,
     ) -> ServerVerifier {
-        ServerVerifier { inner, trusted }
+        ServerVerifier {
+            inner,
+            trusted,
+            allowed,
+        }
     }
 }
 
@@ -101,7 +111,7 @@ impl ServerCertVerifier for ServerVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        match self.inner.verify_server_cert(
+        let verified = match self.inner.verify_server_cert(
             end_entity,
             intermediates,
             server_name,
@@ -110,10 +120,14 @@ impl ServerCertVerifier for ServerVerifier {
         ) {
             Err(e) if refused_as_ca(&e) => {
                 accept_trusted(end_entity, &self.trusted, now, Purpose::Server(server_name))?;
-                Ok(ServerCertVerified::assertion())
+                ServerCertVerified::assertion()
             }
-            r => r,
+            r => r?,
+        };
+        if let Some(a) = &self.allowed {
+            a.check(end_entity)?;
         }
+        Ok(verified)
     }
 
     fn verify_tls12_signature(
@@ -144,15 +158,23 @@ impl ServerCertVerifier for ServerVerifier {
 pub(super) struct ClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
     trusted: Vec<CertificateDer<'static>>,
+    /// A further requirement on a verified certificate (allowed CN or hostname).
+    allowed: Option<Allowed>,
 }
 
 impl ClientVerifier {
-    /// `inner` (webpki over the trusted CA file), tolerating the file's own certificates.
+    /// `inner` (webpki over the trusted CA file), tolerating the file's own certificates,
+    /// then requiring `allowed` of the certificate.
     pub(super) fn new(
         inner: Arc<dyn ClientCertVerifier>,
         trusted: Vec<CertificateDer<'static>>,
+        allowed: Option<Allowed>,
     ) -> ClientVerifier {
-        ClientVerifier { inner, trusted }
+        ClientVerifier {
+            inner,
+            trusted,
+            allowed,
+        }
     }
 }
 
@@ -175,16 +197,20 @@ impl ClientCertVerifier for ClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        match self
+        let verified = match self
             .inner
             .verify_client_cert(end_entity, intermediates, now)
         {
             Err(e) if refused_as_ca(&e) => {
                 accept_trusted(end_entity, &self.trusted, now, Purpose::Client)?;
-                Ok(ClientCertVerified::assertion())
+                ClientCertVerified::assertion()
             }
-            r => r,
+            r => r?,
+        };
+        if let Some(a) = &self.allowed {
+            a.check(end_entity)?;
         }
+        Ok(verified)
     }
 
     fn verify_tls12_signature(

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use rustls::RootCertStore;
 
@@ -88,4 +88,23 @@ pub(super) fn load_roots(
 /// When the file last changed (None if it cannot be read now).
 pub(super) fn mtime(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// The revocation lists of a CRL file: PEM (`X509 CRL` blocks) or one DER list, as Go's
+/// `x509.ParseCRL` takes either.
+pub(super) fn load_crls(
+    flag: &str,
+    path: &Path,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let bytes = read(flag, path)?;
+    if !bytes.starts_with(b"-----BEGIN") {
+        return Ok(vec![CertificateRevocationListDer::from(bytes)]);
+    }
+    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(flag, path, format!("invalid PEM: {e}")))?;
+    if crls.is_empty() {
+        return Err(bad(flag, path, "no X509 CRL found"));
+    }
+    Ok(crls)
 }

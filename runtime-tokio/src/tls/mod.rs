@@ -6,6 +6,7 @@
 //! files change (their modification times are compared at each handshake), so rotating
 //! certificates needs no restart. TLS 1.2 and 1.3 only.
 
+mod allowed;
 mod auto;
 mod ca_leaf;
 mod dial;
@@ -23,6 +24,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
 
+pub use allowed::Allowed;
 pub use dial::{PeerDialer, PeerIo};
 pub use incoming::{tls_incoming, ClientConnInfo, TlsConn};
 pub use names::url_host;
@@ -44,6 +46,12 @@ pub struct TlsFlags {
     pub client_cert_auth: bool,
     /// Generate a self-signed certificate at start (ignored when files are given).
     pub auto_tls: bool,
+    /// A certificate revocation list (PEM or DER): certificates it revokes are refused.
+    pub crl_file: Option<PathBuf>,
+    /// The common name the other end's certificate must carry (peer side only in etcd).
+    pub allowed_cn: Option<String>,
+    /// The host name or IP the other end's certificate must be valid for.
+    pub allowed_hostname: Option<String>,
 }
 
 /// The flags both sides share: `--cipher-suites` and `--tls-min-version`.
@@ -114,6 +122,8 @@ pub struct SideTls {
     /// `--client-cert-auth`: a verified certificate's common name names the user.
     names_users: bool,
     trust: Trust,
+    /// Required of the servers this side dials, too (etcd's `VerifyPeerCertificate`).
+    allowed: Option<Allowed>,
     provider: Arc<CryptoProvider>,
     versions: Vec<&'static SupportedProtocolVersion>,
 }
@@ -129,6 +139,11 @@ impl SideTls {
     ) -> Result<SideTls, TlsError> {
         let provider = Arc::new(provider(policy)?);
         let versions = versions(policy)?;
+        let allowed = Allowed::from_flags(
+            flags.allowed_cn.as_deref(),
+            flags.allowed_hostname.as_deref(),
+        )
+        .map_err(TlsError::Config)?;
         let given = flags.cert_file.is_some() || flags.key_file.is_some();
         if !given && !flags.auto_tls {
             return Err(TlsError::Config(format!(
@@ -159,6 +174,8 @@ impl SideTls {
                 (Some(ca), _) => Some(Arc::new(ReloadingClientVerifier::new(
                     side,
                     ca,
+                    flags.crl_file.as_deref(),
+                    allowed.clone(),
                     provider.clone(),
                 )?)),
                 (None, true) => {
@@ -185,6 +202,7 @@ impl SideTls {
                 client_auth,
                 names_users: flags.client_cert_auth,
                 trust: Trust::Roots(Arc::new(roots.0), Arc::new(roots.1)),
+                allowed,
                 provider,
                 versions,
             })
@@ -203,6 +221,7 @@ impl SideTls {
                 client_auth: None,
                 names_users: false,
                 trust: Trust::Anything,
+                allowed: None,
                 provider,
                 versions,
             })
@@ -271,6 +290,7 @@ impl SideTls {
                     .with_custom_certificate_verifier(Arc::new(ca_leaf::ServerVerifier::new(
                         v,
                         certs.as_ref().clone(),
+                        self.allowed.clone(),
                     )))
             }
         };

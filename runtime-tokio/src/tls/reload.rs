@@ -17,7 +17,7 @@ use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
-use super::{ca_leaf, files, Side, TlsError};
+use super::{allowed::Allowed, ca_leaf, files, Side, TlsError};
 
 /// Modification times of the files a value was loaded from.
 type Stamp = Vec<Option<SystemTime>>;
@@ -139,12 +139,20 @@ impl ResolvesClientCert for ReloadingIdentity {
 }
 
 /// `--client-cert-auth` with `--trusted-ca-file`: a client certificate is required and
-/// must chain to the trusted CA file as it is now.
+/// must chain to the trusted CA file as it is now, not be revoked by the CRL file as it
+/// is now (etcd reads it at every connection), and satisfy the allowed CN or hostname.
 pub(super) struct ReloadingClientVerifier {
+    files: VerifierFiles,
+    current: Mutex<(Stamp, Arc<dyn ClientCertVerifier>)>,
+}
+
+/// What a client verifier is built from.
+struct VerifierFiles {
     flag: String,
     ca: PathBuf,
+    crl: Option<(String, PathBuf)>,
+    allowed: Option<Allowed>,
     provider: Arc<CryptoProvider>,
-    current: Mutex<(Stamp, Arc<dyn ClientCertVerifier>)>,
 }
 
 impl ReloadingClientVerifier {
@@ -152,27 +160,37 @@ impl ReloadingClientVerifier {
     pub(super) fn new(
         side: Side,
         ca: &Path,
+        crl: Option<&Path>,
+        allowed: Option<Allowed>,
         provider: Arc<CryptoProvider>,
     ) -> Result<ReloadingClientVerifier, TlsError> {
-        let flag = side.flag("trusted-ca-file");
-        let stamp = vec![files::mtime(ca)];
-        let verifier = build(&flag, ca, &provider)?;
-        Ok(ReloadingClientVerifier {
-            flag,
+        let crl_flag = match side {
+            Side::Client => "--client-crl-file".to_string(),
+            Side::Peer => "--peer-crl-file".to_string(),
+        };
+        let files = VerifierFiles {
+            flag: side.flag("trusted-ca-file"),
             ca: ca.to_path_buf(),
+            crl: crl.map(|p| (crl_flag, p.to_path_buf())),
+            allowed,
             provider,
+        };
+        let stamp = files.stamp();
+        let verifier = files.build()?;
+        Ok(ReloadingClientVerifier {
+            files,
             current: Mutex::new((stamp, verifier)),
         })
     }
 
     fn current(&self) -> Arc<dyn ClientCertVerifier> {
         let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        let stamp = vec![files::mtime(&self.ca)];
+        let stamp = self.files.stamp();
         if stamp != cur.0 {
             cur.0 = stamp;
-            match build(&self.flag, &self.ca, &self.provider) {
+            match self.files.build() {
                 Ok(v) => {
-                    tracing::info!(ca = %self.ca.display(), "reloaded the trusted CA");
+                    tracing::info!(ca = %self.files.ca.display(), "reloaded the trusted CA");
                     cur.1 = v;
                 }
                 Err(e) => {
@@ -184,26 +202,44 @@ impl ReloadingClientVerifier {
     }
 }
 
-fn build(
-    flag: &str,
-    ca: &Path,
-    provider: &Arc<CryptoProvider>,
-) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
-    let (roots, certs) = files::load_roots(flag, ca)?;
-    let webpki = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| TlsError::File {
-            flag: flag.to_string(),
-            path: ca.to_path_buf(),
+impl VerifierFiles {
+    fn stamp(&self) -> Stamp {
+        let mut s = vec![files::mtime(&self.ca)];
+        if let Some((_, crl)) = &self.crl {
+            s.push(files::mtime(crl));
+        }
+        s
+    }
+
+    fn build(&self) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+        let (roots, certs) = files::load_roots(&self.flag, &self.ca)?;
+        let mut builder =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), self.provider.clone());
+        if let Some((flag, path)) = &self.crl {
+            // Go's etcd looks up every presented certificate's serial in one list; webpki
+            // checks each certificate against its issuer's CRL. Certificates no CRL
+            // speaks for stay accepted, as in etcd.
+            builder = builder
+                .with_crls(files::load_crls(flag, path)?)
+                .allow_unknown_revocation_status();
+        }
+        let webpki = builder.build().map_err(|e| TlsError::File {
+            flag: self.flag.clone(),
+            path: self.ca.clone(),
             reason: e.to_string(),
         })?;
-    Ok(Arc::new(ca_leaf::ClientVerifier::new(webpki, certs)))
+        Ok(Arc::new(ca_leaf::ClientVerifier::new(
+            webpki,
+            certs,
+            self.allowed.clone(),
+        )))
+    }
 }
 
 impl fmt::Debug for ReloadingClientVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReloadingClientVerifier")
-            .field("ca", &self.ca)
+            .field("ca", &self.files.ca)
             .finish()
     }
 }
@@ -235,7 +271,7 @@ impl ClientCertVerifier for ReloadingClientVerifier {
             message,
             cert,
             dss,
-            &self.provider.signature_verification_algorithms,
+            &self.files.provider.signature_verification_algorithms,
         )
     }
 
@@ -249,12 +285,13 @@ impl ClientCertVerifier for ReloadingClientVerifier {
             message,
             cert,
             dss,
-            &self.provider.signature_verification_algorithms,
+            &self.files.provider.signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
+        self.files
+            .provider
             .signature_verification_algorithms
             .supported_schemes()
     }
