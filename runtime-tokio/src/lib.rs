@@ -16,6 +16,7 @@ pub mod go_duration;
 pub mod grpc;
 pub mod http;
 pub mod leader_call;
+pub mod listen;
 pub mod member;
 pub mod metrics;
 pub mod pb;

@@ -161,13 +161,15 @@ async fn start(
     let task = tokio::spawn(serve::run_with_tls(
         cfg,
         vec![Listener {
-            tcp: c,
+            socket: c.into(),
             tls: client_tls,
+            also_plain: false,
             cert_names_user: client.is_some_and(SideTls::certificate_names_user),
         }],
         vec![Listener {
-            tcp: l,
+            socket: l.into(),
             tls: peer_tls,
+            also_plain: false,
             cert_names_user: false,
         }],
         dialer,

@@ -24,7 +24,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion};
 
 pub use dial::{PeerDialer, PeerIo};
-pub use incoming::{tls_incoming, ClientConnInfo, TlsConn};
+pub use incoming::{client_incoming, ClientConn, ClientConnInfo, ClientSchemes};
 pub use names::url_host;
 
 use reload::{ReloadingClientVerifier, ReloadingIdentity};
