@@ -4,7 +4,7 @@
 
 mod auth;
 pub mod authz;
-mod cluster;
+pub(crate) mod cluster;
 pub mod convert;
 mod election;
 pub mod forward;
