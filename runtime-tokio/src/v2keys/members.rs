@@ -124,9 +124,9 @@ pub(super) async fn members(State(ctx): State<Arc<Ctx>>, req: Request) -> Respon
     match method {
         Method::GET => list(&ctx, &rest).await,
         Method::POST => {
-            let urls = match peer_urls(&ctx, &content_type, &body) {
+            let urls = match peer_urls(&content_type, &body) {
                 Ok(u) => u,
-                Err(r) => return r,
+                Err(r) => return r.respond(&ctx),
             };
             let req = pb::MemberAddRequest {
                 peer_ur_ls: urls,
@@ -142,9 +142,9 @@ pub(super) async fn members(State(ctx): State<Arc<Ctx>>, req: Request) -> Respon
             }
         }
         Method::DELETE => {
-            let id = match member_id(&ctx, &rest) {
+            let id = match member_id(&rest) {
                 Ok(id) => id,
-                Err(r) => return r,
+                Err(r) => return r.respond(&ctx),
             };
             let req = pb::MemberRemoveRequest { id };
             match svc.member_remove(tonic::Request::new(req)).await {
@@ -153,13 +153,13 @@ pub(super) async fn members(State(ctx): State<Arc<Ctx>>, req: Request) -> Respon
             }
         }
         _ => {
-            let id = match member_id(&ctx, &rest) {
+            let id = match member_id(&rest) {
                 Ok(id) => id,
-                Err(r) => return r,
+                Err(r) => return r.respond(&ctx),
             };
-            let urls = match peer_urls(&ctx, &content_type, &body) {
+            let urls = match peer_urls(&content_type, &body) {
                 Ok(u) => u,
-                Err(r) => return r,
+                Err(r) => return r.respond(&ctx),
             };
             let req = pb::MemberUpdateRequest {
                 id,
@@ -211,39 +211,50 @@ fn no_content(ctx: &Ctx) -> Response {
     (StatusCode::NO_CONTENT, h).into_response()
 }
 
-/// The member ID of `/v2/members/<hex id>`, or etcd's refusal.
-fn member_id(ctx: &Ctx, rest: &str) -> Result<u64, Response> {
-    if rest.is_empty() {
-        return Err(plain_error(
-            ctx,
-            StatusCode::METHOD_NOT_ALLOWED,
-            "Method Not Allowed",
-            None,
-        ));
+/// Why a request was refused before reaching the cluster.
+enum Refusal {
+    /// An `httptypes.HTTPError`.
+    Json(StatusCode, String),
+    /// Go's plain "Method Not Allowed".
+    MethodNotAllowed,
+}
+
+impl Refusal {
+    fn respond(self, ctx: &Ctx) -> Response {
+        match self {
+            Refusal::Json(status, message) => http_error(ctx, status, &message),
+            Refusal::MethodNotAllowed => plain_error(
+                ctx,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Method Not Allowed",
+                None,
+            ),
+        }
     }
-    u64::from_str_radix(rest, 16).map_err(|_| {
-        http_error(
-            ctx,
-            StatusCode::NOT_FOUND,
-            &format!("No such member: {rest}"),
-        )
-    })
+}
+
+/// The member ID of `/v2/members/<hex id>`, or etcd's refusal.
+fn member_id(rest: &str) -> Result<u64, Refusal> {
+    if rest.is_empty() {
+        return Err(Refusal::MethodNotAllowed);
+    }
+    u64::from_str_radix(rest, 16)
+        .map_err(|_| Refusal::Json(StatusCode::NOT_FOUND, format!("No such member: {rest}")))
 }
 
 /// The `peerURLs` of a JSON member request, checked as etcd's `types.NewURLs`.
-fn peer_urls(ctx: &Ctx, content_type: &str, body: &[u8]) -> Result<Vec<String>, Response> {
+fn peer_urls(content_type: &str, body: &[u8]) -> Result<Vec<String>, Refusal> {
     let ctype = match content_type.find(';') {
         Some(i) => content_type[..i].trim().to_ascii_lowercase(),
         None => content_type.to_string(),
     };
     if ctype != "application/json" {
-        return Err(http_error(
-            ctx,
+        return Err(Refusal::Json(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            &format!("Bad Content-Type {ctype}, accept application/json"),
+            format!("Bad Content-Type {ctype}, accept application/json"),
         ));
     }
-    let bad = |m: String| http_error(ctx, StatusCode::BAD_REQUEST, &m);
+    let bad = |m: String| Refusal::Json(StatusCode::BAD_REQUEST, m);
     let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| bad(e.to_string()))?;
     // Go's decoder matches field names case-insensitively.
     let given = v
