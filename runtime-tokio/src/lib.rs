@@ -19,6 +19,7 @@ pub mod grpc;
 pub mod http;
 pub mod http_access;
 pub mod leader_call;
+pub mod listen;
 pub mod member;
 pub mod metrics;
 pub mod pb;

@@ -27,11 +27,11 @@ use bytes::{Bytes, BytesMut};
 use keel_core::node::MemberInfo;
 use keel_core::raft::{decode_message, encode_message, Message};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::leader_call::{self, CallHandler, CALL_MAGIC};
 use crate::metrics::PeerMetrics;
+use crate::listen::SocketListener;
 use crate::peer_info::{self, INFO_MAGIC};
 pub use crate::peer_info::{fetch_members, fetch_members_with, RemoteCluster};
 use crate::tls::{PeerDialer, PeerIo};
@@ -234,7 +234,7 @@ impl PeerNet {
     }
 }
 
-/// The host:port of an `http(s)://host:port` URL.
+/// The host:port of an `http(s)://host:port` URL (for `unix(s)://`, the socket path).
 pub fn url_host_port(url: &str) -> Option<&str> {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let hp = rest.split('/').next()?;
@@ -381,7 +381,7 @@ fn frame(m: &Message, buf: &mut Vec<u8>) {
 /// Accepts peer connections (over TLS when `tls` is given), hands their messages to
 /// `deliver` and their leader calls to `calls`.
 pub async fn serve(
-    listener: TcpListener,
+    listener: SocketListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     net: PeerNet,
     deliver: impl Fn(Message) -> bool + Send + Sync + Clone + 'static,
@@ -402,7 +402,6 @@ pub async fn serve(
         let net = net.clone();
         let acceptor = tls.clone().map(tokio_rustls::TlsAcceptor::from);
         tokio::spawn(async move {
-            let _ = s.set_nodelay(true);
             let s: Box<dyn PeerIo> = match acceptor {
                 None => Box::new(s),
                 Some(a) => match tokio::time::timeout(Duration::from_secs(5), a.accept(s)).await {

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 
 use crate::http_access::{self, HttpAccess};
+use crate::listen::SocketListener;
 use crate::member::{start_with_dialer, MemberConfig, MemberHandle};
-use crate::tls::{tls_incoming, PeerDialer};
+use crate::tls::{client_incoming, ClientSchemes, PeerDialer};
 use crate::version::ETCD_CAPABILITY_VERSION;
 use crate::{gateway, grpc, http, peer, v2keys};
 
@@ -53,10 +53,13 @@ impl ClientOptions {
 
 /// A bound listener and, for an https URL, the TLS it serves.
 pub struct Listener {
-    /// The bound socket.
-    pub tcp: TcpListener,
+    /// The bound socket (TCP, or unix for `unix(s)://` URLs).
+    pub socket: SocketListener,
     /// TLS to serve on it; None for http.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// With `tls`, plaintext is served too (client URLs `http://` and `https://` on one
+    /// host:port); connections are told apart by their first byte.
+    pub also_plain: bool,
     /// A verified client certificate's common name is the user (`--client-cert-auth`).
     pub cert_names_user: bool,
 }
@@ -64,8 +67,9 @@ pub struct Listener {
 impl From<TcpListener> for Listener {
     fn from(tcp: TcpListener) -> Listener {
         Listener {
-            tcp,
+            socket: tcp.into(),
             tls: None,
+            also_plain: false,
             cert_names_user: false,
         }
     }
@@ -151,7 +155,7 @@ pub async fn run_on(
     for l in peers {
         let h = handle.clone();
         tokio::spawn(peer::serve(
-            l.tcp,
+            l.socket,
             l.tls,
             net.clone(),
             move |m| h.deliver(m),
@@ -203,13 +207,13 @@ pub async fn run_on(
         // so a client never sees a member list that lacks the member it talks to.
         let mut published = handle.status.clone();
         let mut stop = stop_rx.clone();
-        let tls_stop = stop_rx.clone();
+        let listener_stop = stop_rx.clone();
         servers.push(tokio::spawn(async move {
             tokio::select! {
                 r = published.wait_for(|s| s.published) => if r.is_err() { return },
                 _ = stop.wait_for(|s| *s) => return,
             }
-            serve_listener(server, l, tls_stop).await;
+            serve_listener(server, l, listener_stop).await;
         }));
     }
     // Like etcd, announce readiness once this member's attributes are replicated.
@@ -268,25 +272,13 @@ async fn serve_listener(
     let stopped = async move {
         let _ = stopping.wait_for(|s| *s).await;
     };
-    let _ = match l.tls {
-        // Without TCP_NODELAY small responses wait for delayed ACKs (~40 ms).
-        None => {
-            server
-                .serve_with_incoming_shutdown(
-                    TcpIncoming::from(l.tcp).with_nodelay(Some(true)),
-                    stopped,
-                )
-                .await
-        }
-        Some(tls) => {
-            server
-                .serve_with_incoming_shutdown(
-                    tls_incoming(l.tcp, tls, l.cert_names_user, stop),
-                    stopped,
-                )
-                .await
-        }
+    let schemes = ClientSchemes {
+        plain: l.tls.is_none() || l.also_plain,
+        tls: l.tls,
+        names_users: l.cert_names_user,
     };
+    let incoming = client_incoming(l.socket, schemes, stop);
+    let _ = server.serve_with_incoming_shutdown(incoming, stopped).await;
 }
 
 /// Tells systemd the member is ready when started by a `Type=notify` unit.

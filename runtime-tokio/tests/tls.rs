@@ -153,6 +153,18 @@ async fn start(
     client: Option<&SideTls>,
     peer: Option<&SideTls>,
 ) -> Member {
+    start_with(p, i, dir, client, peer, false).await
+}
+
+/// As [`start`]; with `also_plain` the TLS client socket serves plaintext too.
+async fn start_with(
+    p: &mut Plan,
+    i: usize,
+    dir: &Path,
+    client: Option<&SideTls>,
+    peer: Option<&SideTls>,
+    also_plain: bool,
+) -> Member {
     let cfg = config(p, i, dir);
     let (c, l) = p.take_listeners(i).await;
     let client_tls = client.map(|t| t.server_config(ALPN).expect("server config"));
@@ -162,13 +174,15 @@ async fn start(
     let task = tokio::spawn(serve::run_with_tls(
         cfg,
         vec![Listener {
-            tcp: c,
+            socket: c.into(),
             tls: client_tls,
+            also_plain,
             cert_names_user: client.is_some_and(SideTls::certificate_names_user),
         }],
         vec![Listener {
-            tcp: l,
+            socket: l.into(),
             tls: peer_tls,
+            also_plain: false,
             cert_names_user: false,
         }],
         dialer,
@@ -591,6 +605,31 @@ async fn client_auto_tls_serves_a_generated_certificate() {
         .expect("get")
         .into_inner();
     assert_eq!(&r.kvs[0].value[..], b"client tls");
+    m.stop().await;
+}
+
+/// etcd's `--listen-client-urls http://h:p,https://h:p`: one socket, each connection
+/// served as what its first byte says (0x16 opens a TLS handshake).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_and_tls_share_one_client_socket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new("shared socket ca");
+    let server = ca.issue(&["127.0.0.1"], false);
+    let client_tls = load(Side::Client, &files(dir.path(), "srv", &server, None));
+    let mut p = https_plan(1, true, false).await;
+    let m = start_with(&mut p, 0, dir.path(), Some(&client_tls), None, true).await;
+    let plain = common::channel(&m.client_url.replace("https://", "http://")).await;
+    common::wait_leader_on(std::slice::from_ref(&plain)).await;
+    KvClient::new(plain)
+        .put(put("shared", "by plaintext"))
+        .await
+        .expect("put over plaintext");
+    let r = KvClient::new(tls_channel(&m.client_url, &ca, None))
+        .range(get("shared", false))
+        .await
+        .expect("get over TLS")
+        .into_inner();
+    assert_eq!(&r.kvs[0].value[..], b"by plaintext");
     m.stop().await;
 }
 

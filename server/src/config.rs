@@ -23,6 +23,7 @@ use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use keel_core::discovery::{check_url, InitialCluster};
 use keel_runtime_tokio::go_duration::parse as parse_go_duration;
+use keel_runtime_tokio::listen::{is_secure_url, unix_path, BindAddr};
 
 use crate::config_file;
 
@@ -626,6 +627,74 @@ impl ServerConfig {
     }
 }
 
+/// One socket of `--listen-client-urls`. URLs naming the same host:port share it, as in
+/// etcd: `http://` and `https://` on one port are told apart by their first bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientSocket {
+    /// Where it binds.
+    pub addr: BindAddr,
+    /// An `http://` or `unix://` URL names it.
+    pub plain: bool,
+    /// An `https://` or `unixs://` URL names it.
+    pub secure: bool,
+}
+
+impl ServerConfig {
+    /// The sockets of `--listen-client-urls`, one per distinct host:port, in order.
+    pub fn listen_client_sockets(&self) -> Result<Vec<ClientSocket>, ConfigError> {
+        client_sockets(&self.listen_client_urls)
+    }
+
+    /// The sockets of `--listen-metrics-urls`, as the client ones.
+    pub fn listen_metrics_sockets(&self) -> Result<Vec<ClientSocket>, ConfigError> {
+        client_sockets(&self.listen_metrics_urls)
+    }
+
+    /// Where each of `--listen-peer-urls` binds (TCP or a unix socket).
+    pub fn listen_peer_binds(&self) -> Result<Vec<BindAddr>, ConfigError> {
+        self.listen_peer_urls
+            .iter()
+            .map(|u| bind_target(u).ok_or_else(|| ConfigError::NotBindable(u.clone())))
+            .collect()
+    }
+}
+
+/// One socket per distinct host:port of `urls`, in order: http and https URLs naming
+/// the same address share it.
+fn client_sockets(urls: &[String]) -> Result<Vec<ClientSocket>, ConfigError> {
+        let mut out: Vec<(String, ClientSocket)> = Vec::new();
+        for url in urls {
+            let addr = bind_target(url).ok_or_else(|| ConfigError::NotBindable(url.clone()))?;
+            // etcd keys its listeners by the URL's address text, not the resolved one.
+            let key = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+            let secure = is_secure_url(url);
+            match out.iter_mut().find(|(k, _)| k == key) {
+                Some((_, s)) => {
+                    s.secure |= secure;
+                    s.plain |= !secure;
+                }
+                None => out.push((
+                    key.to_string(),
+                    ClientSocket {
+                        addr,
+                        plain: !secure,
+                        secure,
+                    },
+                )),
+            }
+        }
+        Ok(out.into_iter().map(|(_, s)| s).collect())
+}
+
+/// Where a checked listen URL binds: its socket address, or for `unix(s)://host:port`
+/// the socket file `host:port` (relative to the working directory, as etcd).
+pub fn bind_target(url: &str) -> Option<BindAddr> {
+    match unix_path(url) {
+        Some(p) => Some(BindAddr::Unix(p)),
+        None => bind_addr(url).map(BindAddr::Tcp),
+    }
+}
+
 fn bind_addrs(urls: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
     urls.iter()
         .map(|u| bind_addr(u).ok_or_else(|| ConfigError::NotBindable(u.clone())))
@@ -971,7 +1040,7 @@ impl Raw {
         }
         for url in &urls {
             check_url(url).map_err(|e| g.invalid(e.to_string()))?;
-            if bind && bind_addr(url).is_none() {
+            if bind && bind_target(url).is_none() {
                 return Err(g.invalid(ConfigError::NotBindable(url.clone()).to_string()));
             }
         }
@@ -1306,20 +1375,12 @@ impl Raw {
             return Err(ConfigError::AdvertiseClientUrlsRequired);
         }
         if !c.client_tls.can_serve_https() {
-            if let Some(url) = c
-                .listen_client_urls
-                .iter()
-                .find(|u| u.starts_with("https://"))
-            {
+            if let Some(url) = c.listen_client_urls.iter().find(|u| is_secure_url(u)) {
                 return Err(ConfigError::ClientTlsMissing(url.clone()));
             }
         }
         if !c.peer_tls.can_serve_https() {
-            if let Some(url) = c
-                .listen_peer_urls
-                .iter()
-                .find(|u| u.starts_with("https://"))
-            {
+            if let Some(url) = c.listen_peer_urls.iter().find(|u| is_secure_url(u)) {
                 return Err(ConfigError::PeerTlsMissing(url.clone()));
             }
         }

@@ -7,6 +7,7 @@ use keel_core::discovery::{bootstrap_members, cluster_id};
 use keel_core::node::{AutoCompaction, MemberInfo};
 use keel_runtime_tokio::auth::Tokens;
 use keel_runtime_tokio::http_access::HttpAccess;
+use keel_runtime_tokio::listen::{BindAddr, SocketListener};
 use keel_runtime_tokio::member::MemberConfig;
 use keel_runtime_tokio::serve::ClientOptions;
 use keel_runtime_tokio::tls::PeerDialer;
@@ -48,9 +49,9 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
     check_auth_token(&cfg)?;
     let tls = MemberTls::load(&cfg)?;
     let dialer = tls.dialer()?;
-    let client_addrs = cfg.listen_client_addrs().map_err(|e| e.to_string())?;
-    let peer_addrs = cfg.listen_peer_addrs().map_err(|e| e.to_string())?;
-    let metrics_addrs = cfg.listen_metrics_addrs().map_err(|e| e.to_string())?;
+    let client_sockets = cfg.listen_client_sockets().map_err(|e| e.to_string())?;
+    let peer_binds = cfg.listen_peer_binds().map_err(|e| e.to_string())?;
+    let metrics_sockets = cfg.listen_metrics_sockets().map_err(|e| e.to_string())?;
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
         // The member task syncs the WAL inside its round (one fdatasync per batch of
@@ -69,17 +70,28 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
         let member = match member_config(&cfg, &dialer).await? {
             Start::Member(m) => *m,
             Start::Proxy(peer_urls) => {
-                let client = bind_all(&client_addrs).await?;
+                let addrs = cfg.listen_client_addrs().map_err(|e| e.to_string())?;
+                let client = bind_all(&addrs).await?;
                 tracing::info!(peers = %peer_urls.join(","), "discovered cluster is full: proxying clients to it");
                 return proxy::run(peer_urls, dialer, client, shutdown_signal()).await;
             }
         };
-        let client = tls.client_listeners(&cfg.listen_client_urls, bind_all(&client_addrs).await?)?;
-        let peers = tls.peer_listeners(&cfg.listen_peer_urls, bind_all(&peer_addrs).await?)?;
-        let metrics = tls.client_listeners(
-            &cfg.listen_metrics_urls,
-            bind_all(&metrics_addrs).await?,
-        )?;
+        let mut client = Vec::new();
+        for s in &client_sockets {
+            client.push(bind(&s.addr, false).await?);
+        }
+        let client = tls.client_listeners(&client_sockets, client)?;
+        let mut peers = Vec::new();
+        for a in &peer_binds {
+            // etcd replaces a stale peer socket file but not a client one.
+            peers.push(bind(a, true).await?);
+        }
+        let peers = tls.peer_listeners(&cfg.listen_peer_urls, peers)?;
+        let mut metrics = Vec::new();
+        for s in &metrics_sockets {
+            metrics.push(bind(&s.addr, false).await?);
+        }
+        let metrics = tls.client_listeners(&metrics_sockets, metrics)?;
         for u in &cfg.listen_metrics_urls {
             tracing::info!(address = %u, "serving metrics");
         }
@@ -347,6 +359,29 @@ pub fn founding_members(
     Ok((own, cluster_id(&ids), members))
 }
 
+/// Binds a listen socket; the error reads as Go's (`listen unix localhost:1: bind: ...`).
+async fn bind(addr: &BindAddr, replace_stale: bool) -> Result<SocketListener, String> {
+    SocketListener::bind(addr, replace_stale)
+        .await
+        .map_err(|e| format!("listen {addr}: bind: {}", go_io_error(&e)))
+}
+
+/// An OS error as Go words it ("address already in use"): Rust's text lowercased at the
+/// start and without its "(os error N)" suffix, which is the C library's wording Go's
+/// table follows.
+pub fn go_io_error(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = match text.rfind(" (os error ") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    let mut c = text.chars();
+    match c.next() {
+        Some(first) => first.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
 async fn bind_all(addrs: &[std::net::SocketAddr]) -> Result<Vec<TcpListener>, String> {
     let mut out = Vec::new();
     for a in addrs {
@@ -359,7 +394,8 @@ async fn bind_all(addrs: &[std::net::SocketAddr]) -> Result<Vec<TcpListener>, St
     Ok(out)
 }
 
-async fn shutdown_signal() {
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

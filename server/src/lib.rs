@@ -10,6 +10,7 @@ pub mod config_file;
 pub mod discovery_new;
 pub mod discovery_srv;
 pub mod discovery_v2;
+pub mod gateway;
 pub mod join;
 pub mod latency;
 pub mod launch;

@@ -48,6 +48,20 @@ pub async fn run(
     result
 }
 
+/// Forwards client connections on `listener` to the fixed `endpoints` (`host:port`), round
+/// robin, passing over for `retry_delay` an endpoint that refused (etcd's L4 gateway,
+/// `etcd gateway start`), until `shutdown` completes.
+pub async fn run_fixed(
+    endpoints: Vec<String>,
+    retry_delay: Duration,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let targets = Arc::new(Targets::with_failure_wait(retry_delay));
+    targets.set(endpoints);
+    serve(vec![listener], targets, shutdown).await
+}
+
 /// Keeps `targets` at the members' client URLs, as the peers report them.
 async fn refresh(mut peer_urls: Vec<String>, dialer: PeerDialer, targets: Arc<Targets>) {
     loop {
@@ -167,10 +181,17 @@ async fn forward(mut client: TcpStream, targets: Arc<Targets>) {
 }
 
 /// The members' client endpoints (`host:port`), and which refused recently.
-#[derive(Default)]
 struct Targets {
     state: Mutex<Vec<Endpoint>>,
     next: AtomicUsize,
+    /// How long an endpoint that refused is passed over.
+    failure_wait: Duration,
+}
+
+impl Default for Targets {
+    fn default() -> Targets {
+        Targets::with_failure_wait(FAILURE_WAIT)
+    }
 }
 
 struct Endpoint {
@@ -179,6 +200,14 @@ struct Endpoint {
 }
 
 impl Targets {
+    fn with_failure_wait(failure_wait: Duration) -> Targets {
+        Targets {
+            state: Mutex::new(Vec::new()),
+            next: AtomicUsize::new(0),
+            failure_wait,
+        }
+    }
+
     /// Replaces the endpoint list, keeping what is known about endpoints that stay.
     /// Returns whether the list changed.
     fn set(&self, addrs: Vec<String>) -> bool {
@@ -206,7 +235,7 @@ impl Targets {
     }
 
     /// Endpoints to try for one connection: round robin over the ones that have not
-    /// failed within [`FAILURE_WAIT`], then the failed ones as a last resort.
+    /// failed within the failure wait, then the failed ones as a last resort.
     fn pick_order(&self, now: Instant) -> Vec<String> {
         let state = self.lock();
         if state.is_empty() {
@@ -221,7 +250,7 @@ impl Targets {
 
     fn mark_failed(&self, addr: &str, now: Instant) {
         if let Some(e) = self.lock().iter_mut().find(|e| e.addr == addr) {
-            e.failed_until = Some(now + FAILURE_WAIT);
+            e.failed_until = Some(now + self.failure_wait);
         }
     }
 

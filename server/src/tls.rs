@@ -1,11 +1,11 @@
 //! From etcd's TLS flags to what the listeners serve and how peers are dialed, checked
 //! at start so a bad certificate is one clear line before anything listens.
 
+use keel_runtime_tokio::listen::{is_secure_url, SocketListener};
 use keel_runtime_tokio::serve::Listener;
 use keel_runtime_tokio::tls::{url_host, PeerDialer, Side, SideTls, TlsFlags, TlsPolicy};
-use tokio::net::TcpListener;
 
-use crate::config::{ServerConfig, TlsConfig};
+use crate::config::{ClientSocket, ServerConfig, TlsConfig};
 
 /// gRPC needs HTTP/2; `/health` and friends are also served to HTTP/1.1 clients.
 const CLIENT_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
@@ -17,7 +17,7 @@ pub struct MemberTls {
 }
 
 fn https(urls: &[String]) -> Option<&String> {
-    urls.iter().find(|u| u.starts_with("https://"))
+    urls.iter().find(|u| is_secure_url(u))
 }
 
 fn flags(t: &TlsConfig) -> TlsFlags {
@@ -63,7 +63,7 @@ impl MemberTls {
                 for u in cfg
                     .advertise_client_urls
                     .iter()
-                    .filter(|u| u.starts_with("https://"))
+                    .filter(|u| is_secure_url(u))
                 {
                     side.check_covers("--advertise-client-urls", u)
                         .map_err(|e| e.to_string())?;
@@ -95,7 +95,7 @@ impl MemberTls {
                 for u in cfg
                     .initial_advertise_peer_urls
                     .iter()
-                    .filter(|u| u.starts_with("https://"))
+                    .filter(|u| is_secure_url(u))
                 {
                     side.check_covers("--initial-advertise-peer-urls", u)
                         .map_err(|e| e.to_string())?;
@@ -114,46 +114,55 @@ impl MemberTls {
         }
     }
 
-    /// The client listeners, TLS on those bound for https URLs (`urls[i]` is what
-    /// `tcp[i]` was bound for).
+    /// The client listeners, TLS on those an https (or unixs) URL names (`bound[i]` is
+    /// bound for `sockets[i]`).
     pub fn client_listeners(
         &self,
-        urls: &[String],
-        tcp: Vec<TcpListener>,
+        sockets: &[ClientSocket],
+        bound: Vec<SocketListener>,
     ) -> Result<Vec<Listener>, String> {
-        listeners(self.client.as_ref(), CLIENT_ALPN, urls, tcp)
+        let side = self.client.as_ref();
+        let config = side
+            .map(|s| s.server_config(CLIENT_ALPN))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        Ok(bound
+            .into_iter()
+            .zip(sockets)
+            .map(|(socket, s)| Listener {
+                socket,
+                tls: if s.secure { config.clone() } else { None },
+                also_plain: s.plain,
+                cert_names_user: s.secure && side.is_some_and(SideTls::certificate_names_user),
+            })
+            .collect())
     }
 
     /// The peer listeners, TLS on those bound for https URLs.
     pub fn peer_listeners(
         &self,
         urls: &[String],
-        tcp: Vec<TcpListener>,
+        bound: Vec<SocketListener>,
     ) -> Result<Vec<Listener>, String> {
-        listeners(self.peer.as_ref(), &[], urls, tcp)
+        let config = self
+            .peer
+            .as_ref()
+            .map(|s| s.server_config(&[]))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        Ok(bound
+            .into_iter()
+            .zip(urls)
+            .map(|(socket, url)| Listener {
+                socket,
+                tls: if is_secure_url(url) {
+                    config.clone()
+                } else {
+                    None
+                },
+                also_plain: false,
+                cert_names_user: false,
+            })
+            .collect())
     }
-}
-
-fn listeners(
-    side: Option<&SideTls>,
-    alpn: &[&[u8]],
-    urls: &[String],
-    tcp: Vec<TcpListener>,
-) -> Result<Vec<Listener>, String> {
-    let config = side
-        .map(|s| s.server_config(alpn))
-        .transpose()
-        .map_err(|e| e.to_string())?;
-    Ok(tcp
-        .into_iter()
-        .zip(urls)
-        .map(|(tcp, url)| {
-            let https = url.starts_with("https://");
-            Listener {
-                tcp,
-                tls: if https { config.clone() } else { None },
-                cert_names_user: https && side.is_some_and(SideTls::certificate_names_user),
-            }
-        })
-        .collect())
 }

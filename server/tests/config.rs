@@ -267,7 +267,7 @@ fn config_value_errors() {
 fn config_url_errors_name_the_flag() {
     assert_eq!(
         err(&["--listen-peer-urls", "localhost:2380"]),
-        "invalid value \"localhost:2380\" for flag --listen-peer-urls: URL scheme must be http or https: localhost:2380"
+        "invalid value \"localhost:2380\" for flag --listen-peer-urls: URL scheme must be http, https, unix, or unixs: localhost:2380"
     );
     assert_eq!(
         err(&["--initial-advertise-peer-urls", "http://10.0.0.1"]),

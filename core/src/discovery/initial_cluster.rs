@@ -6,13 +6,14 @@ use std::fmt;
 
 use super::ids::member_id;
 
-/// Why a URL is not the `http(s)://host:port` form etcd accepts for peers and clients.
+/// Why a URL is not the `http(s)://host:port` (or `unix(s)://host:port`) form etcd
+/// accepts for peers and clients.
 ///
-/// The texts follow etcd's `types.NewURLs`, minus the unix socket schemes keel lacks.
+/// The texts follow etcd's `types.NewURLs`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
-    /// The scheme is neither `http` nor `https`.
-    #[error("URL scheme must be http or https: {0}")]
+    /// The scheme is none of `http`, `https`, `unix` and `unixs`.
+    #[error("URL scheme must be http, https, unix, or unixs: {0}")]
     Scheme(String),
     /// The part after the scheme is not `host:port` with a non-empty host and a numeric port.
     #[error("URL address does not have the form \"host:port\": {0}")]
@@ -22,12 +23,14 @@ pub enum UrlError {
     Path(String),
 }
 
-/// Checks that `url` is `http://host:port` or `https://host:port`, where host is a name,
+/// Checks that `url` is `http(s)://host:port` or `unix(s)://host:port`, where host is a name,
 /// an IPv4 address or a bracketed IPv6 address, and port is a number up to 65535.
 pub fn check_url(url: &str) -> Result<(), UrlError> {
     let rest = url
         .strip_prefix("http://")
         .or_else(|| url.strip_prefix("https://"))
+        .or_else(|| url.strip_prefix("unix://"))
+        .or_else(|| url.strip_prefix("unixs://"))
         .ok_or_else(|| UrlError::Scheme(url.to_owned()))?;
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
@@ -290,7 +293,7 @@ mod tests {
         let e = InitialCluster::parse("a=localhost:2380").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "initial cluster entry \"a=localhost:2380\": URL scheme must be http or https: localhost:2380"
+            "initial cluster entry \"a=localhost:2380\": URL scheme must be http, https, unix, or unixs: localhost:2380"
         );
         let e = InitialCluster::parse("a=http://localhost").unwrap_err();
         assert_eq!(
@@ -333,9 +336,15 @@ mod tests {
             check_url("http://h:1/"),
             Err(UrlError::Path("http://h:1/".to_owned()))
         );
+        // etcd's unix sockets are named by a host:port too: a bare path is refused.
+        assert_eq!(check_url("unix://localhost:1"), Ok(()));
+        assert_eq!(check_url("unixs://a:1"), Ok(()));
+        for bad in ["unix://sock", "unix:///tmp/sock"] {
+            assert_eq!(check_url(bad), Err(UrlError::HostPort(bad.to_owned())));
+        }
         assert_eq!(
-            check_url("unix://sock"),
-            Err(UrlError::Scheme("unix://sock".to_owned()))
+            check_url("ftp://h:1"),
+            Err(UrlError::Scheme("ftp://h:1".to_owned()))
         );
     }
 

@@ -5,7 +5,7 @@
 mod auth;
 pub mod authz;
 mod call_metrics;
-mod cluster;
+pub(crate) mod cluster;
 pub mod convert;
 mod election;
 pub mod forward;

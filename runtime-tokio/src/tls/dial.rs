@@ -1,5 +1,6 @@
 //! Opening a stream to a peer URL: plain TCP for `http://`, TLS for `https://` with this
-//! member's peer certificate as the client certificate.
+//! member's peer certificate as the client certificate; `unix://` and `unixs://` the
+//! same over the unix socket named by the URL's host:port (etcd's unix transport).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,10 +8,11 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::TlsConnector;
 
 use super::url_host;
+use crate::listen::{is_secure_url, is_unix_url};
 
 /// A byte stream to or from a peer, over TCP or TLS.
 pub trait PeerIo: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -65,10 +67,15 @@ impl PeerDialer {
             .next()
             .filter(|hp| !hp.is_empty())
             .ok_or_else(invalid)?;
-        let tcp = TcpStream::connect(host_port).await?;
-        tcp.set_nodelay(true)?;
-        if !url.starts_with("https://") {
-            return Ok(Box::new(tcp));
+        let stream: Box<dyn PeerIo> = if is_unix_url(url) {
+            Box::new(UnixStream::connect(host_port).await?)
+        } else {
+            let tcp = TcpStream::connect(host_port).await?;
+            tcp.set_nodelay(true)?;
+            Box::new(tcp)
+        };
+        if !is_secure_url(url) {
+            return Ok(stream);
         }
         let Some(tls) = &self.tls else {
             return Err(std::io::Error::other(format!(
@@ -77,6 +84,6 @@ impl PeerDialer {
         };
         let host = url_host(url).ok_or_else(invalid)?;
         let name = ServerName::try_from(host.to_string()).map_err(|_| invalid())?;
-        Ok(Box::new(tls.connect(name, tcp).await?))
+        Ok(Box::new(tls.connect(name, stream).await?))
     }
 }

@@ -1,6 +1,8 @@
-//! The client listener over TLS: connections are accepted and their handshakes run off
-//! the accept loop (a slow or hostile client cannot hold others up), and those that
-//! complete are handed to the gRPC/HTTP server.
+//! The client listener's connections: plaintext, TLS, or both on one socket (etcd's
+//! `http://` and `https://` on the same host:port, told apart as etcd's cmux does, by
+//! the first bytes: a TLS handshake record starts with 0x16, HTTP/1 and the HTTP/2
+//! preface with a letter). Handshakes run off the accept loop, so a slow or hostile
+//! client cannot hold others up; connections ready to serve go to the gRPC/HTTP server.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,69 +11,90 @@ use std::time::Duration;
 
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-/// How long a client may take to complete its handshake.
+use crate::listen::{Conn, SocketListener};
+
+/// How long a client may take to send its first byte and complete its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A client connection whose TLS handshake completed.
-pub struct TlsConn {
-    inner: TlsStream<TcpStream>,
-    common_name: Option<String>,
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// A client connection ready to serve: plaintext, or TLS whose handshake completed.
+pub enum ClientConn {
+    /// Plaintext.
+    Plain(Conn),
+    /// TLS, with the verified client certificate's common name when it names the user.
+    Tls(Box<TlsStream<Conn>>, Option<String>),
 }
 
-/// What a request on a TLS connection knows of its client (a request extension).
+/// What a request knows of its client's connection (a request extension).
 #[derive(Clone, Debug)]
 pub struct ClientConnInfo {
-    /// The TCP connection.
+    /// The TCP connection (no addresses on a unix socket).
     pub tcp: TcpConnectInfo,
     /// The common name of the client certificate the handshake verified, if any: with
     /// auth enabled it names the user, as in etcd.
     pub common_name: Option<String>,
 }
 
-impl Connected for TlsConn {
+impl Connected for ClientConn {
     type ConnectInfo = ClientConnInfo;
 
     fn connect_info(&self) -> ClientConnInfo {
-        ClientConnInfo {
-            tcp: self.inner.get_ref().0.connect_info(),
-            common_name: self.common_name.clone(),
+        match self {
+            ClientConn::Plain(c) => ClientConnInfo {
+                tcp: c.tcp_info(),
+                common_name: None,
+            },
+            ClientConn::Tls(t, cn) => ClientConnInfo {
+                tcp: t.get_ref().0.tcp_info(),
+                common_name: cn.clone(),
+            },
         }
     }
 }
 
 /// The first common name in the subject of the client's leaf certificate. Only
 /// certificates the verifier accepted get here (rustls fails the handshake otherwise).
-fn client_common_name(tls: &TlsStream<TcpStream>) -> Option<String> {
+fn client_common_name(tls: &TlsStream<Conn>) -> Option<String> {
     let leaf = tls.get_ref().1.peer_certificates()?.first()?;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
     let cn = cert.subject().iter_common_name().next()?;
     cn.as_str().ok().map(str::to_string)
 }
 
-impl AsyncRead for TlsConn {
+macro_rules! each {
+    ($self:expr, $m:ident($($a:expr),*)) => {
+        match $self.get_mut() {
+            ClientConn::Plain(s) => Pin::new(s).$m($($a),*),
+            ClientConn::Tls(s, _) => Pin::new(&mut **s).$m($($a),*),
+        }
+    };
+}
+
+impl AsyncRead for ClientConn {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        each!(self, poll_read(cx, buf))
     }
 }
 
-impl AsyncWrite for TlsConn {
+impl AsyncWrite for ClientConn {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        each!(self, poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -79,33 +102,45 @@ impl AsyncWrite for TlsConn {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        each!(self, poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        match self {
+            ClientConn::Plain(s) => s.is_write_vectored(),
+            ClientConn::Tls(s, _) => s.is_write_vectored(),
+        }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        each!(self, poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        each!(self, poll_shutdown(cx))
     }
 }
 
-/// Accepts on `listener` until `stop` turns true, yielding the connections whose TLS
-/// handshake succeeds; failed handshakes are logged as etcd does ("rejected connection").
-/// With `names_users` a client certificate's common name is handed on as its user.
-pub fn tls_incoming(
-    listener: TcpListener,
-    config: Arc<ServerConfig>,
-    names_users: bool,
+/// What a client listener serves.
+#[derive(Clone)]
+pub struct ClientSchemes {
+    /// Plaintext (an `http://` or `unix://` URL on this socket).
+    pub plain: bool,
+    /// TLS (an `https://` or `unixs://` URL on this socket).
+    pub tls: Option<Arc<ServerConfig>>,
+    /// A verified client certificate's common name is the user (`--client-cert-auth`).
+    pub names_users: bool,
+}
+
+/// Accepts on `listener` until `stop` turns true, yielding connections ready to serve;
+/// failed handshakes are logged as etcd does ("rejected connection").
+pub fn client_incoming(
+    listener: SocketListener,
+    schemes: ClientSchemes,
     mut stop: watch::Receiver<bool>,
-) -> ReceiverStream<std::io::Result<TlsConn>> {
+) -> ReceiverStream<std::io::Result<ClientConn>> {
     let (tx, rx) = mpsc::channel(64);
-    let acceptor = TlsAcceptor::from(config);
+    let acceptor = schemes.tls.clone().map(TlsAcceptor::from);
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -113,7 +148,7 @@ pub fn tls_incoming(
                 _ = stop.wait_for(|s| *s) => return,
                 _ = tx.closed() => return,
             };
-            let (tcp, remote) = match accepted {
+            let (conn, remote) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     // Out of descriptors and the like: pause rather than spin.
@@ -122,15 +157,19 @@ pub fn tls_incoming(
                     continue;
                 }
             };
-            // Without TCP_NODELAY small responses wait for delayed ACKs (~40 ms).
-            let _ = tcp.set_nodelay(true);
             let (tx, acceptor) = (tx.clone(), acceptor.clone());
+            let (plain, names_users) = (schemes.plain, schemes.names_users);
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(inner)) => {
-                        let common_name = names_users.then(|| client_common_name(&inner)).flatten();
-                        let _ = tx.send(Ok(TlsConn { inner, common_name })).await;
+                let ready = tokio::time::timeout(
+                    HANDSHAKE_TIMEOUT,
+                    classify(conn, plain, acceptor, names_users),
+                )
+                .await;
+                match ready {
+                    Ok(Ok(Some(c))) => {
+                        let _ = tx.send(Ok(c)).await;
                     }
+                    Ok(Ok(None)) => {}
                     Ok(Err(e)) => {
                         tracing::warn!(remote_addr = %remote, error = %e, "rejected connection")
                     }
@@ -142,4 +181,25 @@ pub fn tls_incoming(
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// Plaintext or TLS for one connection; None when it closed before saying anything.
+async fn classify(
+    mut conn: Conn,
+    plain: bool,
+    acceptor: Option<TlsAcceptor>,
+    names_users: bool,
+) -> std::io::Result<Option<ClientConn>> {
+    let acceptor = match acceptor {
+        None => return Ok(Some(ClientConn::Plain(conn))),
+        Some(a) if plain => match conn.peek_first().await? {
+            None => return Ok(None),
+            Some(TLS_HANDSHAKE) => a,
+            Some(_) => return Ok(Some(ClientConn::Plain(conn))),
+        },
+        Some(a) => a,
+    };
+    let inner = acceptor.accept(conn).await?;
+    let common_name = names_users.then(|| client_common_name(&inner)).flatten();
+    Ok(Some(ClientConn::Tls(Box::new(inner), common_name)))
 }

@@ -26,7 +26,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion
 
 pub use allowed::Allowed;
 pub use dial::{PeerDialer, PeerIo};
-pub use incoming::{tls_incoming, ClientConnInfo, TlsConn};
+pub use incoming::{client_incoming, ClientConn, ClientConnInfo, ClientSchemes};
 pub use names::url_host;
 
 use reload::{ReloadingClientVerifier, ReloadingIdentity};

@@ -8,6 +8,9 @@
 //! Not served: TTLs, compare-and-swap (`prevValue`, `prevIndex`, `prevExist=true`),
 //! in-order keys (`POST`); they get an error naming the unsupported field.
 //!
+//! Also served, for etcdctl v2's `member` and `cluster-health` commands: `/v2/members`
+//! and `/v2/machines` (see [`members`]).
+//!
 //! Storage: the v2 tree lives in the replicated MVCC keyspace under the reserved
 //! prefix `"\0keel/v2"` (see [`keys`] for the layout), so it survives leader changes
 //! and restarts like any key. A node's createdIndex and modifiedIndex are MVCC
@@ -18,6 +21,7 @@
 mod form;
 pub(crate) mod json;
 pub mod keys;
+mod members;
 pub(crate) mod store;
 
 use std::sync::Arc;
@@ -66,6 +70,9 @@ pub fn router(m: MemberHandle, stop: watch::Receiver<bool>) -> Router {
         .route("/v2/keys", any(serve))
         .route("/v2/keys/", any(serve))
         .route("/v2/keys/{*rest}", any(serve))
+        .route("/v2/members", any(members::members))
+        .route("/v2/members/{*rest}", any(members::members))
+        .route("/v2/machines", any(members::machines))
         .with_state(ctx)
 }
 

@@ -16,7 +16,16 @@ fn main() -> ExitCode {
         eprintln!("keel: this binary was built with keel-core's planted-bugs feature (a simulation build); rebuild it with `cargo build --release --bin keel`");
         return ExitCode::FAILURE;
     }
-    match launch::main(std::env::args_os().collect()) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // `keel gateway ...` as `etcd gateway ...`: etcd's L4 proxy subcommand.
+    if args.get(1).is_some_and(|a| a == "gateway") {
+        let rest: Vec<String> = args[2..]
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        return keel_server::gateway::main(&rest);
+    }
+    match launch::main(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("keel: {e}");
