@@ -30,8 +30,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 
 use crate::leader_call::{self, CallHandler, CALL_MAGIC};
-use crate::metrics::PeerMetrics;
 use crate::listen::SocketListener;
+use crate::metrics::PeerMetrics;
 use crate::peer_info::{self, INFO_MAGIC};
 pub use crate::peer_info::{fetch_members, fetch_members_with, RemoteCluster};
 use crate::tls::{PeerDialer, PeerIo};

@@ -190,12 +190,13 @@ pub async fn run_on(
         if enable_v2 {
             router = router.merge(v2keys::router(handle.clone(), stop_rx.clone()));
         }
-        let router = router
-            .fallback(gateway::fallback)
-            .layer(axum::middleware::from_fn_with_state(
-                options.http_access.clone(),
-                http_access::control,
-            ));
+        let router =
+            router
+                .fallback(gateway::fallback)
+                .layer(axum::middleware::from_fn_with_state(
+                    options.http_access.clone(),
+                    http_access::control,
+                ));
         let server = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(options.keepalive_interval))
             .http2_keepalive_timeout(Some(options.keepalive_timeout))

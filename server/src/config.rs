@@ -662,28 +662,28 @@ impl ServerConfig {
 /// One socket per distinct host:port of `urls`, in order: http and https URLs naming
 /// the same address share it.
 fn client_sockets(urls: &[String]) -> Result<Vec<ClientSocket>, ConfigError> {
-        let mut out: Vec<(String, ClientSocket)> = Vec::new();
-        for url in urls {
-            let addr = bind_target(url).ok_or_else(|| ConfigError::NotBindable(url.clone()))?;
-            // etcd keys its listeners by the URL's address text, not the resolved one.
-            let key = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
-            let secure = is_secure_url(url);
-            match out.iter_mut().find(|(k, _)| k == key) {
-                Some((_, s)) => {
-                    s.secure |= secure;
-                    s.plain |= !secure;
-                }
-                None => out.push((
-                    key.to_string(),
-                    ClientSocket {
-                        addr,
-                        plain: !secure,
-                        secure,
-                    },
-                )),
+    let mut out: Vec<(String, ClientSocket)> = Vec::new();
+    for url in urls {
+        let addr = bind_target(url).ok_or_else(|| ConfigError::NotBindable(url.clone()))?;
+        // etcd keys its listeners by the URL's address text, not the resolved one.
+        let key = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+        let secure = is_secure_url(url);
+        match out.iter_mut().find(|(k, _)| k == key) {
+            Some((_, s)) => {
+                s.secure |= secure;
+                s.plain |= !secure;
             }
+            None => out.push((
+                key.to_string(),
+                ClientSocket {
+                    addr,
+                    plain: !secure,
+                    secure,
+                },
+            )),
         }
-        Ok(out.into_iter().map(|(_, s)| s).collect())
+    }
+    Ok(out.into_iter().map(|(_, s)| s).collect())
 }
 
 /// Where a checked listen URL binds: its socket address, or for `unix(s)://host:port`
