@@ -86,7 +86,10 @@ pub async fn control(State(access): State<HttpAccess>, req: Request, next: Next)
     if is_grpc(&req) {
         return next.run(req).await;
     }
-    let tls = req.extensions().get::<ClientConnInfo>().is_some();
+    let tls = req
+        .extensions()
+        .get::<ClientConnInfo>()
+        .is_some_and(|c| c.tls);
     if !tls {
         // HTTP/1.1 carries Host; HTTP/2 carries :authority, which the URI holds.
         let host = req
@@ -125,12 +128,12 @@ pub async fn control(State(access): State<HttpAccess>, req: Request, next: Next)
     };
     if let Some(origin) = allow {
         let h = resp.headers_mut();
-        h.append(
+        h.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
             HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"),
         );
-        h.append(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        h.append(
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
             HeaderValue::from_static("accept, content-type, authorization"),
         );

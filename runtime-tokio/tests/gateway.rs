@@ -7,14 +7,11 @@ mod common;
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::{plan, wait_leader, Running};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
-/// Sends one request on a fresh connection: (status, body stream, connection task).
+/// Sends one request as `curl -d` does: (status, body stream, connection task).
 async fn open(
     base: &str,
     method: &str,
@@ -22,32 +19,12 @@ async fn open(
     body: &str,
     token: Option<&str>,
 ) -> (u16, Incoming, tokio::task::JoinHandle<()>) {
-    let addr = base.trim_start_matches("http://");
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    let conn = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    // What `curl -d` sends.
-    let mut req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr)
-        .header("content-type", "application/x-www-form-urlencoded");
+    let mut headers = vec![("content-type", "application/x-www-form-urlencoded")];
     if let Some(t) = token {
-        req = req.header("authorization", t);
+        headers.push(("authorization", t));
     }
-    let req = req
-        .body(Full::new(Bytes::from(body.to_string())))
-        .expect("request");
-    let resp = tokio::time::timeout(Duration::from_secs(10), tx.send_request(req))
-        .await
-        .expect("answer in time")
-        .expect("answer");
-    let (parts, body) = resp.into_parts();
-    (parts.status.as_u16(), body, conn)
+    let (status, _, body, conn) = common::http1(base, method, path, &headers, body).await;
+    (status, body, conn)
 }
 
 async fn call(base: &str, path: &str, body: &str, token: Option<&str>) -> (u16, String) {

@@ -41,6 +41,8 @@ pub struct ClientConnInfo {
     /// The common name of the client certificate the handshake verified, if any: with
     /// auth enabled it names the user, as in etcd.
     pub common_name: Option<String>,
+    /// The connection is TLS (a shared http/https socket carries both kinds).
+    pub tls: bool,
 }
 
 impl Connected for ClientConn {
@@ -51,10 +53,12 @@ impl Connected for ClientConn {
             ClientConn::Plain(c) => ClientConnInfo {
                 tcp: c.tcp_info(),
                 common_name: None,
+                tls: false,
             },
             ClientConn::Tls(t, cn) => ClientConnInfo {
                 tcp: t.get_ref().0.tcp_info(),
                 common_name: cn.clone(),
+                tls: true,
             },
         }
     }

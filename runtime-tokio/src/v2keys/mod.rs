@@ -76,17 +76,9 @@ pub fn router(m: MemberHandle, stop: watch::Receiver<bool>) -> Router {
         .with_state(ctx)
 }
 
-/// The headers etcd's CORS wrapper and keys handler put on every answer.
+/// The header etcd's keys handler puts on every answer (the CORS headers are the
+/// client port's `--cors` layer's, `http_access`).
 fn base_headers(h: &mut HeaderMap, cluster_id: &HeaderValue) {
-    h.insert(
-        "access-control-allow-headers",
-        HeaderValue::from_static("accept, content-type, authorization"),
-    );
-    h.insert(
-        "access-control-allow-methods",
-        HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"),
-    );
-    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
     h.insert("x-etcd-cluster-id", cluster_id.clone());
 }
 

@@ -332,3 +332,39 @@ where
         }
     }
 }
+
+/// An HTTP/1.1 request on a fresh connection, as curl sends one: its status, headers,
+/// body stream, and the connection task (aborting it closes the connection).
+pub async fn http1(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, hyper::HeaderMap, hyper::body::Incoming, JoinHandle<()>) {
+    let addr = base.trim_start_matches("http://");
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut tx, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(http_body_util::Full::new(Bytes::from(body.to_string())))
+        .expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(10), tx.send_request(req))
+        .await
+        .expect("answer in time")
+        .expect("answer");
+    let (parts, body) = resp.into_parts();
+    (parts.status.as_u16(), parts.headers, body, conn)
+}
