@@ -5,7 +5,7 @@
 //! for compacted history with the compact revision (the watch check), and survive
 //! snapshots and restarts like any other entry.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +28,9 @@ pub(crate) struct CompactPlan {
     pub every: Duration,
     /// Compactions acknowledged (to show the scenario compacts at all).
     pub done: Arc<AtomicUsize>,
+    /// The highest revision a compaction was asked for, answered or not: no member
+    /// compacts above it.
+    pub highest: Arc<AtomicI64>,
 }
 
 /// The compaction loop until `until`.
@@ -54,6 +57,7 @@ pub(crate) async fn compactor_loop(plan: CompactPlan) {
         let compact = ClientOp::Compact {
             revision: revision as i64,
         };
+        plan.highest.fetch_max(revision as i64, Ordering::Relaxed);
         if let Some(ClientReply::Compact { .. }) = caller.call(member, compact).await {
             plan.done.fetch_add(1, Ordering::Relaxed);
         }

@@ -267,6 +267,8 @@ struct Raw {
     chains: Vec<WatchChain>,
     leases: BTreeMap<i64, LeaseLog>,
     compactions: usize,
+    /// The highest revision any compaction was asked for.
+    compacted_at_most: i64,
     /// Per member ID, when it learned or lost a leader.
     leader_timelines: BTreeMap<u64, Vec<(u64, bool)>>,
     /// Member IDs by index.
@@ -321,7 +323,7 @@ pub fn run_seed(seed: u64, scenario: &Scenario) -> Report {
     if let Err(e) = check_revisions_follow_real_time(&raw.history) {
         problems.push(e);
     }
-    if let Err(e) = check_watches(&raw.writes, &raw.chains) {
+    if let Err(e) = check_watches(&raw.writes, &raw.chains, raw.compacted_at_most) {
         problems.push(e);
     }
     if let Err(e) = check_progress_order(&raw.chains) {
@@ -448,6 +450,7 @@ async fn simulate(sc: Scenario) -> Raw {
         })));
     }
     let compactions = Arc::new(AtomicUsize::new(0));
+    let compacted_at_most = Arc::new(std::sync::atomic::AtomicI64::new(0));
     if let Some(every) = sc.compact_every {
         let node = handle.create_node().ip(client_ip(250)).build();
         clients.push(node.spawn(compactor::compactor_loop(CompactPlan {
@@ -455,6 +458,7 @@ async fn simulate(sc: Scenario) -> Raw {
             until,
             every,
             done: compactions.clone(),
+            highest: compacted_at_most.clone(),
         })));
     }
     let faults = madsim::task::spawn(nemesis::run(cluster.clone(), sc.mix.clone(), epoch, until));
@@ -494,6 +498,7 @@ async fn simulate(sc: Scenario) -> Raw {
         conf_changes: obs.conf_changes(),
         counts: obs.counts(),
         compactions: compactions.load(Ordering::Relaxed),
+        compacted_at_most: compacted_at_most.load(Ordering::Relaxed),
         leader_timelines: obs.leader_timelines(),
         member_ids,
         election_ms,
