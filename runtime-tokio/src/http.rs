@@ -88,7 +88,7 @@ fn json(status: StatusCode, body: String) -> Response {
 }
 
 /// Go's `http.Error`: the text and a newline, as plain text, not sniffed.
-fn go_error(status: StatusCode, text: &str) -> Response {
+pub(crate) fn go_error(status: StatusCode, text: &str) -> Response {
     (
         status,
         [

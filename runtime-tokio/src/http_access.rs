@@ -74,7 +74,8 @@ fn rebinding_text(host: &str) -> String {
     )
 }
 
-fn is_grpc(req: &Request) -> bool {
+/// A gRPC call (by its content type), as opposed to a plain HTTP request.
+pub(crate) fn is_grpc(req: &Request) -> bool {
     req.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status};
 
+use crate::http::go_error;
 use call::{frame, Answer};
 use methods::{Method, Shape, METHODS};
 
@@ -76,23 +77,11 @@ pub fn router(grpc: Router, max_request_bytes: usize) -> Router {
 /// What the client port answers on a path nobody serves: gRPC's Unimplemented to a
 /// gRPC call (as tonic's router would), Go's `http.NotFound` to anything else.
 pub async fn fallback(req: Request) -> Response {
-    let grpc = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    if grpc {
+    if crate::http_access::is_grpc(&req) {
         return Status::unimplemented("").into_http();
     }
     drain(req).await;
-    (
-        StatusCode::NOT_FOUND,
-        [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        "404 page not found\n",
-    )
-        .into_response()
+    go_error(StatusCode::NOT_FOUND, "404 page not found")
 }
 
 /// Reads a request's body (up to 1 MiB) before it is refused. Over HTTP/2 an unread
@@ -106,15 +95,7 @@ async fn drain(req: Request) {
 /// Go's `http.Error(w, http.StatusText(code), code)`, once the request is read.
 async fn refuse(req: Request, status: StatusCode) -> Response {
     drain(req).await;
-    (
-        status,
-        [
-            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        ],
-        format!("{}\n", status.canonical_reason().unwrap_or("")),
-    )
-        .into_response()
+    go_error(status, status.canonical_reason().unwrap_or(""))
 }
 
 async fn serve(g: Arc<Gateway>, m: &'static Method, req: Request) -> Response {

@@ -24,7 +24,7 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
@@ -65,11 +65,7 @@ impl Interceptor {
 
 /// The axum middleware: the leader check, then the call, counted by method and code.
 pub async fn intercept(State(i): State<Arc<Interceptor>>, req: Request, next: Next) -> Response {
-    let is_grpc = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    if !is_grpc {
+    if !crate::http_access::is_grpc(&req) {
         return next.run(req).await;
     }
     // A Uri clone shares its bytes: no allocation per request.

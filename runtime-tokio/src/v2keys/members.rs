@@ -14,6 +14,7 @@ use serde_json::json;
 
 use super::{base_headers, Ctx, MAX_FORM_BYTES};
 use crate::grpc::cluster::ClusterService;
+use crate::http::go_error;
 use crate::pb::etcdserverpb as pb;
 use crate::pb::etcdserverpb::cluster_server::Cluster;
 
@@ -29,22 +30,13 @@ fn http_error(ctx: &Ctx, status: StatusCode, message: &str) -> Response {
 }
 
 /// Go's `http.Error` text answer.
-fn plain_error(ctx: &Ctx, status: StatusCode, text: &str, allow: Option<&'static str>) -> Response {
-    let mut h = HeaderMap::new();
-    base_headers(&mut h, &ctx.cluster_id);
-    h.remove("x-etcd-cluster-id");
+fn plain_error(status: StatusCode, text: &str, allow: Option<&'static str>) -> Response {
+    let mut r = go_error(status, text);
     if let Some(a) = allow {
-        h.insert(header::ALLOW, HeaderValue::from_static(a));
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(a));
     }
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    (status, h, format!("{text}\n")).into_response()
+    r
 }
 
 /// etcd's `httptypes.Member`, its fields in Go's declaration order.
@@ -72,7 +64,6 @@ fn json_answer(ctx: &Ctx, status: StatusCode, v: &str) -> Response {
 pub(super) async fn machines(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return plain_error(
-            &ctx,
             StatusCode::METHOD_NOT_ALLOWED,
             "Method Not Allowed",
             Some("GET,HEAD"),
@@ -99,7 +90,6 @@ pub(super) async fn members(State(ctx): State<Arc<Ctx>>, req: Request) -> Respon
     let method = req.method().clone();
     if ![Method::GET, Method::POST, Method::DELETE, Method::PUT].contains(&method) {
         return plain_error(
-            &ctx,
             StatusCode::METHOD_NOT_ALLOWED,
             "Method Not Allowed",
             Some("GET,POST,DELETE,PUT"),
@@ -223,12 +213,9 @@ impl Refusal {
     fn respond(self, ctx: &Ctx) -> Response {
         match self {
             Refusal::Json(status, message) => http_error(ctx, status, &message),
-            Refusal::MethodNotAllowed => plain_error(
-                ctx,
-                StatusCode::METHOD_NOT_ALLOWED,
-                "Method Not Allowed",
-                None,
-            ),
+            Refusal::MethodNotAllowed => {
+                plain_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed", None)
+            }
         }
     }
 }

@@ -127,23 +127,13 @@ fn event_response(
 }
 
 /// Go's plain `http.Error` answer, as etcd's `allowMethod` gives it.
-fn method_not_allowed(ctx: &Ctx) -> Response {
-    let mut h = HeaderMap::new();
-    base_headers(&mut h, &ctx.cluster_id);
-    h.remove("x-etcd-cluster-id");
-    h.insert(
+fn method_not_allowed() -> Response {
+    let mut r = crate::http::go_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+    r.headers_mut().insert(
         header::ALLOW,
         HeaderValue::from_static("HEAD,GET,PUT,DELETE"),
     );
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    (StatusCode::METHOD_NOT_ALLOWED, h, "Method Not Allowed\n").into_response()
+    r
 }
 
 /// A parsed keys request.
@@ -170,7 +160,7 @@ async fn serve(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
         return (StatusCode::OK, h).into_response();
     }
     if ![Method::GET, Method::HEAD, Method::PUT, Method::DELETE].contains(&method) {
-        return method_not_allowed(&ctx);
+        return method_not_allowed();
     }
     let r = match parse(req).await {
         Ok(r) => r,
