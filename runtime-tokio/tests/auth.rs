@@ -784,11 +784,14 @@ async fn a_brute_force_of_wrong_passwords_is_slowed_and_the_member_keeps_serving
     for a in attempts {
         assert_status(a.await.expect("task"), Code::InvalidArgument, AUTH_FAILED);
     }
-    // Verifications run at most two at a time: the guesses took at least half their
-    // serial bcrypt time (a lower bound, which a slow machine only makes looser).
+    // Every guess paid for a real bcrypt check: the guesses took a good part of their
+    // serial bcrypt time. With the cap of two on a two-core machine they take about
+    // half of it, and `one` is itself noisy, so the bound is a quarter; a login that
+    // skipped or cached the check would take a few milliseconds. The cap itself is
+    // checked exactly by the unit test `checks_never_run_beyond_the_cap`.
     let took = started.elapsed();
     assert!(
-        took >= one * (TRIES as u32) / 2,
+        took >= one * (TRIES as u32) / 4,
         "{TRIES} guesses in {took:?}, one verification takes {one:?}"
     );
     login(&url, "alice", "apw")
