@@ -1,5 +1,5 @@
-//! A member's durable storage: the WAL (`member/wal`) and state-machine snapshots
-//! (`member/snap`), laid out as etcd lays out its data dir.
+//! A member's durable storage: the WAL (`member/wal`, or etcd's `--wal-dir`) and
+//! state-machine snapshots (`member/snap`), laid out as etcd lays out its data dir.
 //!
 //! - [`Storage::persist`] writes a raft [`PersistBatch`]: a snapshot from the leader is
 //!   saved as a file first, then its marker, entries and hard state go to the WAL, synced
@@ -103,21 +103,49 @@ pub struct Storage {
     snapshots: Vec<(u64, u64, String)>,
 }
 
+/// Where a member's files live: the data dir, and the WAL in `<data-dir>/member/wal`
+/// unless `--wal-dir` names a dedicated directory (etcd's `Config.WALDir()`: operators
+/// put the WAL on its own disk so its fdatasyncs don't queue behind other writes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataDirs {
+    /// `--data-dir`.
+    pub data: PathBuf,
+    /// The WAL's directory.
+    pub wal: PathBuf,
+}
+
+impl DataDirs {
+    /// The layout for `--data-dir` and an optional `--wal-dir`.
+    pub fn new(data_dir: &Path, wal_dir: Option<&Path>) -> DataDirs {
+        DataDirs {
+            data: data_dir.to_path_buf(),
+            wal: wal_dir
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| data_dir.join("member").join("wal")),
+        }
+    }
+
+    /// `<data-dir>/member/snap`.
+    pub fn snap(&self) -> PathBuf {
+        self.data.join("member").join("snap")
+    }
+}
+
 impl Storage {
-    /// The (cluster ID, member ID) a data dir's WAL belongs to, or None if the data dir
-    /// holds no member yet (a restart must take its identity from here, not from flags).
-    pub fn identity(data_dir: &Path) -> Result<Option<(u64, u64)>, StorageError> {
+    /// The (cluster ID, member ID) a WAL belongs to, or None if the data dir holds no
+    /// member yet (a restart must take its identity from here, not from flags).
+    pub fn identity(dirs: &DataDirs) -> Result<Option<(u64, u64)>, StorageError> {
         use keel_core::wal::{SegmentHeader, SegmentStore};
-        let wal_dir = data_dir.join("member").join("wal");
+        let wal_dir = &dirs.wal;
         if !wal_dir.is_dir() {
             return Ok(None);
         }
-        let mut store = FileStore::open(&wal_dir).map_err(io_err(&wal_dir))?;
-        let names = store.list().map_err(io_err(&wal_dir))?;
+        let mut store = FileStore::open(wal_dir).map_err(io_err(wal_dir))?;
+        let names = store.list().map_err(io_err(wal_dir))?;
         let Some(oldest) = names.iter().min_by_key(|n| n.seq) else {
             return Ok(None);
         };
-        let bytes = store.read(*oldest).map_err(io_err(&wal_dir))?;
+        let bytes = store.read(*oldest).map_err(io_err(wal_dir))?;
         match SegmentHeader::decode(&bytes) {
             Ok(h) => Ok(Some((h.cluster_id, h.member_id))),
             // A lone segment whose header never reached the disk: nothing was persisted.
@@ -129,15 +157,16 @@ impl Storage {
         }
     }
 
-    /// Opens `data_dir` (creating `member/wal` and `member/snap`), recovering its content.
+    /// Opens a member's directories (creating the WAL's and `member/snap`), recovering
+    /// their content.
     pub fn open(
-        data_dir: &Path,
+        dirs: &DataDirs,
         cluster_id: u64,
         member_id: u64,
         policy: StoragePolicy,
     ) -> Result<(Storage, Recovery), StorageError> {
-        let wal_dir = data_dir.join("member").join("wal");
-        let snap_dir = data_dir.join("member").join("snap");
+        let wal_dir = dirs.wal.clone();
+        let snap_dir = dirs.snap();
         fs::create_dir_all(&snap_dir).map_err(io_err(&snap_dir))?;
         let mut warnings = Vec::new();
         let mut snapshots = list_snapshots(&snap_dir)?;

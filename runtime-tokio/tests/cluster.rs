@@ -667,3 +667,50 @@ async fn without_a_leader_calls_wait_for_one_unless_the_client_requires_a_leader
         m.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dedicated_wal_dir_holds_the_wal_and_a_restart_recovers_from_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal_dir = dir.path().join("fast-disk").join("wal");
+    let mut p = plan(1).await;
+    let dedicated = |c: &mut keel_runtime_tokio::member::MemberConfig| {
+        c.wal_dir = Some(wal_dir.clone());
+        c.snapshot_count = 50;
+    };
+    let mut m = p.start_with(0, dir.path(), dedicated).await;
+    wait_leader(std::slice::from_ref(&m.client_url)).await;
+    let mut kv = m.kv().await;
+    for i in 0..120 {
+        kv.put(put(&format!("w/{i:03}"), "v")).await.expect("put");
+    }
+    m.stop().await;
+    let data_dir = dir.path().join(&p.members[0].name);
+    assert!(
+        !data_dir.join("member/wal").exists(),
+        "no WAL in the data dir"
+    );
+    let wals = std::fs::read_dir(&wal_dir)
+        .expect("the WAL dir")
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".wal"))
+        .count();
+    assert!(wals > 0, "WAL segments in --wal-dir");
+    let snaps = std::fs::read_dir(data_dir.join("member/snap"))
+        .expect("snapshots stay in the data dir")
+        .count();
+    assert!(snaps > 0, "a snapshot was saved in member/snap");
+
+    let mut m = p.start_with(0, dir.path(), dedicated).await;
+    wait_leader(std::slice::from_ref(&m.client_url)).await;
+    let mut kv = m.kv().await;
+    let all = pb::RangeRequest {
+        key: Bytes::from_static(b"w/"),
+        range_end: Bytes::from_static(b"w0"),
+        count_only: true,
+        ..Default::default()
+    };
+    let r = kv.range(all).await.expect("read").into_inner();
+    assert_eq!(r.count, 120);
+    assert_eq!(r.header.expect("header").revision, 121);
+    m.stop().await;
+}

@@ -8,6 +8,7 @@ use keel_core::raft::{
     ConfState, Config, EntryPayload, LogIndex, MemberId, RaftNode, Role, Snapshot, SnapshotMeta,
     Time,
 };
+use keel_runtime_tokio::storage::DataDirs;
 use keel_runtime_tokio::{Storage, StoragePolicy};
 
 const POLICY: StoragePolicy = StoragePolicy {
@@ -26,7 +27,8 @@ struct Member {
 
 impl Member {
     fn open(dir: &Path) -> (Member, Vec<String>) {
-        let (storage, rec) = Storage::open(dir, 7, 1, POLICY).expect("storage opens");
+        let (storage, rec) =
+            Storage::open(&DataDirs::new(dir, None), 7, 1, POLICY).expect("storage opens");
         let cfg = Config::new(MemberId(1));
         let applied = rec.snapshot.as_ref().map_or(0, |s| {
             u64::from_be_bytes(s.data[..8].try_into().expect("8-byte image"))
@@ -223,7 +225,8 @@ fn forced_removes_follow_every_durable_entry_on_disk() {
         force_new_cluster, ConfChange, Entry, HardState, PersistBatch, PersistSeq, Term,
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let open = || Storage::open(dir.path(), 7, 1, POLICY).expect("storage opens");
+    let open =
+        || Storage::open(&DataDirs::new(dir.path(), None), 7, 1, POLICY).expect("storage opens");
     let (mut storage, rec) = open();
     assert!(rec.state.is_none());
     // A founder of {1, 2, 3}, then puts; 12 entries of term 2, committed through 10. The

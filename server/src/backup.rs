@@ -21,7 +21,7 @@ use keel_core::raft::{
     ConfState, HardState, LogIndex, MemberId, PersistBatch, PersistSeq, Snapshot, SnapshotMeta,
     Term,
 };
-use keel_runtime_tokio::storage::{Storage, StoragePolicy};
+use keel_runtime_tokio::storage::{DataDirs, Storage, StoragePolicy};
 use sha2::{Digest, Sha256};
 
 /// What `etcdctl snapshot restore` takes.
@@ -31,6 +31,8 @@ pub struct RestoreArgs {
     pub file: PathBuf,
     /// Where to write the data dir (default `<name>.etcd`, as etcdctl).
     pub data_dir: Option<PathBuf>,
+    /// A dedicated WAL directory (etcdctl's `--wal-dir`; default `<data-dir>/member/wal`).
+    pub wal_dir: Option<PathBuf>,
     /// This member's name.
     pub name: String,
     /// The new cluster.
@@ -198,6 +200,9 @@ pub fn restore(a: &RestoreArgs) -> Result<Restored, String> {
             data_dir.display().to_string()
         ));
     }
+    if let Some(wal) = a.wal_dir.as_ref().filter(|w| w.exists()) {
+        return Err(format!("wal-dir {:?} exists", wal.display().to_string()));
+    }
     let bytes = read_file(&a.file)?;
     let db = snapshot_db(&bytes, a.skip_hash_check)?;
     let backend = read_state(db)?;
@@ -220,21 +225,35 @@ pub fn restore(a: &RestoreArgs) -> Result<Restored, String> {
         },
         data: sm.snapshot(),
     };
-    let tmp = temp_dir_for(&data_dir);
-    if tmp.exists() {
-        // Left by a restore that was interrupted: never a data dir anyone uses.
-        fs::remove_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    // Written under temporary names, then renamed: a dedicated WAL first, the data dir
+    // last, so a data dir that exists is always whole.
+    let tmp = DataDirs::new(
+        &temp_dir_for(&data_dir),
+        a.wal_dir.as_deref().map(temp_dir_for).as_deref(),
+    );
+    let dedicated = a.wal_dir.as_ref().map(|w| (tmp.wal.clone(), w.clone()));
+    for leftover in [&tmp.data, &tmp.wal] {
+        if leftover.exists() {
+            // Left by a restore that was interrupted: never a directory anyone uses.
+            fs::remove_dir_all(leftover).map_err(|e| format!("{}: {e}", leftover.display()))?;
+        }
     }
     let written = write_data_dir(&tmp, cid, own, &members, &snapshot);
     if let Err(e) = written {
-        let _ = fs::remove_dir_all(&tmp);
+        let _ = fs::remove_dir_all(&tmp.data);
+        let _ = fs::remove_dir_all(&tmp.wal);
         return Err(e);
     }
-    fs::rename(&tmp, &data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
-    if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::File::open(parent)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| format!("{}: {e}", parent.display()))?;
+    for (from, to) in dedicated
+        .into_iter()
+        .chain([(tmp.data.clone(), data_dir.clone())])
+    {
+        fs::rename(&from, &to).map_err(|e| format!("{}: {e}", to.display()))?;
+        if let Some(parent) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::File::open(parent)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
     }
     Ok(Restored {
         data_dir,
@@ -255,16 +274,16 @@ fn temp_dir_for(data_dir: &Path) -> PathBuf {
 }
 
 fn write_data_dir(
-    dir: &Path,
+    dirs: &DataDirs,
     cid: u64,
     id: u64,
     members: &[MemberInfo],
     snapshot: &Snapshot,
 ) -> Result<(), String> {
-    keel_runtime_tokio::founding::save(dir, members)
-        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    keel_runtime_tokio::founding::save(&dirs.data, members)
+        .map_err(|e| format!("{}: {e}", dirs.data.display()))?;
     let (mut storage, _) =
-        Storage::open(dir, cid, id, StoragePolicy::default()).map_err(|e| e.to_string())?;
+        Storage::open(dirs, cid, id, StoragePolicy::default()).map_err(|e| e.to_string())?;
     storage
         .persist(&PersistBatch {
             seq: PersistSeq(1),
@@ -356,6 +375,7 @@ mod damaged_files {
         RestoreArgs {
             file: file.to_path_buf(),
             data_dir: Some(data_dir.to_path_buf()),
+            wal_dir: None,
             name: "default".into(),
             initial_cluster: "default=http://localhost:2380".into(),
             initial_cluster_token: "etcd-cluster".into(),
@@ -419,6 +439,48 @@ mod damaged_files {
     }
 
     #[test]
+    fn a_restore_with_a_dedicated_wal_dir_writes_the_wal_there_and_refuses_an_existing_one() {
+        let file = snapshot_file();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("snap.db");
+        fs::write(&path, &file).expect("write");
+        let data_dir = dir.path().join("default.etcd");
+        let wal_dir = dir.path().join("fast-disk").join("wal");
+        let a = RestoreArgs {
+            wal_dir: Some(wal_dir.clone()),
+            ..args(&path, &data_dir, false)
+        };
+        let r = restore(&a).expect("restore");
+        assert!(!data_dir.join("member").join("wal").exists());
+        assert!(!temp_dir_for(&wal_dir).exists());
+        let (_, rec) = Storage::open(
+            &DataDirs::new(&data_dir, Some(&wal_dir)),
+            r.cluster_id,
+            r.member_id,
+            StoragePolicy::default(),
+        )
+        .expect("open");
+        assert_eq!(rec.snapshot.expect("a snapshot").meta.index, LogIndex(1));
+        assert_eq!(
+            Storage::identity(&DataDirs::new(&data_dir, Some(&wal_dir))).expect("identity"),
+            Some((r.cluster_id, r.member_id))
+        );
+
+        // etcdctl's refusal, word for word, and nothing written.
+        let other = dir.path().join("other.etcd");
+        let e = restore(&RestoreArgs {
+            wal_dir: Some(wal_dir.clone()),
+            ..args(&path, &other, false)
+        })
+        .expect_err("the WAL dir exists");
+        assert_eq!(
+            e,
+            format!("wal-dir {:?} exists", wal_dir.display().to_string())
+        );
+        assert!(!other.exists());
+    }
+
+    #[test]
     fn a_restored_data_dir_holds_the_snapshot_state() {
         let file = snapshot_file();
         let dir = tempfile::tempdir().expect("tempdir");
@@ -431,7 +493,7 @@ mod damaged_files {
         assert_eq!(r.cluster_id, 0xcdf818194e3a8c32);
         assert_eq!(r.revision, 135);
         let (_, rec) = Storage::open(
-            &data_dir,
+            &DataDirs::new(&data_dir, None),
             r.cluster_id,
             r.member_id,
             StoragePolicy::default(),

@@ -131,6 +131,7 @@ mod tests {
             cluster_id: 0xd15c,
             name: me.name.clone(),
             data_dir: dir.join("d"),
+            wal_dir: None,
             initial_members: vec![me],
             new_cluster: true,
             force_new_cluster: false,

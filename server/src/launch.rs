@@ -10,6 +10,7 @@ use keel_runtime_tokio::http_access::HttpAccess;
 use keel_runtime_tokio::listen::{BindAddr, SocketListener};
 use keel_runtime_tokio::member::MemberConfig;
 use keel_runtime_tokio::serve::ClientOptions;
+use keel_runtime_tokio::storage::DataDirs;
 use keel_runtime_tokio::tls::PeerDialer;
 use keel_runtime_tokio::{founding, serve, Storage};
 use tokio::net::TcpListener;
@@ -45,7 +46,6 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
-    refuse_unsupported(&cfg)?;
     check_auth_token(&cfg)?;
     let tls = MemberTls::load(&cfg)?;
     let dialer = tls.dialer()?;
@@ -203,13 +203,17 @@ fn init_logging(cfg: &ServerConfig, json: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Features whose flags are accepted but which this build cannot honour yet: refusing
-/// at start is better than silently running something else than asked.
-fn refuse_unsupported(cfg: &ServerConfig) -> Result<(), String> {
-    if cfg.wal_dir.is_some() {
-        return Err(
-            "--wal-dir is not supported yet: the WAL lives in <data-dir>/member/wal".into(),
-        );
+/// A member whose WAL is in `<data-dir>/member/wal` restarted with a `--wal-dir`
+/// elsewhere would otherwise bootstrap a new member over the data dir's snapshots (etcd
+/// does exactly that): keel refuses and says where the WAL is.
+fn refuse_misplaced_wal(dirs: &DataDirs) -> Result<(), String> {
+    let default = DataDirs::new(&dirs.data, None);
+    if default.wal != dirs.wal && Storage::identity(&default).ok().flatten().is_some() {
+        return Err(format!(
+            "{} holds this member's WAL but --wal-dir is {}: move the WAL there or start without --wal-dir",
+            default.wal.display(),
+            dirs.wal.display()
+        ));
     }
     Ok(())
 }
@@ -231,7 +235,11 @@ enum Start {
 /// Bootstrap (new data dir) or restart (identity from the WAL, `--initial-*` ignored).
 async fn member_config(cfg: &ServerConfig, dialer: &PeerDialer) -> Result<Start, String> {
     let data_dir = cfg.data_dir.clone();
-    let identity = Storage::identity(&data_dir).map_err(|e| e.to_string())?;
+    let dirs = DataDirs::new(&data_dir, cfg.wal_dir.as_deref());
+    let identity = Storage::identity(&dirs).map_err(|e| e.to_string())?;
+    if identity.is_none() {
+        refuse_misplaced_wal(&dirs)?;
+    }
     let mut new_cluster = true;
     let (id, cid, members) = match identity {
         Some((cid, id)) => {
@@ -242,7 +250,7 @@ async fn member_config(cfg: &ServerConfig, dialer: &PeerDialer) -> Result<Start,
             if cfg.discovery.is_some() {
                 tracing::warn!(
                     "discovery token ignored since a cluster has already been initialized. Valid log found at {}",
-                    data_dir.join("member").join("wal").display()
+                    dirs.wal.display()
                 );
             }
             let members = founding::load(&data_dir)?.ok_or_else(|| {
@@ -283,6 +291,7 @@ async fn member_config(cfg: &ServerConfig, dialer: &PeerDialer) -> Result<Start,
         cluster_id: cid,
         name: cfg.name.clone(),
         data_dir,
+        wal_dir: cfg.wal_dir.clone(),
         initial_members: members,
         new_cluster,
         force_new_cluster: cfg.force_new_cluster,

@@ -117,7 +117,7 @@ pub async fn start_with_dialer(
     let tokens = Arc::new(
         Tokens::from_spec(&cfg.auth_token, cfg.auth_token_ttl).map_err(StartError::AuthToken)?,
     );
-    let (mut storage, mut rec) = Storage::open(&cfg.data_dir, cfg.cluster_id, cfg.id, policy)?;
+    let (mut storage, mut rec) = Storage::open(&cfg.dirs(), cfg.cluster_id, cfg.id, policy)?;
     for w in &rec.warnings {
         tracing::warn!("{w}");
     }
@@ -211,7 +211,7 @@ pub async fn start_with_dialer(
         tokens: tokens.clone(),
         passwords: Arc::new(Passwords::new(cfg.bcrypt_cost)),
         peers: net.clone(),
-        snap_dir: cfg.data_dir.join("member").join("snap"),
+        snap_dir: cfg.dirs().snap(),
     };
     let start_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

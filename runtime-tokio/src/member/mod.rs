@@ -48,6 +48,8 @@ pub struct MemberConfig {
     pub name: String,
     /// `--data-dir`.
     pub data_dir: PathBuf,
+    /// `--wal-dir`: a dedicated WAL directory instead of `<data-dir>/member/wal`.
+    pub wal_dir: Option<PathBuf>,
     /// The founding members (used only when the data dir is empty and the cluster new).
     pub initial_members: Vec<MemberInfo>,
     /// `--initial-cluster-state new` (bootstrap) or `existing` (join).
@@ -102,6 +104,13 @@ pub struct MemberConfig {
     /// `--experimental-corrupt-check-time` (zero: off): how often the leader compares its
     /// hash with every follower's, raising CORRUPT on a mismatch.
     pub corrupt_check_time: Duration,
+}
+
+impl MemberConfig {
+    /// Where this member's WAL and snapshots live.
+    pub fn dirs(&self) -> crate::storage::DataDirs {
+        crate::storage::DataDirs::new(&self.data_dir, self.wal_dir.as_deref())
+    }
 }
 
 /// Where the answer to a proposal or membership change goes (one caller's channel).

@@ -106,6 +106,7 @@ pub fn config(plan: &Plan, i: usize, dir: &Path) -> MemberConfig {
         cluster_id: 0xc1,
         name: m.name.clone(),
         data_dir: dir.join(&m.name),
+        wal_dir: None,
         initial_members: plan
             .members
             .iter()

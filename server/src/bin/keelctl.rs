@@ -123,6 +123,9 @@ struct RestoreFlags {
     /// Path to the data directory to write (default: <name>.etcd).
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
+    /// Path to the WAL directory to use (default: <data-dir>/member/wal).
+    #[arg(long)]
+    wal_dir: Option<std::path::PathBuf>,
     /// Human-readable name for this member.
     #[arg(long, default_value = "default")]
     name: String,
@@ -492,6 +495,7 @@ fn restore(file: std::path::PathBuf, f: RestoreFlags, skip_hash_check: bool) {
     let args = backup::RestoreArgs {
         file: file.clone(),
         data_dir: f.data_dir,
+        wal_dir: f.wal_dir,
         name: f.name,
         initial_cluster: f.initial_cluster,
         initial_cluster_token: f.initial_cluster_token,
