@@ -65,6 +65,19 @@ impl Passwords {
         .map_err(|e| format!("bcrypt: hashing failed: {e}"))?
     }
 
+    /// The bcrypt hash of `password` as etcd's v2 auth makes it: at Go's
+    /// `bcrypt.DefaultCost` whatever `--bcrypt-cost` says, and (x/crypto as etcd 3.4.23
+    /// is built with) from the first 72 bytes, longer passwords accepted, not refused.
+    pub async fn hash_v2(&self, password: String) -> Result<String, String> {
+        tokio::task::spawn_blocking(move || {
+            bcrypt::hash_with_result(password.as_bytes(), DEFAULT_COST)
+                .map(|h| h.format_for_version(bcrypt::Version::TwoA))
+                .map_err(|e| format!("bcrypt: {e}"))
+        })
+        .await
+        .map_err(|e| format!("bcrypt: hashing failed: {e}"))?
+    }
+
     /// Whether `password` matches the bcrypt `hash`, checked on a blocking thread once
     /// one of the [`MAX_CONCURRENT_VERIFIES`] slots is free. A malformed or empty hash
     /// (a user without password) never matches.
@@ -130,6 +143,20 @@ mod tests {
         // Each hash has its own salt.
         let h2 = p.hash("s3cret".into()).await.expect("hash");
         assert!(p.verify("s3cret".into(), h2).await);
+    }
+
+    #[tokio::test]
+    async fn v2_hashes_use_the_default_cost_and_72_bytes() {
+        let p = Passwords::new(4);
+        let long = "x".repeat(80);
+        let h = p.hash_v2(long.clone()).await.expect("hash");
+        assert!(h.starts_with("$2a$10$"), "{h}");
+        assert!(p.verify(long, h.clone()).await);
+        assert!(
+            p.verify("x".repeat(72), h.clone()).await,
+            "bytes past 72 are not read"
+        );
+        assert!(!p.verify("x".repeat(71), h).await);
     }
 
     #[tokio::test]

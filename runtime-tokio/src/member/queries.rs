@@ -12,6 +12,9 @@ use keel_core::mvcc::{
 };
 use keel_core::node::MemberInfo;
 
+use crate::v2keys::auth::stored::{
+    self as v2_auth, AccessView as V2AccessView, Image as V2AuthImage,
+};
 use crate::v2keys::json::Event as V2Event;
 use crate::v2keys::store::{self as v2_store, Plan as V2Plan, V2Error, Write as V2Write};
 
@@ -278,6 +281,29 @@ impl MemberHandle {
     ) -> Result<Result<V2Plan, V2Error>, ServerError> {
         self.read(true, move |c: &mut MemberTask| {
             v2_store::plan(&c.member.sm.kv.store, &path, &w)
+        })
+        .await
+    }
+
+    /// What checking a v2 request of user `name` (None: a guest) needs, from this
+    /// member's state as applied (etcd reads it from its local v2 store).
+    pub(crate) async fn v2_auth_access(
+        &self,
+        name: Option<String>,
+    ) -> Result<V2AccessView, ServerError> {
+        self.read(false, move |c: &mut MemberTask| {
+            v2_auth::access_view(&c.member.sm.kv.store, name.as_deref())
+        })
+        .await
+    }
+
+    /// The whole v2 auth store (linearizably, before a change is decided on it).
+    pub(crate) async fn v2_auth_image(
+        &self,
+        linearizable: bool,
+    ) -> Result<V2AuthImage, ServerError> {
+        self.read(linearizable, |c: &mut MemberTask| {
+            v2_auth::image(&c.member.sm.kv.store)
         })
         .await
     }

@@ -121,7 +121,7 @@ fn push_node(out: &mut String, n: &Node) {
 /// A JSON string the way Go's `encoding/json` (Go 1.19, as etcd 3.4 is built) writes
 /// it: `<`, `>` and `&` escaped for HTML, control characters as `\u00XX` except `\n`,
 /// `\r`, `\t`, U+2028 and U+2029 escaped, and each byte of invalid UTF-8 as `\ufffd`.
-fn push_str(out: &mut String, s: &[u8]) {
+pub(crate) fn push_str(out: &mut String, s: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push('"');
     for chunk in s.utf8_chunks() {

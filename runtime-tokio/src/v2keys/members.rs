@@ -1,7 +1,8 @@
 //! etcd's v2 members API (`/v2/members`, `/v2/members/leader`) and `/v2/machines`, which
 //! etcdctl v2's `member list/add/remove/update` and `cluster-health` call. Changes go
-//! through the same path as the v3 Cluster service; answers are etcd 3.4's JSON, status
-//! codes and error texts (`v2http/client.go` membersHandler).
+//! through the same path as the v3 Cluster service (and, with v2 auth enabled, need the
+//! root role); answers are etcd 3.4's JSON, status codes and error texts
+//! (`v2http/client.go` membersHandler).
 
 use std::sync::Arc;
 
@@ -94,6 +95,11 @@ pub(super) async fn members(State(ctx): State<Arc<Ctx>>, req: Request) -> Respon
             "Method Not Allowed",
             Some("GET,POST,DELETE,PUT"),
         );
+    }
+    // etcd's hasWriteRootAccess: with v2 auth enabled, changes need the root role.
+    let who = super::auth::credentials(&req);
+    if let Some(refused) = super::auth::members_refusal(&ctx, &method, &who).await {
+        return refused;
     }
     let rest = req
         .uri()

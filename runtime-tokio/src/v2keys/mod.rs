@@ -9,7 +9,9 @@
 //! in-order keys (`POST`); they get an error naming the unsupported field.
 //!
 //! Also served, for etcdctl v2's `member` and `cluster-health` commands: `/v2/members`
-//! and `/v2/machines` (see [`members`]).
+//! and `/v2/machines` (see [`members`]); for its `user`, `role` and `auth` commands, the
+//! v2 auth API (`/v2/auth/...`, see [`auth`]), whose permissions every keys request and
+//! member change is checked against once it is enabled.
 //!
 //! Storage: the v2 tree lives in the replicated MVCC keyspace under the reserved
 //! prefix `"\0keel/v2"` (see [`keys`] for the layout), so it survives leader changes
@@ -18,6 +20,7 @@
 //! proposed through raft, reads are linearizable, and `wait` is a watcher on the
 //! member's watch hub from `waitIndex` (history included, until compacted).
 
+pub(crate) mod auth;
 mod form;
 pub(crate) mod json;
 pub mod keys;
@@ -73,6 +76,13 @@ pub fn router(m: MemberHandle, stop: watch::Receiver<bool>) -> Router {
         .route("/v2/members", any(members::members))
         .route("/v2/members/{*rest}", any(members::members))
         .route("/v2/machines", any(members::machines))
+        .route("/v2/auth/enable", any(auth::enable))
+        .route("/v2/auth/users", any(auth::users))
+        .route("/v2/auth/users/", any(auth::users))
+        .route("/v2/auth/users/{*rest}", any(auth::users))
+        .route("/v2/auth/roles", any(auth::roles))
+        .route("/v2/auth/roles/", any(auth::roles))
+        .route("/v2/auth/roles/{*rest}", any(auth::roles))
         .with_state(ctx)
 }
 
@@ -126,6 +136,11 @@ fn event_response(
     (status, h, ev.to_json()).into_response()
 }
 
+/// etcd's `writeKeyNoAuth`: error 110, with the keys handler's cluster ID.
+fn no_key_access(ctx: &Ctx) -> Response {
+    error_response(ctx, &V2Error::new(110, "Insufficient credentials", 0))
+}
+
 /// Go's plain `http.Error` answer, as etcd's `allowMethod` gives it.
 fn method_not_allowed() -> Response {
     let mut r = crate::http::go_error(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
@@ -138,7 +153,14 @@ fn method_not_allowed() -> Response {
 
 /// A parsed keys request.
 struct KeyRequest {
+    /// The clean v2 path.
     path: String,
+    /// The decoded request path after `/v2/keys`, not cleaned: what etcd checks
+    /// permissions on.
+    access_key: String,
+    /// A field keel's subset refuses, named (after the permission check, as etcd
+    /// would check permissions before the store refused anything).
+    unsupported: Option<&'static str>,
     value: Bytes,
     recursive: bool,
     sorted: bool,
@@ -162,10 +184,21 @@ async fn serve(State(ctx): State<Arc<Ctx>>, req: Request) -> Response {
     if ![Method::GET, Method::HEAD, Method::PUT, Method::DELETE].contains(&method) {
         return method_not_allowed();
     }
+    let who = auth::credentials(&req);
     let r = match parse(req).await {
         Ok(r) => r,
         Err(e) => return error_response(&ctx, &e),
     };
+    let writes = method != Method::GET && method != Method::HEAD;
+    match auth::key_access(&ctx, &who, &r.access_key, writes, r.recursive).await {
+        Ok(true) => {}
+        Ok(false) => return no_key_access(&ctx),
+        Err(e) => return error_response(&ctx, &internal(e)),
+    }
+    if let Some(what) = r.unsupported {
+        let cause = format!("keel's v2 keys API does not support \"{what}\"");
+        return error_response(&ctx, &V2Error::new(209, cause, 0));
+    }
     let out = if method == Method::PUT {
         let w = Write::Set {
             value: r.value.clone(),
@@ -287,15 +320,11 @@ async fn parse(req: Request) -> Result<KeyRequest, V2Error> {
     } else {
         None
     };
-    if let Some(what) = unsupported {
-        return Err(bad(
-            209,
-            &format!("keel's v2 keys API does not support \"{what}\""),
-        ));
-    }
     Ok(KeyRequest {
         value: Bytes::copy_from_slice(f.first("value").unwrap_or_default()),
         path,
+        access_key: decoded,
+        unsupported,
         recursive,
         sorted,
         wait,

@@ -50,6 +50,7 @@ impl V2Error {
             105 => "Key already exists",
             107 => "Root is read only",
             108 => "Directory not empty",
+            110 => "The request requires user authentication",
             201 => "PrevValue is Required in POST form",
             202 => "The given TTL in POST form is not a number",
             203 => "The given index in POST form is not a number",
@@ -68,6 +69,7 @@ impl V2Error {
     pub fn status(&self) -> u16 {
         match self.code {
             100 => 404,
+            110 => 401,
             102 | 108 => 403,
             101 | 105 => 412,
             300 | 301 => 500,
