@@ -14,7 +14,7 @@
 # (member attributes, cluster version, auth directories), keel's index is its MVCC
 # revision. Header names are compared without case (Go canonicalizes them), in sorted
 # order, without Date. Needs etcd, etcdctl, curl and a release build of keel; every
-# process is stopped at exit. Ports 33300-33699. Usage: v2auth.sh [path/to/keel]
+# process is stopped at exit. Ports 9300-9699. Usage: v2auth.sh [path/to/keel]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 KEEL="$(realpath "${1:-$here/../../target/release/keel}")"
@@ -185,7 +185,7 @@ session() {
     h DELETE "$U/v2/members/1234" -u root:rootpw
     # Reads need no root (the answer names member IDs, whose length differs).
     echo "GET /v2/members as alice:wrong: $(curl -sS -o /dev/null -w '%{http_code}' -u alice:wrong "$U/v2/members")"
-    h POST "$U/v2/members" -H 'Content-Type: application/json' -d '{"peerURLs":["http://127.0.0.1:33999"]}'
+    h POST "$U/v2/members" -H 'Content-Type: application/json' -d '{"peerURLs":["http://127.0.0.1:9999"]}'
     h DELETE "$U/v2/auth/enable" -u alice:alice-pw
     h GET "$U/v2/auth/enable" -u alice:wrong
     echo "### requests etcdctl never sends"
@@ -282,16 +282,16 @@ cluster_session() {
     c $e $root auth disable
 }
 
-ie="e1=http://127.0.0.1:33302"
-ik="k1=http://127.0.0.1:33402"
-start_etcd e1 33301 33302 "$ie" --enable-v2
-start_keel k1 33401 33402 "$ik" --enable-v2
-wait_healthy http://127.0.0.1:33301
-wait_healthy http://127.0.0.1:33401
+ie="e1=http://127.0.0.1:9302"
+ik="k1=http://127.0.0.1:9402"
+start_etcd e1 9301 9302 "$ie" --enable-v2
+start_keel k1 9401 9402 "$ik" --enable-v2
+wait_healthy http://127.0.0.1:9301
+wait_healthy http://127.0.0.1:9401
 ok "etcd and keel up with --enable-v2"
 
-session http://127.0.0.1:33301 | norm >"$work/etcd.txt"
-session http://127.0.0.1:33401 | norm >"$work/keel.txt"
+session http://127.0.0.1:9301 | norm >"$work/etcd.txt"
+session http://127.0.0.1:9401 | norm >"$work/keel.txt"
 if ! diff -u "$work/etcd.txt" "$work/keel.txt"; then
     fail "v2 auth session differs from etcd's (above: - etcd, + keel)"
 fi
@@ -301,12 +301,12 @@ ok "the v2 auth session: $(grep -c '^\$ ' "$work/keel.txt") etcdctl and curl ste
 # Both restarted: the auth state and the permissions come back from disk.
 kill "$pid_e1" "$pid_k1"
 wait "$pid_e1" "$pid_k1" 2>/dev/null || true
-start_etcd e1 33301 33302 "$ie" --enable-v2
-start_keel k1 33401 33402 "$ik" --enable-v2
-wait_healthy http://127.0.0.1:33301
-wait_healthy http://127.0.0.1:33401
-after_restart http://127.0.0.1:33301 | norm >"$work/etcd2.txt"
-after_restart http://127.0.0.1:33401 | norm >"$work/keel2.txt"
+start_etcd e1 9301 9302 "$ie" --enable-v2
+start_keel k1 9401 9402 "$ik" --enable-v2
+wait_healthy http://127.0.0.1:9301
+wait_healthy http://127.0.0.1:9401
+after_restart http://127.0.0.1:9301 | norm >"$work/etcd2.txt"
+after_restart http://127.0.0.1:9401 | norm >"$work/keel2.txt"
 diff -u "$work/etcd2.txt" "$work/keel2.txt" || fail "after a restart keel's v2 auth differs from etcd's"
 matches -F '{"enabled":true}' "$work/keel2.txt" || fail "auth is not enabled after the restart"
 ok "after a restart: auth still enabled, users, roles and permissions as before (same as etcd)"
@@ -329,10 +329,10 @@ for s in json.load(sys.stdin):
     if s["Status"]["leader"] != s["Status"]["header"]["member_id"]:
         print(s["Endpoint"]); break'
 }
-cluster etcd ce 33500
-cluster "$KEEL" ck 33600
-eps_e="http://127.0.0.1:33511,http://127.0.0.1:33521,http://127.0.0.1:33531"
-eps_k="http://127.0.0.1:33611,http://127.0.0.1:33621,http://127.0.0.1:33631"
+cluster etcd ce 9500
+cluster "$KEEL" ck 9600
+eps_e="http://127.0.0.1:9511,http://127.0.0.1:9521,http://127.0.0.1:9531"
+eps_k="http://127.0.0.1:9611,http://127.0.0.1:9621,http://127.0.0.1:9631"
 for u in ${eps_e//,/ } ${eps_k//,/ }; do wait_healthy "$u" 20; done
 fe=$(follower "$eps_e")
 fk=$(follower "$eps_k")
