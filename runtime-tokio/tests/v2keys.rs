@@ -850,3 +850,44 @@ async fn every_member_of_a_cluster_serves_the_same_tree() {
         }
     }
 }
+
+/// v2 and v3 auth are separate in etcd: turning v3 auth on does not stop the v2 API,
+/// whose writes keel stores through raft on the member's own authority.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v3_auth_does_not_apply_to_the_v2_api() {
+    use pb::auth_client::AuthClient;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (_p, mut m) = single(tmp.path()).await;
+    let u = m.client_url.clone();
+    let mut a = AuthClient::new(common::channel(&u).await);
+    a.user_add(pb::AuthUserAddRequest {
+        name: "root".into(),
+        password: "rootpw".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("user add");
+    a.user_grant_role(pb::AuthUserGrantRoleRequest {
+        user: "root".into(),
+        role: "root".into(),
+    })
+    .await
+    .expect("grant root");
+    a.auth_enable(pb::AuthEnableRequest {})
+        .await
+        .expect("v3 auth on");
+
+    let r = put(&u, "/v2only", "value=1").await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = call(&u, "DELETE", "/v2/keys/v2only", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = call(
+        &u,
+        "PUT",
+        "/v2/auth/users/root",
+        Some(r#"{"user":"root","password":"v2pw"}"#),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    m.stop().await;
+}

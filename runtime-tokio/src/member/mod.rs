@@ -189,6 +189,14 @@ impl MemberHandle {
         self.propose_as(cmd, None).await
     }
 
+    /// Proposes a write of the v2 API (keys or v2 auth records). etcd keeps v2 and v3
+    /// auth apart; keel stores the v2 tree in the MVCC store, so its writes go on the
+    /// member's own authority, never checked against v3 permissions. The v2 handlers
+    /// check v2 permissions before they get here.
+    pub async fn propose_v2(&self, cmd: Command) -> Result<(Outcome, Header), ServerError> {
+        self.propose_as(cmd, Some(AuthInfo::member())).await
+    }
+
     /// Proposes a write on behalf of `auth` and waits for its outcome; with auth enabled
     /// the state machine checks its permissions when applying it (etcd's applierV3Auth).
     pub async fn propose_as(

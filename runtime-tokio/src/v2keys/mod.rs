@@ -353,7 +353,7 @@ async fn write(ctx: &Ctx, r: &KeyRequest, w: Write) -> Result<Response, V2Error>
         let plan = plan?;
         let (outcome, h) = ctx
             .m
-            .propose(Command::Txn(plan.txn))
+            .propose_v2(Command::Txn(plan.txn))
             .await
             .map_err(internal)?;
         match outcome {

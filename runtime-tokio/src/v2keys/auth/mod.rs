@@ -207,7 +207,7 @@ async fn change<T>(
         let out = decide(&mut edit)?;
         let (outcome, _) = ctx
             .m
-            .propose(Command::Txn(edit.into_txn()))
+            .propose_v2(Command::Txn(edit.into_txn()))
             .await
             .map_err(internal)?;
         match outcome {
