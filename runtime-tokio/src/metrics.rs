@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use keel_core::mvcc::OpCounts;
 use prometheus::core::Collector;
 use prometheus::{
     exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
@@ -91,6 +92,10 @@ pub struct Metrics {
     db_size_in_use: IntGauge,
     /// `etcd_debugging_mvcc_keys_total`.
     keys: IntGauge,
+    /// `etcd_mvcc_{range,put,delete,txn}_total`, each with its `etcd_debugging_` twin.
+    mvcc_ops: [[IntCounter; 2]; 4],
+    /// `etcd_debugging_mvcc_total_put_size_in_bytes` (a gauge in etcd).
+    put_bytes: IntGauge,
     /// `etcd_debugging_mvcc_current_revision`.
     current_revision: IntGauge,
     /// `etcd_debugging_mvcc_compact_revision`.
@@ -574,6 +579,15 @@ impl Metrics {
                 "Total size of the underlying database logically in use in bytes.",
             ),
             keys: gauge("etcd_debugging_mvcc_keys_total", "Total number of keys."),
+            mvcc_ops: ["range", "put", "delete", "txn"].map(|op| {
+                let help = format!("Total number of {op}s seen by this member.");
+                ["etcd", "etcd_debugging"]
+                    .map(|ns| counter(&format!("{ns}_mvcc_{op}_total"), &help))
+            }),
+            put_bytes: gauge(
+                "etcd_debugging_mvcc_total_put_size_in_bytes",
+                "The total size of put kv pairs seen by this member.",
+            ),
             current_revision: gauge(
                 "etcd_debugging_mvcc_current_revision",
                 "The current revision of store.",
@@ -644,6 +658,18 @@ impl Metrics {
         self.keys.set(i64::try_from(keys).unwrap_or(i64::MAX));
         self.current_revision.set(revision);
         self.compact_revision.set(compacted);
+    }
+
+    /// The store's operation counts (see [`OpCounts`]): the counters catch up with them.
+    pub fn mvcc_ops(&self, c: OpCounts) {
+        let totals = [c.ranges, c.puts, c.deletes, c.txns];
+        for (pair, total) in self.mvcc_ops.iter().zip(totals) {
+            for counter in pair {
+                counter.inc_by(total.saturating_sub(counter.get()));
+            }
+        }
+        self.put_bytes
+            .set(i64::try_from(c.put_bytes).unwrap_or(i64::MAX));
     }
 
     /// The Prometheus text exposition (format 0.0.4).

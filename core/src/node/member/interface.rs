@@ -5,7 +5,8 @@ use crate::mvcc::Event;
 use crate::node::{AutoCompaction, Command, Outcome};
 use crate::raft::{Entry, LogIndex, Message, PersistBatch, Snapshot, Time};
 
-use super::{MemberChange, MemberError};
+use super::{CorruptCheck, HashRequest, MemberChange, MemberError};
+use crate::node::corruption::PeriodicVerdict;
 
 /// A driver's name for one waiting caller; the member hands it back with the answer.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -49,6 +50,9 @@ pub struct MemberConfig {
     /// `--experimental-lease-checkpoint-interval` in ms while lease checkpoints are
     /// enabled (`--experimental-enable-lease-checkpoint`); None: disabled.
     pub lease_checkpoint_ms: Option<u64>,
+    /// `--experimental-corrupt-check-time`: the leader's periodic corruption check;
+    /// None: off.
+    pub corrupt_check: Option<CorruptCheck>,
 }
 
 /// How a caller waits.
@@ -172,6 +176,12 @@ pub enum Note {
         /// The member it was raised against (0 from the corruption checks).
         from: u64,
     },
+    /// A periodic corruption check ended: what it found (etcd's warnings) and how many
+    /// peers' hashes it compared.
+    CorruptionChecked(PeriodicVerdict),
+    /// A periodic corruption check could not finish (its read failed: etcd's "failed
+    /// to check hash KV").
+    CorruptionCheckFailed(String),
     /// Streams opened with require-leader must end now with "etcdserver: no leader"
     /// (the leader has been gone too long: see [`super::NO_LEADER_PERIODS`]).
     EndLeaderlessStreams,
@@ -247,6 +257,9 @@ pub struct Output {
     pub release_wal: Option<LogIndex>,
     /// Answers for waiting callers.
     pub replies: Vec<(Token, Result<Response, MemberError>)>,
+    /// Peers' HashKV to ask for the corruption check; answers go to
+    /// [`super::Member::peer_hash`].
+    pub hash_requests: Vec<HashRequest>,
     /// The member's status, when it changed.
     pub status: Option<Status>,
     /// The member table changed (the peer transport's addresses may have).

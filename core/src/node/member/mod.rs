@@ -21,6 +21,7 @@
 //! streams end ([`Note::EndLeaderlessStreams`]) — is here.
 
 mod apply;
+mod corruption_check;
 mod error;
 mod interface;
 mod leader_monitor;
@@ -40,6 +41,8 @@ use crate::raft::{
     LogIndex, Message, PersistSeq, ProposeError, RaftNode, ReadCtx, ReadError, Ready, Role, Time,
 };
 
+pub use corruption_check::{CorruptCheck, HashRequest};
+use corruption_check::{CorruptionCheck, CHECK_READ};
 pub use error::MemberError;
 pub use interface::{
     AppliedRecord, AuthNote, Call, Header, MemberConfig, Note, Output, Request, Response, Status,
@@ -110,6 +113,8 @@ pub struct Member {
     /// Indexes of the durable snapshots of this life, oldest first (at most two).
     snapshots: Vec<LogIndex>,
     removed_at: Option<Time>,
+    /// The periodic corruption check, when enabled.
+    corruption: Option<CorruptionCheck>,
     #[cfg(feature = "planted-bugs")]
     bug: Option<MemberBug>,
 }
@@ -163,6 +168,7 @@ impl Member {
             snapshot_writing: false,
             snapshots: Vec::new(),
             removed_at: None,
+            corruption: cfg.corrupt_check.map(|c| CorruptionCheck::new(c, now)),
             #[cfg(feature = "planted-bugs")]
             bug: None,
             cfg,
@@ -250,6 +256,7 @@ impl Member {
             self.housekeeping_at = now.plus(self.cfg.housekeeping_ms);
             self.housekeeping(now);
         }
+        self.run_corruption_check(now);
     }
 
     /// A fresh lease ID (etcd generates them on the member that receives the grant),
@@ -441,6 +448,7 @@ impl Member {
             self.removed_at = Some(now);
             self.out.notes.push(Note::Removed);
         }
+        self.conclude_corruption_check(now);
         let mut out = std::mem::take(&mut self.out);
         let resumable = !self.leaderless.is_empty() && self.raft.leader().is_some();
         out.idle = !persisting && !self.raft.has_ready() && self.reads_new.is_empty() && !resumable;
@@ -468,10 +476,16 @@ impl Member {
         if self.removed_at.is_some() {
             at = at.min(now.plus(100));
         }
+        if let Some(c) = &self.corruption {
+            at = at.min(c.wake_at());
+        }
         at
     }
 
     fn reply(&mut self, token: Token, r: Result<Response, MemberError>) {
+        if token == CHECK_READ {
+            return self.check_read_answered(r.map(|_| ()));
+        }
         self.out.replies.push((token, r));
     }
 

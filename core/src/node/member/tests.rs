@@ -64,6 +64,7 @@ impl Harness {
                     housekeeping_ms: 500,
                     record_applied: false,
                     lease_checkpoint_ms: None,
+                    corrupt_check: None,
                 };
                 Member::new(cfg, raft, sm, now)
             })
