@@ -8,10 +8,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
+use keel_runtime_tokio::pb::etcdserverpb::lease_client::LeaseClient;
 use keel_runtime_tokio::pb::etcdserverpb::maintenance_client::MaintenanceClient;
 use keel_runtime_tokio::pb::etcdserverpb::{
-    request_op, AlarmRequest, DeleteRangeRequest, HashKvRequest, RangeRequest, RequestOp,
-    TxnRequest,
+    request_op, AlarmRequest, DeleteRangeRequest, HashKvRequest, LeaseGrantRequest, RangeRequest,
+    RequestOp, TxnRequest,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -229,7 +230,7 @@ async fn mvcc_operations_count_as_etcd_counts_them() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut plan = plan(3).await;
     let (mut ms, urls) = plan.start_all(dir.path(), |_| {}).await;
-    wait_leader(&urls).await;
+    let leader = wait_leader(&urls).await;
     let mut kv = ms[0].kv().await;
     for k in 1..=3 {
         let (k, v) = (format!("k{k}"), format!("v{k}"));
@@ -287,6 +288,36 @@ async fn mvcc_operations_count_as_etcd_counts_them() {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    // A lease left to expire: the leader's lessor revokes it, and the leader alone
+    // counts it (etcd_debugging_server_lease_expired_total).
+    let mut lc = LeaseClient::new(channel(&urls[0]).await);
+    lc.lease_grant(LeaseGrantRequest { ttl: 2, id: 0 })
+        .await
+        .expect("lease grant");
+    let expired = |scrape: &prometheus_parse::Scrape| {
+        value(scrape, "etcd_debugging_server_lease_expired_total", &[])
+    };
+    let li = ms
+        .iter()
+        .position(|m| m.id == leader)
+        .expect("the leader is a member");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while expired(&parse(&http(&urls[li], "GET", "/metrics").await.2)) < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lease never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (i, url) in urls.iter().enumerate() {
+        let want = if i == li { 1.0 } else { 0.0 };
+        assert_eq!(
+            expired(&parse(&http(url, "GET", "/metrics").await.2)),
+            want,
+            "member {i}"
+        );
     }
     for m in &mut ms {
         m.stop().await;

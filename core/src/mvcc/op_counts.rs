@@ -55,7 +55,6 @@ impl OpCounts {
 mod tests {
     use bytes::Bytes;
 
-    use super::*;
     use crate::mvcc::{
         Compare, CompareResult, CompareTarget, DeleteRangeRequest, KvStore, MvccError, PutRequest,
         RangeRequest, RequestOp, TxnRequest,

@@ -563,6 +563,8 @@ impl MemberTask {
                     "finished peer corruption check"
                 );
             }
+            Note::ReadIndexFailed => self.metrics.read_indexes_failed.inc(),
+            Note::LeaseExpired => self.metrics.lease_expired.inc(),
             Note::CorruptionCheckFailed(e) => {
                 tracing::warn!(error = %e, "failed to check hash KV")
             }

@@ -176,6 +176,12 @@ pub enum Note {
         /// The member it was raised against (0 from the corruption checks).
         from: u64,
     },
+    /// A ReadIndex request failed: the leader changed before it was confirmed (etcd's
+    /// `etcd_server_read_indexes_failed_total`).
+    ReadIndexFailed,
+    /// A lease this member's lessor found expired was revoked through raft (etcd's
+    /// `etcd_debugging_server_lease_expired_total`).
+    LeaseExpired,
     /// A periodic corruption check ended: what it found (etcd's warnings) and how many
     /// peers' hashes it compared.
     CorruptionChecked(PeriodicVerdict),

@@ -30,7 +30,7 @@ mod reconfig;
 mod tests;
 mod waiting;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 
@@ -100,8 +100,9 @@ pub struct Member {
     conf_waiting: Vec<(LogIndex, crate::raft::ConfChange, Token)>,
     /// When each peer was last heard from (for the strict reconfiguration checks).
     heard: HashMap<u64, Time>,
-    /// Leases whose revocation this member proposed.
-    revoking: BTreeSet<LeaseId>,
+    /// Leases whose revocation this member proposed (expired), with the request number
+    /// of the proposal: its successful apply counts as an expired lease.
+    revoking: BTreeMap<LeaseId, u64>,
     compactor: Compactor,
     status: Status,
     housekeeping_at: Time,
@@ -158,7 +159,7 @@ impl Member {
             index_waits: Vec::new(),
             conf_waiting: Vec::new(),
             heard: HashMap::new(),
-            revoking: BTreeSet::new(),
+            revoking: BTreeMap::new(),
             compactor: Compactor::new(cfg.auto_compaction),
             status: Status::default(),
             housekeeping_at: now.plus(cfg.housekeeping_ms),
@@ -618,10 +619,11 @@ impl Member {
         }
         self.serve_index_waits(now);
         let lessor = &self.sm.kv.lessor;
-        self.revoking.retain(|id| lessor.contains(*id));
+        self.revoking.retain(|id, _| lessor.contains(*id));
         if self.raft.role() == Role::Leader {
             for id in self.sm.kv.lessor.expired(now, REVOKE_BATCH) {
-                if self.revoking.insert(id) {
+                if let std::collections::btree_map::Entry::Vacant(e) = self.revoking.entry(id) {
+                    e.insert(self.next_seq);
                     // As etcd's lessor revokes WithRoot: the member's own authority,
                     // never a client's, so auth never keeps an expired lease alive.
                     let cmd = Command::LeaseRevoke { id: id.0 };
