@@ -46,9 +46,8 @@ fn hist(name: &str, help: &str, b: Vec<f64>) -> prometheus::Result<Histogram> {
 /// etcd 3.4 metrics keel leaves out, having no truthful value for them: `etcd_server_go_version`
 /// (keel is not Go); `etcd_server_slow_read_indexes_total` (keel's ReadIndex requests
 /// neither time out nor get out-of-date answers: each read waits under its own context
-/// until its caller's deadline); `etcd_server_learner_promote_*` and
-/// `etcd_server_heartbeat_send_failures_total` (the member does not report these events
-/// yet); `etcd_server_snapshot_apply_in_progress_total`; `etcd_debugging_mvcc_slow_watcher_total`,
+/// until its caller's deadline); `etcd_server_learner_promote_*` (the member does not
+/// report promotions yet); `etcd_server_snapshot_apply_in_progress_total`; `etcd_debugging_mvcc_slow_watcher_total`,
 /// `_pending_events_total` and `_watch_stream_total`; the compaction histograms
 /// (`etcd_debugging_mvcc_index_compaction_pause_duration_milliseconds`,
 /// `_db_compaction_pause_duration_milliseconds`, `_db_compaction_total_duration_milliseconds`)
@@ -81,6 +80,9 @@ pub struct Metrics {
     pub proposals_failed: IntCounter,
     /// `etcd_server_slow_apply_total`: applies slower than [`SLOW_APPLY`].
     pub slow_apply: IntCounter,
+    /// `etcd_server_heartbeat_send_failures_total`: heartbeats the leader sent more than
+    /// two intervals after the previous one to the same peer.
+    pub heartbeat_send_failures: IntCounter,
     /// `etcd_server_read_indexes_failed_total`: ReadIndex requests a leader change
     /// failed.
     pub read_indexes_failed: IntCounter,
@@ -537,6 +539,10 @@ impl Metrics {
             slow_apply: counter(
                 "etcd_server_slow_apply_total",
                 "The total number of slow apply requests (likely overloaded from slow disk).",
+            ),
+            heartbeat_send_failures: counter(
+                "etcd_server_heartbeat_send_failures_total",
+                "The total number of leader heartbeat send failures (likely overloaded from slow disk).",
             ),
             read_indexes_failed: counter(
                 "etcd_server_read_indexes_failed_total",

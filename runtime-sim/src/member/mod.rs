@@ -353,6 +353,7 @@ impl Process {
             name: format!("m{}", spec.id),
             client_urls: url,
             election_ms: spec.election_ms,
+            heartbeat_ms: spec.heartbeat_ms,
             max_request_bytes: 1_572_864,
             strict_reconfig: true,
             snapshot_count: spec.snapshot_every.unwrap_or(u64::MAX),

@@ -73,6 +73,8 @@ pub struct MemberTask {
     inbox: mpsc::WeakSender<Input>,
     /// A storage failure reported from off the task; fatal at the next round.
     failure: Option<String>,
+    /// `--heartbeat-interval` in ms (for the late-heartbeat warning).
+    heartbeat_ms: u64,
 }
 
 /// A member that could not start (one clear line for the operator).
@@ -213,6 +215,7 @@ pub async fn start_with_dialer(
         name: cfg.name.clone(),
         client_urls: cfg.client_urls.clone(),
         election_ms: cfg.election_ms,
+        heartbeat_ms: cfg.heartbeat_ms,
         max_request_bytes: cfg.max_request_bytes,
         strict_reconfig: cfg.strict_reconfig,
         snapshot_count: cfg.snapshot_count.max(1),
@@ -246,6 +249,7 @@ pub async fn start_with_dialer(
         tokens,
         inbox,
         failure: None,
+        heartbeat_ms: cfg.heartbeat_ms,
     };
     tokio::spawn(run(core, rx, fatal_tx));
     Ok((handle, net, fatal_rx))
@@ -564,6 +568,16 @@ impl MemberTask {
                 );
             }
             Note::ReadIndexFailed => self.metrics.read_indexes_failed.inc(),
+            Note::HeartbeatLate { to, exceeded_ms } => {
+                self.metrics.heartbeat_send_failures.inc();
+                tracing::warn!(
+                    to = %format!("{to:x}"),
+                    heartbeat_interval = ?Duration::from_millis(self.heartbeat_ms),
+                    expected_duration = ?Duration::from_millis(2 * self.heartbeat_ms),
+                    exceeded_duration = ?Duration::from_millis(exceeded_ms),
+                    "leader failed to send out heartbeat on time; took too long, leader is overloaded likely from slow disk"
+                );
+            }
             Note::LeaseExpired => self.metrics.lease_expired.inc(),
             Note::CorruptionCheckFailed(e) => {
                 tracing::warn!(error = %e, "failed to check hash KV")

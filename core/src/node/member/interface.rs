@@ -32,6 +32,8 @@ pub struct MemberConfig {
     pub client_urls: Vec<String>,
     /// `--election-timeout` in ms (leases are extended by it on a new leader).
     pub election_ms: u64,
+    /// `--heartbeat-interval` in ms (a heartbeat later than twice it is reported).
+    pub heartbeat_ms: u64,
     /// `--max-request-bytes`: a larger encoded proposal is refused.
     pub max_request_bytes: usize,
     /// `--strict-reconfig-check`.
@@ -175,6 +177,14 @@ pub enum Note {
     CorruptAlarmRaised {
         /// The member it was raised against (0 from the corruption checks).
         from: u64,
+    },
+    /// A heartbeat to `to` left more than two heartbeat intervals after the previous
+    /// one (etcd's `etcd_server_heartbeat_send_failures_total` and its warning).
+    HeartbeatLate {
+        /// The peer.
+        to: u64,
+        /// By how much it exceeded the two intervals, in ms.
+        exceeded_ms: u64,
     },
     /// A ReadIndex request failed: the leader changed before it was confirmed (etcd's
     /// `etcd_server_read_indexes_failed_total`).

@@ -38,7 +38,8 @@ use crate::auth::AuthInfo;
 use crate::mvcc::{LeaseError, LeaseId, ProgressFor, WatchHub, WatchRequest, WatchResponse};
 use crate::node::{encode_command, Command, Compactor, Proposal, StateMachine};
 use crate::raft::{
-    LogIndex, Message, PersistSeq, ProposeError, RaftNode, ReadCtx, ReadError, Ready, Role, Time,
+    LogIndex, Message, MessageBody, PersistSeq, ProposeError, RaftNode, ReadCtx, ReadError, Ready,
+    Role, Time,
 };
 
 pub use corruption_check::{CorruptCheck, HashRequest};
@@ -116,6 +117,8 @@ pub struct Member {
     removed_at: Option<Time>,
     /// The periodic corruption check, when enabled.
     corruption: Option<CorruptionCheck>,
+    /// When this leader last sent each peer a heartbeat (etcd's timeout detector).
+    heartbeats: HashMap<u64, Time>,
     #[cfg(feature = "planted-bugs")]
     bug: Option<MemberBug>,
 }
@@ -170,6 +173,7 @@ impl Member {
             snapshots: Vec::new(),
             removed_at: None,
             corruption: cfg.corrupt_check.map(|c| CorruptionCheck::new(c, now)),
+            heartbeats: HashMap::new(),
             #[cfg(feature = "planted-bugs")]
             bug: None,
             cfg,
@@ -432,6 +436,7 @@ impl Member {
             if let Some(ss) = rd.soft_state.take() {
                 self.on_soft_state(now, ss.leader.0, ss.term.0, ss.role == Role::Leader);
             }
+            self.observe_heartbeats(now, &rd.messages);
             self.out.messages.append(&mut rd.messages);
             if let Some(batch) = rd.persist.take() {
                 self.out.persist = Some(batch);
@@ -466,6 +471,26 @@ impl Member {
                 return;
             }
             self.out.notes.push(Note::EndLeaderlessStreams);
+        }
+    }
+
+    /// etcd's heartbeat timeout detector: a leader's heartbeat to a peer more than two
+    /// heartbeat intervals after its previous one was late (the leader is overloaded,
+    /// likely by a slow disk): [`Note::HeartbeatLate`].
+    fn observe_heartbeats(&mut self, now: Time, messages: &[Message]) {
+        for m in messages {
+            if !matches!(m.body, MessageBody::Heartbeat { .. }) {
+                continue;
+            }
+            if let Some(prev) = self.heartbeats.insert(m.to.0, now) {
+                let exceeded_ms = now.since(prev).saturating_sub(2 * self.cfg.heartbeat_ms);
+                if exceeded_ms > 0 {
+                    self.out.notes.push(Note::HeartbeatLate {
+                        to: m.to.0,
+                        exceeded_ms,
+                    });
+                }
+            }
         }
     }
 
@@ -692,6 +717,10 @@ impl Member {
             });
         }
         self.leader_monitor.observe(now, leader != 0);
+        if is_leader {
+            // As etcd resets its detector on each leadership: no gap from a past term.
+            self.heartbeats.clear();
+        }
         self.status.leader = leader;
         self.status.term = term;
         self.status.is_leader = is_leader;
