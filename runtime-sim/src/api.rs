@@ -17,8 +17,33 @@ use keel_core::mvcc::WatchResponse;
 pub const PEER_TAG: u64 = 0;
 /// Endpoint tag of client requests; a reply is sent back with the request's ID as tag.
 pub const CLIENT_TAG: u64 = 1;
+/// Endpoint tag of the corruption check's HashKV questions and answers between members
+/// ([`HashMessage`]).
+pub const HASH_TAG: u64 = 2;
 /// The port every member listens on.
 pub const MEMBER_PORT: u16 = 2380;
+
+/// The corruption check between members, as production asks `HashKv` on the peer port.
+#[derive(Clone, Debug)]
+pub enum HashMessage {
+    /// "Your HashKV at `revision`", for the asker's check round `round`.
+    Ask {
+        /// The asker's round.
+        round: u64,
+        /// The revision.
+        revision: i64,
+    },
+    /// The answer.
+    Answer {
+        /// The asker's round.
+        round: u64,
+        /// The member answering.
+        from: u64,
+        /// Its hash, or why none.
+        result:
+            Result<keel_core::node::corruption::KvHash, keel_core::node::corruption::PeerHashError>,
+    },
+}
 
 /// A client's request.
 #[derive(Clone, Debug)]

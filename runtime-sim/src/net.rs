@@ -42,6 +42,18 @@ impl NetFaults {
 
 /// Sends one encoded raft message, subject to the faults in force.
 pub async fn send(ep: &Arc<Endpoint>, to: SocketAddr, msg: Bytes, faults: &NetFaults) {
+    send_tagged(ep, to, PEER_TAG, msg, faults).await;
+}
+
+/// Sends one message between members under `tag`, subject to the faults in force (the
+/// corruption check's HashKV questions travel the peer network as raft's messages do).
+pub async fn send_tagged<T: Clone + Send + Sync + 'static>(
+    ep: &Arc<Endpoint>,
+    to: SocketAddr,
+    tag: u64,
+    msg: T,
+    faults: &NetFaults,
+) {
     let rates = faults.rates();
     let (lost, copies, delays) = {
         let mut rng = thread_rng();
@@ -69,13 +81,13 @@ pub async fn send(ep: &Arc<Endpoint>, to: SocketAddr, msg: Bytes, faults: &NetFa
         if delay == 0 {
             // A send error means the destination is down: the message is lost, as TCP's
             // would be with the connection.
-            let _ = ep.send_to_raw(to, PEER_TAG, Box::new(msg.clone())).await;
+            let _ = ep.send_to_raw(to, tag, Box::new(msg.clone())).await;
         } else {
             let ep = ep.clone();
             let msg = msg.clone();
             madsim::task::spawn(async move {
                 madsim::time::sleep(Duration::from_millis(delay)).await;
-                let _ = ep.send_to_raw(to, PEER_TAG, Box::new(msg)).await;
+                let _ = ep.send_to_raw(to, tag, Box::new(msg)).await;
             });
         }
     }

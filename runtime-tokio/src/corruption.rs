@@ -1,26 +1,22 @@
-//! The corruption checks' I/O (etcd's `etcdserver/corrupt.go`): fetching this member's
-//! and its peers' HashKV, and acting on the verdicts of
-//! [`keel_core::node::corruption`], which holds every rule.
+//! The corruption checks' I/O (etcd's `etcdserver/corrupt.go`): fetching peers' HashKV
+//! and logging what the checks found. The rules are [`keel_core::node::corruption`]'s;
+//! the periodic check's schedule and sequence are the core member's, which asks for
+//! peers' hashes in its output (the simulator drives the same member).
 //!
 //! Peers are asked over the peer port (a [`Call::HashKv`]), as etcd asks
 //! `/members/hashkv` on its peers' peer URLs: the question reaches a member whatever its
 //! client listener demands (client certificates, auth), and only members of this
 //! cluster are answered (etcd 3.5 added that check).
 
-use std::time::Duration;
-
-use keel_core::node::corruption::{
-    corrupt_alarm, initial_check, periodic_check, Finding, KvHash, PeerHash, PeerHashError,
-};
+use keel_core::node::corruption::{initial_check, Finding, KvHash, PeerHash, PeerHashError};
 use keel_core::node::MemberInfo;
-use tokio::sync::watch;
 
 use crate::leader_call::{call_at, Answer, Call};
-use crate::member::{MemberHandle, ServerError, REQUEST_TIMEOUT};
+use crate::member::REQUEST_TIMEOUT;
 use crate::peer::PeerNet;
 
 /// etcd's `getPeerHashKVs`: every other member with a peer URL is asked for its HashKV
-/// at `revision`, URL after URL until one answers.
+/// at `revision`.
 pub(crate) async fn peer_hashes(
     net: &PeerNet,
     members: &[MemberInfo],
@@ -31,32 +27,37 @@ pub(crate) async fn peer_hashes(
         .iter()
         .filter(|m| m.id != net.id() && !m.peer_urls.is_empty())
     {
-        let mut result = Err(PeerHashError::Other(String::new()));
-        for url in &m.peer_urls {
-            let call = Call::HashKv { revision };
-            result = match call_at(net, m.id, url, &call, REQUEST_TIMEOUT).await {
-                Ok(Answer::HashKv(h)) => Ok(h),
-                Ok(other) => Err(PeerHashError::Other(format!("unexpected answer {other:?}"))),
-                Err(status) => Err(peer_error(status.message())),
-            };
-            match &result {
-                Ok(_) => break,
-                Err(e) => tracing::warn!(
-                    local_member_id = %format!("{:x}", net.id()),
-                    requested_revision = revision,
-                    remote_peer_endpoint = %url,
-                    error = %error_text(e),
-                    "failed hash kv request"
-                ),
-            }
-        }
-        out.push(PeerHash {
-            id: m.id,
-            endpoints: m.peer_urls.clone(),
-            result,
-        });
+        out.push(peer_hash(net, m.id, &m.peer_urls, revision).await);
     }
     out
+}
+
+/// Member `id`'s HashKV at `revision`, asked at its peer URLs in turn until one answers.
+pub(crate) async fn peer_hash(net: &PeerNet, id: u64, urls: &[String], revision: i64) -> PeerHash {
+    let mut result = Err(PeerHashError::Other(String::new()));
+    for url in urls {
+        let call = Call::HashKv { revision };
+        result = match call_at(net, id, url, &call, REQUEST_TIMEOUT).await {
+            Ok(Answer::HashKv(h)) => Ok(h),
+            Ok(other) => Err(PeerHashError::Other(format!("unexpected answer {other:?}"))),
+            Err(status) => Err(peer_error(status.message())),
+        };
+        match &result {
+            Ok(_) => break,
+            Err(e) => tracing::warn!(
+                local_member_id = %format!("{:x}", net.id()),
+                requested_revision = revision,
+                remote_peer_endpoint = %url,
+                error = %error_text(e),
+                "failed hash kv request"
+            ),
+        }
+    }
+    PeerHash {
+        id,
+        endpoints: urls.to_vec(),
+        result,
+    }
 }
 
 /// etcd tells the two revision errors apart by their text, as here.
@@ -148,71 +149,8 @@ fn log_initial(id: &str, local: KvHash, peers: &[PeerHash], f: &Finding) {
     }
 }
 
-/// `--experimental-corrupt-check-time`: every `interval`, while this member leads, its
-/// hash against every follower's (etcd's `monitorKVHash`). Ends when `stop` is set.
-pub(crate) async fn monitor(m: MemberHandle, interval: Duration, mut stop: watch::Receiver<bool>) {
-    tracing::info!(
-        local_member_id = %format!("{:x}", m.id),
-        interval = ?interval,
-        "enabled corruption checking"
-    );
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        if !m.status.borrow().is_leader {
-            continue;
-        }
-        if let Err(e) = check_now(&m).await {
-            tracing::warn!(error = %e, "failed to check hash KV");
-        }
-    }
-}
-
-/// One periodic check on the leader (etcd's `checkHashKV`).
-async fn check_now(m: &MemberHandle) -> Result<(), String> {
-    let first = own_hash(m).await?;
-    let (members, _) = m.members(false).await.map_err(text)?;
-    let peers = peer_hashes(&m.peers, &members, first.revision).await;
-    // After a linearizable read the leader has applied all that any follower had when
-    // it answered: a follower ahead of the second look is wrong.
-    m.read_barrier().await.map_err(text)?;
-    let second = own_hash(m).await?;
-    let verdict = periodic_check(first, second, &peers);
-    for f in &verdict.findings {
-        log_periodic(f);
-    }
-    if verdict.corrupt {
-        // Raised through raft without waiting, as etcd's goAttach does.
-        let m = m.clone();
-        tokio::spawn(async move {
-            if let Err(e) = m.propose(corrupt_alarm()).await {
-                tracing::warn!(error = %e, "failed to raise the CORRUPT alarm");
-            }
-        });
-    }
-    tracing::info!(
-        number_of_peers_checked = verdict.checked,
-        "finished peer corruption check"
-    );
-    Ok(())
-}
-
-async fn own_hash(m: &MemberHandle) -> Result<KvHash, String> {
-    let (hash, compact_revision, h) = m.hash_kv(0).await.map_err(text)?;
-    Ok(KvHash {
-        hash: hash.map_err(|e| e.to_string())?,
-        revision: h.revision,
-        compact_revision,
-    })
-}
-
-fn text(e: ServerError) -> String {
-    e.to_string()
-}
-
-fn log_periodic(f: &Finding) {
+/// Logs one finding of the periodic check as etcd words it.
+pub(crate) fn log_periodic(f: &Finding) {
     let id = |p: &u64| format!("{p:x}");
     match f {
         Finding::LocalHashChanged { first, second } => tracing::warn!(

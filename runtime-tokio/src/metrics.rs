@@ -4,10 +4,13 @@
 //! members in one process.
 //!
 //! Only what keel measures is exported; etcd metrics keel has no truthful value for are
-//! left out rather than shown as constants (listed on [`Metrics`]).
+//! left out rather than shown as constants (listed on [`Metrics`]). What both runtimes
+//! would count alike is counted in the core (the store's operation counts, the member's
+//! notes) and only read here.
 
 use std::time::Duration;
 
+use keel_core::mvcc::OpCounts;
 use prometheus::core::Collector;
 use prometheus::{
     exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
@@ -35,19 +38,28 @@ fn hist(name: &str, help: &str, b: Vec<f64>) -> prometheus::Result<Histogram> {
 
 /// Every metric a member exports.
 ///
+/// The keyspace operation counts (`etcd_mvcc_{range,put,delete,txn}_total`, their
+/// `etcd_debugging_` twins and `etcd_debugging_mvcc_total_put_size_in_bytes`) are the
+/// core store's [`OpCounts`], counted where etcd counts them: writes on every member as
+/// they apply, ranges and read-only txns where they are served.
+///
 /// etcd 3.4 metrics keel leaves out, having no truthful value for them: `etcd_server_go_version`
-/// (keel is not Go), `etcd_server_learner_promote_*`,
-/// `etcd_server_slow_read_indexes_total`, `etcd_server_read_indexes_failed_total`,
-/// `etcd_server_heartbeat_send_failures_total`, `etcd_server_snapshot_apply_in_progress_total`
-/// and `etcd_debugging_server_lease_expired_total` (the core does not report these
-/// events), `etcd_mvcc_{put,delete,range,txn}_total` (etcd counts them at its store on
-/// every member as entries apply; keel's store keeps no such counts),
-/// `etcd_debugging_mvcc_slow_watcher_total`, `_pending_events_total` and
-/// `_watch_stream_total`, the compaction histograms and `db_compaction_keys_total`,
-/// `etcd_disk_backend_defrag_duration_seconds` (defragmenting an in-memory keyspace does
-/// nothing to measure), bbolt's `etcd_debugging_disk_backend_commit_*` phases,
-/// `etcd_mvcc_db_open_read_transactions`, `etcd_snap_db_*`, rafthttp's snapshot transfer
-/// metrics, and `os_fd_*` (the same values are in `process_open_fds`/`process_max_fds`).
+/// (keel is not Go); `etcd_server_slow_read_indexes_total` (keel's ReadIndex requests
+/// neither time out nor get out-of-date answers: each read waits under its own context
+/// until its caller's deadline); `etcd_server_learner_promote_*` (the member does not
+/// report promotions yet); `etcd_server_snapshot_apply_in_progress_total`; `etcd_debugging_mvcc_slow_watcher_total`,
+/// `_pending_events_total` and `_watch_stream_total`; the compaction histograms
+/// (`etcd_debugging_mvcc_index_compaction_pause_duration_milliseconds`,
+/// `_db_compaction_pause_duration_milliseconds`, `_db_compaction_total_duration_milliseconds`)
+/// and `db_compaction_keys_total` (keel frees compacted history in slices between
+/// writes, timed by no one); `etcd_disk_backend_defrag_duration_seconds` (defragmenting an
+/// in-memory keyspace does nothing to measure), bbolt's `etcd_debugging_disk_backend_commit_*`
+/// phases, `etcd_mvcc_db_open_read_transactions`, `etcd_snap_db_*` (keel receives no bbolt
+/// database from the leader: a snapshot arrives in raft's message), `etcd_snap_fsync_duration_seconds`
+/// and `etcd_debugging_snap_save_marshalling_duration_seconds` (the snapshot file's write
+/// is timed whole, in `etcd_debugging_snap_save_total_duration_seconds`), rafthttp's
+/// snapshot transfer metrics, and `os_fd_*` (the same values are in
+/// `process_open_fds`/`process_max_fds`).
 pub struct Metrics {
     registry: Registry,
     /// `etcd_server_has_leader`.
@@ -68,6 +80,15 @@ pub struct Metrics {
     pub proposals_failed: IntCounter,
     /// `etcd_server_slow_apply_total`: applies slower than [`SLOW_APPLY`].
     pub slow_apply: IntCounter,
+    /// `etcd_server_heartbeat_send_failures_total`: heartbeats the leader sent more than
+    /// two intervals after the previous one to the same peer.
+    pub heartbeat_send_failures: IntCounter,
+    /// `etcd_server_read_indexes_failed_total`: ReadIndex requests a leader change
+    /// failed.
+    pub read_indexes_failed: IntCounter,
+    /// `etcd_debugging_server_lease_expired_total`: expired leases this member (as
+    /// leader) revoked.
+    pub lease_expired: IntCounter,
     /// `etcd_server_health_success`.
     pub health_success: IntCounter,
     /// `etcd_server_health_failures`.
@@ -91,6 +112,10 @@ pub struct Metrics {
     db_size_in_use: IntGauge,
     /// `etcd_debugging_mvcc_keys_total`.
     keys: IntGauge,
+    /// `etcd_mvcc_{range,put,delete,txn}_total`, each with its `etcd_debugging_` twin.
+    mvcc_ops: [[IntCounter; 2]; 4],
+    /// `etcd_debugging_mvcc_total_put_size_in_bytes` (a gauge in etcd).
+    put_bytes: IntGauge,
     /// `etcd_debugging_mvcc_current_revision`.
     current_revision: IntGauge,
     /// `etcd_debugging_mvcc_compact_revision`.
@@ -515,6 +540,18 @@ impl Metrics {
                 "etcd_server_slow_apply_total",
                 "The total number of slow apply requests (likely overloaded from slow disk).",
             ),
+            heartbeat_send_failures: counter(
+                "etcd_server_heartbeat_send_failures_total",
+                "The total number of leader heartbeat send failures (likely overloaded from slow disk).",
+            ),
+            read_indexes_failed: counter(
+                "etcd_server_read_indexes_failed_total",
+                "The total number of failed read indexes seen.",
+            ),
+            lease_expired: counter(
+                "etcd_debugging_server_lease_expired_total",
+                "The total number of expired leases.",
+            ),
             health_success: counter(
                 "etcd_server_health_success",
                 "The total number of successful health checks",
@@ -574,6 +611,15 @@ impl Metrics {
                 "Total size of the underlying database logically in use in bytes.",
             ),
             keys: gauge("etcd_debugging_mvcc_keys_total", "Total number of keys."),
+            mvcc_ops: ["range", "put", "delete", "txn"].map(|op| {
+                let help = format!("Total number of {op}s seen by this member.");
+                ["etcd", "etcd_debugging"]
+                    .map(|ns| counter(&format!("{ns}_mvcc_{op}_total"), &help))
+            }),
+            put_bytes: gauge(
+                "etcd_debugging_mvcc_total_put_size_in_bytes",
+                "The total size of put kv pairs seen by this member.",
+            ),
             current_revision: gauge(
                 "etcd_debugging_mvcc_current_revision",
                 "The current revision of store.",
@@ -644,6 +690,18 @@ impl Metrics {
         self.keys.set(i64::try_from(keys).unwrap_or(i64::MAX));
         self.current_revision.set(revision);
         self.compact_revision.set(compacted);
+    }
+
+    /// The store's operation counts (see [`OpCounts`]): the counters catch up with them.
+    pub fn mvcc_ops(&self, c: OpCounts) {
+        let totals = [c.ranges, c.puts, c.deletes, c.txns];
+        for (pair, total) in self.mvcc_ops.iter().zip(totals) {
+            for counter in pair {
+                counter.inc_by(total.saturating_sub(counter.get()));
+            }
+        }
+        self.put_bytes
+            .set(i64::try_from(c.put_bytes).unwrap_or(i64::MAX));
     }
 
     /// The Prometheus text exposition (format 0.0.4).

@@ -146,11 +146,12 @@ pub async fn run_on(
         .map_err(|e| e.to_string())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if !corrupt_check_time.is_zero() {
-        tokio::spawn(crate::corruption::monitor(
-            handle.clone(),
-            corrupt_check_time,
-            stop_rx.clone(),
-        ));
+        // The member runs the checks; this is etcd's line saying they are on.
+        tracing::info!(
+            local_member_id = %format!("{:x}", handle.id),
+            interval = ?corrupt_check_time,
+            "enabled corruption checking"
+        );
     }
     for l in peers {
         let h = handle.clone();

@@ -8,8 +8,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
+use keel_runtime_tokio::pb::etcdserverpb::lease_client::LeaseClient;
 use keel_runtime_tokio::pb::etcdserverpb::maintenance_client::MaintenanceClient;
-use keel_runtime_tokio::pb::etcdserverpb::{AlarmRequest, HashKvRequest, RangeRequest};
+use keel_runtime_tokio::pb::etcdserverpb::{
+    request_op, AlarmRequest, DeleteRangeRequest, HashKvRequest, LeaseGrantRequest, RangeRequest,
+    RequestOp, TxnRequest,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One plain HTTP/1.1 request; (status, headers lowercased, body).
@@ -211,6 +215,110 @@ async fn metrics_hold_every_dashboard_name_and_parse() {
     assert!(value(&scrape, "process_resident_memory_bytes", &[]) > 0.0);
     assert!(value(&scrape, "process_open_fds", &[]) > 0.0);
 
+    for m in &mut ms {
+        m.stop().await;
+    }
+}
+
+/// etcd_mvcc_{put,delete,range,txn}_total and the put size after a known sequence, on
+/// the member that served it and on the others: the figures a 3-member etcd 3.4.23 shows
+/// after the same requests from etcdctl (`put k1 v1`, `put k2 v2`, `put k3 v3`, a txn
+/// putting x=v1 and y=v2, `del k1`, `get k2`, `get k3 --consistency=s`). Writes count on
+/// every member as they apply; ranges where they are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mvcc_operations_count_as_etcd_counts_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut plan = plan(3).await;
+    let (mut ms, urls) = plan.start_all(dir.path(), |_| {}).await;
+    let leader = wait_leader(&urls).await;
+    let mut kv = ms[0].kv().await;
+    for k in 1..=3 {
+        let (k, v) = (format!("k{k}"), format!("v{k}"));
+        retry(|| {
+            let mut kv = kv.clone();
+            let p = put(&k, &v);
+            async move { kv.put(p).await }
+        })
+        .await
+        .expect("put");
+    }
+    let op = |k: &str, v: &str| RequestOp {
+        request: Some(request_op::Request::RequestPut(put(k, v))),
+    };
+    let txn = TxnRequest {
+        success: vec![op("x", "v1"), op("y", "v2")],
+        ..TxnRequest::default()
+    };
+    kv.txn(txn).await.expect("txn");
+    let del = DeleteRangeRequest {
+        key: b"k1".to_vec().into(),
+        ..DeleteRangeRequest::default()
+    };
+    kv.delete_range(del).await.expect("delete");
+    kv.range(get("k2")).await.expect("get");
+    let serializable = RangeRequest {
+        serializable: true,
+        ..get("k3")
+    };
+    kv.range(serializable).await.expect("serializable get");
+
+    let names = [
+        "etcd_mvcc_put_total",
+        "etcd_mvcc_delete_total",
+        "etcd_mvcc_range_total",
+        "etcd_mvcc_txn_total",
+        "etcd_debugging_mvcc_total_put_size_in_bytes",
+    ];
+    for (i, url) in urls.iter().enumerate() {
+        let ranges = if i == 0 { 2.0 } else { 0.0 };
+        let want = [5.0, 1.0, ranges, 1.0, 18.0];
+        // A follower may apply the last entries a moment after the leader answered.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let scrape = parse(&http(url, "GET", "/metrics").await.2);
+            let got = names.map(|n| value(&scrape, n, &[]));
+            if got == want || tokio::time::Instant::now() > deadline {
+                assert_eq!(got, want, "member {i}: {names:?}");
+                // etcd 3.4 still exports the etcd_debugging_ twins of the counters.
+                for n in &names[..4] {
+                    let twin = n.replace("etcd_mvcc", "etcd_debugging_mvcc");
+                    assert_eq!(value(&scrape, &twin, &[]), value(&scrape, n, &[]), "{twin}");
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // A lease left to expire: the leader's lessor revokes it, and the leader alone
+    // counts it (etcd_debugging_server_lease_expired_total).
+    let mut lc = LeaseClient::new(channel(&urls[0]).await);
+    lc.lease_grant(LeaseGrantRequest { ttl: 2, id: 0 })
+        .await
+        .expect("lease grant");
+    let expired = |scrape: &prometheus_parse::Scrape| {
+        value(scrape, "etcd_debugging_server_lease_expired_total", &[])
+    };
+    let li = ms
+        .iter()
+        .position(|m| m.id == leader)
+        .expect("the leader is a member");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while expired(&parse(&http(&urls[li], "GET", "/metrics").await.2)) < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lease never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (i, url) in urls.iter().enumerate() {
+        let want = if i == li { 1.0 } else { 0.0 };
+        assert_eq!(
+            expired(&parse(&http(url, "GET", "/metrics").await.2)),
+            want,
+            "member {i}"
+        );
+    }
     for m in &mut ms {
         m.stop().await;
     }

@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use keel_runtime_sim::Bug;
 use keel_sim_tests::chaos::{
-    replay_command, require_leader_watch_on_a_cut_off_member, run_seed, token_on_a_lagging_member,
-    Report, Scenario,
+    divergent_store, replay_command, require_leader_watch_on_a_cut_off_member, run_seed,
+    token_on_a_lagging_member, Report, Scenario,
 };
 use keel_sim_tests::seeds::{env_u64, run_parallel, SeedRun};
 
@@ -32,9 +32,10 @@ fn run_many(seeds: Vec<u64>, scenario: impl Fn(u64) -> Scenario + Sync) -> Vec<R
 
 /// The standard mix. Its seeds must reach what only production ran before the member
 /// was shared: requests refused at once for want of a leader (require-leader), watch
-/// streams opened with require-leader ended on a member long without a leader, and
+/// streams opened with require-leader ended on a member long without a leader,
 /// membership changes through etcd's checks, applied and refused by the strict
-/// reconfiguration check.
+/// reconfiguration check, and the leader's corruption checks comparing peers' hashes
+/// (which must never raise CORRUPT on these healthy clusters: a run checks that).
 #[test]
 fn many_seeds_of_the_standard_mix() {
     let reports = many_seeds(Scenario::standard);
@@ -43,6 +44,7 @@ fn many_seeds_of_the_standard_mix() {
         "require-leader watch streams ended for want of a leader",
         "membership changes applied",
         "membership changes refused by the strict reconfiguration check",
+        "peer hashes compared by the corruption check",
     ] {
         let n = count(&reports, what);
         println!("{what}: {n}");
@@ -199,6 +201,30 @@ fn the_same_seed_replays_the_identical_run() {
         other.trace_hash, three.trace_hash,
         "different seeds, different runs"
     );
+}
+
+/// A divergence planted in one member's store: on every seed the leader's corruption
+/// check finds it, CORRUPT is raised through raft and every member refuses writes with
+/// etcd's "etcdserver: corrupt cluster"; the same seeds without it raise nothing and
+/// keep taking writes, though their checks compared peers' hashes.
+#[test]
+fn a_divergent_store_raises_corrupt_and_writes_are_refused() {
+    for seed in 1..=BUG_SEEDS / 2 {
+        let run =
+            |diverge| divergent_store(seed, diverge).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let (refused, compared, raised) = run(true);
+        assert!(
+            refused && raised > 0,
+            "seed {seed}: the divergence went unnoticed ({compared} hashes compared, {raised} alarms)"
+        );
+        println!("seed {seed}: divergence found, {raised} alarm notes, {compared} hashes compared");
+        let (refused, compared, raised) = run(false);
+        println!("seed {seed} without it: {compared} hashes compared, no alarm");
+        assert!(
+            !refused && raised == 0 && compared > 0,
+            "seed {seed} without a divergence: refused {refused}, {compared} hashes compared, {raised} alarms"
+        );
+    }
 }
 
 /// A planted bug must be caught within this many seeds.

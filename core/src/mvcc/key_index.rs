@@ -207,6 +207,34 @@ impl KeyIndex {
         }
     }
 
+    /// Flips the lowest bit of the newest version's value (an empty value becomes one
+    /// byte), beneath every revision: the planted divergence the corruption checks must
+    /// find. False if the key has no version.
+    #[cfg(feature = "planted-bugs")]
+    pub fn flip_newest_value_bit(&mut self) -> bool {
+        let value = match self {
+            KeyIndex::Single(s) => &mut s.value,
+            KeyIndex::History(h) => {
+                match h
+                    .generations
+                    .iter_mut()
+                    .rev()
+                    .find_map(|g| g.versions.last_mut())
+                {
+                    Some(v) => &mut v.value,
+                    None => return false,
+                }
+            }
+        };
+        let mut b = value.to_vec();
+        match b.first_mut() {
+            Some(first) => *first ^= 1,
+            None => b.push(1),
+        }
+        *value = Bytes::from(b);
+        true
+    }
+
     /// Approximate bytes this history holds (for the backend quota).
     pub fn bytes(&self, key_len: usize) -> u64 {
         match self {

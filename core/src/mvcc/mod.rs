@@ -18,6 +18,7 @@
 mod key_index;
 pub mod keytree;
 mod lease;
+mod op_counts;
 mod rows;
 mod state;
 mod store;
@@ -26,6 +27,7 @@ mod value_slab;
 mod watch;
 
 pub use lease::{LeaseError, LeaseId, Lessor, MAX_LEASE_TTL};
+pub use op_counts::OpCounts;
 pub use rows::{Row, RowError, RowImport};
 pub use state::{KvState, StateDecodeError};
 pub use store::{KvStore, DEFAULT_MAX_TXN_OPS};

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use super::key_index::{KeyIndex, Visible};
 use super::keytree::{Key, KeyTree};
 use super::lease::LeaseId;
+use super::op_counts::{OpCounts, Tally};
 use super::types::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, Event,
     EventKind, KeyValue, MvccError, PutRequest, PutResponse, RangeRequest, RangeResponse,
@@ -39,6 +40,8 @@ pub struct KvStore {
     size: u64,
     /// Where written values are kept.
     values: ValueSlab,
+    /// etcd's operation counts (this member's own: not replicated, not in images).
+    ops: OpCounts,
 }
 
 impl Default for KvStore {
@@ -96,7 +99,19 @@ impl KvStore {
             events: Vec::new(),
             size: 0,
             values: ValueSlab::default(),
+            ops: OpCounts::default(),
         }
+    }
+
+    /// The operations counted so far (see [`OpCounts`]).
+    pub fn op_counts(&self) -> OpCounts {
+        self.ops
+    }
+
+    /// Carries counts over to a store that replaces this one (a snapshot installed):
+    /// they are the member's, not the keyspace's.
+    pub fn keep_op_counts(&mut self, ops: OpCounts) {
+        self.ops = ops;
     }
 
     /// Events of the writes since the last call, in revision order (for watchers).
@@ -254,6 +269,16 @@ impl KvStore {
         self.range_at(r, self.current)
     }
 
+    /// A client's range, as [`KvStore::range`], counted as etcd counts the ranges it
+    /// serves (a refused revision included: etcd counts the attempt).
+    pub fn serve_range(&mut self, r: &RangeRequest) -> Result<RangeResponse, MvccError> {
+        self.ops.end(Tally {
+            ranges: 1,
+            ..Tally::default()
+        });
+        self.range(r)
+    }
+
     fn check_read_rev(&self, rev: i64, current: i64) -> Result<i64, MvccError> {
         if rev <= 0 {
             return Ok(current);
@@ -366,7 +391,18 @@ impl KvStore {
 
     /// A put in its own revision.
     pub fn put(&mut self, r: &PutRequest) -> Result<PutResponse, MvccError> {
-        self.check_put(r)?;
+        if let Err(e) = self.check_put(r) {
+            // etcd checks the lease before it opens its write transaction, and reads the
+            // previous version in it before finding it missing.
+            let lease_ok = r.lease == 0 || self.leases.contains_key(&r.lease);
+            if e == MvccError::KeyNotFound && lease_ok {
+                self.ops.end(Tally {
+                    ranges: 1,
+                    ..Tally::default()
+                });
+            }
+            return Err(e);
+        }
         let mut w = self.write();
         let resp = w.put(r);
         w.finish();
@@ -419,22 +455,74 @@ impl KvStore {
         // before the txn, and the whole chosen path is validated before anything is
         // applied, so a txn either applies completely or not at all.
         let mut path = Vec::new();
-        self.compare_path(t, &mut path);
-        self.check_path(t, &path, &mut 0)?;
+        // etcd reads the compares (and the previous versions its put checks need) in a
+        // read transaction, which a txn that writes ends before the write one.
+        let mut read = Tally::default();
+        self.compare_path(t, &mut path, &mut read.ranges);
+        let writes = !txn_only_ranges(t);
+        if writes {
+            self.check_put_ranges(t, &path, &mut 0, &mut read.ranges);
+        }
+        if let Err(e) = self.check_path(t, &path, &mut 0) {
+            self.ops.end(read);
+            return Err(e);
+        }
+        if writes {
+            self.ops.end(std::mem::take(&mut read));
+        }
         let mut w = self.write();
+        w.tally = read;
         let resp = w.txn(t, &path, &mut 0);
         w.finish();
         Ok(resp)
     }
 
-    fn compare_path(&self, t: &TxnRequest, path: &mut Vec<bool>) {
-        let ok = t.compare.iter().all(|c| self.compare_holds(c));
+    /// The compare results along the chosen path; `read` counts the compares
+    /// evaluated (each is a range; the first that fails ends its txn's).
+    fn compare_path(&self, t: &TxnRequest, path: &mut Vec<bool>, read: &mut u64) {
+        let ok = t.compare.iter().all(|c| {
+            *read += 1;
+            self.compare_holds(c)
+        });
         path.push(ok);
         for op in if ok { &t.success } else { &t.failure } {
             if let RequestOp::Txn(n) = op {
-                self.compare_path(n, path);
+                self.compare_path(n, path, read);
             }
         }
+    }
+
+    /// Counts in `read` the ranges etcd's put checks (`checkPut`) make along the chosen
+    /// path: one per put that needs its previous version (ignore_value, ignore_lease),
+    /// up to the first put refused. False once one is refused.
+    fn check_put_ranges(
+        &self,
+        t: &TxnRequest,
+        path: &[bool],
+        at: &mut usize,
+        read: &mut u64,
+    ) -> bool {
+        let ok = path.get(*at).copied().unwrap_or(false);
+        *at += 1;
+        for op in if ok { &t.success } else { &t.failure } {
+            match op {
+                RequestOp::Txn(n) => {
+                    if !self.check_put_ranges(n, path, at, read) {
+                        return false;
+                    }
+                }
+                RequestOp::Put(p) => {
+                    if p.ignore_value || p.ignore_lease {
+                        *read += 1;
+                    }
+                    if self.check_put(p).is_err() {
+                        return false;
+                    }
+                }
+                RequestOp::Range(_) | RequestOp::DeleteRange(_) => {}
+            }
+        }
+        true
     }
 
     fn check_path(&self, t: &TxnRequest, path: &[bool], at: &mut usize) -> Result<(), MvccError> {
@@ -536,7 +624,21 @@ impl KvStore {
             store: self,
             main,
             sub: 0,
+            tally: Tally::default(),
         }
+    }
+
+    /// Flips a bit of the first key's newest value, beneath raft and every revision:
+    /// one member's keyspace then differs from its peers' (the simulator's planted
+    /// divergence). False if the keyspace holds no value.
+    #[cfg(feature = "planted-bugs")]
+    pub fn flip_a_value_bit(&mut self) -> bool {
+        let Some(key) = self.index.iter().next().map(|(k, _)| k) else {
+            return false;
+        };
+        self.index
+            .get_mut(&key)
+            .is_some_and(KeyIndex::flip_newest_value_bit)
     }
 
     /// A hash of the keyspace history at or below `rev` that survives compaction at the
@@ -580,6 +682,8 @@ struct WriteTxn<'a> {
     store: &'a mut KvStore,
     main: i64,
     sub: i64,
+    /// Its operations, as etcd counts them.
+    tally: Tally,
 }
 
 impl WriteTxn<'_> {
@@ -602,6 +706,11 @@ impl WriteTxn<'_> {
     }
 
     fn put(&mut self, r: &PutRequest) -> PutResponse {
+        // etcd's apply reads the previous version first when the request needs it.
+        if r.ignore_value || r.ignore_lease || r.prev_kv {
+            self.tally.ranges += 1;
+        }
+        self.tally.puts += 1;
         let rev = self.next_rev();
         // One index lookup: the entry is created or found, read for the previous
         // version, and written, before the lease and size bookkeeping.
@@ -646,6 +755,7 @@ impl WriteTxn<'_> {
                 .insert(Bytes::copy_from_slice(&r.key));
         }
         self.store.size += (r.key.len() + value.len() + 32) as u64;
+        self.tally.put_bytes += (r.key.len() + value.len()) as u64;
         let kv = KeyValue {
             key: r.key.clone(),
             create_revision: prev.as_ref().map_or(rev.main, |p| p.create_revision),
@@ -666,6 +776,10 @@ impl WriteTxn<'_> {
     }
 
     fn delete(&mut self, key: &Bytes, range_end: &Bytes, prev_kv: bool) -> DeleteRangeResponse {
+        if prev_kv {
+            self.tally.ranges += 1;
+        }
+        self.tally.deletes += 1;
         let mut resp = DeleteRangeResponse::default();
         let (lo, hi) = bounds(key, range_end);
         let live: Vec<KeyValue> = self
@@ -713,6 +827,7 @@ impl WriteTxn<'_> {
             responses.push(match op {
                 // Validated: the revision is neither compacted nor in the future.
                 RequestOp::Range(r) => {
+                    self.tally.ranges += 1;
                     ResponseOp::Range(self.store.range_at(r, self.read_rev()).unwrap_or_default())
                 }
                 RequestOp::Put(p) => ResponseOp::Put(self.put(p)),
@@ -732,7 +847,16 @@ impl WriteTxn<'_> {
         if self.sub > 0 {
             self.store.current = self.main;
         }
+        self.store.ops.end(self.tally);
     }
+}
+
+/// etcd's `isTxnReadonly`: every op of both branches is a range (a nested txn is not).
+fn txn_only_ranges(t: &TxnRequest) -> bool {
+    t.success
+        .iter()
+        .chain(&t.failure)
+        .all(|op| matches!(op, RequestOp::Range(_)))
 }
 
 fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {

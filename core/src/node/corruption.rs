@@ -17,6 +17,7 @@
 
 use super::state_machine::alarm;
 use super::Command;
+use crate::mvcc::{KvStore, MvccError};
 
 /// A member's HashKV answer: the keyspace hash at the asked revision, with the member's
 /// current and compacted revisions when it hashed.
@@ -30,6 +31,18 @@ pub struct KvHash {
     pub compact_revision: i64,
 }
 
+impl KvHash {
+    /// `store`'s HashKV answer at `revision` (0: current), as a member gives it to a
+    /// peer's check and to its own.
+    pub fn of(store: &KvStore, revision: i64) -> Result<KvHash, MvccError> {
+        Ok(KvHash {
+            hash: store.hash_kv(revision)?,
+            revision: store.revision(),
+            compact_revision: store.compacted_revision(),
+        })
+    }
+}
+
 /// Why a peer gave no hash.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PeerHashError {
@@ -39,6 +52,16 @@ pub enum PeerHashError {
     Compacted,
     /// Unreachable, another cluster, or another error (its text).
     Other(String),
+}
+
+impl From<MvccError> for PeerHashError {
+    fn from(e: MvccError) -> PeerHashError {
+        match e {
+            MvccError::Compacted => PeerHashError::Compacted,
+            MvccError::FutureRevision => PeerHashError::FutureRevision,
+            e => PeerHashError::Other(e.to_string()),
+        }
+    }
 }
 
 /// One peer's answer to "your HashKV at revision R".

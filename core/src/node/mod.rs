@@ -16,8 +16,8 @@ pub use compactor::{AutoCompaction, Compactor};
 #[cfg(feature = "planted-bugs")]
 pub use member::MemberBug;
 pub use member::{
-    AppliedRecord, AuthNote, Call, Header, Member, MemberChange, MemberConfig, MemberError, Note,
-    Output, Request, Response, Status, Token, NO_LEADER_PERIODS,
+    AppliedRecord, AuthNote, Call, CorruptCheck, HashRequest, Header, Member, MemberChange,
+    MemberConfig, MemberError, Note, Output, Request, Response, Status, Token, NO_LEADER_PERIODS,
 };
 pub use state_machine::{
     alarm, decode_members, write_members, Applied, MemberInfo, NodeImageError, Outcome,

@@ -631,11 +631,13 @@ impl StateMachine {
     }
 
     /// Replaces this state with a snapshot image from the leader, keeping this member's
-    /// local settings (quota, minimum lease TTL, `--max-txn-ops`).
+    /// local settings (quota, minimum lease TTL, `--max-txn-ops`) and operation counts.
     pub fn install(&mut self, image: &[u8]) -> Result<(), NodeImageError> {
         let max_txn_ops = self.kv.store.max_txn_ops();
+        let ops = self.kv.store.op_counts();
         *self = StateMachine::restore(image, self.quota_bytes, self.min_lease_ttl)?;
         self.kv.store.set_max_txn_ops(max_txn_ops);
+        self.kv.store.keep_op_counts(ops);
         Ok(())
     }
 }

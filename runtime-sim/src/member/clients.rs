@@ -301,12 +301,12 @@ impl Process {
         }
     }
 
-    fn get(&self, key: Bytes) -> ClientReply {
+    fn get(&mut self, key: Bytes) -> ClientReply {
         let req = RangeRequest {
             key,
             ..Default::default()
         };
-        match self.member.sm.kv.store.range(&req) {
+        match self.member.sm.kv.store.serve_range(&req) {
             Ok(resp) => ClientReply::Get {
                 kv: resp.kvs.first().map(|kv| Found {
                     value: kv.value.clone(),

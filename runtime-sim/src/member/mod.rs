@@ -21,11 +21,12 @@ use keel_core::mvcc::{
     PutRequest, RangeRequest, RequestOp, TxnRequest, WatchRequest, WatchResponse,
     STREAM_PROGRESS_ID,
 };
+use keel_core::node::corruption::{KvHash, PeerHash, PeerHashError};
 #[cfg(feature = "planted-bugs")]
 use keel_core::node::MemberBug;
 use keel_core::node::{
-    Call, Command, Member, MemberChange, MemberConfig, MemberError, MemberInfo, Note, Outcome,
-    Output, Request as MemberRequest, Response, StateMachine, Token,
+    Call, Command, CorruptCheck, Member, MemberChange, MemberConfig, MemberError, MemberInfo, Note,
+    Outcome, Output, Request as MemberRequest, Response, StateMachine, Token,
 };
 #[cfg(feature = "planted-bugs")]
 use keel_core::raft::PlantedBug;
@@ -38,7 +39,9 @@ use madsim::net::Endpoint;
 use madsim::time::Instant;
 use tokio::sync::mpsc;
 
-use crate::api::{ClientOp, ClientReply, Found, Request, CLIENT_TAG, MEMBER_PORT, PEER_TAG};
+use crate::api::{
+    ClientOp, ClientReply, Found, HashMessage, Request, CLIENT_TAG, HASH_TAG, MEMBER_PORT, PEER_TAG,
+};
 use crate::clock::SkewedClock;
 use crate::disk::SimDisk;
 use crate::net::{self, NetFaults};
@@ -66,6 +69,10 @@ const HOUSEKEEPING_MS: u64 = 500;
 /// Lease checkpoint period: below the simulated leases' TTLs (1-4 s), so leader changes
 /// restart leases from checkpoints and renewals race checkpoints in every run.
 const LEASE_CHECKPOINT_MS: u64 = 1_000;
+
+/// Period of the leader's corruption check (`--experimental-corrupt-check-time`): short,
+/// so every run checks often, under every fault.
+const CORRUPT_CHECK_MS: u64 = 1_000;
 
 /// Simple auth tokens live this long after their last use (etcd's default).
 const SIMPLE_TOKEN_TTL_MS: u64 = 300_000;
@@ -96,6 +103,9 @@ pub enum Bug {
     /// Progress notifications go out before the events they cover that are still queued
     /// or being caught up from history (etcd's bug fixed in 3.4.31/3.5.13).
     ProgressBeforeEvents,
+    /// One member's keyspace diverges from its peers': a bit of a stored value flips
+    /// beneath raft (a bad disk or memory), so the corruption check must raise CORRUPT.
+    DivergentStore,
 }
 
 /// What a member is.
@@ -146,6 +156,7 @@ pub struct MemberEnv {
 enum Inbox {
     Peer(Bytes),
     Client(SocketAddr, Request),
+    Hash(SocketAddr, HashMessage),
 }
 
 struct Process {
@@ -164,6 +175,9 @@ struct Process {
     rounds: u64,
     /// The simple auth tokens this member knows (core's keeper, as production's).
     tokens: SimpleTokens,
+    /// The planted divergence was made (once per process).
+    #[cfg(feature = "planted-bugs")]
+    diverged: bool,
 }
 
 /// Runs one member process until it stops (storage error, removal) or is killed.
@@ -231,6 +245,16 @@ fn spawn_receivers(ep: &Arc<Endpoint>, tx: mpsc::UnboundedSender<Inbox>) {
         while let Ok((payload, _)) = peer_ep.recv_from_raw(PEER_TAG).await {
             if let Ok(b) = payload.downcast::<Bytes>() {
                 if peer_tx.send(Inbox::Peer(*b)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let (hash_ep, hash_tx) = (ep.clone(), tx.clone());
+    madsim::task::spawn(async move {
+        while let Ok((payload, from)) = hash_ep.recv_from_raw(HASH_TAG).await {
+            if let Ok(m) = payload.downcast::<HashMessage>() {
+                if hash_tx.send(Inbox::Hash(from, *m)).is_err() {
                     return;
                 }
             }
@@ -329,6 +353,7 @@ impl Process {
             name: format!("m{}", spec.id),
             client_urls: url,
             election_ms: spec.election_ms,
+            heartbeat_ms: spec.heartbeat_ms,
             max_request_bytes: 1_572_864,
             strict_reconfig: true,
             snapshot_count: spec.snapshot_every.unwrap_or(u64::MAX),
@@ -337,6 +362,10 @@ impl Process {
             housekeeping_ms: HOUSEKEEPING_MS,
             record_applied: true,
             lease_checkpoint_ms: Some(LEASE_CHECKPOINT_MS),
+            corrupt_check: Some(CorruptCheck {
+                interval_ms: CORRUPT_CHECK_MS,
+                timeout_ms: REQUEST_TIMEOUT_MS,
+            }),
         };
         #[allow(unused_mut)]
         let mut member = Member::new(member_cfg, raft, sm, now);
@@ -364,6 +393,8 @@ impl Process {
             rounds: 0,
             progress_at: Instant::now() + Duration::from_millis(HOUSEKEEPING_MS),
             tokens: SimpleTokens::new(SIMPLE_TOKEN_TTL_MS),
+            #[cfg(feature = "planted-bugs")]
+            diverged: false,
         })
     }
 
@@ -397,6 +428,62 @@ impl Process {
                 )),
             },
             Inbox::Client(from, req) => self.client(now, from, req),
+            Inbox::Hash(from, HashMessage::Ask { round, revision }) => {
+                // As production's peer port answers HashKv: the same core hash.
+                let result =
+                    KvHash::of(&self.member.sm.kv.store, revision).map_err(PeerHashError::from);
+                let answer = HashMessage::Answer {
+                    round,
+                    from: self.spec.id,
+                    result,
+                };
+                let (ep, faults) = (self.ep.clone(), self.env.faults.clone());
+                madsim::task::spawn(async move {
+                    net::send_tagged(&ep, from, HASH_TAG, answer, &faults).await;
+                });
+            }
+            Inbox::Hash(
+                _,
+                HashMessage::Answer {
+                    round,
+                    from,
+                    result,
+                },
+            ) => {
+                let endpoints = self
+                    .spec
+                    .members
+                    .get(&from)
+                    .map(|a| format!("http://{a}"))
+                    .into_iter()
+                    .collect();
+                let answer = PeerHash {
+                    id: from,
+                    endpoints,
+                    result,
+                };
+                self.member.peer_hash(now, round, answer);
+            }
+        }
+    }
+
+    /// The planted divergence: once the keyspace holds a value, the first founder flips
+    /// a bit of one, beneath raft and every log.
+    #[cfg(feature = "planted-bugs")]
+    fn diverge(&mut self) {
+        let first = self.spec.founders.iter().next().copied();
+        if self.diverged
+            || self.spec.bug != Some(Bug::DivergentStore)
+            || first != Some(self.spec.id)
+        {
+            return;
+        }
+        if self.member.sm.kv.store.flip_a_value_bit() {
+            self.diverged = true;
+            self.env.obs.note(format!(
+                "member {:x}: a stored value's bit flipped",
+                self.spec.id
+            ));
         }
     }
 
@@ -437,6 +524,8 @@ impl Process {
     }
 
     async fn drive(&mut self) -> Result<(), String> {
+        #[cfg(feature = "planted-bugs")]
+        self.diverge();
         loop {
             let out = self.member.advance(self.now());
             let idle = out.idle;
@@ -463,8 +552,24 @@ impl Process {
             }
         }
         for n in &out.notes {
-            if *n == Note::EndLeaderlessStreams {
-                self.end_leaderless_streams();
+            match n {
+                Note::EndLeaderlessStreams => self.end_leaderless_streams(),
+                Note::CorruptionChecked(v) => {
+                    self.env.obs.count("corruption checks", 1);
+                    self.env.obs.count(
+                        "peer hashes compared by the corruption check",
+                        v.checked as u64,
+                    );
+                }
+                // A healthy cluster never raises it, whatever the faults: an alarm here is
+                // a false positive of the checks (or a real divergence, which is worse).
+                Note::CorruptAlarmRaised { .. } if self.spec.bug == Some(Bug::DivergentStore) => {
+                    self.env.obs.count("CORRUPT alarms raised", 1);
+                }
+                Note::CorruptAlarmRaised { from } => self.env.obs.violation(format!(
+                    "member {id:x}: CORRUPT alarm raised (against {from:x}) on a healthy cluster"
+                )),
+                _ => {}
             }
         }
         for m in out.messages {
@@ -474,6 +579,16 @@ impl Process {
             let mut buf = Vec::new();
             encode_message(&m, &mut buf);
             net::send(&self.ep, to, buf.into(), &self.env.faults).await;
+        }
+        for r in out.hash_requests {
+            let Some(to) = self.spec.members.get(&r.peer).copied() else {
+                continue;
+            };
+            let ask = HashMessage::Ask {
+                round: r.round,
+                revision: r.revision,
+            };
+            net::send_tagged(&self.ep, to, HASH_TAG, ask, &self.env.faults).await;
         }
         if let Some(batch) = out.persist {
             self.persist(&batch)?;

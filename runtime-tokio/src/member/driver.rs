@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use keel_core::node::corruption::KvHash;
 use keel_core::node::{
-    AuthNote, Call, Member, MemberConfig as CoreConfig, Note, Output, Request, Response,
-    StateMachine, Token,
+    AuthNote, Call, CorruptCheck, HashRequest, Member, MemberConfig as CoreConfig, Note, Output,
+    Request, Response, StateMachine, Token,
 };
 use keel_core::raft::{
     force_new_cluster, ConfState, Config, LogIndex, MemberId, RaftNode, RecoveredState, Time,
@@ -73,6 +73,8 @@ pub struct MemberTask {
     inbox: mpsc::WeakSender<Input>,
     /// A storage failure reported from off the task; fatal at the next round.
     failure: Option<String>,
+    /// `--heartbeat-interval` in ms (for the late-heartbeat warning).
+    heartbeat_ms: u64,
 }
 
 /// A member that could not start (one clear line for the operator).
@@ -179,15 +181,7 @@ pub async fn start_with_dialer(
         // The state recovered from the snapshot file, as etcd hashes its backend before
         // raft replays the WAL's tail.
         let members: Vec<_> = sm.members.values().cloned().collect();
-        let local = KvHash {
-            hash: sm
-                .kv
-                .store
-                .hash_kv(0)
-                .map_err(|e| StartError::Recover(e.to_string()))?,
-            revision: sm.kv.store.revision(),
-            compact_revision: sm.kv.store.compacted_revision(),
-        };
+        let local = KvHash::of(&sm.kv.store, 0).map_err(|e| StartError::Recover(e.to_string()))?;
         crate::corruption::check_at_start(&net, &members, local)
             .await
             .map_err(StartError::Inconsistent)?;
@@ -221,6 +215,7 @@ pub async fn start_with_dialer(
         name: cfg.name.clone(),
         client_urls: cfg.client_urls.clone(),
         election_ms: cfg.election_ms,
+        heartbeat_ms: cfg.heartbeat_ms,
         max_request_bytes: cfg.max_request_bytes,
         strict_reconfig: cfg.strict_reconfig,
         snapshot_count: cfg.snapshot_count.max(1),
@@ -231,6 +226,10 @@ pub async fn start_with_dialer(
         lease_checkpoint_ms: cfg
             .lease_checkpoint_interval
             .map(|d| (d.as_millis() as u64).max(1)),
+        corrupt_check: (!cfg.corrupt_check_time.is_zero()).then(|| CorruptCheck {
+            interval_ms: (cfg.corrupt_check_time.as_millis() as u64).max(1),
+            timeout_ms: REQUEST_TIMEOUT.as_millis() as u64,
+        }),
     };
     let core = MemberTask {
         member: Member::new(member_cfg, raft, sm, now),
@@ -250,6 +249,7 @@ pub async fn start_with_dialer(
         tokens,
         inbox,
         failure: None,
+        heartbeat_ms: cfg.heartbeat_ms,
     };
     tokio::spawn(run(core, rx, fatal_tx));
     Ok((handle, net, fatal_rx))
@@ -366,8 +366,10 @@ impl MemberTask {
                     self.request(now, deadline, Request::Read, Waiter::Read(f));
                 } else {
                     f(Ok(self));
+                    self.count_ops();
                 }
             }
+            Input::PeerHash { round, answer } => self.member.peer_hash(now, round, answer),
             Input::WaitApplied {
                 index,
                 limit,
@@ -439,6 +441,9 @@ impl MemberTask {
         for m in out.messages {
             self.net.send(m);
         }
+        for r in out.hash_requests {
+            self.ask_hash(r);
+        }
         if let Some(batch) = out.persist {
             let t = Instant::now();
             self.storage
@@ -509,7 +514,10 @@ impl MemberTask {
                 self.metrics.proposals_failed.inc();
                 let _ = tx.send(Err(e));
             }
-            (Waiter::Read(f), Ok(Response::Read)) => f(Ok(self)),
+            (Waiter::Read(f), Ok(Response::Read)) => {
+                f(Ok(self));
+                self.count_ops();
+            }
             (Waiter::Read(f), Err(e)) => f(Err(e)),
             (Waiter::Reached(tx), Ok(Response::Reached)) => {
                 let _ = tx.send(());
@@ -550,6 +558,30 @@ impl MemberTask {
                 tracing::warn!(alarm = "CORRUPT", from = %format!("{from:x}"), "alarm raised")
             }
             Note::EndLeaderlessStreams => self.leader_lost.send_modify(|n| *n += 1),
+            Note::CorruptionChecked(verdict) => {
+                for f in &verdict.findings {
+                    crate::corruption::log_periodic(f);
+                }
+                tracing::info!(
+                    number_of_peers_checked = verdict.checked,
+                    "finished peer corruption check"
+                );
+            }
+            Note::ReadIndexFailed => self.metrics.read_indexes_failed.inc(),
+            Note::HeartbeatLate { to, exceeded_ms } => {
+                self.metrics.heartbeat_send_failures.inc();
+                tracing::warn!(
+                    to = %format!("{to:x}"),
+                    heartbeat_interval = ?Duration::from_millis(self.heartbeat_ms),
+                    expected_duration = ?Duration::from_millis(2 * self.heartbeat_ms),
+                    exceeded_duration = ?Duration::from_millis(exceeded_ms),
+                    "leader failed to send out heartbeat on time; took too long, leader is overloaded likely from slow disk"
+                );
+            }
+            Note::LeaseExpired => self.metrics.lease_expired.inc(),
+            Note::CorruptionCheckFailed(e) => {
+                tracing::warn!(error = %e, "failed to check hash KV")
+            }
         }
     }
 
@@ -559,6 +591,20 @@ impl MemberTask {
         if let Err(e) = a.apply(&mut &*self.tokens, now) {
             tracing::warn!("{e}");
         }
+    }
+
+    /// Asks a peer for its HashKV over the peer port, off the member task; the answer
+    /// comes back as an input.
+    fn ask_hash(&self, r: HashRequest) {
+        let net = self.net.clone();
+        let inbox = self.inbox.clone();
+        tokio::spawn(async move {
+            let answer = crate::corruption::peer_hash(&net, r.peer, &r.urls, r.revision).await;
+            if let Some(tx) = inbox.upgrade() {
+                let round = r.round;
+                let _ = tx.send(Input::PeerHash { round, answer }).await;
+            }
+        });
     }
 
     /// Writes the member's snapshot on a blocking thread (a large image takes seconds
@@ -598,7 +644,14 @@ impl MemberTask {
         self.member.snapshot_saved(LogIndex(index), result);
     }
 
+    /// The store's operation counts into the metrics, before any answer that a client
+    /// could follow with a scrape goes out.
+    fn count_ops(&self) {
+        self.metrics.mvcc_ops(self.member.sm.kv.store.op_counts());
+    }
+
     fn update_gauges(&mut self) {
+        self.count_ops();
         let sm = &self.member.sm;
         self.metrics.keyspace(
             sm.kv.size_bytes(),

@@ -149,6 +149,11 @@ pub(crate) enum Input {
         index: u64,
         result: Result<String, String>,
     },
+    /// A peer's answer to the corruption check's HashKV request of `round`.
+    PeerHash {
+        round: u64,
+        answer: keel_core::node::corruption::PeerHash,
+    },
 }
 
 /// A read to run on the member task; the argument is `Err` if it can't be served.

@@ -95,9 +95,9 @@ impl MemberHandle {
         who: Option<AuthInfo>,
     ) -> Result<(Result<RangeResponse, ReadRefused>, Header), ServerError> {
         self.read(linearizable, move |c: &mut MemberTask| {
-            let sm = &c.member.sm;
+            let sm = &mut c.member.sm;
             let res = match sm.authorize_range(who.as_ref(), &r) {
-                Ok(()) => sm.kv.store.range(&r).map_err(ReadRefused::Mvcc),
+                Ok(()) => sm.kv.store.serve_range(&r).map_err(ReadRefused::Mvcc),
                 Err(e) => Err(ReadRefused::Denied(e)),
             };
             (res, c.header())

@@ -6,6 +6,7 @@
 //! same seed replays the same run event for event (the observer's trace hash proves it).
 
 mod compactor;
+mod corruption;
 mod leaderless_streams;
 mod leases;
 mod nemesis;
@@ -15,6 +16,7 @@ mod tokens;
 mod watches;
 mod workload;
 
+pub use corruption::{divergent_store, CorruptionRun};
 pub use leaderless_streams::require_leader_watch_on_a_cut_off_member;
 pub use leases::{check_leases, LeaseLog};
 pub use nemesis::{ClockFaults, FaultMix};

@@ -41,7 +41,13 @@ impl Member {
             }
         }
         for ctx in rd.dropped_reads {
-            for t in self.reads_by_ctx.remove(&ctx.0).unwrap_or_default() {
+            let Some(reads) = self.reads_by_ctx.remove(&ctx.0) else {
+                continue;
+            };
+            // etcd counts each ReadIndex request a leader change failed, however many
+            // reads waited on it.
+            self.out.notes.push(Note::ReadIndexFailed);
+            for t in reads {
                 self.reply(t, Err(MemberError::LeaderChanged));
             }
         }
@@ -105,6 +111,14 @@ impl Member {
                             .push(Note::CorruptAlarmRaised { from: *from });
                     }
                 }
+            }
+            if a.origin == self.cfg.id
+                && matches!(a.outcome, Outcome::LeaseRevoke(Ok(())))
+                && self.revoking.values().any(|seq| *seq == a.seq)
+            {
+                // The revocation this member's lessor proposed for an expired lease took
+                // effect (etcd counts it where it proposed it, once it succeeded).
+                self.out.notes.push(Note::LeaseExpired);
             }
             members_changed |= matches!(a.outcome, Outcome::Member);
             self.note_auth(e, &a.outcome);

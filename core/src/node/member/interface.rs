@@ -5,7 +5,8 @@ use crate::mvcc::Event;
 use crate::node::{AutoCompaction, Command, Outcome};
 use crate::raft::{Entry, LogIndex, Message, PersistBatch, Snapshot, Time};
 
-use super::{MemberChange, MemberError};
+use super::{CorruptCheck, HashRequest, MemberChange, MemberError};
+use crate::node::corruption::PeriodicVerdict;
 
 /// A driver's name for one waiting caller; the member hands it back with the answer.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
@@ -31,6 +32,8 @@ pub struct MemberConfig {
     pub client_urls: Vec<String>,
     /// `--election-timeout` in ms (leases are extended by it on a new leader).
     pub election_ms: u64,
+    /// `--heartbeat-interval` in ms (a heartbeat later than twice it is reported).
+    pub heartbeat_ms: u64,
     /// `--max-request-bytes`: a larger encoded proposal is refused.
     pub max_request_bytes: usize,
     /// `--strict-reconfig-check`.
@@ -49,6 +52,9 @@ pub struct MemberConfig {
     /// `--experimental-lease-checkpoint-interval` in ms while lease checkpoints are
     /// enabled (`--experimental-enable-lease-checkpoint`); None: disabled.
     pub lease_checkpoint_ms: Option<u64>,
+    /// `--experimental-corrupt-check-time`: the leader's periodic corruption check;
+    /// None: off.
+    pub corrupt_check: Option<CorruptCheck>,
 }
 
 /// How a caller waits.
@@ -172,6 +178,26 @@ pub enum Note {
         /// The member it was raised against (0 from the corruption checks).
         from: u64,
     },
+    /// A heartbeat to `to` left more than two heartbeat intervals after the previous
+    /// one (etcd's `etcd_server_heartbeat_send_failures_total` and its warning).
+    HeartbeatLate {
+        /// The peer.
+        to: u64,
+        /// By how much it exceeded the two intervals, in ms.
+        exceeded_ms: u64,
+    },
+    /// A ReadIndex request failed: the leader changed before it was confirmed (etcd's
+    /// `etcd_server_read_indexes_failed_total`).
+    ReadIndexFailed,
+    /// A lease this member's lessor found expired was revoked through raft (etcd's
+    /// `etcd_debugging_server_lease_expired_total`).
+    LeaseExpired,
+    /// A periodic corruption check ended: what it found (etcd's warnings) and how many
+    /// peers' hashes it compared.
+    CorruptionChecked(PeriodicVerdict),
+    /// A periodic corruption check could not finish (its read failed: etcd's "failed
+    /// to check hash KV").
+    CorruptionCheckFailed(String),
     /// Streams opened with require-leader must end now with "etcdserver: no leader"
     /// (the leader has been gone too long: see [`super::NO_LEADER_PERIODS`]).
     EndLeaderlessStreams,
@@ -247,6 +273,9 @@ pub struct Output {
     pub release_wal: Option<LogIndex>,
     /// Answers for waiting callers.
     pub replies: Vec<(Token, Result<Response, MemberError>)>,
+    /// Peers' HashKV to ask for the corruption check; answers go to
+    /// [`super::Member::peer_hash`].
+    pub hash_requests: Vec<HashRequest>,
     /// The member's status, when it changed.
     pub status: Option<Status>,
     /// The member table changed (the peer transport's addresses may have).

@@ -21,6 +21,7 @@
 //! streams end ([`Note::EndLeaderlessStreams`]) — is here.
 
 mod apply;
+mod corruption_check;
 mod error;
 mod interface;
 mod leader_monitor;
@@ -29,7 +30,7 @@ mod reconfig;
 mod tests;
 mod waiting;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 
@@ -37,9 +38,12 @@ use crate::auth::AuthInfo;
 use crate::mvcc::{LeaseError, LeaseId, ProgressFor, WatchHub, WatchRequest, WatchResponse};
 use crate::node::{encode_command, Command, Compactor, Proposal, StateMachine};
 use crate::raft::{
-    LogIndex, Message, PersistSeq, ProposeError, RaftNode, ReadCtx, ReadError, Ready, Role, Time,
+    LogIndex, Message, MessageBody, PersistSeq, ProposeError, RaftNode, ReadCtx, ReadError, Ready,
+    Role, Time,
 };
 
+pub use corruption_check::{CorruptCheck, HashRequest};
+use corruption_check::{CorruptionCheck, CHECK_READ};
 pub use error::MemberError;
 pub use interface::{
     AppliedRecord, AuthNote, Call, Header, MemberConfig, Note, Output, Request, Response, Status,
@@ -97,8 +101,9 @@ pub struct Member {
     conf_waiting: Vec<(LogIndex, crate::raft::ConfChange, Token)>,
     /// When each peer was last heard from (for the strict reconfiguration checks).
     heard: HashMap<u64, Time>,
-    /// Leases whose revocation this member proposed.
-    revoking: BTreeSet<LeaseId>,
+    /// Leases whose revocation this member proposed (expired), with the request number
+    /// of the proposal: its successful apply counts as an expired lease.
+    revoking: BTreeMap<LeaseId, u64>,
     compactor: Compactor,
     status: Status,
     housekeeping_at: Time,
@@ -110,6 +115,10 @@ pub struct Member {
     /// Indexes of the durable snapshots of this life, oldest first (at most two).
     snapshots: Vec<LogIndex>,
     removed_at: Option<Time>,
+    /// The periodic corruption check, when enabled.
+    corruption: Option<CorruptionCheck>,
+    /// When this leader last sent each peer a heartbeat (etcd's timeout detector).
+    heartbeats: HashMap<u64, Time>,
     #[cfg(feature = "planted-bugs")]
     bug: Option<MemberBug>,
 }
@@ -153,7 +162,7 @@ impl Member {
             index_waits: Vec::new(),
             conf_waiting: Vec::new(),
             heard: HashMap::new(),
-            revoking: BTreeSet::new(),
+            revoking: BTreeMap::new(),
             compactor: Compactor::new(cfg.auto_compaction),
             status: Status::default(),
             housekeeping_at: now.plus(cfg.housekeeping_ms),
@@ -163,6 +172,8 @@ impl Member {
             snapshot_writing: false,
             snapshots: Vec::new(),
             removed_at: None,
+            corruption: cfg.corrupt_check.map(|c| CorruptionCheck::new(c, now)),
+            heartbeats: HashMap::new(),
             #[cfg(feature = "planted-bugs")]
             bug: None,
             cfg,
@@ -250,6 +261,7 @@ impl Member {
             self.housekeeping_at = now.plus(self.cfg.housekeeping_ms);
             self.housekeeping(now);
         }
+        self.run_corruption_check(now);
     }
 
     /// A fresh lease ID (etcd generates them on the member that receives the grant),
@@ -424,6 +436,7 @@ impl Member {
             if let Some(ss) = rd.soft_state.take() {
                 self.on_soft_state(now, ss.leader.0, ss.term.0, ss.role == Role::Leader);
             }
+            self.observe_heartbeats(now, &rd.messages);
             self.out.messages.append(&mut rd.messages);
             if let Some(batch) = rd.persist.take() {
                 self.out.persist = Some(batch);
@@ -441,6 +454,7 @@ impl Member {
             self.removed_at = Some(now);
             self.out.notes.push(Note::Removed);
         }
+        self.conclude_corruption_check(now);
         let mut out = std::mem::take(&mut self.out);
         let resumable = !self.leaderless.is_empty() && self.raft.leader().is_some();
         out.idle = !persisting && !self.raft.has_ready() && self.reads_new.is_empty() && !resumable;
@@ -460,6 +474,26 @@ impl Member {
         }
     }
 
+    /// etcd's heartbeat timeout detector: a leader's heartbeat to a peer more than two
+    /// heartbeat intervals after its previous one was late (the leader is overloaded,
+    /// likely by a slow disk): [`Note::HeartbeatLate`].
+    fn observe_heartbeats(&mut self, now: Time, messages: &[Message]) {
+        for m in messages {
+            if !matches!(m.body, MessageBody::Heartbeat { .. }) {
+                continue;
+            }
+            if let Some(prev) = self.heartbeats.insert(m.to.0, now) {
+                let exceeded_ms = now.since(prev).saturating_sub(2 * self.cfg.heartbeat_ms);
+                if exceeded_ms > 0 {
+                    self.out.notes.push(Note::HeartbeatLate {
+                        to: m.to.0,
+                        exceeded_ms,
+                    });
+                }
+            }
+        }
+    }
+
     fn wake_at(&self, now: Time) -> Time {
         let raft = self.raft_wake.unwrap_or(now.plus(self.cfg.housekeeping_ms));
         let mut at = raft
@@ -468,10 +502,16 @@ impl Member {
         if self.removed_at.is_some() {
             at = at.min(now.plus(100));
         }
+        if let Some(c) = &self.corruption {
+            at = at.min(c.wake_at());
+        }
         at
     }
 
     fn reply(&mut self, token: Token, r: Result<Response, MemberError>) {
+        if token == CHECK_READ {
+            return self.check_read_answered(r.map(|_| ()));
+        }
         self.out.replies.push((token, r));
     }
 
@@ -604,10 +644,11 @@ impl Member {
         }
         self.serve_index_waits(now);
         let lessor = &self.sm.kv.lessor;
-        self.revoking.retain(|id| lessor.contains(*id));
+        self.revoking.retain(|id, _| lessor.contains(*id));
         if self.raft.role() == Role::Leader {
             for id in self.sm.kv.lessor.expired(now, REVOKE_BATCH) {
-                if self.revoking.insert(id) {
+                if let std::collections::btree_map::Entry::Vacant(e) = self.revoking.entry(id) {
+                    e.insert(self.next_seq);
                     // As etcd's lessor revokes WithRoot: the member's own authority,
                     // never a client's, so auth never keeps an expired lease alive.
                     let cmd = Command::LeaseRevoke { id: id.0 };
@@ -676,6 +717,10 @@ impl Member {
             });
         }
         self.leader_monitor.observe(now, leader != 0);
+        if is_leader {
+            // As etcd resets its detector on each leadership: no gap from a past term.
+            self.heartbeats.clear();
+        }
         self.status.leader = leader;
         self.status.term = term;
         self.status.is_leader = is_leader;

@@ -18,6 +18,8 @@ struct Harness {
     replies: Vec<(u64, Token, Result<Response, MemberError>)>,
     snapshots: Vec<(u64, LogIndex)>,
     released: Vec<(u64, LogIndex)>,
+    /// Every member's notes, in order.
+    notes: Vec<(u64, Note)>,
     next_token: u64,
 }
 
@@ -56,6 +58,7 @@ impl Harness {
                     name: format!("m{id}"),
                     client_urls: vec![format!("http://127.0.0.1:{}", 2379 + id)],
                     election_ms: 1000,
+                    heartbeat_ms: 100,
                     max_request_bytes: 1 << 20,
                     strict_reconfig: true,
                     snapshot_count,
@@ -64,6 +67,7 @@ impl Harness {
                     housekeeping_ms: 500,
                     record_applied: false,
                     lease_checkpoint_ms: None,
+                    corrupt_check: None,
                 };
                 Member::new(cfg, raft, sm, now)
             })
@@ -75,6 +79,7 @@ impl Harness {
             replies: Vec::new(),
             snapshots: Vec::new(),
             released: Vec::new(),
+            notes: Vec::new(),
             next_token: 1,
         }
     }
@@ -118,6 +123,7 @@ impl Harness {
                     }
                     self.replies
                         .extend(out.replies.into_iter().map(|(t, r)| (id, t, r)));
+                    self.notes.extend(out.notes.into_iter().map(|n| (id, n)));
                     if out.idle {
                         break;
                     }
@@ -504,4 +510,37 @@ fn a_renewal_waits_for_its_checkpoint_to_be_cleared() {
         ended >= 30_000,
         "the renewed lease lives its TTL: {ended} ms"
     );
+}
+
+/// etcd's heartbeat timeout detector: nothing while the leader keeps time; once it
+/// stalls (a slow disk) past two heartbeat intervals, its next heartbeat to each peer is
+/// reported late, by how much, on the leader alone.
+#[test]
+fn a_stalled_leader_reports_its_late_heartbeats() {
+    let (mut h, leader) = elected(3);
+    h.run(1_000);
+    let late = |h: &Harness| -> Vec<(u64, u64, u64)> {
+        h.notes
+            .iter()
+            .filter_map(|(id, n)| match n {
+                Note::HeartbeatLate { to, exceeded_ms } => Some((*id, *to, *exceeded_ms)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(late(&h), vec![]);
+    // 350 ms pass with no round on any member, then time moves on in 10 ms steps.
+    h.now = h.now.plus(350);
+    h.run(100);
+    let found = late(&h);
+    let mut peers: Vec<u64> = found.iter().map(|(_, to, _)| *to).collect();
+    peers.sort_unstable();
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    assert_eq!(peers, followers, "{found:?}");
+    for (from, _, exceeded) in found {
+        assert_eq!(from, leader);
+        // 360 ms to the first round after the stall, plus up to one interval since the
+        // previous heartbeat, less the two intervals allowed.
+        assert!((160..=260).contains(&exceeded), "exceeded by {exceeded} ms");
+    }
 }
