@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod pb;
 pub mod peer;
 pub mod peer_info;
+pub mod ping_policy;
 pub mod serve;
 pub mod storage;
 pub mod tls;

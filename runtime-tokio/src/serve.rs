@@ -22,8 +22,13 @@ pub struct ClientOptions {
     pub keepalive_interval: Duration,
     /// `--grpc-keepalive-timeout`: how long it waits for the ping's answer.
     pub keepalive_timeout: Duration,
+    /// `--grpc-keepalive-min-time`: clients pinging more often are sent away (zero:
+    /// grpc-go's default of five minutes, as in etcd).
+    pub keepalive_min_time: Duration,
     /// `--max-concurrent-streams` per connection.
     pub max_concurrent_streams: u32,
+    /// `--enable-grpc-gateway`: serve the JSON gateway (`/v3/...`).
+    pub grpc_gateway: bool,
     /// `--cors` and `--host-whitelist`.
     pub http_access: HttpAccess,
 }
@@ -33,7 +38,9 @@ impl Default for ClientOptions {
         ClientOptions {
             keepalive_interval: Duration::from_secs(2 * 60 * 60),
             keepalive_timeout: Duration::from_secs(20),
+            keepalive_min_time: Duration::from_secs(5),
             max_concurrent_streams: u32::MAX,
+            grpc_gateway: true,
             http_access: HttpAccess::default(),
         }
     }
@@ -171,7 +178,13 @@ pub async fn run_on(
             .add_routes(tonic::service::Routes::from(http::metrics_router(
                 handle.clone(),
             )));
-        servers.push(tokio::spawn(serve_listener(server, l, stop_rx.clone())));
+        // etcd serves metrics listeners with Go's HTTP server: no ping policy.
+        servers.push(tokio::spawn(serve_listener(
+            server,
+            l,
+            None,
+            stop_rx.clone(),
+        )));
     }
     let interceptor = grpc::interceptor::Interceptor::new(&handle);
     for l in client {
@@ -182,12 +195,13 @@ pub async fn run_on(
                     interceptor.clone(),
                     grpc::interceptor::intercept,
                 ));
+        let mut router = grpc.clone().merge(http::router(handle.clone()));
         // The JSON gateway calls through `grpc`, interceptors and all, as a gRPC client's
-        // call would go.
-        let mut router = grpc
-            .clone()
-            .merge(http::router(handle.clone()))
-            .merge(gateway::router(grpc, handle.max_request_bytes));
+        // call would go. Without it, etcd answers `/v3/...` as any unknown path (the
+        // fallback's 404).
+        if options.grpc_gateway {
+            router = router.merge(gateway::router(grpc, handle.max_request_bytes));
+        }
         if enable_v2 {
             router = router.merge(v2keys::router(handle.clone(), stop_rx.clone()));
         }
@@ -210,12 +224,13 @@ pub async fn run_on(
         let mut published = handle.status.clone();
         let mut stop = stop_rx.clone();
         let listener_stop = stop_rx.clone();
+        let ping_min_time = Some(options.keepalive_min_time);
         servers.push(tokio::spawn(async move {
             tokio::select! {
                 r = published.wait_for(|s| s.published) => if r.is_err() { return },
                 _ = stop.wait_for(|s| *s) => return,
             }
-            serve_listener(server, l, listener_stop).await;
+            serve_listener(server, l, ping_min_time, listener_stop).await;
         }));
     }
     // Like etcd, announce readiness once this member's attributes are replicated.
@@ -264,10 +279,12 @@ pub async fn run_on(
     result
 }
 
-/// Serves `server` on listener `l` until `stop` turns true.
+/// Serves `server` on listener `l` until `stop` turns true, its plaintext HTTP/2
+/// clients held to `ping_min_time` if given.
 async fn serve_listener(
     server: tonic::transport::server::Router,
     l: Listener,
+    ping_min_time: Option<Duration>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut stopping = stop.clone();
@@ -278,6 +295,7 @@ async fn serve_listener(
         plain: l.tls.is_none() || l.also_plain,
         tls: l.tls,
         names_users: l.cert_names_user,
+        ping_min_time,
     };
     let incoming = client_incoming(l.socket, schemes, stop);
     let _ = server.serve_with_incoming_shutdown(incoming, stopped).await;

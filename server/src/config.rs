@@ -212,14 +212,12 @@ const IGNORED: &[(&str, &str)] = &[
     ("enable-pprof", "keel has no Go runtime to profile"),
     ("metrics", "keel exports the same metrics at every level"),
     ("log-package-levels", "keel has no per-package log levels; use --log-level"),
-    ("enable-grpc-gateway", "keel always serves the JSON gateway beside gRPC"),
     ("unsafe-no-fsync", "keel always syncs its WAL"),
     ("proxy-failure-wait", "keel has no v2 proxy"),
     ("proxy-refresh-interval", "keel has no v2 proxy"),
     ("proxy-dial-timeout", "keel has no v2 proxy"),
     ("proxy-write-timeout", "keel has no v2 proxy"),
     ("proxy-read-timeout", "keel has no v2 proxy"),
-    ("grpc-keepalive-min-time", "hyper's HTTP/2 server answers every client ping and cannot refuse pings sent more often (etcd answers them with GOAWAY too_many_pings)"),
 ];
 
 /// Why keel ignores `flag` (without `--`), if it is one keel accepts without acting on it.
@@ -544,6 +542,8 @@ pub struct ServerConfig {
     pub pre_vote: bool,
     /// `--enable-v2`.
     pub enable_v2: bool,
+    /// `--enable-grpc-gateway`.
+    pub enable_grpc_gateway: bool,
     /// Client-side TLS flags.
     pub client_tls: TlsConfig,
     /// Peer-side TLS flags (`--peer-*`).
@@ -1136,6 +1136,7 @@ impl Raw {
             strict_reconfig_check: self.bool("strict-reconfig-check")?,
             pre_vote: self.bool("pre-vote")?,
             enable_v2: self.bool("enable-v2")?,
+            enable_grpc_gateway: self.bool("enable-grpc-gateway")?,
             client_tls: TlsConfig {
                 cert_file: self.path("cert-file"),
                 key_file: self.path("key-file"),

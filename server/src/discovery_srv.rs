@@ -38,17 +38,22 @@ pub const DNS_SERVER_ENV: &str = "KEEL_DNS_SERVER";
 
 /// Looks up the SRV records of `domain` and returns the cluster they name.
 pub async fn plan(cfg: &ServerConfig, domain: &str) -> Result<Plan, String> {
-    let server = match std::env::var(DNS_SERVER_ENV) {
-        Ok(s) => Some(
-            s.parse::<SocketAddr>()
-                .map_err(|e| format!("{DNS_SERVER_ENV}={s}: {e} (want ip:port)"))?,
-        ),
-        Err(std::env::VarError::NotPresent) => None,
-        Err(std::env::VarError::NotUnicode(s)) => {
-            return Err(format!("{DNS_SERVER_ENV}={s:?}: not an ip:port"));
+    plan_with_server(cfg, domain, server_from_env()?).await
+}
+
+/// The DNS server `KEEL_DNS_SERVER` names, if set.
+fn server_from_env() -> Result<Option<SocketAddr>, String> {
+    match std::env::var(DNS_SERVER_ENV) {
+        Ok(s) => {
+            Ok(Some(s.parse::<SocketAddr>().map_err(|e| {
+                format!("{DNS_SERVER_ENV}={s}: {e} (want ip:port)")
+            })?))
         }
-    };
-    plan_with_server(cfg, domain, server).await
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(s)) => {
+            Err(format!("{DNS_SERVER_ENV}={s:?}: not an ip:port"))
+        }
+    }
 }
 
 /// [`plan`] asking `server` (UDP, then TCP) if given, else the system's name servers.
@@ -91,12 +96,17 @@ pub async fn plan_with_server(
 }
 
 /// The resolver and the server name its errors report (`ip:port`, as Go's do).
-struct Dns {
+pub struct Dns {
     resolver: TokioResolver,
     server: String,
 }
 
 impl Dns {
+    /// The resolver of the system configuration, or of `KEEL_DNS_SERVER` when set.
+    pub fn from_env() -> Result<Self, String> {
+        Dns::new(server_from_env()?)
+    }
+
     fn new(server: Option<SocketAddr>) -> Result<Self, String> {
         let (config, mut options) = match server {
             Some(addr) => {
@@ -134,7 +144,8 @@ impl Dns {
         Ok(Self { resolver, server })
     }
 
-    async fn srv(&self, service: &SrvService) -> Result<Vec<SrvRecord>, DnsError> {
+    /// The records of a SRV service, in answer order.
+    pub async fn srv(&self, service: &SrvService) -> Result<Vec<SrvRecord>, DnsError> {
         let name = &service.query_name;
         let lookup = self
             .resolver
@@ -161,7 +172,8 @@ impl Dns {
         Ok(records)
     }
 
-    async fn ips(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
+    /// The addresses of `host` (A and AAAA), `/etc/hosts` first.
+    pub async fn ips(&self, host: &str) -> Result<Vec<IpAddr>, DnsError> {
         let lookup = self
             .resolver
             .lookup_ip(host)
@@ -193,7 +205,7 @@ impl Dns {
 
 /// A seed for the weighted order of equal-priority records; it only needs to differ
 /// between runs, as Go's does.
-fn entropy() -> u64 {
+pub fn entropy() -> u64 {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);

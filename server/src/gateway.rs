@@ -3,11 +3,30 @@
 //! robin, passing over for `--retry-delay` an endpoint that refused. The forwarding is
 //! the discovery fallback's proxy ([`crate::proxy::run_fixed`]); this module is etcd's
 //! command line (cobra's help and error shapes, etcd's checks and messages).
+//!
+//! With `--discovery-srv <domain>` the endpoints come from the SRV records
+//! `_etcd-client-ssl[-<name>]._tcp.<domain>` and `_etcd-client[-<name>]._tcp.<domain>`
+//! instead ([`keel_core::discovery::srv_clients`]), picked by their priority and weight.
+//! As in etcd 3.4, unless `--insecure-discovery` only https endpoints that accept a TCP
+//! connection are kept (`--trusted-ca-file` is read but no TLS handshake is made), and
+//! when none is kept the gateway falls back to `--endpoints`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
+use keel_core::discovery::{
+    client_services, insecure_endpoint, srv_clients, SrvAnswers, SrvClient,
+};
 use keel_runtime_tokio::go_duration;
+use rand_chacha::ChaCha8Rng;
+use rand_core::SeedableRng;
+
+use crate::discovery_srv::{entropy, Dns};
+use crate::proxy::Remote;
+
+/// How long etcd's endpoint validation waits for each TCP connection.
+const VALIDATE_DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 const GATEWAY_HELP: &str = "gateway related command
 
@@ -247,12 +266,6 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
         .with_ansi(false)
         .with_writer(std::io::stderr)
         .try_init();
-    if !f.discovery_srv.is_empty() {
-        eprintln!(
-            "keel: gateway --discovery-srv is not supported yet; list the members with --endpoints"
-        );
-        return ExitCode::FAILURE;
-    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -264,7 +277,13 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
         }
     };
     let result = rt.block_on(async {
-        let eps = endpoints(&f).await?;
+        let (discovered, dns) = if f.discovery_srv.is_empty() {
+            (Vec::new(), None)
+        } else {
+            let dns = Arc::new(Dns::from_env().map_err(StartError::Stderr)?);
+            (discover(&f, &dns).await?, Some(dns))
+        };
+        let remotes = remotes(&f, &discovered, dns.as_deref()).await?;
         let listener = tokio::net::TcpListener::bind(&f.listen_addr)
             .await
             .map_err(|e| {
@@ -274,12 +293,14 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
                     crate::launch::go_io_error(&e)
                 ))
             })?;
-        tracing::info!(endpoints = %eps.join(","), "ready to proxy client requests");
+        let addrs: Vec<&str> = remotes.iter().map(|r| r.addr.as_str()).collect();
+        tracing::info!(endpoints = %addrs.join(","), "ready to proxy client requests");
         keel_runtime_tokio::serve::notify_systemd_ready();
         crate::proxy::run_fixed(
-            eps,
+            remotes,
             f.retry_delay,
             listener,
+            dns,
             crate::launch::shutdown_signal(),
         )
         .await
@@ -299,27 +320,137 @@ pub fn main(args: &[String]) -> std::process::ExitCode {
     }
 }
 
-/// Resolves a host as Go's `net.LookupHost` does for these checks.
-async fn lookup(host: &str) -> Option<Vec<std::net::IpAddr>> {
+/// etcd's `discoverEndpoints`: the client endpoints the SRV records of
+/// `--discovery-srv` name; unless `--insecure-discovery`, only the https ones that
+/// accept a TCP connection. Empty when none is kept (the gateway then uses
+/// `--endpoints`, as etcd does).
+async fn discover(f: &GatewayFlags, dns: &Dns) -> Result<Vec<SrvClient>, StartError> {
+    let [https, http] = client_services(&f.discovery_srv, &f.discovery_srv_name);
+    let answers = SrvAnswers {
+        https: dns.srv(&https).await,
+        http: dns.srv(&http).await,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(entropy());
+    let clients = srv_clients(&answers, &mut rng).map_err(StartError::Stderr)?;
+    let urls = || {
+        clients
+            .iter()
+            .map(|c| c.url.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    tracing::info!(srv_server = %f.discovery_srv, endpoints = %urls(), "discovered cluster from SRV");
+    if f.insecure_discovery {
+        return Ok(clients);
+    }
+    tracing::info!(srv_server = %f.discovery_srv, endpoints = %urls(), "validating discovered SRV endpoints");
+    let (kept, errors) = validate(clients, &f.trusted_ca_file, dns).await;
+    let kept_urls: Vec<&str> = kept.iter().map(|c| c.url.as_str()).collect();
+    if errors.is_empty() {
+        tracing::info!(srv_server = %f.discovery_srv, endpoints = %kept_urls.join(","), "using validated discovered SRV endpoints");
+    } else {
+        tracing::warn!(srv_server = %f.discovery_srv, endpoints = %kept_urls.join(","), error = %errors.join(","), "failed to validate discovered endpoints");
+    }
+    Ok(kept)
+}
+
+/// etcd's `transport.ValidateSecureEndpoints`: the https endpoints a TCP connection
+/// reaches within five seconds, and why each other one was dropped. The CA file is
+/// read first, as etcd builds its TLS configuration first; if that fails, none is kept.
+async fn validate(
+    clients: Vec<SrvClient>,
+    ca_file: &str,
+    dns: &Dns,
+) -> (Vec<SrvClient>, Vec<String>) {
+    if !ca_file.is_empty() {
+        if let Err(e) = std::fs::read(ca_file) {
+            let e = format!("open {ca_file}: {}", crate::launch::go_io_error(&e));
+            return (Vec::new(), vec![e]);
+        }
+    }
+    let mut kept = Vec::new();
+    let mut errors = Vec::new();
+    for c in clients {
+        if let Some(e) = insecure_endpoint(&c.url) {
+            errors.push(e);
+            continue;
+        }
+        let addr = join_host_port(&c.record.target, c.record.port);
+        let dialed =
+            tokio::time::timeout(VALIDATE_DIAL_TIMEOUT, crate::proxy::dial(&addr, Some(dns)));
+        match dialed.await {
+            Ok(Ok(_)) => kept.push(c),
+            Ok(Err(e)) => errors.push(format!(
+                "{:?} failed to dial (dial tcp {addr}: {})",
+                c.url,
+                crate::launch::go_io_error(&e)
+            )),
+            Err(_) => errors.push(format!(
+                "{:?} failed to dial (dial tcp {addr}: i/o timeout)",
+                c.url
+            )),
+        }
+    }
+    (kept, errors)
+}
+
+/// Go's `net.JoinHostPort`.
+fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Resolves a host as Go's `net.LookupHost` does for these checks: through `dns` when
+/// discovering (SRV targets may be names only that server knows), else the system's.
+async fn lookup(host: &str, dns: Option<&Dns>) -> Option<Vec<IpAddr>> {
+    if let Some(dns) = dns {
+        return dns.ips(host).await.ok().filter(|ips| !ips.is_empty());
+    }
     let addrs = tokio::net::lookup_host((host, 0)).await.ok()?;
     let ips: Vec<_> = addrs.map(|a: SocketAddr| a.ip()).collect();
     (!ips.is_empty()).then_some(ips)
 }
 
-/// The endpoints to forward to (`host:port`), after etcd's checks of them and of the
-/// listen address.
+/// The endpoints `--endpoints` names (`host:port`), after etcd's checks of them and of
+/// the listen address.
 pub async fn endpoints(f: &GatewayFlags) -> Result<Vec<String>, StartError> {
+    let remotes = remotes(f, &[], None).await?;
+    Ok(remotes.into_iter().map(|r| r.addr).collect())
+}
+
+/// The remotes to forward to: the `discovered` ones if any, else `--endpoints`; after
+/// etcd's checks of them and of the listen address (host names resolved through `dns`
+/// if given).
+async fn remotes(
+    f: &GatewayFlags,
+    discovered: &[SrvClient],
+    dns: Option<&Dns>,
+) -> Result<Vec<Remote>, StartError> {
     let mut targets = Vec::new();
-    for ep in &f.endpoints {
-        let ep = strip_scheme(ep);
-        let Some((host, port)) = split_host_port(ep) else {
-            return Err(StartError::Stdout(format!("error parsing endpoint {ep:?}")));
-        };
-        // Go's Sscanf("%d") into a uint16: leading digits, wrapping as Go's does not
-        // matter for ports that can be dialled.
-        let digits: String = port.chars().take_while(char::is_ascii_digit).collect();
-        let port: u16 = digits.parse().unwrap_or(0);
-        targets.push((host.to_string(), port));
+    if discovered.is_empty() {
+        for ep in &f.endpoints {
+            let ep = strip_scheme(ep);
+            let Some((host, port)) = split_host_port(ep) else {
+                return Err(StartError::Stdout(format!("error parsing endpoint {ep:?}")));
+            };
+            // Go's Sscanf("%d") into a uint16: leading digits, wrapping as Go's does not
+            // matter for ports that can be dialled.
+            let digits: String = port.chars().take_while(char::is_ascii_digit).collect();
+            let port: u16 = digits.parse().unwrap_or(0);
+            targets.push((host.to_string(), port, Remote::plain(String::new())));
+        }
+    } else {
+        for c in discovered {
+            let remote = Remote {
+                addr: String::new(),
+                priority: c.record.priority,
+                weight: c.record.weight,
+            };
+            targets.push((c.record.target.clone(), c.record.port, remote));
+        }
     }
     let Some((lhost, lport)) = split_host_port(&f.listen_addr) else {
         return Err(StartError::Stdout(format!(
@@ -327,13 +458,13 @@ pub async fn endpoints(f: &GatewayFlags) -> Result<Vec<String>, StartError> {
             f.listen_addr
         )));
     };
-    let Some(laddrs) = lookup(lhost).await else {
+    let Some(laddrs) = lookup(lhost, dns).await else {
         return Err(StartError::Stdout(format!(
             "failed to resolve listen host: {lhost}\n"
         )));
     };
-    for (host, port) in &targets {
-        let Some(eaddrs) = lookup(host).await else {
+    for (host, port, _) in &targets {
+        let Some(eaddrs) = lookup(host, dns).await else {
             return Err(StartError::Stdout(format!(
                 "failed to resolve endpoint host: {host}\n"
             )));
@@ -353,12 +484,9 @@ pub async fn endpoints(f: &GatewayFlags) -> Result<Vec<String>, StartError> {
     }
     Ok(targets
         .into_iter()
-        .map(|(h, p)| {
-            if h.contains(':') {
-                format!("[{h}]:{p}")
-            } else {
-                format!("{h}:{p}")
-            }
+        .map(|(host, port, mut remote)| {
+            remote.addr = join_host_port(&host, port);
+            remote
         })
         .collect())
 }

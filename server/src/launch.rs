@@ -123,6 +123,8 @@ pub fn main(args: Vec<OsString>) -> Result<(), String> {
 fn client_options(cfg: &ServerConfig) -> ClientOptions {
     ClientOptions {
         max_concurrent_streams: cfg.max_concurrent_streams,
+        keepalive_min_time: cfg.grpc_keepalive_min_time,
+        grpc_gateway: cfg.enable_grpc_gateway,
         http_access: HttpAccess::new(cfg.cors.clone(), cfg.host_whitelist.clone()),
         ..ClientOptions::default()
     }

@@ -488,3 +488,215 @@ async fn host_names_resolve_through_the_configured_server() {
         )
     );
 }
+
+/// A single-member keel cluster named `name` serving clients on `client_port`.
+fn lone_member_args(name: &str, dir: &Path, client_port: u16) -> Vec<String> {
+    let client = format!("http://127.0.0.1:{client_port}");
+    let peer = format!("http://127.0.0.1:{}", free_port());
+    [
+        "--name",
+        name,
+        "--data-dir",
+        &dir.join(name).display().to_string(),
+        "--listen-client-urls",
+        &client,
+        "--advertise-client-urls",
+        &client,
+        "--listen-peer-urls",
+        &peer,
+        "--initial-advertise-peer-urls",
+        &peer,
+        "--initial-cluster",
+        &format!("{name}={peer}"),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+/// The name of the member that answers a MemberList on a new connection to `url`.
+async fn answering_member(url: &str) -> Result<String, tonic::Status> {
+    let resp = member_list(url).await?;
+    Ok(resp
+        .members
+        .first()
+        .map(|m| m.name.clone())
+        .unwrap_or_default())
+}
+
+/// Starts members named `a` and `b` (two one-member clusters) on client ports `pa` and
+/// `pb` and waits until both answer.
+async fn members_a_and_b(procs: &mut Processes, dir: &Path, dns: SocketAddr, pa: u16, pb: u16) {
+    procs.spawn("a", dir, dns, &lone_member_args("a", dir, pa));
+    procs.spawn("b", dir, dns, &lone_member_args("b", dir, pb));
+    for port in [pa, pb] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while answering_member(&format!("http://127.0.0.1:{port}"))
+            .await
+            .is_err()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "member on {port} not up:\n{}",
+                procs.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Starts `keel gateway start <args>` on a free port; the names of the members that
+/// answer `connections` connections through it.
+async fn through_gateway(
+    procs: &mut Processes,
+    dir: &Path,
+    dns: SocketAddr,
+    label: &str,
+    args: &[&str],
+    connections: usize,
+) -> BTreeSet<String> {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut all = vec!["gateway", "start", "--listen-addr", &listen];
+    all.extend_from_slice(args);
+    let all: Vec<String> = all.iter().map(|s| (*s).to_owned()).collect();
+    let i = procs.spawn(label, dir, dns, &all);
+    let url = format!("http://{listen}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = BTreeSet::new();
+    while seen.is_empty() {
+        match answering_member(&url).await {
+            Ok(name) => {
+                seen.insert(name);
+            }
+            Err(e) => {
+                if let Some(status) = procs.children[i].1.try_wait().expect("try_wait") {
+                    panic!("{label} exited ({status}):\n{}", procs.logs());
+                }
+                assert!(Instant::now() < deadline, "{label}: {e}\n{}", procs.logs());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    for _ in 1..connections {
+        seen.insert(answering_member(&url).await.expect("through the gateway"));
+    }
+    let _ = procs.children[i].1.kill();
+    seen
+}
+
+/// `keel gateway start --discovery-srv`: the gateway forwards to the members the
+/// `_etcd-client` records name (target names only the test responder knows), round
+/// robin; unless `--insecure-discovery`, only https records that accept a connection
+/// are used (etcd 3.4 dials TCP without a handshake), and with none it falls back to
+/// `--endpoints`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_forwards_to_the_members_srv_records_name() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (pa, pb, dead) = (free_port(), free_port(), free_port());
+    let dns = DnsResponder::start(&[
+        srv_line("etcd-client", "gw.test", pa, "a.gw.test."),
+        srv_line("etcd-client", "gw.test", pb, "b.gw.test."),
+        srv_line("etcd-client-ssl", "gw.test", pa, "a.gw.test."),
+        srv_line("etcd-client-ssl", "gw.test", dead, "a.gw.test."),
+        srv_line("etcd-client-blue", "gw.test", pb, "b.gw.test."),
+        "a.gw.test. A 127.0.0.1".to_owned(),
+        "b.gw.test. A 127.0.0.1".to_owned(),
+    ]);
+    let mut procs = Processes::default();
+    members_a_and_b(&mut procs, dir.path(), dns.addr, pa, pb).await;
+    let fallback = format!("127.0.0.1:{pb}");
+    let both: BTreeSet<String> = ["a".to_owned(), "b".to_owned()].into();
+
+    // Insecure discovery: every record (https ones included), round robin.
+    let seen = through_gateway(
+        &mut procs,
+        dir.path(),
+        dns.addr,
+        "gw-insecure",
+        &[
+            "--discovery-srv",
+            "gw.test",
+            "--insecure-discovery",
+            "--endpoints",
+            "127.0.0.1:1",
+        ],
+        6,
+    )
+    .await;
+    assert_eq!(seen, both, "{}", procs.logs());
+
+    // Validated: the reachable https record (member a) only; http ones are insecure.
+    let seen = through_gateway(
+        &mut procs,
+        dir.path(),
+        dns.addr,
+        "gw-secure",
+        &["--discovery-srv", "gw.test", "--endpoints", &fallback],
+        4,
+    )
+    .await;
+    assert_eq!(seen, ["a".to_owned()].into(), "{}", procs.logs());
+
+    // --discovery-srv-name blue: one http record, insecure, so none is kept: the
+    // gateway falls back to --endpoints (member b).
+    let seen = through_gateway(
+        &mut procs,
+        dir.path(),
+        dns.addr,
+        "gw-blue",
+        &[
+            "--discovery-srv",
+            "gw.test",
+            "--discovery-srv-name",
+            "blue",
+            "--endpoints",
+            &fallback,
+        ],
+        3,
+    )
+    .await;
+    assert_eq!(seen, ["b".to_owned()].into(), "{}", procs.logs());
+    // ... and with --insecure-discovery that record itself is used.
+    let seen = through_gateway(
+        &mut procs,
+        dir.path(),
+        dns.addr,
+        "gw-blue-insecure",
+        &[
+            "--discovery-srv",
+            "gw.test",
+            "--discovery-srv-name",
+            "blue",
+            "--insecure-discovery",
+            "--endpoints",
+            "127.0.0.1:1",
+        ],
+        3,
+    )
+    .await;
+    assert_eq!(seen, ["b".to_owned()].into(), "{}", procs.logs());
+
+    // No records: etcd's error on stderr, exit status 1.
+    let i = procs.spawn(
+        "gw-none",
+        dir.path(),
+        dns.addr,
+        &[
+            "gateway".to_owned(),
+            "start".to_owned(),
+            "--discovery-srv".to_owned(),
+            "none.test".to_owned(),
+            "--listen-addr".to_owned(),
+            format!("127.0.0.1:{}", free_port()),
+        ],
+    );
+    let (status, log) = procs.wait_exit(i, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1), "{log}");
+    let server = dns.addr;
+    let want = format!(
+        "dns lookup errors: lookup _etcd-client-ssl._tcp.none.test on {server}: no such host and \
+         lookup _etcd-client._tcp.none.test on {server}: no such host\n"
+    );
+    assert!(log.ends_with(&want), "want {want}\n{log}");
+}

@@ -20,7 +20,6 @@ fn parse_args(args: &[&str]) -> Result<ServerConfig, ConfigError> {
 const WARNED: &[&str] = &[
     "backend-batch-interval",
     "backend-batch-limit",
-    "grpc-keepalive-min-time",
     "enable-pprof",
     "metrics",
     "proxy-failure-wait",
@@ -217,7 +216,6 @@ fn ignored_flags_at_their_default_say_nothing() {
     let c = parse_args(&[
         "--metrics=basic",
         "--enable-pprof=false",
-        "--grpc-keepalive-min-time=5000ms",
         "--backend-batch-limit=0",
         "--experimental-backend-bbolt-freelist-type=array",
         "--proxy=off",
@@ -239,7 +237,6 @@ fn ignored_flags_at_their_default_say_nothing() {
     assert_eq!(
         c.warnings,
         [
-            "--enable-grpc-gateway is accepted but ignored: keel always serves the JSON gateway beside gRPC",
             "--experimental-enable-lease-checkpoint-persist is accepted but ignored: keel does not persist lease remaining TTLs",
             "--unsafe-no-fsync is accepted but ignored: keel always syncs its WAL",
             "flag \"-snapshot\" is no longer supported - ignoring.",

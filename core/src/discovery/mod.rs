@@ -4,6 +4,7 @@
 mod ids;
 mod initial_cluster;
 mod srv;
+mod srv_clients;
 pub mod v2;
 
 pub use ids::{cluster_id, member_id};
@@ -15,3 +16,4 @@ pub use srv::{
     srv_services, DnsError, DnsReason, HostAddrs, PeerScheme, QueryError, ResolveError,
     ServiceError, SrvAnswers, SrvCluster, SrvDiscovery, SrvEntry, SrvError, SrvRecord, SrvService,
 };
+pub use srv_clients::{client_services, insecure_endpoint, srv_clients, SrvClient};

@@ -58,14 +58,20 @@ pub struct SrvService {
 /// The SRV names etcd queries for `--discovery-srv <domain>` and `--discovery-srv-name
 /// <service_name>` (empty: no suffix): https first, then http.
 pub fn srv_services(domain: &str, service_name: &str) -> [SrvService; 2] {
+    services_named("etcd-server", domain, service_name)
+}
+
+/// etcd's `srv.GetSRVService` for `base` (`etcd-server`, `etcd-client`): the https
+/// service `<base>-ssl[-<service_name>]`, then the http one `<base>[-<service_name>]`.
+pub(super) fn services_named(base: &str, domain: &str, service_name: &str) -> [SrvService; 2] {
     let suffix = if service_name.is_empty() {
         String::new()
     } else {
         format!("-{service_name}")
     };
     [
-        (PeerScheme::Https, "etcd-server-ssl"),
-        (PeerScheme::Http, "etcd-server"),
+        (PeerScheme::Https, format!("{base}-ssl")),
+        (PeerScheme::Http, base.to_owned()),
     ]
     .map(|(scheme, base)| {
         let service = format!("{base}{suffix}");
@@ -129,7 +135,7 @@ pub struct SrvAnswers {
 }
 
 impl SrvAnswers {
-    fn get(&self, scheme: PeerScheme) -> &Result<Vec<SrvRecord>, DnsError> {
+    pub(super) fn get(&self, scheme: PeerScheme) -> &Result<Vec<SrvRecord>, DnsError> {
         match scheme {
             PeerScheme::Https => &self.https,
             PeerScheme::Http => &self.http,
@@ -392,7 +398,7 @@ impl SrvDiscovery {
 
 /// Go's `net.LookupSRV` order (RFC 2782): by priority, then within a priority a weighted
 /// random permutation. Records of weight 0 keep their order after those drawn by weight.
-fn order_records(records: &mut [SrvRecord], rng: &mut impl RngCore) {
+pub(super) fn order_records(records: &mut [SrvRecord], rng: &mut impl RngCore) {
     records.sort_by_key(|r| (r.priority, r.weight));
     let mut start = 0;
     while start < records.len() {

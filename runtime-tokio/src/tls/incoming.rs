@@ -18,6 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use crate::listen::{Conn, SocketListener};
+use crate::ping_policy::PingPoliced;
 
 /// How long a client may take to send its first byte and complete its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -134,6 +135,10 @@ pub struct ClientSchemes {
     pub tls: Option<Arc<ServerConfig>>,
     /// A verified client certificate's common name is the user (`--client-cert-auth`).
     pub names_users: bool,
+    /// `--grpc-keepalive-min-time`, enforced on plaintext connections (None: not at
+    /// all). etcd 3.4 serves TLS connections through Go's HTTP/2 server, which does not
+    /// police pings, so neither does keel.
+    pub ping_min_time: Option<Duration>,
 }
 
 /// Accepts on `listener` until `stop` turns true, yielding connections ready to serve;
@@ -142,7 +147,7 @@ pub fn client_incoming(
     listener: SocketListener,
     schemes: ClientSchemes,
     mut stop: watch::Receiver<bool>,
-) -> ReceiverStream<std::io::Result<ClientConn>> {
+) -> ReceiverStream<std::io::Result<PingPoliced<ClientConn>>> {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = schemes.tls.clone().map(TlsAcceptor::from);
     tokio::spawn(async move {
@@ -163,6 +168,7 @@ pub fn client_incoming(
             };
             let (tx, acceptor) = (tx.clone(), acceptor.clone());
             let (plain, names_users) = (schemes.plain, schemes.names_users);
+            let ping_min_time = schemes.ping_min_time;
             tokio::spawn(async move {
                 let ready = tokio::time::timeout(
                     HANDSHAKE_TIMEOUT,
@@ -171,7 +177,11 @@ pub fn client_incoming(
                 .await;
                 match ready {
                     Ok(Ok(Some(c))) => {
-                        let _ = tx.send(Ok(c)).await;
+                        let min_time = match c {
+                            ClientConn::Plain(_) => ping_min_time,
+                            ClientConn::Tls(..) => None,
+                        };
+                        let _ = tx.send(Ok(PingPoliced::new(c, min_time))).await;
                     }
                     Ok(Ok(None)) => {}
                     Ok(Err(e)) => {
