@@ -35,7 +35,7 @@ use crate::http::go_error;
 use crate::tls::ClientConnInfo;
 use access::Credentials;
 use model::{auth_err, default_guest_role, AuthError, Permissions, Role, User, GUEST, ROOT};
-use stored::Edit;
+use stored::{Edit, Image};
 
 /// etcd's `authPrefix`.
 const AUTH_PREFIX: &str = "/v2/auth";
@@ -329,23 +329,34 @@ fn user_with_roles(user: &User, roles: &[Role]) -> String {
     out
 }
 
-/// `baseUsers`: every user with their existing roles.
-async fn all_users(ctx: &Ctx, req: Request) -> Response {
+/// What both listings check, in etcd's order: GET only, root only, the records read,
+/// and only then a malformed query string (etcd's handlers parse it late).
+async fn listing_image(ctx: &Ctx, req: Request) -> Result<Image, Response> {
     if req.method() != Method::GET {
-        return method_not_allowed("GET");
+        return Err(method_not_allowed("GET"));
     }
     let (who, bad_query) = (credentials(&req), query_error(&req));
     drop(req);
     if let Some(r) = require_root(ctx, &who).await {
-        return r;
+        return Err(r);
     }
-    let img = match ctx.m.v2_auth_image(false).await {
+    let img = ctx
+        .m
+        .v2_auth_image(false)
+        .await
+        .map_err(|e| internal(e).respond(ctx))?;
+    match bad_query {
+        Some(e) => Err(internal(e).respond(ctx)),
+        None => Ok(img),
+    }
+}
+
+/// `baseUsers`: every user with their existing roles.
+async fn all_users(ctx: &Ctx, req: Request) -> Response {
+    let img = match listing_image(ctx, req).await {
         Ok(i) => i,
-        Err(e) => return internal(e).respond(ctx),
+        Err(r) => return r,
     };
-    if let Some(e) = bad_query {
-        return internal(e).respond(ctx);
-    }
     let mut listed = Vec::new();
     for name in img.user_names() {
         let Some(u) = img.user(&name) else { continue };
@@ -520,21 +531,10 @@ fn delete_user(e: &mut Edit, name: &str) -> Result<(), Failure> {
 
 /// `baseRoles`: every role, root first among them in name order.
 async fn all_roles(ctx: &Ctx, req: Request) -> Response {
-    if req.method() != Method::GET {
-        return method_not_allowed("GET");
-    }
-    let (who, bad_query) = (credentials(&req), query_error(&req));
-    drop(req);
-    if let Some(r) = require_root(ctx, &who).await {
-        return r;
-    }
-    let img = match ctx.m.v2_auth_image(false).await {
+    let img = match listing_image(ctx, req).await {
         Ok(i) => i,
-        Err(e) => return internal(e).respond(ctx),
+        Err(r) => return r,
     };
-    if let Some(e) = bad_query {
-        return internal(e).respond(ctx);
-    }
     let all: Vec<String> = img
         .role_names()
         .iter()
