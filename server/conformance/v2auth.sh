@@ -27,7 +27,7 @@ norm() {
         -e 's/"(modifiedIndex|createdIndex|index)":[0-9]+/"\1":N/g' \
         -e 's/\[[0-9]+\]$/[N]/' \
         -e 's/"id":"[0-9a-f]+"/"id":"ID"/g' -e 's/"name":"c?[ek]([0-9])"/"name":"m\1"/g' \
-        -e 's/127\.0\.0\.1:33[0-9]{3}/HOST:PORT/g'
+        -e 's/127\.0\.0\.1:9[0-9]{3}/HOST:PORT/g'
 }
 
 # c CMD...: a command's merged output (without speakeasy's complaint that stdin is no
