@@ -420,6 +420,14 @@ async fn get_user(
     Ok((StatusCode::OK, format!("{}\n", user_with_roles(&u, &roles))))
 }
 
+/// A 400 whose message is etcd's text as is (no "auth: " prefix, unlike `auth_err`).
+fn bad_request(message: &str) -> Failure {
+    Failure::Auth(AuthError {
+        status: 400,
+        message: message.to_string(),
+    })
+}
+
 async fn read_body(req: Request) -> Option<bytes::Bytes> {
     to_bytes(req.into_body(), MAX_FORM_BYTES).await.ok()
 }
@@ -427,16 +435,12 @@ async fn read_body(req: Request) -> Option<bytes::Bytes> {
 /// A user PUT: create (with roles, or a password for a new user), password change,
 /// or role grants and revokes, as etcd's `forUser` tells them apart.
 async fn put_user(ctx: &Ctx, req: Request, name: &str) -> Result<(StatusCode, String), Failure> {
-    let bad = |m: &str| {
-        Failure::Auth(AuthError {
-            status: 400,
-            message: m.to_string(),
-        })
-    };
     let body = read_body(req).await.unwrap_or_default();
-    let u = go_json::user(&body).map_err(|_| bad("Invalid JSON in request body."))?;
+    let u = go_json::user(&body).map_err(|_| bad_request("Invalid JSON in request body."))?;
     if u.user != name {
-        return Err(bad("User JSON name does not match the name in the URL"));
+        return Err(bad_request(
+            "User JSON name does not match the name in the URL",
+        ));
     }
     // Hashed once, before deciding: a retried change reuses it.
     let hash = if u.password.is_empty() {
@@ -465,7 +469,9 @@ async fn put_user(ctx: &Ctx, req: Request, name: &str) -> Result<(StatusCode, St
         }
     } else {
         if has_roles {
-            return Err(bad("User JSON contains both roles and grant/revoke"));
+            return Err(bad_request(
+                "User JSON contains both roles and grant/revoke",
+            ));
         }
         let out = change(ctx, |e| update_user(e, &u, &hashed)).await?;
         (out, false)
@@ -582,16 +588,12 @@ async fn one_role(ctx: &Ctx, req: Request, name: String) -> Response {
 
 /// A role PUT: a create (no grant or revoke), else a change of its permissions.
 async fn put_role(ctx: &Ctx, req: Request, name: &str) -> Result<(StatusCode, String), Failure> {
-    let bad = |m: &str| {
-        Failure::Auth(AuthError {
-            status: 400,
-            message: m.to_string(),
-        })
-    };
     let body = read_body(req).await.unwrap_or_default();
-    let r = go_json::role(&body).map_err(|_| bad("Invalid JSON in request body."))?;
+    let r = go_json::role(&body).map_err(|_| bad_request("Invalid JSON in request body."))?;
     if r.role != name {
-        return Err(bad("Role JSON name does not match the name in the URL"));
+        return Err(bad_request(
+            "Role JSON name does not match the name in the URL",
+        ));
     }
     if Permissions::is_empty(r.grant.as_ref()) && Permissions::is_empty(r.revoke.as_ref()) {
         change(ctx, |e| create_role(e, &r)).await?;
@@ -599,7 +601,9 @@ async fn put_role(ctx: &Ctx, req: Request, name: &str) -> Result<(StatusCode, St
         return Ok((StatusCode::CREATED, format!("{}\n", r.to_json())));
     }
     if !Permissions::is_empty(Some(&r.permissions)) {
-        return Err(bad("Role JSON contains both permissions and grant/revoke"));
+        return Err(bad_request(
+            "Role JSON contains both permissions and grant/revoke",
+        ));
     }
     let out = change(ctx, |e| update_role(e, &r)).await?;
     Ok((StatusCode::OK, format!("{}\n", out.to_json())))
