@@ -28,6 +28,8 @@ struct DiskState {
     capacity: Option<u64>,
     /// The next this-many syncs fail.
     failing_syncs: u32,
+    /// How long each sync takes (a slow or stalled disk); zero: instant.
+    sync_delay: std::time::Duration,
     /// The newest state-machine snapshot, written atomically (temp file and rename).
     snapshot: Option<Snapshot>,
     crashes: u64,
@@ -71,6 +73,16 @@ impl SimDisk {
     /// The next `n` fsyncs fail.
     pub fn fail_syncs(&self, n: u32) {
         self.state().failing_syncs = n;
+    }
+
+    /// Every sync from now on takes `d` of simulated time (zero: instant again).
+    pub fn set_sync_delay(&self, d: std::time::Duration) {
+        self.state().sync_delay = d;
+    }
+
+    /// How long a sync takes now.
+    pub fn sync_delay(&self) -> std::time::Duration {
+        self.state().sync_delay
     }
 
     /// Limits the disk to `bytes` of segment files (None: unlimited).

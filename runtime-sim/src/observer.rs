@@ -240,6 +240,11 @@ impl Observer {
             .unwrap_or(0)
     }
 
+    /// Terms that had a leader so far.
+    pub fn terms_led(&self) -> usize {
+        self.state().leaders.len()
+    }
+
     /// The highest index any member applied.
     pub fn max_applied(&self) -> u64 {
         self.state()

@@ -225,15 +225,28 @@ impl Storage {
 
     /// Writes a persist batch; syncs when it must. Acknowledge it to raft afterwards.
     pub fn persist(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {
+        self.append(batch)?;
+        if batch.must_sync {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Writes a persist batch without syncing the WAL (a snapshot it carries is written
+    /// and synced first): several batches can then share one [`Storage::sync`].
+    pub fn append(&mut self, batch: &PersistBatch) -> Result<(), StorageError> {
         if let Some(s) = batch.snapshot.as_ref().filter(|s| s.meta.index.0 > 0) {
             // The image must be durable before the WAL says the log restarts after it.
             let name = self.writer().write(s)?;
             self.record_snapshot(s.meta.term.0, s.meta.index.0, name)?;
         }
         self.wal.append(&batch_records(batch))?;
-        if batch.must_sync {
-            self.wal.sync()?;
-        }
+        Ok(())
+    }
+
+    /// Makes every appended record durable (fdatasync).
+    pub fn sync(&mut self) -> Result<(), StorageError> {
+        self.wal.sync()?;
         Ok(())
     }
 
@@ -320,7 +333,7 @@ impl Storage {
 
 /// Writes one snapshot file atomically (temp file, fsync, rename, directory fsync); runs
 /// on a blocking thread.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct SnapshotWriter {
     dir: PathBuf,
 }

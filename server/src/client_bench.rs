@@ -557,7 +557,7 @@ fn status_text(s: &tonic::Status) -> String {
 }
 
 /// Opens one gRPC connection (HTTP/2, so many requests share it).
-async fn connect(url: &str) -> Result<Channel, String> {
+pub(crate) async fn connect(url: &str) -> Result<Channel, String> {
     let ep = Endpoint::from_shared(url.to_string())
         .map_err(|e| format!("endpoint {url}: {}", error_chain(&e)))?
         .connect_timeout(REQUEST_TIMEOUT)

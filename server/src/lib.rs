@@ -12,6 +12,7 @@ pub mod discovery_srv;
 pub mod discovery_v2;
 pub mod gateway;
 pub mod join;
+pub mod k8s_bench;
 pub mod latency;
 pub mod launch;
 pub mod mvcc_bench;

@@ -13,7 +13,7 @@ use std::time::Instant;
 use keel_runtime_sim::Bug;
 use keel_sim_tests::chaos::{
     divergent_store, replay_command, require_leader_watch_on_a_cut_off_member, run_seed,
-    token_on_a_lagging_member, Report, Scenario,
+    slow_leader_disk, token_on_a_lagging_member, Report, Scenario,
 };
 use keel_sim_tests::seeds::{env_u64, run_parallel, SeedRun};
 
@@ -294,6 +294,17 @@ fn targeted(scenario: fn(u64, Option<Bug>) -> Result<(), String>, bug: Bug) {
         .count();
     println!("{bug:?}: caught by {caught} of {BUG_SEEDS} seeds");
     assert!(caught > 0, "{bug:?} went unnoticed in {BUG_SEEDS} seeds");
+}
+
+/// A leader whose every WAL sync takes three election timeouts, followers healthy: no
+/// election in ten election timeouts, and writes through a follower keep committing.
+#[test]
+fn a_slow_leader_disk_costs_no_election() {
+    for seed in 1..=BUG_SEEDS {
+        if let Err(e) = slow_leader_disk(seed, None) {
+            panic!("seed {seed}: {e}");
+        }
+    }
 }
 
 #[test]

@@ -7,6 +7,7 @@
 mod command;
 mod compactor;
 pub mod corruption;
+pub mod disk_queue;
 pub mod member;
 mod state_machine;
 

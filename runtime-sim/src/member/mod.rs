@@ -22,6 +22,7 @@ use keel_core::mvcc::{
     STREAM_PROGRESS_ID,
 };
 use keel_core::node::corruption::{KvHash, PeerHash, PeerHashError};
+use keel_core::node::disk_queue::DiskJob;
 #[cfg(feature = "planted-bugs")]
 use keel_core::node::MemberBug;
 use keel_core::node::{
@@ -31,10 +32,10 @@ use keel_core::node::{
 #[cfg(feature = "planted-bugs")]
 use keel_core::raft::PlantedBug;
 use keel_core::raft::{
-    decode_message, encode_message, ConfChange, ConfState, Config, EntryPayload, MemberId,
-    PersistBatch, RaftNode, ReadMode, Time,
+    decode_message, encode_message, ConfChange, ConfState, Config, EntryPayload, LogIndex,
+    MemberId, PersistSeq, RaftNode, ReadMode, Time,
 };
-use keel_core::wal::{add_missing_snapshot_marker, batch_records, resume_state, Wal};
+use keel_core::wal::{add_missing_snapshot_marker, resume_state, Wal};
 use madsim::net::Endpoint;
 use madsim::time::Instant;
 use tokio::sync::mpsc;
@@ -48,6 +49,7 @@ use crate::net::{self, NetFaults};
 use crate::observer::Observer;
 
 mod clients;
+mod disk_task;
 
 use clients::{Sink, Waiting};
 
@@ -157,13 +159,26 @@ enum Inbox {
     Peer(Bytes),
     Client(SocketAddr, Request),
     Hash(SocketAddr, HashMessage),
+    /// The disk task made the batches up to this one durable.
+    Persisted(PersistSeq),
+    /// The disk task recorded the member's snapshot at this index.
+    SnapshotRecorded {
+        index: LogIndex,
+        result: Result<(), String>,
+    },
+    /// The disk task failed: the process stops.
+    DiskFailed(String),
 }
 
 struct Process {
     spec: MemberSpec,
     env: MemberEnv,
     member: Member,
-    wal: Wal<SimDisk>,
+    /// The disk task's queue (the WAL is written there, beside the round).
+    disk: mpsc::UnboundedSender<disk_task::Job>,
+    disk_task: madsim::task::JoinHandle<()>,
+    /// Why the disk task failed, fatal at the end of the round.
+    disk_failed: Option<String>,
     ep: Arc<Endpoint>,
     waiting: BTreeMap<Token, Waiting>,
     next_token: u64,
@@ -188,9 +203,10 @@ pub async fn run(spec: MemberSpec, env: MemberEnv) {
         Err(e) => return env.obs.note(format!("member {id:x}: bind: {e}")),
     };
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let tx_self = tx.clone();
     spawn_receivers(&ep, tx);
     let disk_errors = env.disk.errors();
-    let mut p = match Process::open(spec, env.clone(), ep) {
+    let mut p = match Process::open(spec, env.clone(), ep, tx_self) {
         Ok(p) => p,
         // A disk still failing (a crash came while a disk fault was held) stops the
         // member at its start as it would stop it running: etcd exits on the error too.
@@ -282,7 +298,12 @@ fn global_ns(epoch: Instant) -> u64 {
 
 impl Process {
     /// Recovers the member from its disk, as `runtime-tokio`'s storage does.
-    fn open(spec: MemberSpec, env: MemberEnv, ep: Arc<Endpoint>) -> Result<Process, String> {
+    fn open(
+        spec: MemberSpec,
+        env: MemberEnv,
+        ep: Arc<Endpoint>,
+        inbox: mpsc::UnboundedSender<Inbox>,
+    ) -> Result<Process, String> {
         let (mut wal, rec) = Wal::open(env.disk.clone(), spec.cluster_id, spec.id, SEGMENT_SIZE)
             .map_err(|e| e.to_string())?;
         let snapshot = env.disk.snapshot();
@@ -379,11 +400,15 @@ impl Process {
         }
         // A process starts knowing no leader (its monitor counts from here).
         env.obs.leader_known(spec.id, false, global_ns(env.epoch));
+        let (disk, disk_task) =
+            disk_task::spawn(wal, env.disk.clone(), env.obs.clone(), spec.bug, inbox);
         Ok(Process {
             member,
             spec,
             env,
-            wal,
+            disk,
+            disk_task,
+            disk_failed: None,
             ep,
             waiting: BTreeMap::new(),
             next_token: 1,
@@ -428,6 +453,9 @@ impl Process {
                 )),
             },
             Inbox::Client(from, req) => self.client(now, from, req),
+            Inbox::Persisted(seq) => self.member.persisted(now, seq),
+            Inbox::SnapshotRecorded { index, result } => self.member.snapshot_saved(index, result),
+            Inbox::DiskFailed(e) => self.disk_failed = Some(e),
             Inbox::Hash(from, HashMessage::Ask { round, revision }) => {
                 // As production's peer port answers HashKv: the same core hash.
                 let result =
@@ -524,6 +552,9 @@ impl Process {
     }
 
     async fn drive(&mut self) -> Result<(), String> {
+        if let Some(e) = self.disk_failed.take() {
+            return Err(e);
+        }
         #[cfg(feature = "planted-bugs")]
         self.diverge();
         loop {
@@ -590,25 +621,23 @@ impl Process {
             };
             net::send_tagged(&self.ep, to, HASH_TAG, ask, &self.env.faults).await;
         }
+        // The disk task writes beside the round, in this order (see `disk_task`).
         if let Some(batch) = out.persist {
-            self.persist(&batch)?;
-            self.member.persisted(self.now(), batch.seq);
+            let _ = self.disk.send(DiskJob::Persist(batch));
         }
         if let Some(snap) = out.snapshot {
-            let index = snap.meta.index;
+            let (term, index) = (snap.meta.term.0, snap.meta.index.0);
+            // Written whole at once, as production's blocking thread writes the file;
+            // recorded in order behind the appends issued before it.
             self.env.disk.save_snapshot(snap);
-            self.member.snapshot_saved(index, Ok(()));
+            let _ = self.disk.send(DiskJob::SnapshotSaved {
+                term,
+                index,
+                result: Ok(()),
+            });
         }
         if let Some(index) = out.release_wal {
-            let released = self
-                .wal
-                .release(index, MAX_WALS)
-                .map_err(|e| e.to_string())?;
-            if !released.is_empty() {
-                self.env
-                    .obs
-                    .count("WAL segments released", released.len() as u64);
-            }
+            let _ = self.disk.send(DiskJob::ReleaseWal(index));
         }
         for a in out.applied {
             let e = &a.entry;
@@ -637,19 +666,13 @@ impl Process {
             None => Ok(()),
         }
     }
+}
 
-    fn persist(&mut self, batch: &PersistBatch) -> Result<(), String> {
-        if let Some(s) = batch.snapshot.as_ref().filter(|s| s.meta.index.0 > 0) {
-            // The image must be durable before the WAL says the log restarts after it.
-            self.env.disk.save_snapshot(s.clone());
-        }
-        self.wal
-            .append(&batch_records(batch))
-            .map_err(|e| e.to_string())?;
-        if batch.must_sync && self.spec.bug != Some(Bug::AckBeforeFsync) {
-            self.wal.sync().map_err(|e| e.to_string())?;
-        }
-        Ok(())
+impl Drop for Process {
+    /// The disk task goes with its process: a restarted member must be the only writer
+    /// of its WAL.
+    fn drop(&mut self) {
+        self.disk_task.abort();
     }
 }
 

@@ -16,6 +16,7 @@ use keel_core::raft::{
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::disk::{Disk, DiskJob};
 use super::WatchSink;
 use super::{
     AnswerTx, Input, MemberConfig, MemberHandle, ReadFn, ServerError, Status, REQUEST_TIMEOUT,
@@ -23,12 +24,10 @@ use super::{
 use crate::auth::{Passwords, Tokens};
 use crate::metrics::{Metrics, SLOW_APPLY};
 use crate::peer::PeerNet;
-use crate::storage::{Storage, StoragePolicy};
+use crate::storage::{SnapshotWriter, Storage, StoragePolicy};
 use crate::MonotonicClock;
 use keel_core::mvcc::{ProgressFor, WatchResponse, STREAM_PROGRESS_ID};
 
-/// An fsync slower than this is worth a log line (etcd warns at 1 s).
-const SLOW_FSYNC: Duration = Duration::from_secs(1);
 /// Period of the member's housekeeping (lease expiry, compaction slices, publishing).
 const HOUSEKEEPING_MS: u64 = 500;
 
@@ -56,8 +55,10 @@ pub struct MemberTask {
     pub cluster_id: u64,
     /// `--name`.
     pub name: String,
-    /// The WAL and snapshot files.
-    pub storage: Storage,
+    /// The WAL and snapshot files, written on their own thread.
+    disk: Disk,
+    /// Writes this member's own snapshot files (on a blocking thread).
+    snapshots: SnapshotWriter,
     net: PeerNet,
     metrics: Arc<Metrics>,
     status: watch::Sender<Status>,
@@ -231,6 +232,8 @@ pub async fn start_with_dialer(
             timeout_ms: REQUEST_TIMEOUT.as_millis() as u64,
         }),
     };
+    let snapshots = storage.snapshot_writer();
+    let disk = Disk::spawn(storage, inbox.clone(), metrics.clone());
     let core = MemberTask {
         member: Member::new(member_cfg, raft, sm, now),
         sinks: HashMap::new(),
@@ -238,7 +241,8 @@ pub async fn start_with_dialer(
         id: cfg.id,
         cluster_id: cfg.cluster_id,
         name: cfg.name.clone(),
-        storage,
+        disk,
+        snapshots,
         net: net.clone(),
         metrics,
         status: status_tx,
@@ -335,6 +339,7 @@ async fn run(
     // Closing the receiver first makes every later request fail at once.
     rx.close();
     core.net.close();
+    core.disk.finish().await;
 }
 
 impl MemberTask {
@@ -360,7 +365,27 @@ impl MemberTask {
                 term,
                 index,
                 result,
-            } => self.snapshot_saved(term, index, result),
+            } => self.disk.send(DiskJob::SnapshotSaved {
+                term,
+                index,
+                result,
+            }),
+            Input::SnapshotRecorded { index, result } => {
+                if result.is_ok() {
+                    tracing::info!(index, "snapshot taken");
+                }
+                self.member.snapshot_saved(LogIndex(index), result);
+            }
+            Input::Persisted { seq } => {
+                // Committed entries wait for this acknowledgement: applying them
+                // happens here.
+                let t = Instant::now();
+                self.member.persisted(now, seq);
+                if t.elapsed() > SLOW_APPLY {
+                    self.metrics.slow_apply.inc();
+                }
+            }
+            Input::DiskFailed(e) => self.failure = Some(e),
             Input::Read { linearizable, f } => {
                 if linearizable {
                     self.request(now, deadline, Request::Read, Waiter::Read(f));
@@ -445,31 +470,14 @@ impl MemberTask {
             self.ask_hash(r);
         }
         if let Some(batch) = out.persist {
-            let t = Instant::now();
-            self.storage
-                .persist(&batch)
-                .map_err(|e| ServerError::Storage(e.to_string()))?;
-            if batch.must_sync {
-                let took = t.elapsed();
-                self.metrics.wal_fsync.observe(took.as_secs_f64());
-                if took > SLOW_FSYNC {
-                    tracing::warn!(took_ms = took.as_millis() as u64, "slow fdatasync");
-                }
-            }
-            // Committed entries wait for this acknowledgement: applying them happens here.
-            let t = Instant::now();
-            self.member.persisted(self.clock.now(), batch.seq);
-            if t.elapsed() > SLOW_APPLY {
-                self.metrics.slow_apply.inc();
-            }
+            // Written beside the round (see `disk`): acknowledged by Input::Persisted.
+            self.disk.send(DiskJob::Persist(batch));
         }
         if let Some(snap) = out.snapshot {
             self.write_snapshot(snap);
         }
         if let Some(index) = out.release_wal {
-            self.storage
-                .release_wal(index)
-                .map_err(|e| ServerError::Storage(e.to_string()))?;
+            self.disk.send(DiskJob::ReleaseWal(index));
         }
         for a in out.auth {
             self.note_auth(a);
@@ -611,7 +619,7 @@ impl MemberTask {
     /// to write and sync, which would cost heartbeats); the WAL behind it is released
     /// once that is done.
     fn write_snapshot(&mut self, snap: keel_core::raft::Snapshot) {
-        let writer = self.storage.snapshot_writer();
+        let writer = self.snapshots.clone();
         let inbox = self.inbox.clone();
         let metrics = self.metrics.clone();
         tokio::task::spawn_blocking(move || {
@@ -630,18 +638,6 @@ impl MemberTask {
                 });
             }
         });
-    }
-
-    fn snapshot_saved(&mut self, term: u64, index: u64, result: Result<String, String>) {
-        let result = result.and_then(|name| {
-            self.storage
-                .snapshot_saved(term, index, name)
-                .map_err(|e| e.to_string())
-        });
-        if result.is_ok() {
-            tracing::info!(index, "snapshot taken");
-        }
-        self.member.snapshot_saved(LogIndex(index), result);
     }
 
     /// The store's operation counts into the metrics, before any answer that a client
@@ -668,7 +664,7 @@ impl MemberTask {
         ));
         self.metrics
             .wal_write_bytes
-            .set(i64::try_from(self.storage.wal_bytes_written()).unwrap_or(i64::MAX));
+            .set(i64::try_from(self.disk.wal_bytes_written()).unwrap_or(i64::MAX));
     }
 
     /// Hands queued watch events to streams that keep up; the rest stay in the member's

@@ -12,6 +12,7 @@
 //! - Requests that arrive while the task is busy (fsync) are drained together, so one
 //!   WAL sync covers many client writes.
 
+mod disk;
 mod driver;
 mod queries;
 mod watch_sink;
@@ -149,6 +150,15 @@ pub(crate) enum Input {
         index: u64,
         result: Result<String, String>,
     },
+    /// The disk thread made the persist batches up to `seq` durable.
+    Persisted { seq: keel_core::raft::PersistSeq },
+    /// The disk thread recorded the snapshot file at `index` (or why not).
+    SnapshotRecorded {
+        index: u64,
+        result: Result<(), String>,
+    },
+    /// The disk thread failed to write or sync: fatal.
+    DiskFailed(String),
     /// A peer's answer to the corruption check's HashKV request of `round`.
     PeerHash {
         round: u64,

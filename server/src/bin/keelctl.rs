@@ -195,6 +195,8 @@ enum Bench {
     TxnPut(TxnPutArgs),
     /// Watch event delivery: watchers on a prefix, then puts under it.
     Watch(WatchArgs),
+    /// Kubernetes-shaped load: optimistic-update writers, a LIST loop, prefix watchers.
+    K8s(K8sArgs),
 }
 
 /// Connection flags shared by the client benchmarks (etcd's `benchmark` names).
@@ -302,6 +304,31 @@ struct WatchArgs {
     /// Value bytes.
     #[arg(long, default_value_t = 8)]
     val_size: usize,
+}
+
+#[derive(Args)]
+struct K8sArgs {
+    /// Client endpoints, comma-separated (`host:port` or `http://host:port`).
+    #[arg(long, default_value = "127.0.0.1:2379", value_delimiter = ',')]
+    endpoints: Vec<String>,
+    /// Objects under /registry/pods/ (created first when missing).
+    #[arg(long, default_value_t = 20_000)]
+    objects: u64,
+    /// Bytes per object.
+    #[arg(long, default_value_t = 1024)]
+    value_size: usize,
+    /// Writers doing compare-mod_revision updates.
+    #[arg(long, default_value_t = 32)]
+    writers: usize,
+    /// Clients LISTing the whole prefix, unpaginated, in a loop.
+    #[arg(long, default_value_t = 1)]
+    listers: usize,
+    /// Prefix watchers (one stream each).
+    #[arg(long, default_value_t = 4)]
+    watchers: usize,
+    /// Seconds of writing.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
 }
 
 #[derive(Args)]
@@ -425,6 +452,24 @@ fn main() {
                 val_size: a.val_size,
             },
         ),
+        Command::Bench(Bench::K8s(a)) => {
+            let load = keel_server::k8s_bench::K8sLoad {
+                endpoints: a.endpoints,
+                objects: a.objects,
+                value_size: a.value_size,
+                writers: a.writers,
+                listers: a.listers,
+                watchers: a.watchers,
+                duration: std::time::Duration::from_secs(a.seconds),
+            };
+            match keel_server::k8s_bench::run(&load) {
+                Ok(r) => print!("{}", r.render(load.listers)),
+                Err(e) => {
+                    eprintln!("keelctl: bench k8s: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
         Command::Bench(Bench::Mvcc(a)) => {
             let r = keel_server::mvcc_bench::run(
                 a.keys,

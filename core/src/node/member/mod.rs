@@ -30,7 +30,7 @@ mod reconfig;
 mod tests;
 mod waiting;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use bytes::Bytes;
 
@@ -79,8 +79,12 @@ pub struct Member {
     hub: WatchHub,
     cfg: MemberConfig,
     out: Output,
-    /// The rest of a raft `Ready` whose persist batch the driver is writing.
-    after_persist: Option<Ready>,
+    /// The rest of each raft `Ready` behind a persist batch the driver is still
+    /// writing, in order: with the batch's sequence number, or `None` for a `Ready`
+    /// without a batch that must wait for the ones before it. Drivers write beside the
+    /// member's round (see [`crate::node::disk_queue`]), so rounds go on, sending
+    /// heartbeats and votes' answers, while a batch is on its way to the disk.
+    after_persist: VecDeque<(Option<PersistSeq>, Ready)>,
     /// Proposals waiting to be applied, by request number: the caller and its deadline.
     pending: HashMap<u64, (Token, Time)>,
     next_seq: u64,
@@ -150,7 +154,7 @@ impl Member {
             sm,
             hub: WatchHub::new(WATCH_QUEUE, WATCH_FRAGMENT_BYTES),
             out: Output::default(),
-            after_persist: None,
+            after_persist: VecDeque::new(),
             pending: HashMap::new(),
             next_seq: (cfg.start_ms + 1) << 16,
             next_read: 1,
@@ -377,8 +381,13 @@ impl Member {
     /// The persist batch numbered `seq` is durable.
     pub fn persisted(&mut self, now: Time, seq: PersistSeq) {
         self.raft.persisted(now, seq);
-        if let Some(rd) = self.after_persist.take() {
-            self.finish_ready(now, rd);
+        while let Some((s, _)) = self.after_persist.front() {
+            if s.is_some_and(|s| s > seq) {
+                break;
+            }
+            if let Some((_, rd)) = self.after_persist.pop_front() {
+                self.finish_ready(now, rd);
+            }
         }
     }
 
@@ -428,7 +437,7 @@ impl Member {
         self.flush_reads(now);
         self.resume_leaderless(now);
         let mut persisting = false;
-        if self.after_persist.is_none() {
+        if self.after_persist.is_empty() || self.raft.has_ready() {
             let mut rd = self.raft.ready();
             if let Some(t) = rd.wake_at {
                 self.raft_wake = Some(t);
@@ -437,11 +446,17 @@ impl Member {
                 self.on_soft_state(now, ss.leader.0, ss.term.0, ss.role == Role::Leader);
             }
             self.observe_heartbeats(now, &rd.messages);
+            // Raft hands out only messages whose durability needs are met: they go now,
+            // whatever batches are still being written.
             self.out.messages.append(&mut rd.messages);
             if let Some(batch) = rd.persist.take() {
+                self.after_persist.push_back((Some(batch.seq), rd));
                 self.out.persist = Some(batch);
-                self.after_persist = Some(rd);
                 persisting = true;
+            } else if !self.after_persist.is_empty() {
+                // Its committed entries and reads come after those of the batches
+                // before it.
+                self.after_persist.push_back((None, rd));
             } else {
                 self.finish_ready(now, rd);
             }
