@@ -1,7 +1,7 @@
 //! Lease clients and the one promise of a lease: its keys are not deleted by its
 //! expiry before its TTL has passed since the client last renewed it.
 //!
-//! Each lease client grants leases (TTL 2-4 s), attaches keys under `l/<lease>/` to
+//! Each lease client grants leases (TTL 1-3 s; 1 s is the minimum at a 500 ms election timeout), attaches keys under `l/<lease>/` to
 //! them, keeps them alive through random members, and at a random moment abandons each
 //! so it expires. The simulator's check knows when each revocation was applied; a real
 //! cluster does not say, so this one bounds it from above: a revocation at revision R
@@ -103,7 +103,7 @@ impl LeaseClient {
 
     async fn grant(&mut self) -> Option<Active> {
         let m = self.member();
-        let ttl = 2 + (self.rng.next_u64() % 3) as i64;
+        let ttl = 1 + (self.rng.next_u64() % 3) as i64;
         let sent = self.clock.now();
         let mut c = self.clients.lease(m);
         let r = tokio::time::timeout(
@@ -146,7 +146,7 @@ impl LeaseClient {
             id: r.id,
             ttl_ms,
             next_keepalive: now + Duration::from_millis(ttl_ms / 3),
-            abandon_at: now + Duration::from_millis(1000 + self.rng.next_u64() % 5000),
+            abandon_at: now + Duration::from_millis(500 + self.rng.next_u64() % 2500),
         })
     }
 

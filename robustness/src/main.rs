@@ -138,7 +138,7 @@ fn main() -> ExitCode {
         leases += r.leases;
         faults += r.faults.len();
         println!(
-            "seed={seed} {} in {:.1} s: {} ops ok, {} unknown, {} serializable reads, {} watch events, {} leases, revision {}, faults {:?}",
+            "seed={seed} {} in {:.1} s: {} ops ok, {} unknown, {} serializable reads, {} watch events, {} leases ({} expired), revision {}, {} new terms, faults {:?}",
             if r.problems.is_empty() { "passed" } else { "FAILED" },
             t.elapsed().as_secs_f64(),
             r.ok,
@@ -146,7 +146,9 @@ fn main() -> ExitCode {
             r.serial,
             r.watch_events,
             r.leases,
+            r.expired_leases,
             r.revision,
+            r.new_terms,
             r.faults
         );
         if !r.problems.is_empty() {

@@ -83,6 +83,10 @@ pub struct Report {
     pub faults: Vec<String>,
     /// The final revision.
     pub revision: u64,
+    /// Raft terms begun during the run (evidence the faults moved leadership).
+    pub new_terms: u64,
+    /// Leases whose keys the applied history shows deleted by expiry.
+    pub expired_leases: usize,
     /// Every failed check, described.
     pub problems: Vec<String>,
     /// The run directory (kept when there are problems).
@@ -152,7 +156,10 @@ pub async fn run_seed(seed: u64, opts: &Options) -> Report {
     let cluster = Arc::new(Mutex::new(cluster));
     let clients = Clients::new(&client_addrs);
     match wait_ready(&clients, &cluster, &specs).await {
-        Ok(ids) => net.set_member_ids(ids),
+        Ok(ids) => {
+            net.set_member_ids(ids);
+            report.new_terms = max_term(&clients).await;
+        }
         Err(e) => {
             lock(&cluster).stop_all();
             report.problems.push(e);
@@ -284,10 +291,10 @@ async fn drive(
         let _ = t.await;
     }
 
-    let Some(revision) = converge(clients, cluster, report).await else {
-        return;
-    };
-    report.revision = revision;
+    // Without convergence the history checks still run: they say what diverged.
+    let converged = converge(clients, cluster, report).await;
+    report.revision = converged.unwrap_or(0);
+    report.new_terms = max_term(clients).await.saturating_sub(report.new_terms);
 
     // Read every key once more, on every member: a write acknowledged and then lost
     // (a crash losing what it acknowledged) shows here if nothing read it before.
@@ -310,7 +317,8 @@ async fn drive(
 
     // The applied history, from every member; they must agree.
     let mut writes: Option<BTreeMap<u64, Write>> = None;
-    for m in 0..clients.len() {
+    let revision = converged.unwrap_or(0);
+    for m in (0..clients.len()).filter(|_| converged.is_some()) {
         match applied_history(clients, m, revision).await {
             None => report.problems.push(format!(
                 "m{m} did not deliver its history up to revision {revision}"
@@ -349,6 +357,18 @@ async fn drive(
         report.problems.push(e);
     }
     if let Some(writes) = writes {
+        report.expired_leases = leases
+            .keys()
+            .filter(|id| {
+                let prefix = format!("l/{id:x}/");
+                writes.values().any(|w| {
+                    w.events.iter().any(|e| {
+                        e.kind == keel_core::mvcc::EventKind::Delete
+                            && e.kv.key.starts_with(prefix.as_bytes())
+                    })
+                })
+            })
+            .count();
         if let Err(e) = check_serial_reads(&writes, &kv_log.serial, revision) {
             report.problems.push(e);
         }
@@ -359,6 +379,17 @@ async fn drive(
             report.problems.push(e);
         }
     }
+}
+
+/// The highest raft term any member reports.
+async fn max_term(clients: &Clients) -> u64 {
+    let mut term = 0;
+    for i in 0..clients.len() {
+        if let Some(s) = clients.status(i).await {
+            term = term.max(s.raft_term);
+        }
+    }
+    term
 }
 
 fn count(history: &KvHistory, report: &mut Report) {

@@ -101,6 +101,9 @@ pub struct Storage {
     applied_since_snapshot: u64,
     /// Indices of the snapshot files present, oldest first.
     snapshots: Vec<(u64, u64, String)>,
+    /// The planted `ack-before-fsync` bug: WAL writes are never synced.
+    #[cfg(feature = "robustness-bugs")]
+    skip_sync: bool,
 }
 
 /// Where a member's files live: the data dir, and the WAL in `<data-dir>/member/wal`
@@ -212,6 +215,8 @@ impl Storage {
             policy,
             applied_since_snapshot: 0,
             snapshots,
+            #[cfg(feature = "robustness-bugs")]
+            skip_sync: false,
         };
         Ok((
             storage,
@@ -231,10 +236,20 @@ impl Storage {
             self.record_snapshot(s.meta.term.0, s.meta.index.0, name)?;
         }
         self.wal.append(&batch_records(batch))?;
+        #[cfg(feature = "robustness-bugs")]
+        if self.skip_sync {
+            return Ok(());
+        }
         if batch.must_sync {
             self.wal.sync()?;
         }
         Ok(())
+    }
+
+    /// Plants `ack-before-fsync`: persist never syncs the WAL again.
+    #[cfg(feature = "robustness-bugs")]
+    pub fn plant_ack_before_fsync(&mut self) {
+        self.skip_sync = true;
     }
 
     /// WAL record bytes written since the data dir was opened.
