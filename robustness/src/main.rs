@@ -138,7 +138,7 @@ fn main() -> ExitCode {
         leases += r.leases;
         faults += r.faults.len();
         println!(
-            "seed={seed} {} in {:.1} s: {} ops ok, {} unknown, {} serializable reads, {} watch events, {} leases ({} expired), revision {}, {} new terms, faults {:?}",
+            "seed={seed} {} in {:.1} s: {} ops ok, {} unknown, {} serializable reads, {} watch events, {} leases ({} expired), revision {}, {} new terms, peer connections {}+{} (dialer known+unknown), faults {:?}",
             if r.problems.is_empty() { "passed" } else { "FAILED" },
             t.elapsed().as_secs_f64(),
             r.ok,
@@ -149,6 +149,8 @@ fn main() -> ExitCode {
             r.expired_leases,
             r.revision,
             r.new_terms,
+            r.dialers.0,
+            r.dialers.1,
             r.faults
         );
         if !r.problems.is_empty() {

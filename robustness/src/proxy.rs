@@ -50,6 +50,9 @@ struct NetState {
     resets: HashMap<usize, u64>,
     /// Member IDs (from `MemberList`) to indexes, for recognising dialers.
     ids: HashMap<u64, usize>,
+    /// Connections whose dialer was recognised, and those whose was not.
+    recognised: u64,
+    unrecognised: u64,
 }
 
 impl NetState {
@@ -133,6 +136,13 @@ impl Network {
     /// Closes every connection through `member`'s proxy with an RST.
     pub fn reset(&self, member: usize) {
         *lock(&self.state).resets.entry(member).or_default() += 1;
+    }
+
+    /// Connections so far whose dialer was recognised, and those whose was not (before
+    /// member IDs are known, and for any other protocol).
+    pub fn dialers(&self) -> (u64, u64) {
+        let s = lock(&self.state);
+        (s.recognised, s.unrecognised)
     }
 
     /// Removes these cuts (a fault's own, when it ends).
@@ -223,7 +233,16 @@ async fn serve(
         Err(_) => 0,
     };
     hello.truncate(got);
-    let dialer = dialer_id(&hello).and_then(|id| lock(&state).ids.get(&id).copied());
+    let dialer = {
+        let mut s = lock(&state);
+        let d = dialer_id(&hello).and_then(|id| s.ids.get(&id).copied());
+        if d.is_some() {
+            s.recognised += 1;
+        } else {
+            s.unrecognised += 1;
+        }
+        d
+    };
 
     let (close_tx, close_rx) = watch::channel(false);
     let up = Arc::new(Lane::default());

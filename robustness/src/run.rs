@@ -87,6 +87,8 @@ pub struct Report {
     pub new_terms: u64,
     /// Leases whose keys the applied history shows deleted by expiry.
     pub expired_leases: usize,
+    /// Peer connections whose dialer the proxies recognised, and those not.
+    pub dialers: (u64, u64),
     /// Every failed check, described.
     pub problems: Vec<String>,
     /// The run directory (kept when there are problems).
@@ -168,6 +170,7 @@ pub async fn run_seed(seed: u64, opts: &Options) -> Report {
     }
 
     drive(&schedule, &clients, &net, &cluster, &mut report).await;
+    report.dialers = net.dialers();
     lock(&cluster).stop_all();
     drop(net);
     if report.problems.is_empty() && !opts.keep {

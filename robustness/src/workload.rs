@@ -92,7 +92,26 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 enum Answer {
     Ok(KvOutput<Value>),
+    /// The connection could not be opened: the request never left the client.
+    NotSent,
+    /// Failed or timed out after it may have been sent.
     Failed,
+}
+
+/// Whether `status` says the connection was never made (so the request was never sent):
+/// a refused or failed TCP connect, which tonic reports as Unavailable with the
+/// connector's error underneath.
+fn never_sent(status: &tonic::Status) -> bool {
+    if status.code() != tonic::Code::Unavailable {
+        return false;
+    }
+    let mut text = status.message().to_string();
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        text.push_str(&format!(": {e}"));
+        source = e.source();
+    }
+    text.contains("tcp connect error") || text.contains("Connection refused")
 }
 
 impl KvClient {
@@ -148,6 +167,9 @@ impl KvClient {
                     self.observe(at, revision);
                     let _ = r.ok(call, out, at);
                 }
+                Answer::NotSent => {
+                    let _ = r.fail(call);
+                }
                 Answer::Failed if is_read => {
                     let _ = r.fail(call);
                 }
@@ -169,7 +191,7 @@ impl KvClient {
             Answer::Ok(out) => {
                 let _ = r.ok(call, out, at);
             }
-            Answer::Failed => {
+            Answer::Failed | Answer::NotSent => {
                 let _ = r.fail(call);
             }
         }
@@ -292,6 +314,7 @@ impl KvClient {
         };
         match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
             Ok(Ok(a)) => a,
+            Ok(Err(e)) if never_sent(&e) => Answer::NotSent,
             _ => Answer::Failed,
         }
     }
