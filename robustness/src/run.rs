@@ -187,11 +187,11 @@ async fn wait_ready(
 ) -> Result<HashMap<u64, usize>, String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        for i in 0..specs.len() {
+        for (i, spec) in specs.iter().enumerate() {
             if let Some(st) = lock(cluster).exited(i) {
                 return Err(format!(
                     "m{i} exited at start ({st}); see {}",
-                    specs[i].log.display()
+                    spec.log.display()
                 ));
             }
         }

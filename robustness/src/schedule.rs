@@ -113,7 +113,7 @@ impl Fault {
             "kill" => {
                 // One member, or a majority at once.
                 let first = pick();
-                if rng.next_u64() % 2 == 0 {
+                if rng.next_u64().is_multiple_of(2) {
                     Fault::Kill(vec![first])
                 } else {
                     let count = members / 2 + 1;

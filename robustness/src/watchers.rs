@@ -141,12 +141,12 @@ impl Watcher {
     /// Watches until `until`.
     pub async fn run(mut self, until: Instant) {
         while Instant::now() < until {
-            let (key, range_end) = if self.rng.next_u64() % 2 == 0 {
+            let (key, range_end) = if self.rng.next_u64().is_multiple_of(2) {
                 (Bytes::from_static(b"k"), Bytes::from_static(b"l"))
             } else {
                 (Bytes::from_static(b"\0"), Bytes::from_static(b"\0"))
             };
-            let prev_kv = self.rng.next_u64() % 2 == 0;
+            let prev_kv = self.rng.next_u64().is_multiple_of(2);
             let seen = self.seen_revision.load(Ordering::Relaxed) as i64;
             let requested = match self.rng.next_u64() % 4 {
                 0 => 0,
