@@ -285,7 +285,8 @@ pub async fn applied_history(
         append_events(&mut events, &r);
     }
     let mut writes: BTreeMap<u64, Write> = BTreeMap::new();
-    for e in events {
+    // Leases may still expire after the members converged: compare up to `revision`.
+    for e in events.into_iter().filter(|e| e.rev.main as u64 <= revision) {
         writes
             .entry(e.rev.main as u64)
             .or_insert_with(|| Write {
