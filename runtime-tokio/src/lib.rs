@@ -26,6 +26,8 @@ pub mod pb;
 pub mod peer;
 pub mod peer_info;
 pub mod ping_policy;
+#[cfg(feature = "robustness-bugs")]
+pub mod planted;
 pub mod serve;
 pub mod storage;
 pub mod tls;
@@ -34,6 +36,10 @@ pub mod version;
 pub mod wal_files;
 
 pub use storage::{Recovery, Storage, StorageError, StoragePolicy};
+
+/// Whether this build has the robustness runs' planted bugs (`robustness-bugs`
+/// feature): `keel` then warns loudly at start, and serves only for those runs.
+pub const ROBUSTNESS_BUGS: bool = cfg!(feature = "robustness-bugs");
 pub use wal_files::{FileStore, WriteMode};
 
 /// Milliseconds since the driver started, from the monotonic clock.

@@ -101,6 +101,9 @@ pub struct Storage {
     applied_since_snapshot: u64,
     /// Indices of the snapshot files present, oldest first.
     snapshots: Vec<(u64, u64, String)>,
+    /// The planted `ack-before-fsync` bug: WAL writes are never synced.
+    #[cfg(feature = "robustness-bugs")]
+    skip_sync: bool,
 }
 
 /// Where a member's files live: the data dir, and the WAL in `<data-dir>/member/wal`
@@ -212,6 +215,8 @@ impl Storage {
             policy,
             applied_since_snapshot: 0,
             snapshots,
+            #[cfg(feature = "robustness-bugs")]
+            skip_sync: false,
         };
         Ok((
             storage,
@@ -246,8 +251,18 @@ impl Storage {
 
     /// Makes every appended record durable (fdatasync).
     pub fn sync(&mut self) -> Result<(), StorageError> {
+        #[cfg(feature = "robustness-bugs")]
+        if self.skip_sync {
+            return Ok(());
+        }
         self.wal.sync()?;
         Ok(())
+    }
+
+    /// Plants `ack-before-fsync`: the WAL is never synced again.
+    #[cfg(feature = "robustness-bugs")]
+    pub fn plant_ack_before_fsync(&mut self) {
+        self.skip_sync = true;
     }
 
     /// WAL record bytes written since the data dir was opened.

@@ -143,6 +143,14 @@ pub async fn start_with_dialer(
     rcfg.compaction_tail = cfg.log_tail;
     rcfg.seed = cfg.id ^ std::process::id() as u64;
     rcfg.max_proposal_bytes = (cfg.max_request_bytes as u64).max(1 << 20) * 2;
+    // keel refuses to start with an unknown name, so an error here cannot happen.
+    #[cfg(feature = "robustness-bugs")]
+    if let Ok(Some(bug)) = crate::planted::PlantedBug::from_env() {
+        tracing::warn!(?bug, "planted bug active");
+        if bug.plant(&mut rcfg) {
+            storage.plant_ack_before_fsync();
+        }
+    }
     let mut sm = StateMachine::new(
         cfg.quota_bytes,
         min_ttl,

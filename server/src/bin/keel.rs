@@ -11,7 +11,12 @@ use keel_server::launch;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    if keel_core::PLANTED_BUGS {
+    if keel_runtime_tokio::ROBUSTNESS_BUGS {
+        if let Err(e) = robustness_bugs() {
+            eprintln!("keel: {e}");
+            return ExitCode::FAILURE;
+        }
+    } else if keel_core::PLANTED_BUGS {
         // A build that unified the simulator's features into this binary: never serve.
         eprintln!("keel: this binary was built with keel-core's planted-bugs feature (a simulation build); rebuild it with `cargo build --release --bin keel`");
         return ExitCode::FAILURE;
@@ -32,4 +37,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A build with the robustness runs' planted bugs: says so on every start, and which bug
+/// `KEEL_PLANTED_BUG` selects; refuses a name it does not know.
+#[cfg(feature = "robustness-bugs")]
+fn robustness_bugs() -> Result<(), String> {
+    use keel_runtime_tokio::planted::{PlantedBug, ENV};
+    let bug = PlantedBug::from_env()?;
+    eprintln!(
+        "keel: WARNING: THIS BINARY HAS PLANTED BUGS (robustness-bugs feature) AND MUST NEVER SERVE REAL DATA; \
+         {ENV}={bug:?} (one of {:?})",
+        PlantedBug::NAMES
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "robustness-bugs"))]
+fn robustness_bugs() -> Result<(), String> {
+    Ok(())
 }
