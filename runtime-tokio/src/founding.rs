@@ -14,12 +14,13 @@ fn path(data_dir: &Path) -> PathBuf {
     data_dir.join("member").join("founding")
 }
 
-/// Writes the founding members atomically (temp file, fsync, rename).
+/// Writes the founding members atomically and durably (temp file, fsync, rename,
+/// directory fsync; the directories above created durably): a restart after a power
+/// loss that kept the WAL must find them.
 pub fn save(data_dir: &Path, members: &[MemberInfo]) -> std::io::Result<()> {
     let p = path(data_dir);
-    if let Some(dir) = p.parent() {
-        fs::create_dir_all(dir)?;
-    }
+    let dir = p.parent().unwrap_or(data_dir);
+    crate::durable_dir::create_dir_all(dir)?;
     let mut text = String::new();
     for m in members {
         text.push_str(&format!(
@@ -33,7 +34,8 @@ pub fn save(data_dir: &Path, members: &[MemberInfo]) -> std::io::Result<()> {
     let mut f = fs::File::create(&tmp)?;
     f.write_all(text.as_bytes())?;
     f.sync_all()?;
-    fs::rename(&tmp, &p)
+    fs::rename(&tmp, &p)?;
+    crate::durable_dir::sync_dir(dir)
 }
 
 /// Reads the founding members; None if the file does not exist.

@@ -11,6 +11,7 @@ use keel_core::raft::Time;
 
 pub mod auth;
 pub mod corruption;
+pub mod durable_dir;
 pub mod etcd_db;
 pub mod founding;
 pub mod gateway;

@@ -170,7 +170,7 @@ impl Storage {
     ) -> Result<(Storage, Recovery), StorageError> {
         let wal_dir = dirs.wal.clone();
         let snap_dir = dirs.snap();
-        fs::create_dir_all(&snap_dir).map_err(io_err(&snap_dir))?;
+        crate::durable_dir::create_dir_all(&snap_dir).map_err(io_err(&snap_dir))?;
         let mut warnings = Vec::new();
         let mut snapshots = list_snapshots(&snap_dir)?;
         // Newest valid snapshot, skipping corrupt ones with a warning.

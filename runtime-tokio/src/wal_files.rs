@@ -97,7 +97,7 @@ impl FileStore {
     /// Opens (creating if needed) a WAL directory with the given write path.
     pub fn open_with(dir: impl Into<PathBuf>, mode: WriteMode) -> io::Result<FileStore> {
         let dir = dir.into();
-        fs::create_dir_all(&dir)?;
+        crate::durable_dir::create_dir_all(&dir)?;
         Ok(FileStore {
             dir,
             mode,

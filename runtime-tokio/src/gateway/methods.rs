@@ -34,6 +34,8 @@ pub struct Method {
     pub request: fn(serde_json::Value) -> Result<Bytes, serde_json::Error>,
     /// A protobuf response as its JSON text.
     pub response: fn(&[u8]) -> Result<String, String>,
+    /// A protobuf request as its JSON text (the inverse of `request`, for round trips).
+    pub request_json: fn(&[u8]) -> Result<String, String>,
 }
 
 fn request<T: DeserializeOwned + Message>(
@@ -59,6 +61,7 @@ macro_rules! methods {
             shape: Shape::$shape,
             request: request::<$req>,
             response: response::<$resp>,
+            request_json: response::<$req>,
         }),*];
     };
 }

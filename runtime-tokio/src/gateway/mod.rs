@@ -154,13 +154,34 @@ async fn read_one(body: Body, limit: usize, m: &Method) -> Result<Bytes, Status>
         .await
         .map_err(|e| Status::invalid_argument(e.to_string()))?
         .to_bytes();
-    let mut values = serde_json::Deserializer::from_slice(&bytes).into_iter::<serde_json::Value>();
+    one_request(m, &bytes).map_err(|e| bad_json(&bytes, &e))
+}
+
+fn one_request(m: &Method, bytes: &[u8]) -> Result<Bytes, serde_json::Error> {
+    let mut values = serde_json::Deserializer::from_slice(bytes).into_iter::<serde_json::Value>();
     let json = match values.next() {
         None => serde_json::Value::Object(Default::default()),
-        Some(Ok(v)) => v,
-        Some(Err(e)) => return Err(bad_json(&bytes, &e)),
+        Some(v) => v?,
     };
-    (m.request)(json).map_err(|e| bad_json(&bytes, &e))
+    (m.request)(json)
+}
+
+/// The gateway paths (after the version prefix, `kv/range`), in registration order.
+pub fn paths() -> impl Iterator<Item = &'static str> {
+    methods::METHODS.iter().map(|m| m.path)
+}
+
+/// A unary request body for `path` as the protobuf the gateway hands its gRPC method
+/// (what a POST to `/v3/<path>` decodes to); None for an unknown path. Bad JSON is an
+/// error, never a panic (fuzzed: `fuzz/fuzz_targets/gateway_json.rs`).
+pub fn decode_request(path: &str, body: &[u8]) -> Option<Result<Bytes, serde_json::Error>> {
+    methods::find(path).map(|m| one_request(m, body))
+}
+
+/// The inverse of [`decode_request`]: a protobuf request for `path` as the gateway's
+/// JSON; None for an unknown path.
+pub fn request_json(path: &str, pb: &[u8]) -> Option<Result<String, String>> {
+    methods::find(path).map(|m| (m.request_json)(pb))
 }
 
 /// Feeds a streaming call: each JSON value of the HTTP body, as it arrives, becomes a
@@ -389,5 +410,31 @@ mod tests {
             http_status(Code::FailedPrecondition),
             StatusCode::PRECONDITION_FAILED
         );
+    }
+
+    #[test]
+    fn a_request_body_decodes_and_round_trips_through_its_json() {
+        use prost::Message;
+        let pb = decode_request("kv/put", br#"{"key":"Zm9v","value":"YmFy","lease":"7"}"#)
+            .expect("known path")
+            .expect("valid body");
+        let req = crate::pb::etcdserverpb::PutRequest::decode(pb.clone()).expect("protobuf");
+        assert_eq!(
+            (&req.key[..], &req.value[..], req.lease),
+            (&b"foo"[..], &b"bar"[..], 7)
+        );
+        let json = request_json("kv/put", &pb)
+            .expect("known path")
+            .expect("json");
+        let again = decode_request("kv/put", json.as_bytes()).expect("known path");
+        assert_eq!(again.expect("its own JSON"), pb);
+        // An empty body is the empty request; bad JSON is an error; unknown paths None.
+        assert!(matches!(decode_request("kv/range", b""), Some(Ok(_))));
+        assert!(matches!(
+            decode_request("kv/range", b"{\"key\":1"),
+            Some(Err(_))
+        ));
+        assert!(decode_request("kv/nothing", b"{}").is_none());
+        assert_eq!(paths().next(), Some("kv/range"));
     }
 }
