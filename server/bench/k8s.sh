@@ -5,7 +5,7 @@
 # 20000 objects of 1 KiB under /registry/pods/, 32 writers doing kube-apiserver's
 # compare-mod_revision update, one client LISTing the whole prefix unpaginated in a
 # loop, 4 prefix watchers that must see every write. Not a test: figures depend on the
-# machine; compare the ratios. Usage: k8s.sh [--pairs N] [--seconds S] [--objects N]
+# machine; compare the ratios. Ports 11379-16380 (below Linux's ephemeral range). Usage: k8s.sh [--pairs N] [--seconds S] [--objects N]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$here/../.."
@@ -52,10 +52,10 @@ cluster() {
         done
     done
 }
-cluster "$(command -v etcd)" etcd 40000
-cluster "$KEEL" keel 50000
-EP_etcd="http://127.0.0.1:41379,http://127.0.0.1:42379,http://127.0.0.1:43379"
-EP_keel="http://127.0.0.1:51379,http://127.0.0.1:52379,http://127.0.0.1:53379"
+cluster "$(command -v etcd)" etcd 10000
+cluster "$KEEL" keel 13000
+EP_etcd="http://127.0.0.1:11379,http://127.0.0.1:12379,http://127.0.0.1:13379"
+EP_keel="http://127.0.0.1:14379,http://127.0.0.1:15379,http://127.0.0.1:16379"
 
 results="$work/results"
 : >"$results"

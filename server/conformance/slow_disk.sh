@@ -15,6 +15,7 @@ work=$(mktemp -d)
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -43,7 +44,7 @@ etcdctl --endpoints "$eps" put warm up >/dev/null || fail "no cluster"
 # status I: "leader term" as member I sees them.
 status() {
     etcdctl --endpoints "http://127.0.0.1:620$1" endpoint status -w json |
-        python3 -c 'import json,sys; s=json.load(sys.stdin)[0]["Status"]; print(s["leader"], s["raft_term"])'
+        python3 -c 'import json,sys; s=json.load(sys.stdin)[0]["Status"]; print(s["leader"], s["raftTerm"])'
 }
 read -r leader term < <(status 1)
 L=0
@@ -92,8 +93,8 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 if kill -0 "$pid" 2>/dev/null; then fail "m$F kept running after its fdatasync failed"; fi
-grep -q "input/output error" "$work/m$F.log" || fail "m$F did not name the I/O error"
-echo "m$F stopped on EIO: $(grep -m1 'input/output error' "$work/m$F.log" | cut -c1-160)"
+grep -qi "input/output error" "$work/m$F.log" || fail "m$F did not name the I/O error"
+echo "m$F stopped on EIO: $(grep -m1 -i "input/output error" "$work/m$F.log" | cut -c1-160)"
 # It never acknowledged what it could not sync: restarted on a healthy disk, it catches up.
 echo 0 >"$work/fail$F"
 KEEL_SLOW_SYNC_FILE="$work/delay$F" KEEL_FAIL_SYNC_FILE="$work/fail$F" LD_PRELOAD="$work/slow_sync.so" \
