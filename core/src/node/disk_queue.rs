@@ -1,7 +1,8 @@
 //! How a driver's disk worker runs the member's storage work beside the member's round:
 //! jobs in the order the member issued them, appends that queued up together covered by
-//! one sync (group commit), and each group acknowledged by its last batch's sequence
-//! number once durable. Both runtimes run this: production on a thread of its own,
+//! one sync, and each group acknowledged by its last batch's sequence number once
+//! durable. (The member keeps one batch at the disk at a time, so a group is in practice
+//! one batch with the snapshot records and WAL releases queued around it.) Both runtimes run this: production on a thread of its own,
 //! the simulator on a task that spends simulated time in each sync.
 //!
 //! Why beside the round: an fdatasync on a stalled disk can take longer than an

@@ -527,6 +527,30 @@ impl RaftNode {
         rd
     }
 
+    /// What may go out while the driver is still writing the last [`Ready`]'s persist
+    /// batch: messages (held ones stay held until their batch is durable), a role
+    /// change and the next wake-up. Entries to apply, the next batch, snapshots and
+    /// confirmed reads stay for the next [`RaftNode::ready`], after the batch.
+    pub fn ready_messages(&mut self) -> Ready {
+        if self.role == Role::Leader {
+            self.flush_reads();
+            self.broadcast_append();
+        } else {
+            self.flush_forwarded();
+        }
+        let mut rd = Ready {
+            messages: std::mem::take(&mut self.msgs),
+            ..Ready::default()
+        };
+        let soft = self.soft_state();
+        if self.reported_soft != Some(soft) {
+            self.reported_soft = Some(soft);
+            rd.soft_state = Some(soft);
+        }
+        rd.wake_at = Some(self.next_wake());
+        rd
+    }
+
     /// Whether [`RaftNode::ready`] would return anything besides a wake-up time.
     pub fn has_ready(&self) -> bool {
         !self.msgs.is_empty()

@@ -30,7 +30,7 @@ mod reconfig;
 mod tests;
 mod waiting;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 
@@ -79,12 +79,11 @@ pub struct Member {
     hub: WatchHub,
     cfg: MemberConfig,
     out: Output,
-    /// The rest of each raft `Ready` behind a persist batch the driver is still
-    /// writing, in order: with the batch's sequence number, or `None` for a `Ready`
-    /// without a batch that must wait for the ones before it. Drivers write beside the
-    /// member's round (see [`crate::node::disk_queue`]), so rounds go on, sending
-    /// heartbeats and votes' answers, while a batch is on its way to the disk.
-    after_persist: VecDeque<(Option<PersistSeq>, Ready)>,
+    /// The rest of a raft `Ready` whose persist batch the driver is writing. Drivers
+    /// write beside the member's round (see [`crate::node::disk_queue`]), so rounds go
+    /// on meanwhile, sending what raft may send before the batch is durable
+    /// ([`RaftNode::ready_messages`]); everything else waits for the batch.
+    after_persist: Option<Ready>,
     /// Proposals waiting to be applied, by request number: the caller and its deadline.
     pending: HashMap<u64, (Token, Time)>,
     next_seq: u64,
@@ -154,7 +153,7 @@ impl Member {
             sm,
             hub: WatchHub::new(WATCH_QUEUE, WATCH_FRAGMENT_BYTES),
             out: Output::default(),
-            after_persist: VecDeque::new(),
+            after_persist: None,
             pending: HashMap::new(),
             next_seq: (cfg.start_ms + 1) << 16,
             next_read: 1,
@@ -381,13 +380,8 @@ impl Member {
     /// The persist batch numbered `seq` is durable.
     pub fn persisted(&mut self, now: Time, seq: PersistSeq) {
         self.raft.persisted(now, seq);
-        while let Some((s, _)) = self.after_persist.front() {
-            if s.is_some_and(|s| s > seq) {
-                break;
-            }
-            if let Some((_, rd)) = self.after_persist.pop_front() {
-                self.finish_ready(now, rd);
-            }
+        if let Some(rd) = self.after_persist.take() {
+            self.finish_ready(now, rd);
         }
     }
 
@@ -437,29 +431,26 @@ impl Member {
         self.flush_reads(now);
         self.resume_leaderless(now);
         let mut persisting = false;
-        if self.after_persist.is_empty() || self.raft.has_ready() {
+        // Whether raft had nothing to send while a batch is on its way to the disk:
+        // what it holds waits for that batch, so the round is over until the driver
+        // reports it durable.
+        let mut waiting_for_disk = false;
+        if self.after_persist.is_none() {
             let mut rd = self.raft.ready();
-            if let Some(t) = rd.wake_at {
-                self.raft_wake = Some(t);
-            }
-            if let Some(ss) = rd.soft_state.take() {
-                self.on_soft_state(now, ss.leader.0, ss.term.0, ss.role == Role::Leader);
-            }
-            self.observe_heartbeats(now, &rd.messages);
-            // Raft hands out only messages whose durability needs are met: they go now,
-            // whatever batches are still being written.
-            self.out.messages.append(&mut rd.messages);
+            self.take_soft_parts(now, &mut rd);
             if let Some(batch) = rd.persist.take() {
-                self.after_persist.push_back((Some(batch.seq), rd));
                 self.out.persist = Some(batch);
+                self.after_persist = Some(rd);
                 persisting = true;
-            } else if !self.after_persist.is_empty() {
-                // Its committed entries and reads come after those of the batches
-                // before it.
-                self.after_persist.push_back((None, rd));
             } else {
                 self.finish_ready(now, rd);
             }
+        } else {
+            // Heartbeats, their answers, appends to followers, ReadIndex rounds: raft
+            // hands out only messages whose durability needs are met.
+            let mut rd = self.raft.ready_messages();
+            waiting_for_disk = rd.messages.is_empty() && rd.soft_state.is_none();
+            self.take_soft_parts(now, &mut rd);
         }
         if let Some(at) = self.removed_at {
             if now.since(at) >= REMOVED_LINGER_MS {
@@ -472,9 +463,25 @@ impl Member {
         self.conclude_corruption_check(now);
         let mut out = std::mem::take(&mut self.out);
         let resumable = !self.leaderless.is_empty() && self.raft.leader().is_some();
-        out.idle = !persisting && !self.raft.has_ready() && self.reads_new.is_empty() && !resumable;
+        out.idle = !persisting
+            && (waiting_for_disk || !self.raft.has_ready())
+            && self.reads_new.is_empty()
+            && !resumable;
         out.wake_at = self.wake_at(now);
         out
+    }
+
+    /// The parts of a `Ready` that never wait for the disk: the next wake-up, a role
+    /// change, and the messages (into the output).
+    fn take_soft_parts(&mut self, now: Time, rd: &mut Ready) {
+        if let Some(t) = rd.wake_at {
+            self.raft_wake = Some(t);
+        }
+        if let Some(ss) = rd.soft_state.take() {
+            self.on_soft_state(now, ss.leader.0, ss.term.0, ss.role == Role::Leader);
+        }
+        self.observe_heartbeats(now, &rd.messages);
+        self.out.messages.append(&mut rd.messages);
     }
 
     /// Ends required-leader streams when the leader has been gone too long. Checked
